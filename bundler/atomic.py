@@ -1,0 +1,74 @@
+"""Files that appear under their final names whole, or not at all.
+
+Each output is written under a temporary name in its final directory (so the rename cannot
+cross file systems), flushed to disk, and renamed only when every output is complete. The
+temporary names end in `.partial`, a suffix K3s never imports (wharfie's tarfile.go list).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+TEMP_SUFFIX = ".partial"
+
+
+def temp_name(final: Path) -> Path:
+    """A fresh temporary name beside `final` that no importer will pick up."""
+    return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicOutputs:
+    """A set of output files committed together; on failure none of them appear.
+
+    Use as a context manager: temp() hands out temporary paths, commit() renames them all to
+    their final names; leaving the block without commit() removes every temporary.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._pending: list[tuple[Path, Path]] = []
+        self._dirs: list[Path] = []
+
+    def temp(self, final_name: str) -> Path:
+        final = self.directory / final_name
+        path = temp_name(final)
+        self._pending.append((path, final))
+        return path
+
+    def scratch_dir(self) -> Path:
+        """A temporary directory beside the outputs, removed when the block ends."""
+        path = Path(tempfile.mkdtemp(prefix=".bundler-", suffix=TEMP_SUFFIX, dir=self.directory))
+        self._dirs.append(path)
+        return path
+
+    def commit(self) -> list[Path]:
+        for path, _ in self._pending:
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+        for path, final in self._pending:
+            os.replace(path, final)
+        fsync_dir(self.directory)
+        done = [final for _, final in self._pending]
+        self._pending = []
+        return done
+
+    def __enter__(self) -> AtomicOutputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for path, _ in self._pending:
+            path.unlink(missing_ok=True)
+        for d in self._dirs:
+            shutil.rmtree(d, ignore_errors=True)

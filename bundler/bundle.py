@@ -1,0 +1,122 @@
+"""`bundler build`: images.txt -> one zstd-compressed image tarball plus its checksum files.
+
+Data flow: image list -> registry source (manifests, configs) -> blob store (layers, both
+digests checked) -> archive writer -> zstd -> checksum manifest. All outputs are written under
+temporary names and renamed together at the end: when build() raises, no file exists under a
+final name that was not there before, and no temporary is left behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bundler import archive, checksums, compress, imagelist, mutate, platform
+from bundler.atomic import AtomicOutputs
+from bundler.cache import BlobStore
+from bundler.config import load_registries
+from bundler.digest import HashingWriter, hex_of, sha256_digest
+from bundler.errors import InputError
+from bundler.image import Image
+from bundler.progress import CountingReader, Progress
+from bundler.registry import transport
+from bundler.sources.registry import RegistrySource
+
+DEFAULT_NAME = "k3s-airgap-images-multus"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What `bundler build` was asked; defaults are the CLI's."""
+
+    images: str = "images.txt"
+    output_dir: str = "dist"
+    name: str = DEFAULT_NAME
+    arch: str = "amd64"
+    layers: str = mutate.PRESERVE
+    registries: str | None = None
+    default_endpoint: bool = True
+    level: int = compress.DEFAULT_LEVEL
+    timeout: float = transport.DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class OutputNames:
+    """The four files a build writes into the output directory."""
+
+    bundle: str
+    image_list: str
+    manifest: str
+    sums: str
+
+    @classmethod
+    def of(cls, name: str, arch: str) -> OutputNames:
+        suffix = arch.replace("/", "-")
+        stem = f"{name}-{suffix}"
+        return cls(f"{stem}.tar.zst", f"{stem}.txt", f"{stem}.manifest.json",
+                   f"sha256sum-{suffix}.txt")
+
+
+def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
+    """Build the bundle; returns the checksum manifest plus the paths written."""
+    progress = progress or Progress(False)
+    _check_options(opts)
+    refs = imagelist.read(opts.images)
+    want = platform.for_arch(opts.arch)
+    registries = load_registries(opts.registries, opts.default_endpoint)
+    names = OutputNames.of(opts.name, opts.arch)
+    out_dir = Path(opts.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    source = RegistrySource(registries, want, opts.timeout)
+    upstream = [source.image(ref) for ref in refs]
+
+    with AtomicOutputs(out_dir) as outputs:
+        store = BlobStore(outputs.scratch_dir())
+        images = _stage(upstream, store, opts.layers, progress)
+        bundle_path = outputs.temp(names.bundle)
+        size, sha = _write_bundle(images, bundle_path, opts.level, progress)
+        doc = checksums.manifest_document(
+            images, upstream, arch=opts.arch, layers=opts.layers, level=opts.level,
+            window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
+            bundle_sha256=sha,
+        )
+        list_text = imagelist.format_list(refs).encode()
+        outputs.temp(names.image_list).write_bytes(list_text)
+        outputs.temp(names.manifest).write_bytes(checksums.dumps_manifest(doc))
+        sums = checksums.merged_sums(
+            checksums.read_sums(out_dir / names.sums),
+            {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))},
+        )
+        outputs.temp(names.sums).write_bytes(sums)
+        written = outputs.commit()
+    return {**doc, "files": [str(p) for p in written]}
+
+
+def _check_options(opts: BuildOptions) -> None:
+    # Rejected before any network or disk work, so a typo costs nothing.
+    if opts.layers not in mutate.LAYER_MODES:
+        raise InputError(f"--layers {opts.layers!r}: want one of {', '.join(mutate.LAYER_MODES)}")
+    compress.check_level(opts.level)
+    if not opts.name or "/" in opts.name or opts.name.startswith("."):
+        raise InputError(f"--name {opts.name!r}: want a plain file name stem")
+    if opts.timeout <= 0:
+        raise InputError(f"--timeout {opts.timeout}: want a positive number of seconds")
+
+
+def _stage(upstream: list[Image], store: BlobStore, mode: str, progress: Progress) -> list[Image]:
+    unique = {layer.descriptor.digest: layer.descriptor.size
+              for image in upstream for layer in image.layers}
+    with progress.bar("pull", sum(unique.values())) as bar:
+        return [mutate.staged(image, store, mode, lambda r: CountingReader(r, bar))
+                for image in upstream]
+
+
+def _write_bundle(images: list[Image], path: Path, level: int, progress: Progress
+                  ) -> tuple[int, str]:
+    total = sum(size for size, _ in archive.blobs(images).values())
+    with open(path, "wb") as f, progress.bar("compress", total) as bar:
+        hashed = HashingWriter(f)
+        with compress.compressor(level).stream_writer(hashed, closefd=False) as zw:
+            archive.write(images, zw, on_bytes=bar.update)
+    return hashed.size, hashed.hash.hexdigest()

@@ -1,0 +1,92 @@
+"""The command line: argument parsing, and the one handler that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from bundler import __version__, bundle, compress, mutate
+from bundler.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, BundlerError
+from bundler.progress import Progress
+from bundler.registry import transport
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bundler",
+        description="Build, verify and place K3s airgap image bundles (one zstd image tarball).",
+    )
+    p.add_argument("--version", action="version", version=f"bundler {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="pull the images of an image list into one .tar.zst bundle",
+                       description="Pull the images of an image list for one platform and write "
+                                   "one zstd-compressed image tarball K3s imports, with its "
+                                   "image list and checksum files.")
+    b.add_argument("--images", default="images.txt", metavar="FILE",
+                   help="image list, one reference a line (default: images.txt)")
+    b.add_argument("--output-dir", default="dist", metavar="DIR",
+                   help="where the bundle and its checksum files go (default: dist)")
+    b.add_argument("--name", default=bundle.DEFAULT_NAME,
+                   help=f"file name stem; files are NAME-ARCH.* (default: {bundle.DEFAULT_NAME})")
+    b.add_argument("--arch", default="amd64", help="linux architecture to pull (default: amd64)")
+    b.add_argument("--layers", choices=mutate.LAYER_MODES, default=mutate.PRESERVE,
+                   help="preserve: upstream blobs and manifest digests (default); "
+                        "uncompressed: plain tar layers, smaller bundle, new manifest digests")
+    b.add_argument("--registries", metavar="FILE",
+                   help="K3s registries.yaml: mirrors, rewrites, auth and TLS per host")
+    b.add_argument("--no-default-endpoint", dest="default_endpoint", action="store_false",
+                   help="use only the mirrors of registries.yaml, never the registry itself")
+    b.add_argument("--level", type=int, default=compress.DEFAULT_LEVEL,
+                   help=f"zstd level {compress.MIN_LEVEL}-{compress.MAX_LEVEL} (default: "
+                        f"{compress.DEFAULT_LEVEL}); the window stays 2^{compress.WINDOW_LOG}, "
+                        "the most K3s decodes")
+    b.add_argument("--timeout", type=float, default=transport.DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"connect and read timeout (default: {transport.DEFAULT_TIMEOUT:g})")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    b.set_defaults(run=_build)
+    return p
+
+
+def _build(args: argparse.Namespace) -> int:
+    opts = bundle.BuildOptions(
+        images=args.images, output_dir=args.output_dir, name=args.name, arch=args.arch,
+        layers=args.layers, registries=args.registries, default_endpoint=args.default_endpoint,
+        level=args.level, timeout=args.timeout,
+    )
+    result = bundle.build(opts, Progress(False if args.quiet else None))
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif not args.quiet:
+        b = result["bundle"]
+        print(f"wrote {result['files'][0]}: {len(result['images'])} images, "
+              f"{b['size']} bytes, sha256 {b['sha256']}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run bundler; every error ends here as one line on stderr and an exit code."""
+    logging.basicConfig(format="bundler: warning: %(message)s", level=logging.WARNING)
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except BundlerError as e:
+        return _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as e:
+        # Local I/O failures (disk full, permissions) that no module translated.
+        where = f"{e.filename}: " if e.filename else ""
+        reason = "no space left on device" if e.errno == errno.ENOSPC else e.strerror or str(e)
+        return _fail(f"{where}{reason}", EXIT_ENVIRONMENT)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"bundler: error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,146 @@
+"""zstd parameters and frames: the one place that knows K3s's decoder limit.
+
+K3s decodes bundles with klauspost/compress and MaxDecoderMemory = 1<<25 (rancher/wharfie
+tarfile.go; k3s issue 2941): a frame whose window exceeds 2^25 bytes fails to import. Every
+compressor is made here, with the window log fixed at 25 whatever the level.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+
+from bundler.errors import InputError
+
+WINDOW_LOG = 25
+MAX_WINDOW = 1 << WINDOW_LOG
+DEFAULT_LEVEL = 16
+MIN_LEVEL, MAX_LEVEL = 1, 22
+
+_FRAME_MAGIC = 0xFD2FB528
+_SKIPPABLE_MASK, _SKIPPABLE_MAGIC = 0xFFFFFFF0, 0x184D2A50
+
+
+def check_level(level: int) -> int:
+    if not MIN_LEVEL <= level <= MAX_LEVEL:
+        raise InputError(f"--level {level}: zstd levels run from {MIN_LEVEL} to {MAX_LEVEL}")
+    return level
+
+
+def compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
+    """A compressor whose output does not depend on the number of cores.
+
+    zstd's multi-threaded mode gives the same bytes for any worker count >= 1 (it differs only
+    from single-threaded mode), so we always run it with at least one worker.
+    """
+    params = zstandard.ZstdCompressionParameters.from_level(
+        check_level(level),
+        window_log=WINDOW_LOG,
+        enable_ldm=True,
+        threads=max(1, os.cpu_count() or 1),
+        write_checksum=True,
+        write_content_size=False,
+    )
+    return zstandard.ZstdCompressor(compression_params=params)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A zstd frame as its header describes it (offset in the file, window it needs)."""
+
+    offset: int
+    window_size: int
+    skippable: bool = False
+
+
+class FrameError(Exception):
+    """The stream is not a well-formed sequence of zstd frames."""
+
+
+def frames(f: BinaryIO) -> Iterator[Frame]:
+    """Walk the frame and block headers of a zstd file without decompressing it.
+
+    Raises FrameError on anything malformed or truncated, with the byte offset.
+    """
+    offset = 0
+    while True:
+        head = f.read(4)
+        if not head:
+            return
+        if len(head) < 4:
+            raise FrameError(f"truncated frame header at byte {offset}")
+        (magic,) = struct.unpack("<I", head)
+        if magic & _SKIPPABLE_MASK == _SKIPPABLE_MAGIC:
+            (size,) = struct.unpack("<I", _exact(f, 4, offset + 4))
+            _skip(f, size, offset + 8)
+            yield Frame(offset, 0, skippable=True)
+            offset += 8 + size
+            continue
+        if magic != _FRAME_MAGIC:
+            raise FrameError(f"no zstd frame at byte {offset}")
+        length, window, checksum = _frame_header(f, offset + 4)
+        start = offset
+        offset = _blocks(f, offset + 4 + length)
+        if checksum:
+            _skip(f, 4, offset)
+            offset += 4
+        yield Frame(start, window)
+
+
+def _frame_header(f: BinaryIO, offset: int) -> tuple[int, int, bool]:
+    """(header length, window size, has checksum) of the frame header at `offset`."""
+    (descriptor,) = _exact(f, 1, offset)
+    fcs_flag, single, dict_flag = descriptor >> 6, descriptor >> 5 & 1, descriptor & 3
+    if descriptor >> 3 & 1:
+        raise FrameError(f"reserved bit set in frame header at byte {offset}")
+    window = 0
+    length = 1
+    if not single:
+        (wd,) = _exact(f, 1, offset + length)
+        length += 1
+        base = 1 << (10 + (wd >> 3))
+        window = base + (base >> 3) * (wd & 7)
+    dict_len = (0, 1, 2, 4)[dict_flag]
+    fcs_len = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    rest = _exact(f, dict_len + fcs_len, offset + length)
+    length += dict_len + fcs_len
+    if single:
+        fcs = int.from_bytes(rest[dict_len:], "little") + (256 if fcs_len == 2 else 0)
+        window = fcs
+    return length, window, bool(descriptor >> 2 & 1)
+
+
+def _blocks(f: BinaryIO, offset: int) -> int:
+    """Skip the blocks of one frame; the offset just past its last block."""
+    while True:
+        (header,) = struct.unpack("<I", _exact(f, 3, offset) + b"\0")
+        last, kind, size = header & 1, header >> 1 & 3, header >> 3
+        if kind == 3:
+            raise FrameError(f"reserved block type at byte {offset}")
+        offset += 3
+        payload = 1 if kind == 1 else size
+        _skip(f, payload, offset)
+        offset += payload
+        if last:
+            return offset
+
+
+def _exact(f: BinaryIO, n: int, offset: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise FrameError(f"truncated zstd stream at byte {offset + len(data)}")
+    return data
+
+
+def _skip(f: BinaryIO, n: int, offset: int) -> None:
+    while n > 0:
+        data = f.read(min(n, 1 << 20))
+        if not data:
+            raise FrameError(f"truncated zstd stream at byte {offset}")
+        n -= len(data)
+        offset += len(data)

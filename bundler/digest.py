@@ -1,0 +1,105 @@
+"""Content digests: parsing, and streams that check bytes against the digest naming them.
+
+Every byte that crosses a boundary (registry, cache, bundle) passes through one of these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import BinaryIO
+
+from bundler.errors import DigestMismatch
+
+# Only sha256 is accepted: it is what registries, containerd and K3s use, and a digest we
+# cannot check would be a promise we cannot keep.
+DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+CHUNK = 1 << 20
+
+
+def sha256_digest(data: bytes) -> str:
+    """The `sha256:<hex>` digest of a small in-memory document (manifest, config)."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def hex_of(digest: str) -> str:
+    """The hex part of `sha256:<hex>`, as used in `blobs/sha256/<hex>`."""
+    return digest.split(":", 1)[1]
+
+
+def check(data: bytes, digest: str, what: str) -> None:
+    """Raise DigestMismatch naming `what` unless `data` hashes to `digest`."""
+    actual = sha256_digest(data)
+    if actual != digest:
+        raise DigestMismatch(f"{what}: digest mismatch: expected {digest}, got {actual}")
+
+
+class VerifyingReader:
+    """Reads `size` bytes from `raw`, raising DigestMismatch on more, fewer, or other bytes.
+
+    The check happens when the stream reaches its end, so a caller must read to EOF (read()
+    returning b"") before trusting what it consumed.
+    """
+
+    def __init__(self, raw: BinaryIO, digest: str, size: int | None, what: str):
+        self._raw = raw
+        self._digest = digest
+        self._size = size
+        self._what = what
+        self._hash = hashlib.sha256()
+        self._read = 0
+        self._done = False
+
+    def read(self, n: int = CHUNK) -> bytes:
+        if self._done:
+            return b""
+        if n is None or n < 0:
+            n = CHUNK
+        if self._size is not None:
+            # Ask for one byte past the end so an overlong body is noticed.
+            n = min(n, self._size - self._read + 1)
+        data = self._raw.read(n)
+        if data:
+            self._read += len(data)
+            if self._size is not None and self._read > self._size:
+                raise DigestMismatch(f"{self._what}: more than the expected {self._size} bytes")
+            self._hash.update(data)
+            return data
+        self._done = True
+        if self._size is not None and self._read != self._size:
+            raise DigestMismatch(
+                f"{self._what}: size mismatch: expected {self._size} bytes, got {self._read}"
+            )
+        actual = "sha256:" + self._hash.hexdigest()
+        if actual != self._digest:
+            raise DigestMismatch(
+                f"{self._what}: digest mismatch: expected {self._digest}, got {actual}"
+            )
+        return b""
+
+    def close(self) -> None:
+        close = getattr(self._raw, "close", None)
+        if close:
+            close()
+
+
+class HashingWriter:
+    """Passes writes through to `raw` while counting and hashing them."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self._raw.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()

@@ -1,0 +1,55 @@
+"""The one exception family of bundler; only cli.main turns it into a message and exit code.
+
+Exit codes (documented in the README):
+  1  the operation failed on its content: a registry refused or lacks an image, a digest
+     did not match, a bundle did not verify
+  2  usage or unreadable input: bad arguments, a malformed images.txt, registries.yaml or bundle
+  3  the environment failed: a registry unreachable, a disk full, a permission denied
+  130 interrupted (Ctrl-C)
+"""
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130
+
+
+class BundlerError(Exception):
+    """Base of every error bundler reports; its str() is the one line the user sees."""
+
+    exit_code = EXIT_FAILED
+
+
+class InputError(BundlerError):
+    """A file or argument the user gave is malformed; the message names it (file:line)."""
+
+    exit_code = EXIT_USAGE
+
+
+class RegistryError(BundlerError):
+    """A registry answered, and the answer was no (404, 401, 403, an error code)."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class NetworkError(BundlerError):
+    """A registry could not be reached or the connection broke."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class DigestMismatch(BundlerError):
+    """Bytes did not hash to the digest that names them."""
+
+
+class PlatformError(BundlerError):
+    """The image has no manifest for the requested platform."""
+
+
+class EnvironmentFailure(BundlerError):
+    """The local machine failed us: disk full, permission denied, a helper missing."""
+
+    exit_code = EXIT_ENVIRONMENT

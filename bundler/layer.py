@@ -1,0 +1,98 @@
+"""Layer bytes: telling gzip, zstd and plain tar apart, and staging a layer into a store.
+
+Staging reads the blob once, checking both digests on the way: the blob's own (as stored)
+and the diff_id (sha256 of the uncompressed tar, OCI image-spec config.md).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from typing import BinaryIO
+
+import zstandard
+
+from bundler.cache import BlobStore
+from bundler.digest import CHUNK
+from bundler.errors import DigestMismatch
+from bundler.image import Descriptor, Layer
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _Peek:
+    """A reader that lets the first bytes be looked at and then read again."""
+
+    def __init__(self, raw: BinaryIO, n: int = 4):
+        self._raw = raw
+        self.head = b""
+        while len(self.head) < n and (more := raw.read(n - len(self.head))):
+            self.head += more
+        self._pos = 0
+
+    def read(self, n: int = CHUNK) -> bytes:
+        if self._pos < len(self.head):
+            data = self.head[self._pos : self._pos + (n if n and n > 0 else len(self.head))]
+            self._pos += len(data)
+            return data
+        return self._raw.read(n)
+
+
+class _Tee:
+    """Reads from `raw`, copying every chunk to `sink` when there is one."""
+
+    def __init__(self, raw: BinaryIO, sink: object | None):
+        self._raw = raw
+        self._sink = sink
+
+    def read(self, n: int = CHUNK) -> bytes:
+        data = self._raw.read(n)
+        if data and self._sink is not None:
+            self._sink.write(data)
+        return data
+
+
+def decompressed(raw: BinaryIO) -> BinaryIO:
+    """The uncompressed tar stream of a layer blob, whatever its compression (sniffed)."""
+    peek = _Peek(raw)
+    if peek.head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=peek, mode="rb")
+    if peek.head.startswith(ZSTD_MAGIC):
+        return zstandard.ZstdDecompressor().stream_reader(peek, read_across_frames=True)
+    return peek
+
+
+def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> Descriptor:
+    """Copy the layer into `store`, as stored or uncompressed; both digests are checked.
+
+    Returns the descriptor of what was stored. On any failure nothing is added to the store.
+    """
+    src = layer.open()
+    try:
+        with store.writer() as pending:
+            tee = _Tee(src, None if uncompressed else pending)
+            diff = hashlib.sha256()
+            try:
+                plain = decompressed(tee)
+                while chunk := plain.read(CHUNK):
+                    diff.update(chunk)
+                    if uncompressed:
+                        pending.write(chunk)
+            except (OSError, EOFError, zlib.error, zstandard.ZstdError) as e:
+                raise DigestMismatch(f"{what}: cannot decompress ({e})") from None
+            while tee.read(CHUNK):
+                pass  # read to the end so the blob's own digest is checked
+            actual = "sha256:" + diff.hexdigest()
+            if actual != layer.diff_id:
+                raise DigestMismatch(
+                    f"{what}: diff_id mismatch: config says {layer.diff_id}, "
+                    f"uncompressed layer is {actual}"
+                )
+            digest = layer.diff_id if uncompressed else layer.descriptor.digest
+            size = pending.size
+            pending.commit(digest)
+    finally:
+        src.close()
+    return Descriptor(layer.descriptor.media_type, digest, size)

@@ -1,0 +1,1 @@
+"""The OCI distribution client: transport (sessions, TLS), auth (challenges), client (API)."""

@@ -1,0 +1,136 @@
+"""The OCI distribution API for one endpoint: manifests and blobs, digest-checked by callers.
+
+Requests carry the Accept header for every manifest kind we read (OCI index and manifest,
+Docker list and manifest v2); without it a registry may answer with one platform or schema1.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from bundler import mediatypes
+from bundler.config import Endpoint
+from bundler.digest import sha256_digest
+from bundler.errors import DigestMismatch, RegistryError
+from bundler.registry import transport
+from bundler.registry.auth import Authenticator
+
+# distribution refuses manifests over 4 MiB; anything larger is not a manifest.
+MAX_MANIFEST = 4 << 20
+_MAX_REDIRECTS = 10
+
+
+class Client:
+    """Reads manifests and blobs from one registry endpoint."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float = transport.DEFAULT_TIMEOUT):
+        self.endpoint = endpoint
+        self._timeout = timeout
+        self._session = transport.new_session(endpoint.tls)
+        self._auth = Authenticator(self._session, endpoint.host, endpoint.credentials)
+
+    def manifest(self, repository: str, ref: str, what: str) -> tuple[bytes, str, str]:
+        """(bytes, media type, digest) of a manifest; a digest `ref` is checked."""
+        response = self._get(repository, f"manifests/{ref}", what, accept=mediatypes.MANIFESTS)
+        try:
+            body = _read_capped(response, MAX_MANIFEST, what)
+        finally:
+            response.close()
+        digest = sha256_digest(body)
+        if ref.startswith("sha256:") and digest != ref:
+            raise DigestMismatch(f"{what}: manifest digest mismatch: expected {ref}, got {digest}")
+        media_type = _media_type(body, response.headers.get("Content-Type", ""))
+        return body, media_type, digest
+
+    def blob(self, repository: str, digest: str, what: str) -> transport.BodyReader:
+        """A stream of the blob's bytes (unchecked: wrap it in digest.VerifyingReader)."""
+        response = self._get(repository, f"blobs/{digest}", what)
+        return transport.BodyReader(response, what)
+
+    def _get(
+        self, repository: str, path: str, what: str, accept: tuple[str, ...] = ()
+    ) -> requests.Response:
+        repo = self.endpoint.repository(repository)
+        url = f"{self.endpoint.url}/v2/{repo}/{path}"
+        scope = f"repository:{repo}:pull"
+        headers = {"Accept": ", ".join(accept)} if accept else {}
+        response = self._follow(url, headers, scope)
+        if response.status_code == 401 and self._auth.answer(response, scope, what):
+            response.close()
+            response = self._follow(url, headers, scope)
+        if response.status_code != 200:
+            raise _error(response, what, self.endpoint.host)
+        return response
+
+    def _follow(self, url: str, headers: dict[str, str], scope: str) -> requests.Response:
+        # Redirects are followed by hand so Authorization goes only to the endpoint's own host
+        # (blob storage behind a redirect must never see the registry's credentials).
+        for _ in range(_MAX_REDIRECTS + 1):
+            sent = dict(headers)
+            if urlsplit(url).netloc == self.endpoint.host:
+                authorization = self._auth.authorization(scope)
+                if authorization:
+                    sent["Authorization"] = authorization
+            response = transport.send(
+                self._session, "GET", url, sent, stream=True, timeout=self._timeout
+            )
+            if response.status_code not in (301, 302, 303, 307, 308):
+                return response
+            location = response.headers.get("Location")
+            response.close()
+            if not location:
+                break
+            url = urljoin(url, location)
+        raise RegistryError(f"GET {transport.redact(url)}: too many redirects")
+
+
+def _read_capped(response: requests.Response, cap: int, what: str) -> bytes:
+    reader = transport.BodyReader(response, what)
+    chunks, total = [], 0
+    while chunk := reader.read(1 << 16):
+        total += len(chunk)
+        if total > cap:
+            raise RegistryError(f"{what}: manifest larger than {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(body: bytes, content_type: str) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = {}
+    declared = doc.get("mediaType") if isinstance(doc, dict) else None
+    if declared:
+        return declared
+    if isinstance(doc, dict) and doc.get("schemaVersion") == 2:
+        # OCI documents may omit mediaType; tell index from manifest by their fields.
+        return mediatypes.OCI_INDEX if "manifests" in doc else mediatypes.OCI_MANIFEST
+    return content_type.split(";")[0].strip()
+
+
+def _error(response: requests.Response, what: str, host: str) -> RegistryError:
+    status = response.status_code
+    code = message = ""
+    try:
+        errors = response.json().get("errors") or []
+        if errors:
+            code = errors[0].get("code", "")
+            message = errors[0].get("message", "")
+    except (ValueError, AttributeError):
+        pass
+    finally:
+        response.close()
+    detail = f"{code}: {message}" if code else response.reason or ""
+    if status == 404:
+        text = f"{what}: not found on {host} ({detail or 404})"
+    elif status in (401, 403):
+        text = f"{what}: access denied by {host} ({status} {detail}); check credentials"
+    elif status == 429:
+        text = f"{what}: rate limited by {host} (429 {detail})"
+    else:
+        text = f"{what}: {host} answered {status} {detail}".rstrip()
+    return RegistryError(text, status=status, code=code or None)

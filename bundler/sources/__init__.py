@@ -1,0 +1,1 @@
+"""Image sources: each yields image.Image values for the bundle writer."""

@@ -1,0 +1,108 @@
+"""Images pulled from registries (mirrors first, as K3s does), no daemon involved."""
+
+from __future__ import annotations
+
+import json
+
+from bundler import mediatypes, platform
+from bundler.config import Endpoint, RegistriesConfig
+from bundler.digest import VerifyingReader
+from bundler.errors import BundlerError, PlatformError, RegistryError
+from bundler.image import Descriptor, Image, Layer, parse_config, parse_manifest
+from bundler.platform import Platform
+from bundler.reference import Reference
+from bundler.registry import transport
+from bundler.registry.client import Client
+
+# Image configs are small JSON documents; a larger one is refused rather than buffered.
+MAX_CONFIG = 8 << 20
+
+
+class RegistrySource:
+    """Resolves references to images for one platform, trying each endpoint in order."""
+
+    def __init__(
+        self,
+        registries: RegistriesConfig,
+        want: Platform,
+        timeout: float = transport.DEFAULT_TIMEOUT,
+    ):
+        self._registries = registries
+        self._want = want
+        self._timeout = timeout
+        self._clients: dict[Endpoint, Client] = {}
+
+    def image(self, ref: Reference) -> Image:
+        """The image `ref` names, for our platform; errors name the reference."""
+        failures: list[BundlerError] = []
+        for endpoint in self._registries.endpoints(ref.registry):
+            try:
+                return self._pull(self._client(endpoint), ref)
+            except PlatformError:
+                raise  # the platform is missing everywhere, not just on this endpoint
+            except BundlerError as e:
+                failures.append(e)
+        if len(failures) == 1:
+            raise failures[0]
+        error = type(failures[0])(f"{ref}: " + "; ".join(_strip(str(e), ref) for e in failures))
+        raise error
+
+    def _client(self, endpoint: Endpoint) -> Client:
+        if endpoint not in self._clients:
+            self._clients[endpoint] = Client(endpoint, self._timeout)
+        return self._clients[endpoint]
+
+    def _pull(self, client: Client, ref: Reference) -> Image:
+        what = str(ref)
+        body, media_type, digest = client.manifest(ref.repository, ref.ref, what)
+        index_digest = None
+        if media_type in mediatypes.INDEXES:
+            index_digest = digest
+            entry = platform.select(json.loads(body), self._want, what)
+            chosen = Descriptor.from_json(entry, f"{what}: index entry")
+            body, media_type, _ = client.manifest(ref.repository, chosen.digest, what)
+            if len(body) != chosen.size:
+                raise RegistryError(
+                    f"{what}: manifest {chosen.digest} is {len(body)} bytes, index says "
+                    f"{chosen.size}"
+                )
+        if media_type not in mediatypes.IMAGE_MANIFESTS:
+            raise RegistryError(f"{what}: unsupported manifest type {media_type or 'unknown'}")
+        config_desc, layer_descs = parse_manifest(body, what)
+        config = _read_small(
+            client, ref.repository, config_desc, MAX_CONFIG, f"{what}: config {config_desc.digest}"
+        )
+        have, diff_ids = parse_config(config, len(layer_descs), what)
+        if not platform.matches(self._want, have):
+            raise PlatformError(f"{what}: image is {have}, not {self._want}")
+        layers = tuple(
+            Layer(d, diff_id, _opener(client, ref.repository, d, f"{what}: layer {d.digest}"))
+            for d, diff_id in zip(layer_descs, diff_ids, strict=True)
+        )
+        return Image(ref, have, body, media_type, config, layers, index_digest)
+
+
+def _opener(client: Client, repository: str, desc: Descriptor, what: str):
+    def open_blob() -> VerifyingReader:
+        return VerifyingReader(client.blob(repository, desc.digest, what), desc.digest,
+                               desc.size, what)
+
+    return open_blob
+
+
+def _read_small(client: Client, repository: str, desc: Descriptor, cap: int, what: str) -> bytes:
+    if desc.size > cap:
+        raise RegistryError(f"{what}: {desc.size} bytes, more than the {cap} allowed")
+    reader = _opener(client, repository, desc, what)()
+    try:
+        chunks = []
+        while chunk := reader.read():
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        reader.close()
+
+
+def _strip(message: str, ref: Reference) -> str:
+    prefix = f"{ref}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
