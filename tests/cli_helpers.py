@@ -1,0 +1,45 @@
+"""Running the bundler CLI as a user would, and reading what it wrote."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def bundler(*args: str, cwd: Path | None = None, timeout: float = 600) -> Run:
+    """`bundler ARGS` in a subprocess, as a shell would run it (no TTY: no progress bars)."""
+    done = subprocess.run([sys.executable, "-m", "bundler", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def assert_one_line_error(run: Run, *fragments: str) -> None:
+    assert run.code != 0, run
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert lines[0].startswith("bundler: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def build_args(fixture, tmp: Path, refs: list[str], *extra: str, out: str = "dist") -> list[str]:
+    images = tmp / "images.txt"
+    images.write_text("".join(f"{r}\n" for r in refs))
+    return ["build", "--images", str(images), "--output-dir", str(tmp / out),
+            "--registries", str(fixture.registries_yaml(tmp)), "--no-default-endpoint",
+            "--quiet", *extra]
+
+
+def read_manifest(out_dir: Path, stem: str = "k3s-airgap-images-multus-amd64") -> dict:
+    return json.loads((out_dir / f"{stem}.manifest.json").read_text())

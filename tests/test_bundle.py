@@ -1,0 +1,186 @@
+"""End to end: build from a real registry, import into a real containerd as K3s does."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from bundler import compress
+from tests.cli_helpers import assert_one_line_error, build_args, bundler, read_manifest
+
+STEM = "k3s-airgap-images-multus-amd64"
+REFS = ["rancher/multilist:v1", "docker.io/rancher/ociindex:v1", "busybox:1.36.1"]
+FULL = ["docker.io/rancher/multilist:v1", "docker.io/rancher/ociindex:v1",
+        "docker.io/library/busybox:1.36.1"]
+
+
+def _tar_members(bundle: Path) -> list[tarfile.TarInfo]:
+    data = zstandard.ZstdDecompressor().stream_reader(open(bundle, "rb")).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getmembers()
+
+
+@pytest.fixture(scope="module")
+def builds(fixture_registry, tmp_path_factory) -> dict[str, Path]:
+    """One build per layer mode (plus a second preserve build to compare bytes)."""
+    out = {}
+    for mode, name in (("preserve", "p1"), ("preserve", "p2"), ("uncompressed", "u1")):
+        tmp = tmp_path_factory.mktemp(name)
+        run = bundler(*build_args(fixture_registry, tmp, REFS, "--layers", mode))
+        assert run.code == 0, run.stderr
+        out[name] = tmp / "dist"
+    return out
+
+
+def test_outputs_and_checksums(builds):
+    dist = builds["p1"]
+    names = sorted(p.name for p in dist.iterdir())
+    assert names == sorted([f"{STEM}.tar.zst", f"{STEM}.txt", f"{STEM}.manifest.json",
+                            "sha256sum-amd64.txt"])
+    assert (dist / f"{STEM}.txt").read_text() == "".join(f"{r}\n" for r in FULL)
+    check = subprocess.run(["sha256sum", "-c", "sha256sum-amd64.txt"], cwd=dist,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count(": OK") == 2
+    manifest = read_manifest(dist)
+    bundle = dist / f"{STEM}.tar.zst"
+    assert manifest["bundle"] == {"file": bundle.name, "size": bundle.stat().st_size,
+                                  "sha256": hashlib.sha256(bundle.read_bytes()).hexdigest()}
+    assert manifest["compression"] == {"format": "zstd", "level": 16, "windowLog": 25}
+
+
+def test_manifest_records_upstream_digests(builds, fixture_registry):
+    manifest = read_manifest(builds["p1"])
+    assert [i["reference"] for i in manifest["images"]] == FULL
+    for entry in manifest["images"]:
+        img = fixture_registry.images[entry["reference"]]
+        assert entry["manifestDigest"] == img.digest
+        assert entry["indexDigest"] == fixture_registry.index_digests[entry["reference"]]
+        assert entry["platform"] == "linux/amd64"
+        assert [layer["diffID"] for layer in entry["layers"]] == img.diff_ids
+        assert [layer["digest"] for layer in entry["layers"]] == [
+            "sha256:" + hashlib.sha256(b).hexdigest() for b, _ in img.layers]
+
+
+def test_byte_identical_rebuild(builds):
+    for name in (f"{STEM}.tar.zst", f"{STEM}.manifest.json", "sha256sum-amd64.txt"):
+        assert (builds["p1"] / name).read_bytes() == (builds["p2"] / name).read_bytes(), name
+
+
+def test_tar_layout_is_deterministic_and_metadata_first(builds):
+    members = _tar_members(builds["p1"] / f"{STEM}.tar.zst")
+    names = [m.name for m in members]
+    assert names[:6] == ["oci-layout", "index.json", "manifest.json", "repositories", "blobs",
+                         "blobs/sha256"]
+    blobs = names[6:]
+    assert blobs == sorted(blobs) and len(blobs) == len(set(blobs))
+    assert all(n.startswith("blobs/sha256/") for n in blobs)
+    for m in members:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
+        assert m.mode == (0o755 if m.isdir() else 0o644)
+
+
+def test_shared_layer_stored_once(builds, fixture_registry):
+    members = [m.name for m in _tar_members(builds["p1"] / f"{STEM}.tar.zst")]
+    shared = fixture_registry.images["docker.io/rancher/multilist:v1"].layers[0][0]
+    assert members.count("blobs/sha256/" + hashlib.sha256(shared).hexdigest()) == 1
+
+
+def test_zstd_window_within_k3s_limit(builds):
+    for name in ("p1", "u1"):
+        with open(builds[name] / f"{STEM}.tar.zst", "rb") as f:
+            frames = list(compress.frames(f))
+        assert frames and all(0 < fr.window_size <= 1 << 25 for fr in frames)
+
+
+def test_uncompressed_mode_layers_are_diff_ids(builds, fixture_registry):
+    manifest = read_manifest(builds["u1"])
+    assert manifest["layers"] == "uncompressed"
+    for entry in manifest["images"]:
+        img = fixture_registry.images[entry["reference"]]
+        assert [layer["digest"] for layer in entry["layers"]] == img.diff_ids
+        assert entry["upstreamManifestDigest"] == img.digest
+        assert entry["manifestDigest"] != img.digest
+    smaller = (builds["u1"] / f"{STEM}.tar.zst").stat().st_size
+    assert smaller < (builds["p1"] / f"{STEM}.tar.zst").stat().st_size
+
+
+@pytest.mark.parametrize("build", ["p1", "u1"])
+def test_imports_into_containerd_like_k3s(builds, build, clean_containerd, fixture_registry):
+    done = clean_containerd.import_bundle(builds[build] / f"{STEM}.tar.zst")
+    assert done.returncode == 0, done.stderr
+    images = clean_containerd.images()
+    manifest = read_manifest(builds[build])
+    for entry in manifest["images"]:
+        assert entry["reference"] in images, images
+        got = images[entry["reference"]]
+        assert got["digest"] == entry["manifestDigest"]
+        assert got["platforms"] == "linux/amd64"
+    # Unpacked with the native snapshotter: containerd checked every diff_id on the way.
+    snaps = clean_containerd.ctr("snapshots", "--snapshotter", "native", "ls", check=True).stdout
+    for entry in manifest["images"]:
+        assert entry["layers"][0]["diffID"] in snaps
+
+
+def test_index_and_docker_manifest_agree(builds):
+    data = zstandard.ZstdDecompressor().stream_reader(
+        open(builds["p1"] / f"{STEM}.tar.zst", "rb")).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        index = json.load(tar.extractfile("index.json"))
+        docker = json.load(tar.extractfile("manifest.json"))
+        names = set(tar.getnames())
+    assert [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]] == FULL
+    assert [d["RepoTags"] for d in docker] == [[r] for r in FULL]
+    for entry in docker:
+        assert entry["Config"] in names and all(layer in names for layer in entry["Layers"])
+
+
+@pytest.mark.parametrize(("ref", "fragments"), [
+    ("rancher/multilist:nope", ["docker.io/rancher/multilist:nope", "not found"]),
+    ("rancher/armonly:v1", ["docker.io/rancher/armonly:v1", "linux/amd64",
+                            "linux/arm/v7, linux/arm64"]),
+    ("rancher/wrongarch:v1", ["docker.io/rancher/wrongarch:v1", "linux/arm64"]),
+    # A registry serves by-digest requests from content, so a wrong pin is simply absent.
+    ("busybox:1.36.1@sha256:" + "0" * 64, ["docker.io/library/busybox:1.36.1@sha256:000",
+                                           "not found"]),
+])
+def test_bad_image_fails_cleanly(fixture_registry, tmp_path, ref, fragments):
+    run = bundler(*build_args(fixture_registry, tmp_path, ["busybox:1.36.1", ref]))
+    assert_one_line_error(run, *fragments)
+    assert list((tmp_path / "dist").iterdir()) == []
+
+
+def test_bad_images_line_names_file_and_line(fixture_registry, tmp_path):
+    args = build_args(fixture_registry, tmp_path, ["busybox:1.36.1", "# comment", "Bad/Name"])
+    run = bundler(*args)
+    assert_one_line_error(run, f"{tmp_path / 'images.txt'}:3", "Bad/Name")
+    assert run.code == 2
+
+
+def test_unreachable_registry(fixture_registry, tmp_path):
+    from tests.servers import free_port, write_registries_yaml
+
+    yaml = write_registries_yaml(tmp_path / "r.yaml",
+                                 {"docker.io": [f"http://127.0.0.1:{free_port()}"]})
+    (tmp_path / "images.txt").write_text("busybox:1.36.1\n")
+    run = bundler("build", "--images", str(tmp_path / "images.txt"), "--output-dir",
+                  str(tmp_path / "dist"), "--registries", str(yaml), "--no-default-endpoint")
+    assert_one_line_error(run, "cannot connect", "127.0.0.1")
+    assert run.code == 3
+    assert list((tmp_path / "dist").iterdir()) == []
+
+
+def test_existing_outputs_survive_a_failed_build(fixture_registry, tmp_path):
+    assert bundler(*build_args(fixture_registry, tmp_path, ["busybox:1.36.1"])).code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "dist").iterdir()}
+    run = bundler(*build_args(fixture_registry, tmp_path, ["rancher/multilist:nope"]))
+    assert run.code == 1
+    after = {p.name: p.read_bytes() for p in (tmp_path / "dist").iterdir()}
+    assert after == before
