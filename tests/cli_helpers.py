@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,10 +17,12 @@ class Run:
     stderr: str
 
 
-def bundler(*args: str, cwd: Path | None = None, timeout: float = 600) -> Run:
+def bundler(*args: str, cwd: Path | None = None, timeout: float = 600,
+            env: dict[str, str] | None = None) -> Run:
     """`bundler ARGS` in a subprocess, as a shell would run it (no TTY: no progress bars)."""
     done = subprocess.run([sys.executable, "-m", "bundler", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
+                          text=True, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **(env or {})})
     return Run(done.returncode, done.stdout, done.stderr)
 
 

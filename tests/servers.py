@@ -60,16 +60,18 @@ class Server:
 class Registry(Server):
     """CNCF distribution (`docker-registry`) on a free loopback port, plain HTTP by default."""
 
-    def __init__(self, directory: Path, extra_config: str = "", scheme: str = "http"):
+    def __init__(self, directory: Path, extra_config: str = "", data: Path | None = None,
+                 tls: tuple[Path, Path] | None = None):
         super().__init__(directory)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.url = f"{scheme}://{self.host}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
+        tls_config = f", tls: {{certificate: {tls[0]}, key: {tls[1]}}}" if tls else ""
         (self.dir / "config.yml").write_text(
             "version: 0.1\n"
-            f"storage: {{filesystem: {{rootdirectory: {self.dir}/data}},"
+            f"storage: {{filesystem: {{rootdirectory: {data or self.dir / 'data'}}},"
             " delete: {enabled: true}}\n"
-            f"http: {{addr: {self.host}}}\n"
+            f"http: {{addr: {self.host}{tls_config}}}\n"
             "log: {level: warn}\n" + extra_config
         )
 

@@ -95,12 +95,7 @@ class Authenticator:
         return token, time.monotonic() + max(float(expires_in) - _EXPIRY_MARGIN, 1.0)
 
     def _token_request(self, method: str, realm: str, *, what: str, **kwargs) -> requests.Response:
-        try:
-            response = self._session.request(
-                method, realm, timeout=transport.DEFAULT_TIMEOUT, **kwargs
-            )
-        except requests.exceptions.RequestException as e:
-            raise transport.translate(e, method, realm) from None
+        response = transport.send(self._session, method, realm, **kwargs)
         if response.status_code in (401, 403):
             raise RegistryError(
                 f"{what}: authentication refused by {transport.redact(realm)} "

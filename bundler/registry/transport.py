@@ -56,15 +56,19 @@ def send(
     session: requests.Session,
     method: str,
     url: str,
-    headers: dict[str, str],
+    headers: dict[str, str] | None = None,
     *,
     stream: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
+    **kwargs: object,
 ) -> requests.Response:
     """Send one request without following redirects; connection failures become NetworkError."""
     try:
         return session.request(
-            method, url, headers=headers, stream=stream, timeout=timeout, allow_redirects=False
+            method, url, headers=headers, stream=stream, timeout=timeout, allow_redirects=False,
+            # Passed per request because requests lets REQUESTS_CA_BUNDLE override a session's
+            # own CA file (psf/requests#3829); a registries.yaml ca_file must win.
+            verify=session.verify, **kwargs,
         )
     except requests.exceptions.RequestException as e:
         raise translate(e, method, url, timeout) from None

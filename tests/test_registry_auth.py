@@ -1,0 +1,142 @@
+"""Registry auth against real registries: distribution's token auth, and htpasswd over TLS."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import imagegen as gen
+from tests import pki
+from tests.cli_helpers import assert_one_line_error, bundler
+from tests.registryseed import push_image
+from tests.servers import Registry, write_registries_yaml
+from tests.tokenserver import SERVICE, TokenServer
+
+USER, PASSWORD = "puller", "s3cret-Passw0rd"
+
+
+@pytest.fixture(scope="module")
+def seeded_data(tmp_path_factory) -> Path:
+    """Registry storage holding docker.io/library/busybox:1.36.1, seeded without auth."""
+    directory = tmp_path_factory.mktemp("authdata")
+    plain = Registry(directory / "plain", data=directory / "data").start()
+    try:
+        push_image(plain.url, "library/busybox", gen.image([gen.tar_layer(gen.random_files(9))]),
+                   "1.36.1")
+    finally:
+        plain.stop()
+    return directory / "data"
+
+
+def _build(tmp: Path, registries: Path, env: dict | None = None):
+    (tmp / "images.txt").write_text("busybox:1.36.1\n")
+    return bundler("build", "--images", str(tmp / "images.txt"), "--output-dir",
+                   str(tmp / "dist"), "--registries", str(registries), "--no-default-endpoint",
+                   "--quiet", env=env)
+
+
+@pytest.fixture
+def token_registry(tmp_path, seeded_data):
+    def start(**kwargs):
+        tokens = TokenServer(tmp_path, **kwargs).start()
+        registry = Registry(tmp_path / "reg", tokens.registry_config(), data=seeded_data).start()
+        started.append((tokens, registry))
+        return tokens, registry
+
+    started: list = []
+    yield start
+    for tokens, registry in started:
+        registry.stop()
+        tokens.stop()
+
+
+def test_anonymous_bearer_token(tmp_path, token_registry):
+    tokens, registry = token_registry()
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
+    run = _build(tmp_path, yaml)
+    assert run.code == 0, run.stderr
+    assert tokens.requests, "no token was requested"
+    query = tokens.requests[0]["query"]
+    assert query == {"scope": "repository:library/busybox:pull", "service": SERVICE}
+    assert tokens.requests[0]["authorization"] == ""
+    # Cached per scope: one token for manifest, config and layer requests.
+    assert len(tokens.requests) == 1
+
+
+def test_bearer_token_with_registries_yaml_credentials(tmp_path, token_registry):
+    tokens, registry = token_registry(username=USER, password=PASSWORD)
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]},
+                                 {registry.host: {"auth": {"username": USER,
+                                                           "password": PASSWORD}}})
+    run = _build(tmp_path, yaml)
+    assert run.code == 0, run.stderr
+    assert tokens.requests[0]["authorization"].startswith("Basic ")
+
+
+def test_bearer_token_with_docker_config_credentials(tmp_path, token_registry):
+    tokens, registry = token_registry(username=USER, password=PASSWORD)
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (docker / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": auth}}}))
+    run = _build(tmp_path, yaml, env={"DOCKER_CONFIG": str(docker)})
+    assert run.code == 0, run.stderr
+
+
+def test_wrong_password_is_one_line_and_secret_free(tmp_path, token_registry):
+    tokens, registry = token_registry(username=USER, password=PASSWORD)
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]},
+                                 {registry.host: {"auth": {"username": USER,
+                                                           "password": "wrong-pass"}}})
+    run = _build(tmp_path, yaml)
+    assert_one_line_error(run, "docker.io/library/busybox:1.36.1", "authentication refused")
+    assert "wrong-pass" not in run.stderr + run.stdout
+    assert list((tmp_path / "dist").iterdir()) == []
+
+
+@pytest.fixture
+def htpasswd_registry(tmp_path, seeded_data):
+    ca, cert, key = pki.server_tls(tmp_path)
+    htpasswd = tmp_path / "htpasswd"
+    line = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True,
+                          check=True).stdout
+    htpasswd.write_text(line)
+    config = f"auth:\n  htpasswd: {{realm: test-realm, path: {htpasswd}}}\n"
+    registry = Registry(tmp_path / "reg", config, data=seeded_data, tls=(cert, key))
+    registry.start(verify=str(ca))
+    yield registry, ca
+    registry.stop()
+
+
+def test_basic_auth_over_tls_with_ca_file(tmp_path, htpasswd_registry):
+    registry, ca = htpasswd_registry
+    yaml = write_registries_yaml(
+        tmp_path / "r.yaml", {"docker.io": [registry.url]},
+        {registry.host: {"auth": {"username": USER, "password": PASSWORD},
+                         "tls": {"ca_file": str(ca)}}})
+    run = _build(tmp_path, yaml)
+    assert run.code == 0, run.stderr
+
+
+def test_tls_without_ca_fails_clearly(tmp_path, htpasswd_registry):
+    registry, _ = htpasswd_registry
+    yaml = write_registries_yaml(
+        tmp_path / "r.yaml", {"docker.io": [registry.url]},
+        {registry.host: {"auth": {"username": USER, "password": PASSWORD}}})
+    run = _build(tmp_path, yaml)
+    assert_one_line_error(run, "TLS", registry.host)
+    assert run.code == 3
+
+
+def test_basic_auth_missing_credentials_is_denied(tmp_path, htpasswd_registry):
+    registry, ca = htpasswd_registry
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]},
+                                 {registry.host: {"tls": {"ca_file": str(ca)}}})
+    run = _build(tmp_path, yaml, env={"DOCKER_CONFIG": str(tmp_path / "none")})
+    assert_one_line_error(run, "docker.io/library/busybox:1.36.1", "access denied")
+    assert run.code == 1
