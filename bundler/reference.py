@@ -104,10 +104,10 @@ def _split_domain(s: str, text: str) -> tuple[str, str]:
         if not _DOMAIN_RE.match(first):
             raise InputError(f"invalid registry host {first!r} in {text!r}")
         registry, repository = first.lower(), rest
+    if not repository:
+        raise InputError(f"missing repository name in {text!r}")
     if registry in _HUB_ALIASES:
         registry = DOCKER_HUB
         if "/" not in repository:
             repository = f"library/{repository}"
-    if not repository:
-        raise InputError(f"missing repository name in {text!r}")
     return registry, repository
