@@ -16,9 +16,10 @@ from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore
 from bundler.config import load_registries
 from bundler.digest import HashingWriter, hex_of, sha256_digest
-from bundler.errors import InputError
+from bundler.errors import EnvironmentFailure, InputError
 from bundler.image import Image
 from bundler.progress import CountingReader, Progress
+from bundler.reference import Reference
 from bundler.registry import transport
 from bundler.sources.registry import RegistrySource
 
@@ -66,11 +67,24 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     registries = load_registries(opts.registries, opts.default_endpoint)
     names = OutputNames.of(opts.name, opts.arch)
     out_dir = Path(opts.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EnvironmentFailure.from_os_error(e, str(out_dir)) from None
 
     source = RegistrySource(registries, want, opts.timeout)
     upstream = [source.image(ref) for ref in refs]
 
+    try:
+        written, doc = _write_outputs(upstream, refs, out_dir, names, opts, progress)
+    except OSError as e:
+        raise EnvironmentFailure.from_os_error(e, f"writing to {out_dir}") from None
+    return {**doc, "files": [str(p) for p in written]}
+
+
+def _write_outputs(upstream: list[Image], refs: list[Reference], out_dir: Path,
+                   names: OutputNames, opts: BuildOptions, progress: Progress
+                   ) -> tuple[list[Path], dict]:
     with AtomicOutputs(out_dir) as outputs:
         store = BlobStore(outputs.scratch_dir())
         images = _stage(upstream, store, opts.layers, progress)
@@ -89,8 +103,7 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
             {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))},
         )
         outputs.temp(names.sums).write_bytes(sums)
-        written = outputs.commit()
-    return {**doc, "files": [str(p) for p in written]}
+        return outputs.commit(), doc
 
 
 def _check_options(opts: BuildOptions) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import sys
 from collections.abc import Sequence
 
 from bundler import __version__, bundle, compress, mutate
-from bundler.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, BundlerError
+from bundler.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, BundlerError, EnvironmentFailure
 from bundler.progress import Progress
 from bundler.registry import transport
 
@@ -82,9 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except OSError as e:
         # Local I/O failures (disk full, permissions) that no module translated.
-        where = f"{e.filename}: " if e.filename else ""
-        reason = "no space left on device" if e.errno == errno.ENOSPC else e.strerror or str(e)
-        return _fail(f"{where}{reason}", EXIT_ENVIRONMENT)
+        return _fail(str(EnvironmentFailure.from_os_error(e)), EXIT_ENVIRONMENT)
 
 
 def _fail(message: str, code: int) -> int:

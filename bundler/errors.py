@@ -8,6 +8,10 @@ Exit codes (documented in the README):
   130 interrupted (Ctrl-C)
 """
 
+from __future__ import annotations
+
+import errno
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
@@ -53,3 +57,10 @@ class EnvironmentFailure(BundlerError):
     """The local machine failed us: disk full, permission denied, a helper missing."""
 
     exit_code = EXIT_ENVIRONMENT
+
+    @classmethod
+    def from_os_error(cls, e: OSError, where: str | None = None) -> EnvironmentFailure:
+        """One line for a local I/O failure, naming the file or directory concerned."""
+        where = e.filename or where
+        reason = "no space left on device" if e.errno == errno.ENOSPC else e.strerror or str(e)
+        return cls(f"{where}: {reason}" if where else reason)

@@ -64,6 +64,19 @@ def decompressed(raw: BinaryIO) -> BinaryIO:
     return peek
 
 
+def _read_plain(plain: BinaryIO, what: str) -> bytes:
+    # Only decoder errors are the layer's fault; an OSError such as a full disk is not.
+    try:
+        return plain.read(CHUNK)
+    except (gzip.BadGzipFile, EOFError, zlib.error, zstandard.ZstdError) as e:
+        raise DigestMismatch(f"{what}: cannot decompress ({e})") from None
+
+
+def _drain(reader: BinaryIO) -> None:
+    while reader.read(CHUNK):
+        pass
+
+
 def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> Descriptor:
     """Copy the layer into `store`, as stored or uncompressed; both digests are checked.
 
@@ -74,16 +87,16 @@ def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> Desc
         with store.writer() as pending:
             tee = _Tee(src, None if uncompressed else pending)
             diff = hashlib.sha256()
+            plain = decompressed(tee)
             try:
-                plain = decompressed(tee)
-                while chunk := plain.read(CHUNK):
+                while chunk := _read_plain(plain, what):
                     diff.update(chunk)
                     if uncompressed:
                         pending.write(chunk)
-            except (OSError, EOFError, zlib.error, zstandard.ZstdError) as e:
-                raise DigestMismatch(f"{what}: cannot decompress ({e})") from None
-            while tee.read(CHUNK):
-                pass  # read to the end so the blob's own digest is checked
+            except DigestMismatch:
+                _drain(tee)  # a blob that fails its own digest is the better explanation
+                raise
+            _drain(tee)  # read to the end so the blob's own digest is checked
             actual = "sha256:" + diff.hexdigest()
             if actual != layer.diff_id:
                 raise DigestMismatch(

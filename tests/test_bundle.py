@@ -184,3 +184,66 @@ def test_existing_outputs_survive_a_failed_build(fixture_registry, tmp_path):
     assert run.code == 1
     after = {p.name: p.read_bytes() for p in (tmp_path / "dist").iterdir()}
     assert after == before
+
+
+def test_json_summary_on_stdout(fixture_registry, tmp_path):
+    args = [a for a in build_args(fixture_registry, tmp_path, ["busybox:1.36.1"]) if a != "--quiet"]
+    run = bundler(*args, "--json")
+    assert run.code == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["images"][0]["reference"] == "docker.io/library/busybox:1.36.1"
+    assert sorted(Path(f).name for f in summary["files"]) == sorted(
+        p.name for p in (tmp_path / "dist").iterdir())
+    assert run.stderr == ""  # no TTY: no progress bars, and --json replaces the closing line
+
+
+def test_ctrl_c_leaves_nothing(fixture_registry, tmp_path):
+    import signal
+    import sys
+    import threading
+    import time
+
+    from tests.faultproxy import RegistryFront
+    from tests.servers import write_registries_yaml
+
+    stalled = threading.Event()
+
+    def stall(h):
+        if "/blobs/" in h.path and h.command == "GET":
+            stalled.set()
+            time.sleep(20)
+        return False
+
+    front = RegistryFront(fixture_registry.registry.url, fault=stall)
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+        (tmp_path / "images.txt").write_text("busybox:1.36.1\nrancher/multilist:v1\n")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bundler", "build", "--images", str(tmp_path / "images.txt"),
+             "--output-dir", str(tmp_path / "dist"), "--registries", str(yaml),
+             "--no-default-endpoint"], stderr=subprocess.PIPE, text=True)
+        assert stalled.wait(30)
+        time.sleep(0.3)  # the download is under way
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+    finally:
+        front.stop()
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines() == ["bundler: error: interrupted"]
+    assert list((tmp_path / "dist").iterdir()) == []
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(fixture_registry, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        run = bundler(*build_args(fixture_registry, tmp_path, REFS, out="small/dist"))
+        assert_one_line_error(run, "no space left on device", "small/dist")
+        assert run.code == 3
+        assert list((small / "dist").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
