@@ -89,7 +89,7 @@ def image(
     layers = []
     for tar, comp in zip(layer_tars, compression, strict=True):
         if comp == "gzip":
-            layers.append((gzip.compress(tar, mtime=0),
+            layers.append((gzip.compress(tar, compresslevel=6, mtime=0),
                            mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP))
         elif comp == "zstd":
             layers.append((zstandard.ZstdCompressor(level=3).compress(tar), mt.OCI_LAYER_ZSTD))

@@ -7,6 +7,7 @@ through send(). Foreign exceptions are turned into NetworkError here, where they
 from __future__ import annotations
 
 import logging
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -112,6 +113,6 @@ def _reason(e: BaseException) -> str:
     inner: BaseException = e
     while inner.args and isinstance(inner.args[0], BaseException):
         inner = inner.args[0]
-    reason = getattr(inner, "reason", None)
-    text = str(reason or inner)
-    return text.split(": ", 1)[-1] if "object at 0x" in text else text
+    text = str(getattr(inner, "reason", None) or inner)
+    # urllib3 prefixes the connection object's repr: "HTTPConnection(host=..., port=...): ..."
+    return re.sub(r"^(<[^>]*>|\w*Connection(Pool)?\([^)]*\)): ", "", text)
