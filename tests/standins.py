@@ -36,7 +36,7 @@ def _files(pairs: list[tuple[str, str]]) -> list[tuple]:
 
 def _need(path: str) -> str:
     if not os.path.isfile(path):
-        raise SystemExit(f"stand-in images need {path} (apt-get install containerd docker-registry)")
+        raise SystemExit(f"stand-in images need {path}: apt-get install containerd docker-registry")
     return path
 
 
