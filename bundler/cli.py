@@ -8,10 +8,19 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bundler import __version__, bundle, compress, mutate
-from bundler.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, BundlerError, EnvironmentFailure
+from bundler import __version__, bundle, compress, mutate, verify
+from bundler.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    BundlerError,
+    EnvironmentFailure,
+)
 from bundler.progress import Progress
 from bundler.registry import transport
+
+# A bundle broken everywhere would print thousands of lines; the count says the rest.
+_MAX_PROBLEMS = 50
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +58,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     b.set_defaults(run=_build)
+
+    v = sub.add_parser("verify", help="check a bundle offline: checksums, zstd, tar, digests",
+                       description="Check a bundle in one streaming pass, with no network: its "
+                                   "checksum files, zstd frames, tar members, every blob and "
+                                   "layer digest, and the image metadata.")
+    v.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to check")
+    v.add_argument("--manifest", metavar="FILE",
+                   help="checksum manifest (default: NAME.manifest.json beside the bundle)")
+    v.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    v.set_defaults(run=_verify)
     return p
 
 
@@ -67,6 +86,32 @@ def _build(args: argparse.Namespace) -> int:
         print(f"wrote {result['files'][0]}: {len(result['images'])} images, "
               f"{b['size']} bytes, sha256 {b['sha256']}", file=sys.stderr)
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    report = verify.verify(args.bundle, args.manifest)
+    _print_report(report, args.json)
+    return 0 if report.ok else EXIT_FAILED
+
+
+def _print_report(report: verify.Report, as_json: bool) -> None:
+    if as_json:
+        json.dump(report.as_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    for note in report.notes:
+        print(f"bundler: note: {note}", file=sys.stderr)
+    if report.ok:
+        print(f"OK {report.file}: {len(report.images)} images, {report.blobs} blobs, "
+              f"{report.size / 1e6:.1f} MB")
+        return
+    shown = report.problems[:_MAX_PROBLEMS]
+    for problem in shown:
+        print(f"{report.file}: {problem}")
+    if len(report.problems) > len(shown):
+        print(f"{report.file}: ... and {len(report.problems) - len(shown)} more problems")
+    print(f"FAILED {report.file}: {len(report.problems)} problem"
+          f"{'s' if len(report.problems) != 1 else ''}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zlib
+from collections.abc import Callable
 from typing import BinaryIO
 
 import zstandard
@@ -22,7 +23,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-class _Peek:
+class Peek:
     """A reader that lets the first bytes be looked at and then read again."""
 
     def __init__(self, raw: BinaryIO, n: int = 4):
@@ -40,23 +41,27 @@ class _Peek:
         return self._raw.read(n)
 
 
-class _Tee:
-    """Reads from `raw`, copying every chunk to `sink` when there is one."""
+class Tee:
+    """Reads from `raw`, handing every chunk to `sink` (a hash's update, a file's write)."""
 
-    def __init__(self, raw: BinaryIO, sink: object | None):
+    def __init__(self, raw: BinaryIO, sink: Callable[[bytes], object] | None):
         self._raw = raw
         self._sink = sink
 
     def read(self, n: int = CHUNK) -> bytes:
         data = self._raw.read(n)
         if data and self._sink is not None:
-            self._sink.write(data)
+            self._sink(data)
         return data
+
+
+def is_compressed(head: bytes) -> bool:
+    return head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
 
 
 def decompressed(raw: BinaryIO) -> BinaryIO:
     """The uncompressed tar stream of a layer blob, whatever its compression (sniffed)."""
-    peek = _Peek(raw)
+    peek = raw if isinstance(raw, Peek) else Peek(raw)
     if peek.head.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=peek, mode="rb")
     if peek.head.startswith(ZSTD_MAGIC):
@@ -64,7 +69,7 @@ def decompressed(raw: BinaryIO) -> BinaryIO:
     return peek
 
 
-def _read_plain(plain: BinaryIO, what: str) -> bytes:
+def read_plain(plain: BinaryIO, what: str) -> bytes:
     # Only decoder errors are the layer's fault; an OSError such as a full disk is not.
     try:
         return plain.read(CHUNK)
@@ -72,7 +77,7 @@ def _read_plain(plain: BinaryIO, what: str) -> bytes:
         raise DigestMismatch(f"{what}: cannot decompress ({e})") from None
 
 
-def _drain(reader: BinaryIO) -> None:
+def drain(reader: BinaryIO) -> None:
     while reader.read(CHUNK):
         pass
 
@@ -85,18 +90,18 @@ def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> Desc
     src = layer.open()
     try:
         with store.writer() as pending:
-            tee = _Tee(src, None if uncompressed else pending)
+            tee = Tee(src, None if uncompressed else pending.write)
             diff = hashlib.sha256()
             plain = decompressed(tee)
             try:
-                while chunk := _read_plain(plain, what):
+                while chunk := read_plain(plain, what):
                     diff.update(chunk)
                     if uncompressed:
                         pending.write(chunk)
             except DigestMismatch:
-                _drain(tee)  # a blob that fails its own digest is the better explanation
+                drain(tee)  # a blob that fails its own digest is the better explanation
                 raise
-            _drain(tee)  # read to the end so the blob's own digest is checked
+            drain(tee)  # read to the end so the blob's own digest is checked
             actual = "sha256:" + diff.hexdigest()
             if actual != layer.diff_id:
                 raise DigestMismatch(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import imagegen as gen
+from tests.cli_helpers import build_args, bundler
 from tests.registryseed import push_image, push_index
 from tests.servers import Containerd, Registry, write_registries_yaml
 
@@ -107,3 +108,19 @@ def containerd(tmp_path_factory) -> Containerd:
 def clean_containerd(containerd: Containerd) -> Containerd:
     containerd.clear()
     return containerd
+
+
+STEM = "k3s-airgap-images-multus-amd64"
+REFS = ["rancher/multilist:v1", "docker.io/rancher/ociindex:v1", "busybox:1.36.1"]
+
+
+@pytest.fixture(scope="session")
+def builds(fixture_registry, tmp_path_factory) -> dict[str, Path]:
+    """Output dirs of builds of REFS: p1 and p2 preserve (to compare bytes), u1 uncompressed."""
+    out = {}
+    for mode, name in (("preserve", "p1"), ("preserve", "p2"), ("uncompressed", "u1")):
+        tmp = tmp_path_factory.mktemp(name)
+        run = bundler(*build_args(fixture_registry, tmp, REFS, "--layers", mode))
+        assert run.code == 0, run.stderr
+        out[name] = tmp / "dist"
+    return out

@@ -14,9 +14,8 @@ import zstandard
 
 from bundler import compress
 from tests.cli_helpers import assert_one_line_error, build_args, bundler, read_manifest
+from tests.conftest import REFS, STEM
 
-STEM = "k3s-airgap-images-multus-amd64"
-REFS = ["rancher/multilist:v1", "docker.io/rancher/ociindex:v1", "busybox:1.36.1"]
 FULL = ["docker.io/rancher/multilist:v1", "docker.io/rancher/ociindex:v1",
         "docker.io/library/busybox:1.36.1"]
 
@@ -25,18 +24,6 @@ def _tar_members(bundle: Path) -> list[tarfile.TarInfo]:
     data = zstandard.ZstdDecompressor().stream_reader(open(bundle, "rb")).read()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return tar.getmembers()
-
-
-@pytest.fixture(scope="module")
-def builds(fixture_registry, tmp_path_factory) -> dict[str, Path]:
-    """One build per layer mode (plus a second preserve build to compare bytes)."""
-    out = {}
-    for mode, name in (("preserve", "p1"), ("preserve", "p2"), ("uncompressed", "u1")):
-        tmp = tmp_path_factory.mktemp(name)
-        run = bundler(*build_args(fixture_registry, tmp, REFS, "--layers", mode))
-        assert run.code == 0, run.stderr
-        out[name] = tmp / "dist"
-    return out
 
 
 def test_outputs_and_checksums(builds):

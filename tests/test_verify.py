@@ -1,0 +1,199 @@
+"""verify against good bundles, damaged ones, and crafted tars."""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from bundler import compress
+from bundler.verify import verify
+from tests.cli_helpers import assert_one_line_error, bundler
+from tests.conftest import STEM
+
+BUNDLE = f"{STEM}.tar.zst"
+
+
+def _tar_bytes(bundle: Path) -> bytes:
+    with open(bundle, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+
+
+def _zst(tar: bytes, path: Path) -> Path:
+    out = io.BytesIO()
+    with compress.compressor(3).stream_writer(out, closefd=False) as w:
+        w.write(tar)
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def _alone(src: Path, tmp: Path) -> Path:
+    """A copy of the bundle with no checksum files beside it."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(src, tmp / BUNDLE))
+
+
+@pytest.mark.parametrize("build", ["p1", "u1"])
+def test_good_bundles_pass(builds, build):
+    run = bundler("verify", str(builds[build] / BUNDLE))
+    assert run.code == 0, run.stdout + run.stderr
+    assert run.stdout.startswith(f"OK {builds[build] / BUNDLE}: 3 images, ")
+    report = verify(builds[build] / BUNDLE)
+    assert report.ok and len(report.checked_against) == 2
+
+
+def test_no_checksum_files_is_said_once_and_content_still_checked(builds, tmp_path):
+    run = bundler("verify", str(_alone(builds["p1"] / BUNDLE, tmp_path)))
+    assert run.code == 0
+    assert run.stderr.count("no checksum file beside") == 1
+
+
+def test_bit_flips_anywhere_are_caught(builds, tmp_path):
+    data = (builds["p1"] / BUNDLE).read_bytes()
+    rng = random.Random(7)
+    for i, offset in enumerate(rng.sample(range(len(data)), 25)):
+        damaged = bytearray(data)
+        damaged[offset] ^= 1 << rng.randrange(8)
+        d = tmp_path / f"c{i}"
+        shutil.copytree(builds["p1"], d)
+        (d / BUNDLE).write_bytes(damaged)
+        report = verify(d / BUNDLE)
+        assert not report.ok, offset
+        assert any(BUNDLE in p for p in report.problems), report.problems  # outer checksum
+
+
+def test_bit_flips_without_checksum_files_are_caught_by_content(builds, tmp_path):
+    data = (builds["p1"] / BUNDLE).read_bytes()
+    rng = random.Random(8)
+    # Past the frame header: a flip there can only change the declared window.
+    for i, offset in enumerate(rng.sample(range(8, len(data)), 25)):
+        damaged = bytearray(data)
+        damaged[offset] ^= 1 << rng.randrange(8)
+        path = tmp_path / f"f{i}" / BUNDLE
+        path.parent.mkdir()
+        path.write_bytes(damaged)
+        report = verify(path)
+        assert not report.ok, (offset, report.notes)
+        assert report.problems[0].split(":")[0] in ("zstd", "tar") or "blobs/sha256/" in \
+            report.problems[0] or ".json" in report.problems[0], report.problems
+
+
+def test_truncations_are_caught(builds, tmp_path):
+    data = (builds["u1"] / BUNDLE).read_bytes()
+    for i, cut in enumerate([1, 4, 6, 100, len(data) // 3, len(data) // 2, len(data) - 5,
+                             len(data) - 1]):
+        path = tmp_path / f"t{i}" / BUNDLE
+        path.parent.mkdir()
+        path.write_bytes(data[:cut])
+        report = verify(path)
+        assert not report.ok, cut
+        assert any("truncated" in p or "cannot decode" in p or "ends" in p
+                   for p in report.problems), report.problems
+
+
+def _members(tar: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        return t.getmembers()
+
+
+@pytest.mark.parametrize("build", ["p1", "u1"])
+def test_flipped_byte_in_any_member_is_named(builds, build, tmp_path):
+    tar = _tar_bytes(builds[build] / BUNDLE)
+    rng = random.Random(9)
+    for i, member in enumerate(m for m in _members(tar) if m.isfile()):
+        damaged = bytearray(tar)
+        damaged[member.offset_data + rng.randrange(member.size)] ^= 0x20
+        path = _zst(bytes(damaged), tmp_path / f"m{i}.tar.zst")
+        report = verify(path)
+        assert not report.ok, member.name
+        assert any(member.name in p for p in report.problems), (member.name, report.problems)
+
+
+def _crafted(tar: bytes, extra: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    """The bundle's tar with members appended before its end-of-archive marker."""
+    buf = io.BytesIO(tar)
+    with tarfile.open(fileobj=buf, mode="a") as t:
+        for info, data in extra:
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _info(name: str, kind=tarfile.REGTYPE, size: int = 0, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, size, link
+    return info
+
+
+@pytest.mark.parametrize(("name", "kind", "data", "link", "fragment"), [
+    ("../x", tarfile.REGTYPE, b"x", "", "climbs out"),
+    ("/abs", tarfile.REGTYPE, b"x", "", "absolute name"),
+    ("blobs/sha256/" + "a" * 64, tarfile.SYMTYPE, b"", "/etc/passwd", "symlink not allowed"),
+    ("blobs/sha256/" + "b" * 64, tarfile.LNKTYPE, b"", "index.json", "hard link not allowed"),
+    ("dev/null", tarfile.CHRTYPE, b"", "", "character device not allowed"),
+    ("fifo", tarfile.FIFOTYPE, b"", "", "fifo not allowed"),
+    ("index.json", tarfile.REGTYPE, b'{"schemaVersion":2,"manifests":[]}', "", "duplicate"),
+    ("notes.txt", tarfile.REGTYPE, b"hello", "", "unexpected member"),
+])
+def test_crafted_members_are_refused(builds, tmp_path, name, kind, data, link, fragment):
+    tar = _crafted(_tar_bytes(builds["p1"] / BUNDLE), [(_info(name, kind, len(data), link),
+                                                        data)])
+    report = verify(_zst(tar, tmp_path / BUNDLE))
+    assert any(fragment in p for p in report.problems), report.problems
+
+
+def test_member_after_the_end_is_refused(builds, tmp_path):
+    tar = _tar_bytes(builds["p1"] / BUNDLE)
+    extra = io.BytesIO()
+    with tarfile.open(fileobj=extra, mode="w") as t:
+        t.addfile(_info("index.json", size=2), io.BytesIO(b"{}"))
+    report = verify(_zst(tar + extra.getvalue(), tmp_path / BUNDLE))
+    assert any("data after the end of the tar archive" in p for p in report.problems)
+
+
+def test_oversized_metadata_is_refused(tmp_path):
+    big = b" " * (5 << 20)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        t.addfile(_info("index.json", size=len(big)), io.BytesIO(big))
+    report = verify(_zst(buf.getvalue(), tmp_path / BUNDLE))
+    assert any("more than" in p and "index.json" in p for p in report.problems), report.problems
+
+
+def test_oversized_window_is_refused(builds, tmp_path):
+    tar = _tar_bytes(builds["u1"] / BUNDLE)
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=27)
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(out) as w:
+        w.write(tar)
+        w.flush(zstandard.FLUSH_FRAME)
+        path = tmp_path / BUNDLE
+        path.write_bytes(out.getvalue())
+    report = verify(path)
+    assert any("exceeds 2^25" in p for p in report.problems), report.problems
+
+
+def test_checksum_manifest_mismatch(builds, tmp_path):
+    d = tmp_path / "d"
+    shutil.copytree(builds["p1"], d)
+    other = builds["u1"] / f"{STEM}.manifest.json"
+    report = verify(d / BUNDLE, manifest=other)
+    assert any("checksum manifest says" in p for p in report.problems), report.problems
+
+
+def test_unreadable_input_is_exit_2(tmp_path):
+    run = bundler("verify", str(tmp_path / "missing.tar.zst"))
+    assert_one_line_error(run, "missing.tar.zst", "cannot read")
+    assert run.code == 2
+
+
+def test_json_report(builds):
+    import json
+
+    run = bundler("verify", "--json", str(builds["u1"] / BUNDLE))
+    report = json.loads(run.stdout)
+    assert run.code == 0 and report["ok"] is True and len(report["images"]) == 3
