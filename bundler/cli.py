@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bundler import __version__, bundle, compress, mutate, verify
+from bundler import __version__, bundle, compress, mutate, place, verify
 from bundler.errors import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
@@ -21,6 +21,7 @@ from bundler.registry import transport
 
 # A bundle broken everywhere would print thousands of lines; the count says the rest.
 _MAX_PROBLEMS = 50
+_DISTRO_NAMES = {"k3s": "K3s", "rke2": "RKE2"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +69,23 @@ def parser() -> argparse.ArgumentParser:
                    help="checksum manifest (default: NAME.manifest.json beside the bundle)")
     v.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     v.set_defaults(run=_verify)
+
+    pl = sub.add_parser("place", help="verify a bundle and put it into K3s's agent/images",
+                        description="Verify a bundle, then copy it into the directory K3s (or "
+                                    "RKE2) imports images from, atomically: K3s never sees a "
+                                    "partial file. The .txt image list is not copied.")
+    pl.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to place")
+    where = pl.add_mutually_exclusive_group()
+    where.add_argument("--images-dir", metavar="DIR", help="the target directory itself")
+    where.add_argument("--data-dir", metavar="DIR",
+                       help="K3s/RKE2 data dir; target is DIR/agent/images (default: "
+                            f"{place.DATA_DIRS['k3s']}, or {place.DATA_DIRS['rke2']} with "
+                            "--distro rke2)")
+    pl.add_argument("--distro", choices=sorted(place.DATA_DIRS), default="k3s",
+                    help="which default data dir (default: k3s)")
+    pl.add_argument("--dry-run", action="store_true", help="verify and say what would be done")
+    pl.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    pl.set_defaults(run=_place)
     return p
 
 
@@ -92,6 +110,23 @@ def _verify(args: argparse.Namespace) -> int:
     report = verify.verify(args.bundle, args.manifest)
     _print_report(report, args.json)
     return 0 if report.ok else EXIT_FAILED
+
+
+def _place(args: argparse.Namespace) -> int:
+    target = place.images_dir(args.images_dir, args.data_dir, args.distro)
+    done = place.place(args.bundle, target, dry_run=args.dry_run)
+    if args.json:
+        json.dump({"path": str(done.path), "size": done.size, "sha256": done.sha256,
+                   "action": done.action}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{done.action} {done.path} ({done.size} bytes, sha256 {done.sha256})")
+    if done.action in ("placed", "replaced"):
+        print(f"{_DISTRO_NAMES[args.distro]} imports it when it starts, and while running from "
+              "v1.29.13, v1.30.9, v1.31.5 and v1.32.0 on")
+    elif done.action == "unchanged":
+        print("an identical file is already in place: nothing to do")
+    return 0
 
 
 def _print_report(report: verify.Report, as_json: bool) -> None:

@@ -64,3 +64,11 @@ class EnvironmentFailure(BundlerError):
         where = e.filename or where
         reason = "no space left on device" if e.errno == errno.ENOSPC else e.strerror or str(e)
         return cls(f"{where}: {reason}" if where else reason)
+
+
+class VerificationFailed(BundlerError):
+    """A bundle did not verify; `report` holds every problem found."""
+
+    def __init__(self, message: str, report: object | None = None):
+        super().__init__(message)
+        self.report = report

@@ -72,6 +72,12 @@ def seed(registry: Registry) -> Fixture:
     images["docker.io/library/busybox:1.36.1"] = single
     index_digests["docker.io/library/busybox:1.36.1"] = None
 
+    # A larger image (uncompressed random layer) for tests that need copies to take a while.
+    big = gen.image([gen.tar_layer(gen.random_files(10, 1, 24 << 20))], compression=["none"])
+    push_image(url, "rancher/big", big, "v1")
+    images["docker.io/rancher/big:v1"] = big
+    index_digests["docker.io/rancher/big:v1"] = None
+
     # Error cases: no amd64 anywhere, and a single manifest of another architecture.
     arm64 = gen.image([gen.tar_layer(gen.random_files(7))], arch="arm64")
     armv7 = gen.image([gen.tar_layer(gen.random_files(8))], arch="arm", variant="v7")

@@ -1,0 +1,200 @@
+"""place: verified, atomic, idempotent installs into a K3s data dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bundler import place
+from bundler.errors import VerificationFailed
+from tests.cli_helpers import assert_one_line_error, build_args, bundler
+from tests.conftest import STEM
+
+BUNDLE = f"{STEM}.tar.zst"
+
+
+@pytest.fixture(scope="module")
+def big_build(fixture_registry, tmp_path_factory) -> Path:
+    """A ~25 MB bundle (level 1), so a copy takes long enough to be watched."""
+    tmp = tmp_path_factory.mktemp("big")
+    run = bundler(*build_args(fixture_registry, tmp, ["rancher/big:v1", "busybox:1.36.1"],
+                              "--level", "1"))
+    assert run.code == 0, run.stderr
+    return tmp / "dist"
+
+
+def _importable(directory: Path) -> dict[str, int]:
+    out = {}
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        if entry.name.endswith(place.IMPORTED_SUFFIXES):
+            try:
+                out[entry.name] = entry.stat().st_size
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def test_watcher_never_sees_a_partial_file(big_build, builds, tmp_path):
+    target = tmp_path / "k3s" / "agent" / "images"
+    size = (big_build / BUNDLE).stat().st_size
+    seen: list[dict[str, int]] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            state = _importable(target)
+            if state:
+                seen.append(state)
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        # A first, different bundle of the same name, then the big one replacing it.
+        assert place.place(builds["p1"] / BUNDLE, target).action == "placed"
+        time.sleep(0.05)
+        assert place.place(big_build / BUNDLE, target).action == "replaced"
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen, "the watcher never saw the file"
+    sizes = {(builds["p1"] / BUNDLE).stat().st_size, size}
+    assert all(list(state) == [BUNDLE] and state[BUNDLE] in sizes for state in seen), \
+        {tuple(s.items()) for s in seen}
+    assert seen[-1] == {BUNDLE: size}
+    assert sorted(os.listdir(target)) == [BUNDLE]
+
+
+def test_second_place_changes_nothing(builds, tmp_path):
+    data_dir = tmp_path / "k3s"
+    first = bundler("place", str(builds["p1"] / BUNDLE), "--data-dir", str(data_dir))
+    assert first.code == 0, first.stderr
+    assert first.stdout.startswith(f"placed {data_dir}/agent/images/{BUNDLE} (")
+    placed = data_dir / "agent" / "images" / BUNDLE
+    before = placed.stat()
+    second = bundler("place", str(builds["p1"] / BUNDLE), "--data-dir", str(data_dir))
+    assert second.code == 0
+    assert second.stdout.startswith("unchanged ")
+    after = placed.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # The image list stays out: K3s would try to pull what a .txt there names.
+    assert os.listdir(placed.parent) == [BUNDLE]
+
+
+def test_different_file_is_replaced_atomically(builds, tmp_path):
+    target = tmp_path / "images"
+    place.place(builds["p1"] / BUNDLE, target)
+    done = place.place(builds["u1"] / BUNDLE, target)
+    assert done.action == "replaced"
+    assert (target / BUNDLE).read_bytes() == (builds["u1"] / BUNDLE).read_bytes()
+
+
+def test_corrupt_bundle_places_nothing(builds, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(builds["p1"], src)
+    data = bytearray((src / BUNDLE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (src / BUNDLE).write_bytes(data)
+    target = tmp_path / "images"
+    with pytest.raises(VerificationFailed):
+        place.place(src / BUNDLE, target)
+    assert not target.exists()
+    run = bundler("place", str(src / BUNDLE), "--images-dir", str(target))
+    assert_one_line_error(run, "did not verify", "nothing placed")
+    assert run.code == 1 and not target.exists()
+
+
+def test_dry_run_writes_nothing(builds, tmp_path):
+    run = bundler("place", str(builds["p1"] / BUNDLE), "--data-dir", str(tmp_path / "k3s"),
+                  "--dry-run")
+    assert run.code == 0 and run.stdout.startswith("would be placed ")
+    assert not (tmp_path / "k3s").exists()
+
+
+def test_default_dirs_per_distro():
+    assert place.images_dir(None, None, "k3s") == Path("/var/lib/rancher/k3s/agent/images")
+    assert place.images_dir(None, None, "rke2") == Path("/var/lib/rancher/rke2/agent/images")
+    assert place.images_dir("/x", None, "k3s") == Path("/x")
+
+
+def test_stale_temporaries_of_dead_runs_are_cleaned(builds, tmp_path):
+    target = tmp_path / "images"
+    target.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = target / f".{BUNDLE}.{dead.pid}-deadbeef.partial"
+    stale.write_bytes(b"half a bundle")
+    live = target / f".{BUNDLE}.{os.getpid()}-cafef00d.partial"
+    live.write_bytes(b"another run's copy in progress")
+    place.place(builds["p1"] / BUNDLE, target)
+    assert not stale.exists() and live.exists()
+
+
+def test_concurrent_places_do_not_corrupt_each_other(big_build, tmp_path):
+    target = tmp_path / "images"
+    procs = [subprocess.Popen([sys.executable, "-m", "bundler", "place", str(big_build / BUNDLE),
+                               "--images-dir", str(target)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert os.listdir(target) == [BUNDLE]
+    assert (target / BUNDLE).read_bytes() == (big_build / BUNDLE).read_bytes()
+
+
+def test_interrupted_place_leaves_nothing_importable(big_build, tmp_path):
+    target = tmp_path / "images"
+    interrupted = 0
+    for delay in (0.2, 0.5, 0.8):
+        proc = subprocess.Popen([sys.executable, "-m", "bundler", "place",
+                                 str(big_build / BUNDLE), "--images-dir", str(target)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:
+            # It finished first: then the file is whole. Start over for the next delay.
+            assert (target / BUNDLE).stat().st_size == (big_build / BUNDLE).stat().st_size
+            (target / BUNDLE).unlink()
+            continue
+        assert proc.returncode == 130, err
+        interrupted += 1
+        assert _importable(target) == {}
+        assert not target.exists() or os.listdir(target) == []  # the temporary went too
+    assert interrupted, "every place finished before the interrupt"
+
+
+def test_not_enough_space(builds, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        run = bundler("place", str(builds["p1"] / BUNDLE), "--images-dir", str(small))
+        assert_one_line_error(run, str(small), "MB free")
+        assert run.code == 3
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_placed_bundle_imports_into_containerd(builds, tmp_path, clean_containerd):
+    done = place.place(builds["u1"] / BUNDLE, tmp_path / "k3s" / "agent" / "images")
+    result = clean_containerd.import_bundle(done.path)
+    assert result.returncode == 0, result.stderr
+    assert "docker.io/rancher/multilist:v1" in clean_containerd.images()
