@@ -14,14 +14,12 @@ from pathlib import Path
 from bundler import archive, checksums, compress, imagelist, mutate, platform
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore
-from bundler.config import load_registries
+from bundler.config import DEFAULT_TIMEOUT, load_registries
 from bundler.digest import HashingWriter, hex_of, sha256_digest
 from bundler.errors import EnvironmentFailure, InputError
 from bundler.image import Image
 from bundler.progress import CountingReader, Progress
 from bundler.reference import Reference
-from bundler.registry import transport
-from bundler.sources.registry import RegistrySource
 
 DEFAULT_NAME = "k3s-airgap-images-multus"
 
@@ -38,7 +36,7 @@ class BuildOptions:
     registries: str | None = None
     default_endpoint: bool = True
     level: int = compress.DEFAULT_LEVEL
-    timeout: float = transport.DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -71,6 +69,10 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, str(out_dir)) from None
+
+    # Imported here: the registry stack (requests) is heavy, and verify and place, which run
+    # on small airgapped nodes, import this module without needing it.
+    from bundler.sources.registry import RegistrySource
 
     source = RegistrySource(registries, want, opts.timeout)
     upstream = [source.image(ref) for ref in refs]

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bundler import __version__, bundle, compress, mutate, place, verify
+from bundler import __version__, bundle, compress, config, mutate, place, verify
 from bundler.errors import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
@@ -17,7 +17,6 @@ from bundler.errors import (
     EnvironmentFailure,
 )
 from bundler.progress import Progress
-from bundler.registry import transport
 
 # A bundle broken everywhere would print thousands of lines; the count says the rest.
 _MAX_PROBLEMS = 50
@@ -54,8 +53,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"zstd level {compress.MIN_LEVEL}-{compress.MAX_LEVEL} (default: "
                         f"{compress.DEFAULT_LEVEL}); the window stays 2^{compress.WINDOW_LOG}, "
                         "the most K3s decodes")
-    b.add_argument("--timeout", type=float, default=transport.DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help=f"connect and read timeout (default: {transport.DEFAULT_TIMEOUT:g})")
+    b.add_argument("--timeout", type=float, default=config.DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"connect and read timeout (default: {config.DEFAULT_TIMEOUT:g})")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     b.set_defaults(run=_build)

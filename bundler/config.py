@@ -23,6 +23,10 @@ import yaml
 from bundler.errors import EnvironmentFailure, InputError
 from bundler.reference import DOCKER_HUB
 
+# Seconds to wait for a connection and between bytes of a response; a stalled body ends
+# with a timeout rather than hanging a release pipeline.
+DEFAULT_TIMEOUT = 30.0
+
 # Docker Hub's API host; the name `docker.io` itself serves no registry API.
 HUB_API = "registry-1.docker.io"
 # The key Docker's own `docker login` writes for Docker Hub in config.json.

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from typing import BinaryIO
 
-from tqdm import tqdm
-
 
 class Progress:
     """Makes byte-counting bars, or silent stand-ins when bars are off."""
@@ -14,7 +12,9 @@ class Progress:
     def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
 
-    def bar(self, description: str, total: int) -> tqdm:
+    def bar(self, description: str, total: int):  # -> tqdm.tqdm
+        from tqdm import tqdm  # imported when used: verify and place never draw bars
+
         return tqdm(
             total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
             disable=not self.enabled, file=sys.stderr, leave=False,
@@ -24,7 +24,7 @@ class Progress:
 class CountingReader:
     """Reports each chunk read from `raw` to a bar."""
 
-    def __init__(self, raw: BinaryIO, bar: tqdm):
+    def __init__(self, raw: BinaryIO, bar):
         self._raw = raw
         self._bar = bar
 

@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from bundler import mediatypes
-from bundler.config import Endpoint
+from bundler.config import DEFAULT_TIMEOUT, Endpoint
 from bundler.digest import sha256_digest
 from bundler.errors import DigestMismatch, RegistryError
 from bundler.registry import transport
@@ -26,7 +26,7 @@ _MAX_REDIRECTS = 10
 class Client:
     """Reads manifests and blobs from one registry endpoint."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float = transport.DEFAULT_TIMEOUT):
+    def __init__(self, endpoint: Endpoint, timeout: float = DEFAULT_TIMEOUT):
         self.endpoint = endpoint
         self._timeout = timeout
         self._session = transport.new_session(endpoint.tls)

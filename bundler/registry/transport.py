@@ -14,13 +14,10 @@ import requests
 import urllib3
 
 from bundler import __version__
-from bundler.config import TLSConfig
+from bundler.config import DEFAULT_TIMEOUT, TLSConfig
 from bundler.errors import NetworkError
 
 USER_AGENT = f"bundler/{__version__}"
-# Seconds to wait for a connection and between bytes of a response; a stalled body ends
-# with a timeout rather than hanging a release pipeline.
-DEFAULT_TIMEOUT = 30.0
 
 log = logging.getLogger(__name__)
 

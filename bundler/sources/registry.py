@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 from bundler import mediatypes, platform
-from bundler.config import Endpoint, RegistriesConfig
+from bundler.config import DEFAULT_TIMEOUT, Endpoint, RegistriesConfig
 from bundler.digest import VerifyingReader
 from bundler.errors import BundlerError, PlatformError, RegistryError
 from bundler.image import Descriptor, Image, Layer, parse_config, parse_manifest
 from bundler.platform import Platform
 from bundler.reference import Reference
-from bundler.registry import transport
 from bundler.registry.client import Client
 
 # Image configs are small JSON documents; a larger one is refused rather than buffered.
@@ -25,7 +24,7 @@ class RegistrySource:
         self,
         registries: RegistriesConfig,
         want: Platform,
-        timeout: float = transport.DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
     ):
         self._registries = registries
         self._want = want
