@@ -25,7 +25,8 @@ import zstandard  # noqa: E402
 from tests import standins  # noqa: E402
 from tests.servers import Registry, write_registries_yaml  # noqa: E402
 
-BUNDLER = str(ROOT / ".venv" / "bin" / "bundler")
+# The bundler of the interpreter running this script (scripts/deps puts it in .venv).
+BUNDLER = [sys.executable, "-m", "bundler"]
 BUNDLE = "k3s-airgap-images-multus-amd64.tar.zst"
 
 
@@ -80,7 +81,7 @@ def main() -> int:
             builds = {}
             for mode in ("preserve", "uncompressed"):
                 out = work / mode
-                build = [BUNDLER, "build", "--registries", str(mirrors), "--no-default-endpoint",
+                build = [*BUNDLER, "build", "--registries", str(mirrors), "--no-default-endpoint",
                          "--layers", mode, "--output-dir", str(out), "--quiet"]
                 results[f"build_{mode}"] = measure(build, 1)
                 builds[mode] = out / BUNDLE
@@ -89,14 +90,14 @@ def main() -> int:
             registry.stop()
 
         floor = f"zstd -dc --long=25 {builds['uncompressed']} | sha256sum"
-        results["verify_uncompressed"] = measure([BUNDLER, "verify", str(builds["uncompressed"])],
+        results["verify_uncompressed"] = measure([*BUNDLER, "verify", str(builds["uncompressed"])],
                                                  args.runs)
         results["floor_uncompressed"] = measure(floor, args.runs)
 
         layers = layer_blobs(builds["preserve"], work)
         gunzip = " ; ".join(f"gunzip -c {p} | sha256sum" for p in layers)
         floor_p = f"zstd -dc --long=25 {builds['preserve']} | sha256sum ; {gunzip}"
-        results["verify_preserve"] = measure([BUNDLER, "verify", str(builds["preserve"])],
+        results["verify_preserve"] = measure([*BUNDLER, "verify", str(builds["preserve"])],
                                              args.runs)
         results["floor_preserve"] = measure(floor_p, args.runs)
 

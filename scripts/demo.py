@@ -13,12 +13,13 @@ sys.path.insert(0, str(ROOT))
 from tests import standins  # noqa: E402
 from tests.servers import Containerd, Registry, write_registries_yaml  # noqa: E402
 
-BUNDLER = str(ROOT / ".venv" / "bin" / "bundler")
+# The bundler of the interpreter running this script (scripts/deps puts it in .venv).
+BUNDLER = [sys.executable, "-m", "bundler"]
 
 
 def step(*args: str) -> None:
-    print(f"\n$ {' '.join(args)}", flush=True)
-    subprocess.run(args, check=True)
+    print(f"\n$ bundler {' '.join(args)}", flush=True)
+    subprocess.run([*BUNDLER, *args], check=True)
 
 
 def main() -> int:
@@ -34,15 +35,16 @@ def main() -> int:
             print(f"registries.yaml sends docker.io to the local registry:\n"
                   f"{mirrors.read_text()}")
             dist = work / "dist"
-            step(BUNDLER, "build", "--images", str(ROOT / "images.txt"), "--registries",
+            step("build", "--images", str(ROOT / "images.txt"), "--registries",
                  str(mirrors), "--no-default-endpoint", "--output-dir", str(dist))
-            step("ls", "-l", str(dist))
+            print(f"\n$ ls -l {dist}", flush=True)
+            subprocess.run(["ls", "-l", str(dist)], check=True)
             bundle = dist / "k3s-airgap-images-multus-amd64.tar.zst"
             print(f"\n$ cd {dist} && sha256sum -c sha256sum-amd64.txt", flush=True)
             subprocess.run(["sha256sum", "-c", "sha256sum-amd64.txt"], cwd=dist, check=True)
-            step(BUNDLER, "verify", str(bundle))
+            step("verify", str(bundle))
             data_dir = work / "k3s"
-            step(BUNDLER, "place", str(bundle), "--data-dir", str(data_dir))
+            step("place", str(bundle), "--data-dir", str(data_dir))
             placed = data_dir / "agent" / "images" / bundle.name
             containerd = Containerd(work / "containerd").start()
             print(f"\n$ zstd -dc {placed} | ctr -n k8s.io images import --all-platforms "
