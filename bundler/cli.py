@@ -29,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
         description="Build, verify and place K3s airgap image bundles (one zstd image tarball).",
     )
     p.add_argument("--version", action="version", version=f"bundler {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also say what is retried and why (on stderr)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("build", help="pull the images of an image list into one .tar.zst bundle",
@@ -150,8 +152,11 @@ def _print_report(report: verify.Report, as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run bundler; every error ends here as one line on stderr and an exit code."""
-    logging.basicConfig(format="bundler: warning: %(message)s", level=logging.WARNING)
     args = parser().parse_args(argv)
+    logging.basicConfig(format="bundler: %(levelname)s: %(message)s",
+                        level=logging.INFO if args.verbose else logging.WARNING)
+    logging.addLevelName(logging.INFO, "note")
+    logging.addLevelName(logging.WARNING, "warning")
     try:
         return args.run(args)
     except BundlerError as e:

@@ -17,6 +17,7 @@ from bundler import layer as layers
 from bundler import mediatypes
 from bundler.cache import BlobStore
 from bundler.image import Descriptor, Image, Layer
+from bundler.registry import retry
 
 PRESERVE, UNCOMPRESSED = "preserve", "uncompressed"
 LAYER_MODES = (PRESERVE, UNCOMPRESSED)
@@ -36,8 +37,8 @@ def staged(
         target = layer.diff_id if uncompressed else layer.descriptor.digest
         if not store.has(target):
             source = replace(layer, open=lambda layer=layer: wrap(layer.open()))
-            layers.stage(source, store, uncompressed, f"{image.reference}: layer {i} "
-                         f"({layer.descriptor.digest})")
+            what = f"{image.reference}: layer {i} ({layer.descriptor.digest})"
+            retry.refetch_once(lambda s=source, w=what: layers.stage(s, store, uncompressed, w))
         desc = Descriptor(
             media_type if uncompressed else layer.descriptor.media_type, target, store.size(target)
         )

@@ -45,23 +45,34 @@ class Client:
         media_type = _media_type(body, response.headers.get("Content-Type", ""))
         return body, media_type, digest
 
-    def blob(self, repository: str, digest: str, what: str) -> transport.BodyReader:
-        """A stream of the blob's bytes (unchecked: wrap it in digest.VerifyingReader)."""
-        response = self._get(repository, f"blobs/{digest}", what)
-        return transport.BodyReader(response, what)
+    def blob(self, repository: str, digest: str, what: str, size: int | None = None
+             ) -> transport.BodyReader:
+        """A stream of the blob's bytes (unchecked: wrap it in digest.VerifyingReader).
+
+        With `size`, a download cut off mid-way resumes with a Range request.
+        """
+        path = f"blobs/{digest}"
+
+        def reopen(offset: int) -> requests.Response:
+            return self._get(repository, path, what, ranged_from=offset)
+
+        return transport.BodyReader(self._get(repository, path, what), what, size, reopen)
 
     def _get(
-        self, repository: str, path: str, what: str, accept: tuple[str, ...] = ()
+        self, repository: str, path: str, what: str, accept: tuple[str, ...] = (),
+        ranged_from: int = -1,
     ) -> requests.Response:
         repo = self.endpoint.repository(repository)
         url = f"{self.endpoint.url}/v2/{repo}/{path}"
         scope = f"repository:{repo}:pull"
         headers = {"Accept": ", ".join(accept)} if accept else {}
+        if ranged_from > 0:
+            headers["Range"] = f"bytes={ranged_from}-"
         response = self._follow(url, headers, scope)
         if response.status_code == 401 and self._auth.answer(response, scope, what):
             response.close()
             response = self._follow(url, headers, scope)
-        if response.status_code != 200:
+        if response.status_code != 200 and not (ranged_from > 0 and response.status_code == 206):
             raise _error(response, what, self.endpoint.host)
         return response
 
@@ -130,7 +141,10 @@ def _error(response: requests.Response, what: str, host: str) -> RegistryError:
     elif status in (401, 403):
         text = f"{what}: access denied by {host} ({status} {detail}); check credentials"
     elif status == 429:
-        text = f"{what}: rate limited by {host} (429 {detail})"
+        # Docker Hub states its pull limit in these headers; show them so the user can tell.
+        limits = ", ".join(f"{k}: {v}" for k, v in response.headers.items()
+                           if k.lower().startswith("ratelimit-"))
+        text = f"{what}: rate limited by {host} (429 {detail}){'; ' + limits if limits else ''}"
     else:
         text = f"{what}: {host} answered {status} {detail}".rstrip()
     return RegistryError(text, status=status, code=code or None)

@@ -11,6 +11,7 @@ from bundler.errors import BundlerError, PlatformError, RegistryError
 from bundler.image import Descriptor, Image, Layer, parse_config, parse_manifest
 from bundler.platform import Platform
 from bundler.reference import Reference
+from bundler.registry import retry
 from bundler.registry.client import Client
 
 # Image configs are small JSON documents; a larger one is refused rather than buffered.
@@ -59,7 +60,8 @@ class RegistrySource:
             index_digest = digest
             entry = platform.select(json.loads(body), self._want, what)
             chosen = Descriptor.from_json(entry, f"{what}: index entry")
-            body, media_type, _ = client.manifest(ref.repository, chosen.digest, what)
+            body, media_type, _ = retry.refetch_once(
+                lambda: client.manifest(ref.repository, chosen.digest, what))
             if len(body) != chosen.size:
                 raise RegistryError(
                     f"{what}: manifest {chosen.digest} is {len(body)} bytes, index says "
@@ -68,9 +70,9 @@ class RegistrySource:
         if media_type not in mediatypes.IMAGE_MANIFESTS:
             raise RegistryError(f"{what}: unsupported manifest type {media_type or 'unknown'}")
         config_desc, layer_descs = parse_manifest(body, what)
-        config = _read_small(
+        config = retry.refetch_once(lambda: _read_small(
             client, ref.repository, config_desc, MAX_CONFIG, f"{what}: config {config_desc.digest}"
-        )
+        ))
         have, diff_ids = parse_config(config, len(layer_descs), what)
         if not platform.matches(self._want, have):
             raise PlatformError(f"{what}: image is {have}, not {self._want}")
@@ -83,8 +85,8 @@ class RegistrySource:
 
 def _opener(client: Client, repository: str, desc: Descriptor, what: str):
     def open_blob() -> VerifyingReader:
-        return VerifyingReader(client.blob(repository, desc.digest, what), desc.digest,
-                               desc.size, what)
+        return VerifyingReader(client.blob(repository, desc.digest, what, desc.size),
+                               desc.digest, desc.size, what)
 
     return open_blob
 
