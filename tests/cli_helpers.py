@@ -36,12 +36,14 @@ def assert_one_line_error(run: Run, *fragments: str) -> None:
         assert fragment in lines[0], (fragment, lines[0])
 
 
-def build_args(fixture, tmp: Path, refs: list[str], *extra: str, out: str = "dist") -> list[str]:
+def build_args(fixture, tmp: Path, refs: list[str], *extra: str, out: str = "dist",
+               registries: Path | None = None) -> list[str]:
+    """`bundler build` arguments for `refs` from the fixture registry (or `registries`)."""
     images = tmp / "images.txt"
     images.write_text("".join(f"{r}\n" for r in refs))
+    registries = registries or fixture.registries_yaml(tmp)
     return ["build", "--images", str(images), "--output-dir", str(tmp / out),
-            "--registries", str(fixture.registries_yaml(tmp)), "--no-default-endpoint",
-            "--quiet", *extra]
+            "--registries", str(registries), "--no-default-endpoint", "--quiet", *extra]
 
 
 def read_manifest(out_dir: Path, stem: str = "k3s-airgap-images-multus-amd64") -> dict:

@@ -28,7 +28,7 @@ class RegistryFront:
 
     def __init__(self, upstream: str, *, username: str = "", password: str = "",
                  redirect_blobs: bool = False,
-                 fault: Callable[[BaseHTTPRequestHandler], bool] | None = None):
+                 fault: Callable[[BaseHTTPRequestHandler, str], bool] | None = None):
         self.upstream = upstream
         self.username, self.password = username, password
         self.redirect_blobs = redirect_blobs
@@ -63,7 +63,7 @@ class RegistryFront:
         if server == "front" and self.username and auth != self._basic():
             self._reply(h, 401, b"", {"WWW-Authenticate": 'Basic realm="front"'})
             return
-        if self.fault and self.fault(h):
+        if self.fault and self.fault(h, server):
             return
         if server == "front" and self.redirect_blobs and "/blobs/" in h.path:
             self._reply(h, 307, b"", {"Location": f"{self.storage_url}{h.path}?sig=secret"})
@@ -75,8 +75,17 @@ class RegistryFront:
         out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP | {"content-length"}}
         self._reply(h, r.status_code, r.content, out)
 
+    def upstream_body(self, path: str) -> bytes:
+        r = requests.get(self.upstream + path.split("?", 1)[0], timeout=30)
+        r.raise_for_status()
+        return r.content
+
     def _basic(self) -> str:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    @staticmethod
+    def reply(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict) -> None:
+        RegistryFront._reply(h, status, body, headers)
 
     @staticmethod
     def _reply(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict) -> None:

@@ -195,7 +195,7 @@ def test_ctrl_c_leaves_nothing(fixture_registry, tmp_path):
 
     stalled = threading.Event()
 
-    def stall(h):
+    def stall(h, server):
         if "/blobs/" in h.path and h.command == "GET":
             stalled.set()
             time.sleep(20)

@@ -41,7 +41,7 @@ def test_manifest_by_digest_is_checked(front, fixture_registry):
     img = fixture_registry.images["docker.io/library/busybox:1.36.1"]
     other = fixture_registry.images["docker.io/rancher/multilist:v1"]
 
-    def swap(h):
+    def swap(h, server):
         if h.path.endswith(f"/manifests/{img.digest}"):
             h.path = h.path.replace("library/busybox", "rancher/multilist").replace(
                 img.digest, other.digest)

@@ -1,0 +1,170 @@
+"""Fetching through a front that injects network faults: the bundle must come out the same."""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import time
+
+import pytest
+
+from bundler.registry import retry
+from tests.cli_helpers import assert_one_line_error, build_args, bundler
+from tests.conftest import REFS, STEM
+from tests.faultproxy import RegistryFront
+from tests.servers import write_registries_yaml
+
+USER, PASSWORD = "u", "p"
+
+
+class Faults:
+    """Decides, per request, which fault to inject; each blob and manifest is hit once."""
+
+    BLOB_FAULTS = ("reset", "stall", "short", "flip")
+
+    def __init__(self, front_ref: list, stall_seconds: float):
+        self.front_ref = front_ref
+        self.stall_seconds = stall_seconds
+        self.seen: collections.Counter = collections.Counter()
+        self.injected: collections.Counter = collections.Counter()
+        self.lock = threading.Lock()
+        self.blob_faults: dict[str, str] = {}
+        self.manifest_order: dict[str, int] = {}
+
+    def __call__(self, h, server: str) -> bool:
+        path = h.path.split("?", 1)[0]
+        with self.lock:
+            self.seen[(server, h.command, path)] += 1
+            count = self.seen[(server, h.command, path)]
+            if "/manifests/" in path and h.command == "GET":
+                # The first manifest asked for is rate limited once; the second gets 3 503s.
+                order = self.manifest_order.setdefault(path, len(self.manifest_order))
+        if "/manifests/" in path and h.command == "GET":
+            if order == 0 and count == 1:
+                return self._status(h, 429, {"Retry-After": "1", "RateLimit-Remaining": "0"})
+            if order == 1 and count <= 3:
+                return self._status(h, 503, {})
+        first = count == 1
+        if "/blobs/" in path and h.command == "GET" and server == "storage" and first \
+                and "Range" not in h.headers:
+            with self.lock:
+                kind = self.blob_faults.setdefault(
+                    path, self.BLOB_FAULTS[len(self.blob_faults) % len(self.BLOB_FAULTS)])
+                self.injected[kind] += 1
+            return getattr(self, kind)(h, self.front_ref[0].upstream_body(path))
+        return False
+
+    def _status(self, h, status: int, headers: dict) -> bool:
+        with self.lock:
+            self.injected[str(status)] += 1
+        RegistryFront.reply(h, status, b'{"errors":[{"code":"TOOMANYREQUESTS"}]}', headers)
+        return True
+
+    @staticmethod
+    def _head(h, length: int) -> None:
+        h.send_response(200)
+        h.send_header("Content-Length", str(length))
+        h.end_headers()
+
+    def reset(self, h, body: bytes) -> bool:
+        self._head(h, len(body))
+        h.wfile.write(body[: len(body) // 2])
+        h.wfile.flush()
+        h.connection.shutdown(socket.SHUT_RDWR)
+        h.close_connection = True
+        return True
+
+    def stall(self, h, body: bytes) -> bool:
+        self._head(h, len(body))
+        h.wfile.write(body[: len(body) // 3])
+        h.wfile.flush()
+        time.sleep(self.stall_seconds)
+        h.close_connection = True
+        return True
+
+    def short(self, h, body: bytes) -> bool:
+        # A complete HTTP response that is simply too short for the blob.
+        RegistryFront.reply(h, 200, body[: len(body) // 2], {})
+        return True
+
+    def flip(self, h, body: bytes) -> bool:
+        damaged = bytearray(body)
+        damaged[len(body) // 2] ^= 0x01
+        RegistryFront.reply(h, 200, bytes(damaged), {})
+        return True
+
+
+@pytest.fixture
+def faulty_front(fixture_registry):
+    front_ref: list = []
+    faults = Faults(front_ref, stall_seconds=3)
+    front = RegistryFront(fixture_registry.registry.url, username=USER, password=PASSWORD,
+                          redirect_blobs=True, fault=faults)
+    front_ref.append(front)
+    yield front, faults
+    front.stop()
+
+
+def _yaml(tmp_path, front):
+    return write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]},
+                                 {front.host: {"auth": {"username": USER, "password": PASSWORD}}})
+
+
+def test_faults_are_survived_and_the_bundle_is_unchanged(faulty_front, builds, tmp_path):
+    front, faults = faulty_front
+    run = bundler("-v", *build_args(None, tmp_path, REFS, "--timeout", "1",
+                                    registries=_yaml(tmp_path, front)))
+    assert run.code == 0, run.stderr
+    # Every kind of fault happened, and was survived.
+    for kind in ("429", "503", *Faults.BLOB_FAULTS):
+        assert faults.injected[kind] >= 1, (kind, faults.injected)
+    assert "retrying" in run.stderr and "fetching it again" in run.stderr
+    for name in (f"{STEM}.tar.zst", f"{STEM}.manifest.json"):
+        assert (tmp_path / "dist" / name).read_bytes() == (builds["p1"] / name).read_bytes()
+    # Blob storage behind the redirect never saw the registry's credentials.
+    storage = [auth for server, _, auth in front.requests if server == "storage"]
+    assert storage and all(auth == "" for auth in storage)
+    # Retries are bounded: no path was asked for more than a handful of times.
+    assert max(faults.seen.values()) <= 4, faults.seen.most_common(3)
+
+
+def test_permanent_503_gives_up_with_a_count(fixture_registry, tmp_path, monkeypatch):
+    def always_503(h, server):
+        RegistryFront.reply(h, 503, b"", {})
+        return True
+
+    front = RegistryFront(fixture_registry.registry.url, fault=always_503)
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+        (tmp_path / "images.txt").write_text("busybox:1.36.1\n")
+        started = time.monotonic()
+        run = bundler("build", "--images", str(tmp_path / "images.txt"), "--output-dir",
+                      str(tmp_path / "dist"), "--registries", str(yaml), "--no-default-endpoint")
+        elapsed = time.monotonic() - started
+    finally:
+        front.stop()
+    assert_one_line_error(run, "docker.io/library/busybox:1.36.1", "503")
+    assert len(front.requests) == retry.DEFAULT.attempts
+    assert elapsed < retry.DEFAULT.budget
+
+
+def test_404_and_401_are_not_retried(fixture_registry, tmp_path):
+    front = RegistryFront(fixture_registry.registry.url, username="x", password="y")
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+        (tmp_path / "images.txt").write_text("busybox:1.36.1\n")
+        run = bundler("build", "--images", str(tmp_path / "images.txt"), "--output-dir",
+                      str(tmp_path / "dist"), "--registries", str(yaml), "--no-default-endpoint",
+                      env={"DOCKER_CONFIG": str(tmp_path)})
+    finally:
+        front.stop()
+    assert_one_line_error(run, "access denied")
+    assert len(front.requests) == 1
+
+
+def test_retry_after_forms():
+    assert retry.retry_after("3") == 3.0
+    assert retry.retry_after(None) is None
+    assert retry.retry_after("garbage") is None
+    assert 0 <= retry.retry_after("Wed, 21 Oct 2015 07:28:00 GMT") <= 0.0
