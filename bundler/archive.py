@@ -15,11 +15,13 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from bundler import mediatypes
-from bundler.digest import hex_of, sha256_digest
+from bundler.digest import CHUNK, hex_of, sha256_digest
+from bundler.errors import DigestMismatch
 from bundler.image import Image
 
 OCI_LAYOUT = "oci-layout"
@@ -87,36 +89,97 @@ def repositories_json(images: Sequence[Image]) -> bytes:
     return dumps(repos)
 
 
-def blobs(images: Sequence[Image]) -> dict[str, tuple[int, Callable[[], BinaryIO]]]:
-    """Every blob of the images, once: digest -> (size, opener)."""
-    out: dict[str, tuple[int, Callable[[], BinaryIO]]] = {}
-    for image in images:
-        for data in (image.manifest, image.config):
-            out.setdefault(sha256_digest(data), (len(data), _bytes_opener(data)))
-        for layer in image.layers:
-            out.setdefault(layer.descriptor.digest, (layer.descriptor.size, layer.open))
+@dataclass(frozen=True)
+class Segment:
+    """A run of the tar's bytes that is always the same for the same `key`: the metadata
+    members, one blob member (header, data, padding), or the end-of-archive marker. The
+    compressor may frame and cache each one on its own."""
+
+    key: str
+    size: int
+    compressible: bool
+    chunks: Callable[[], Iterator[bytes]] = field(compare=False, repr=False)
+    digest: str | None = None  # the blob's, for blob segments
+
+
+def segments(images: Sequence[Image]) -> list[Segment]:
+    """The whole tar as segments, in order."""
+    meta = _metadata(images)
+    out = [Segment("metadata " + sha256_digest(meta), len(meta), True, lambda: iter((meta,)))]
+    for digest, (size, opener, compressible) in sorted(_blobs(images).items()):
+        header = _info(blob_path(digest), size).tobuf(tarfile.PAX_FORMAT, "utf-8",
+                                                       "surrogateescape")
+        padding = -size % tarfile.BLOCKSIZE
+        out.append(Segment(f"blob {digest} {size} {_TAR_FORMAT}", len(header) + size + padding,
+                           compressible,
+                           _blob_chunks(blob_path(digest), header, size, opener, padding),
+                           digest))
+    total = sum(s.size for s in out) + 2 * tarfile.BLOCKSIZE
+    # Like tar and Python's tarfile, pad the archive to whole 10 KiB records.
+    end = bytes(2 * tarfile.BLOCKSIZE + -total % tarfile.RECORDSIZE)
+    out.append(Segment(f"end {len(end)}", len(end), True, lambda: iter((end,))))
     return out
 
 
-def write(
-    images: Sequence[Image], out: BinaryIO, on_bytes: Callable[[int], None] | None = None
-) -> None:
-    """Write the bundle tar of `images` to `out` (a stream; nothing is seeked)."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        metadata = (oci_layout(), index_json(images), manifest_json(images),
-                    repositories_json(images))
-        for name, data in zip(METADATA, metadata, strict=True):
-            tar.addfile(_info(name, len(data)), io.BytesIO(data))
-        for name in ("blobs/", BLOB_DIR):
-            tar.addfile(_info(name.rstrip("/"), 0, tarfile.DIRTYPE))
-        for digest, (size, opener) in sorted(blobs(images).items()):
-            stream = opener()
-            try:
-                tar.addfile(_info(blob_path(digest), size), stream)
-            finally:
-                getattr(stream, "close", lambda: None)()
-            if on_bytes:
-                on_bytes(size)
+def write(images: Sequence[Image], out: BinaryIO) -> None:
+    """Write the bundle tar of `images`, uncompressed, to the stream `out`."""
+    for segment in segments(images):
+        for chunk in segment.chunks():
+            out.write(chunk)
+
+
+# Bumped whenever the bytes of a blob member change for the same blob (cached frames key).
+_TAR_FORMAT = "tar-v1"
+
+
+def _metadata(images: Sequence[Image]) -> bytes:
+    buf = io.BytesIO()
+    docs = (oci_layout(), index_json(images), manifest_json(images), repositories_json(images))
+    for name, data in zip(METADATA, docs, strict=True):
+        buf.write(_member(_info(name, len(data)), data))
+    for name in ("blobs", BLOB_DIR.rstrip("/")):
+        buf.write(_member(_info(name, 0, tarfile.DIRTYPE), b""))
+    return buf.getvalue()
+
+
+def _member(info: tarfile.TarInfo, data: bytes) -> bytes:
+    header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    return header + data + bytes(-len(data) % tarfile.BLOCKSIZE)
+
+
+def _blobs(images: Sequence[Image]) -> dict[str, tuple[int, Callable[[], BinaryIO], bool]]:
+    """Every blob of the images, once: digest -> (size, opener, worth compressing)."""
+    out: dict[str, tuple[int, Callable[[], BinaryIO], bool]] = {}
+    for image in images:
+        for data in (image.manifest, image.config):
+            out.setdefault(sha256_digest(data), (len(data), _bytes_opener(data), True))
+        for layer in image.layers:
+            d = layer.descriptor
+            out.setdefault(d.digest, (d.size, layer.open,
+                                      not mediatypes.is_compressed_layer(d.media_type)))
+    return out
+
+
+def _blob_chunks(name: str, header: bytes, size: int, opener: Callable[[], BinaryIO],
+                 padding: int) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        yield header
+        stream = opener()
+        try:
+            left = size
+            while left:
+                data = stream.read(min(CHUNK, left))
+                if not data:
+                    raise DigestMismatch(f"{name}: ended {left} bytes early")
+                left -= len(data)
+                yield data
+            if stream.read(1):
+                raise DigestMismatch(f"{name}: longer than its {size} bytes")
+        finally:
+            getattr(stream, "close", lambda: None)()
+        yield bytes(padding)
+
+    return chunks
 
 
 def _info(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:

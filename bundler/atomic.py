@@ -8,17 +8,45 @@ temporary names end in `.partial`, a suffix K3s never imports (wharfie's tarfile
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 TEMP_SUFFIX = ".partial"
+# .<final name>.<pid>-<random>.partial: the pid tells a later run whether its writer is alive.
+_TEMP_RE = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$")
 
 
 def temp_name(final: Path) -> Path:
     """A fresh temporary name beside `final` that no importer will pick up."""
     return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def remove_stale(directory: Path) -> None:
+    """Remove temporaries in `directory` left by runs that died (their process is gone);
+    those of runs still going are theirs to finish."""
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m and not _alive(int(m.group("pid"))):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def fsync_dir(directory: Path) -> None:
@@ -49,7 +77,8 @@ class AtomicOutputs:
 
     def scratch_dir(self) -> Path:
         """A temporary directory beside the outputs, removed when the block ends."""
-        path = Path(tempfile.mkdtemp(prefix=".bundler-", suffix=TEMP_SUFFIX, dir=self.directory))
+        path = temp_name(self.directory / "bundler-scratch")
+        path.mkdir()
         self._dirs.append(path)
         return path
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from bundler import archive, checksums, compress, imagelist, mutate, platform
 from bundler.atomic import AtomicOutputs
-from bundler.cache import BlobStore
+from bundler.cache import BlobStore, FrameCache
 from bundler.config import DEFAULT_TIMEOUT, load_registries
 from bundler.digest import HashingWriter, hex_of, sha256_digest
 from bundler.errors import EnvironmentFailure, InputError
+from bundler.fetch import DEFAULT_JOBS, Fetcher
 from bundler.image import Image
-from bundler.progress import CountingReader, Progress
+from bundler.progress import Progress
 from bundler.reference import Reference
 
 DEFAULT_NAME = "k3s-airgap-images-multus"
@@ -37,6 +38,8 @@ class BuildOptions:
     default_endpoint: bool = True
     level: int = compress.DEFAULT_LEVEL
     timeout: float = DEFAULT_TIMEOUT
+    jobs: int = DEFAULT_JOBS
+    cache_dir: str | None = None  # None: no cache kept across runs
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,14 @@ def _write_outputs(upstream: list[Image], refs: list[Reference], out_dir: Path,
                    names: OutputNames, opts: BuildOptions, progress: Progress
                    ) -> tuple[list[Path], dict]:
     with AtomicOutputs(out_dir) as outputs:
-        store = BlobStore(outputs.scratch_dir())
-        images = _stage(upstream, store, opts.layers, progress)
+        cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
+        store = BlobStore(cache_dir / "blobs" if cache_dir else outputs.scratch_dir())
+        frames = FrameCache(cache_dir / "frames") if cache_dir else None
         bundle_path = outputs.temp(names.bundle)
-        size, sha = _write_bundle(images, bundle_path, opts.level, progress)
+        with progress.bar("pull", 0) as bar, \
+                Fetcher(store, opts.layers == mutate.UNCOMPRESSED, opts.jobs, bar) as fetcher:
+            images = _staged(upstream, fetcher)
+            size, sha = _write_bundle(images, bundle_path, opts, fetcher, frames, progress)
         doc = checksums.manifest_document(
             images, upstream, arch=opts.arch, layers=opts.layers, level=opts.level,
             window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
@@ -115,23 +122,48 @@ def _check_options(opts: BuildOptions) -> None:
     compress.check_level(opts.level)
     if not opts.name or "/" in opts.name or opts.name.startswith("."):
         raise InputError(f"--name {opts.name!r}: want a plain file name stem")
+    if opts.jobs < 1:
+        raise InputError(f"--jobs {opts.jobs}: want at least 1")
     if opts.timeout <= 0:
         raise InputError(f"--timeout {opts.timeout}: want a positive number of seconds")
 
 
-def _stage(upstream: list[Image], store: BlobStore, mode: str, progress: Progress) -> list[Image]:
-    unique = {layer.descriptor.digest: layer.descriptor.size
-              for image in upstream for layer in image.layers}
-    with progress.bar("pull", sum(unique.values())) as bar:
-        return [mutate.staged(image, store, mode, lambda r: CountingReader(r, bar))
-                for image in upstream]
+def _staged(upstream: list[Image], fetcher: Fetcher) -> list[Image]:
+    if fetcher.uncompressed:
+        # Every layer is needed now (the rewritten manifests carry their sizes): ask for all
+        # of them before waiting for any, so they download side by side.
+        for image in upstream:
+            for i, layer in enumerate(image.layers):
+                fetcher.ensure(layer, mutate.layer_what(image, i), check=False)
+    return [mutate.staged(image, fetcher) for image in upstream]
 
 
-def _write_bundle(images: list[Image], path: Path, level: int, progress: Progress
-                  ) -> tuple[int, str]:
-    total = sum(size for size, _ in archive.blobs(images).values())
-    with open(path, "wb") as f, progress.bar("compress", total) as bar:
+def frame_groups(segments: list[archive.Segment], mode: str, level: int
+                 ) -> list[compress.FrameGroup]:
+    """How the tar is cut into zstd frames.
+
+    preserve: one frame per segment, so each blob's frame is cached and reused on its own, and
+    already-compressed (gzip/zstd) layers get level 1: zstd at level 16 gains under 0.3% on
+    them at 20 times the time (measured on the stand-in images: 43.40 vs 43.48 MB, 5.9 vs
+    0.3 s). uncompressed: one frame for the whole tar, so zstd's long window also finds what
+    layers share (per-layer frames measured 3% larger: 33.40 vs 32.44 MB); it is cached whole.
+    """
+    if mode == mutate.UNCOMPRESSED:
+        return [compress.FrameGroup(tuple(segments), level)]
+    return [compress.FrameGroup((s,), level if s.compressible else 1) for s in segments]
+
+
+def _write_bundle(images: list[Image], path: Path, opts: BuildOptions, fetcher: Fetcher,
+                  frames: FrameCache | None, progress: Progress) -> tuple[int, str]:
+    segments = archive.segments(images)
+    groups = frame_groups(segments, opts.layers, opts.level)
+    # Start every download a missing frame will need, so they overlap the compression.
+    for group in groups:
+        if not (frames and frames.lookup(group.key)):
+            for segment in group.segments:
+                if segment.digest:
+                    fetcher.prefetch(segment.digest)
+    with open(path, "wb") as f, progress.bar("compress", sum(g.size for g in groups)) as bar:
         hashed = HashingWriter(f)
-        with compress.compressor(level).stream_writer(hashed, closefd=False) as zw:
-            archive.write(images, zw, on_bytes=bar.update)
+        compress.write_frames(groups, hashed, frames, on_bytes=bar.update)
     return hashed.size, hashed.hash.hexdigest()

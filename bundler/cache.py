@@ -1,17 +1,54 @@
-"""A content-addressed blob store on disk: `<root>/sha256/<hex>`, written only when verified.
+"""Content-addressed stores on disk, written only when verified, shared safely between runs.
 
-Entries appear under their final name by rename, after the bytes were checked against the
-digest that names them; a reader therefore sees a whole, verified blob or nothing.
+BlobStore keeps blobs as `<root>/sha256/<hex>`; FrameCache keeps compressed zstd frames under
+the key of what they compress. Entries are written under a temporary name (with our pid, so a
+later run can remove what a dead run left) and renamed into place after their bytes were
+checked: a reader sees a whole entry or none, and two builds sharing a cache cannot corrupt
+it. Entries are checked again when read, and a corrupt one is dropped, to be fetched again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler.digest import hex_of
+from bundler.atomic import remove_stale, temp_name
+from bundler.digest import CHUNK, VerifyingReader, hex_of
+
+
+def default_dir() -> Path:
+    """$XDG_CACHE_HOME/bundler, else ~/.cache/bundler (the XDG base directory default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "bundler"
+
+
+class _Pending:
+    """A file being written under a temporary name; commit() renames it, close() drops it."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.path = temp_name(final)
+        self.file = open(self.path, "xb")
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return self.file.write(data)
+
+    def commit(self, final: Path | None = None) -> None:
+        self.file.close()
+        os.replace(self.path, final or self.final)
+        self.path = None
+
+    def __enter__(self) -> _Pending:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+        if self.path:
+            self.path.unlink(missing_ok=True)
 
 
 class BlobStore:
@@ -19,10 +56,12 @@ class BlobStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        (self.root / "sha256").mkdir(parents=True, exist_ok=True)
+        self._dir = self.root / "sha256"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        remove_stale(self._dir)
 
     def path(self, digest: str) -> Path:
-        return self.root / "sha256" / hex_of(digest)
+        return self._dir / hex_of(digest)
 
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
@@ -30,38 +69,111 @@ class BlobStore:
     def size(self, digest: str) -> int:
         return self.path(digest).stat().st_size
 
+    def verified(self, digest: str) -> bool:
+        """Whether the entry exists and still hashes to its name; a corrupt one is removed."""
+        try:
+            f = open(self.path(digest), "rb")
+        except FileNotFoundError:
+            return False
+        with f:
+            h = hashlib.sha256()
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        if "sha256:" + h.hexdigest() == digest:
+            return True
+        self.path(digest).unlink(missing_ok=True)
+        return False
+
     def open(self, digest: str) -> BinaryIO:
-        return open(self.path(digest), "rb")
+        """The entry's bytes, checked against its digest as they are read."""
+        path = self.path(digest)
+        return VerifyingReader(open(path, "rb"), digest, path.stat().st_size, str(path))
 
-    def writer(self) -> PendingBlob:
-        """A temporary file in the store; commit(digest) names it, close() drops it."""
-        return PendingBlob(self)
+    def read_small(self, digest: str) -> bytes | None:
+        """A small entry (manifest, config) if present and intact, else None."""
+        return self.path(digest).read_bytes() if self.verified(digest) else None
+
+    def put(self, digest: str, data: bytes) -> None:
+        """Store a small document already checked against `digest`."""
+        with self.writer() as pending:
+            pending.write(data)
+            pending.commit(self.path(digest))
+
+    def writer(self) -> _Pending:
+        """A temporary entry; commit(path(digest)) once its bytes were checked."""
+        return _Pending(self._dir / "blob")
 
 
-class PendingBlob:
-    """A blob being written; it becomes visible only through commit()."""
+_FRAME_MAGIC = b"bundler-frame-1\n"
 
-    def __init__(self, store: BlobStore):
-        self._store = store
-        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=store.root)
-        self._file = os.fdopen(fd, "wb")
-        self._name = name
-        self.size = 0
 
-    def write(self, data: bytes) -> int:
-        self.size += len(data)
-        return self._file.write(data)
+class FrameCache:
+    """Compressed zstd frames keyed by what they compress (see compress.FrameGroup.key).
 
-    def commit(self, digest: str) -> None:
-        """Call only after the bytes were checked against `digest`."""
-        self._file.close()
-        os.replace(self._name, self._store.path(digest))
-        self._name = ""
+    Each file holds a small header with the sha256 of the frame, so a damaged entry is noticed
+    before a byte of it reaches a bundle.
+    """
 
-    def __enter__(self) -> PendingBlob:
-        return self
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale(self.root)
+        self._checked: dict[str, Path] = {}  # frames verified in this run
 
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-        if self._name:
-            os.unlink(self._name)
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def lookup(self, key: str) -> Path | None:
+        """The cached frame file for `key` if present and intact (a bad one is removed)."""
+        if key in self._checked:
+            return self._checked[key]
+        path = self._path(key)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            return None
+        with f:
+            header = f.read(len(_FRAME_MAGIC) + 32)
+            h = hashlib.sha256()
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        if header == _FRAME_MAGIC + h.digest():
+            self._checked[key] = path
+            return path
+        path.unlink(missing_ok=True)
+        return None
+
+    @staticmethod
+    def copy(path: Path, out: BinaryIO) -> int:
+        """Copy a looked-up frame's bytes to `out`; returns how many."""
+        n = 0
+        with open(path, "rb") as f:
+            f.seek(len(_FRAME_MAGIC) + 32)
+            while chunk := f.read(CHUNK):
+                out.write(chunk)
+                n += len(chunk)
+        return n
+
+    def writer(self, key: str) -> PendingFrame:
+        return PendingFrame(self._path(key))
+
+
+class PendingFrame:
+    """A frame being compressed into the cache as it is written to the bundle."""
+
+    def __init__(self, final: Path):
+        self._pending = _Pending(final)
+        self._pending.write(_FRAME_MAGIC + bytes(32))
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._pending.write(data)
+
+    def commit(self) -> None:
+        self._pending.file.seek(len(_FRAME_MAGIC))
+        self._pending.file.write(self._hash.digest())
+        self._pending.commit()
+
+    def close(self) -> None:
+        self._pending.__exit__()

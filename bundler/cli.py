@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bundler import __version__, bundle, compress, config, mutate, place, verify
+from bundler import __version__, bundle, cache, compress, config, fetch, mutate, place, verify
 from bundler.errors import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
@@ -57,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
                         "the most K3s decodes")
     b.add_argument("--timeout", type=float, default=config.DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"connect and read timeout (default: {config.DEFAULT_TIMEOUT:g})")
+    b.add_argument("--jobs", type=int, default=fetch.DEFAULT_JOBS, metavar="N",
+                   help=f"parallel blob downloads (default: {fetch.DEFAULT_JOBS})")
+    b.add_argument("--cache-dir", metavar="DIR",
+                   help=f"blob and compressed-frame cache kept across runs (default: "
+                        f"{cache.default_dir()}, from $XDG_CACHE_HOME)")
+    b.add_argument("--no-cache", action="store_true", help="keep nothing across runs")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     b.set_defaults(run=_build)
@@ -94,7 +100,8 @@ def _build(args: argparse.Namespace) -> int:
     opts = bundle.BuildOptions(
         images=args.images, output_dir=args.output_dir, name=args.name, arch=args.arch,
         layers=args.layers, registries=args.registries, default_endpoint=args.default_endpoint,
-        level=args.level, timeout=args.timeout,
+        level=args.level, timeout=args.timeout, jobs=args.jobs,
+        cache_dir=None if args.no_cache else (args.cache_dir or str(cache.default_dir())),
     )
     result = bundle.build(opts, Progress(False if args.quiet else None))
     if args.json:

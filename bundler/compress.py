@@ -7,11 +7,13 @@ compressor is made here, with the window log fixed at 25 whatever the level.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import zstandard
 
@@ -47,6 +49,83 @@ def compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
         write_content_size=False,
     )
     return zstandard.ZstdCompressor(compression_params=params)
+
+
+class Segment(Protocol):
+    """A run of bytes that is always the same for the same key (archive.Segment)."""
+
+    key: str
+    size: int
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+
+# Bumped whenever the way a group is compressed changes (cached frames key).
+_FRAME_FORMAT = "zstd-frame-v1"
+
+
+@dataclass(frozen=True)
+class FrameGroup:
+    """Segments compressed together as one zstd frame, at one level."""
+
+    segments: tuple[Segment, ...]
+    level: int
+
+    @property
+    def key(self) -> str:
+        """What determines the frame's bytes: our parameters, zstd's version, the contents."""
+        doc = {"format": _FRAME_FORMAT, "zstd": zstandard.ZSTD_VERSION, "level": self.level,
+               "windowLog": WINDOW_LOG, "segments": [s.key for s in self.segments]}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.segments)
+
+
+def write_frames(groups: Sequence[FrameGroup], out: BinaryIO, cache=None,
+                 on_bytes: Callable[[int], object] | None = None) -> None:
+    """Compress each group into one frame on `out`; concatenated frames are one zstd stream.
+
+    With a cache (cache.FrameCache), a frame compressed before is copied instead, and a new
+    one is kept for next time.
+    """
+    for group in groups:
+        cached = cache.lookup(group.key) if cache else None
+        if cached:
+            cache.copy(cached, out)
+        else:
+            _compress_group(group, out, cache)
+        if on_bytes:
+            on_bytes(group.size)
+
+
+def _compress_group(group: FrameGroup, out: BinaryIO, cache) -> None:
+    pending = cache.writer(group.key) if cache else None
+    sink = _Both(out, pending) if pending else out
+    try:
+        with compressor(group.level).stream_writer(sink, closefd=False) as zw:
+            for segment in group.segments:
+                for chunk in segment.chunks():
+                    zw.write(chunk)
+        if pending:
+            pending.commit()
+    finally:
+        if pending:
+            pending.close()
+
+
+class _Both:
+    """Writes to the bundle and to the frame being cached."""
+
+    def __init__(self, out: BinaryIO, pending):
+        self._out = out
+        self._pending = pending
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self._pending.write(data)
+        return len(data)
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> Desc
                 )
             digest = layer.diff_id if uncompressed else layer.descriptor.digest
             size = pending.size
-            pending.commit(digest)
+            pending.commit(store.path(digest))
     finally:
         src.close()
     return Descriptor(layer.descriptor.media_type, digest, size)

@@ -22,3 +22,8 @@ MANIFESTS = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 def uncompressed_layer(manifest_media_type: str) -> str:
     """The uncompressed layer media type of the same family as the manifest."""
     return DOCKER_LAYER if manifest_media_type == DOCKER_MANIFEST else OCI_LAYER
+
+
+def is_compressed_layer(media_type: str) -> bool:
+    """Whether a layer of this type is already gzip or zstd (recompressing gains nothing)."""
+    return media_type.endswith(("gzip", "zstd"))

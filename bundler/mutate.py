@@ -1,4 +1,4 @@
-"""Images moved into a local blob store, in the layer form the bundle asks for.
+"""Images in the layer form the bundle asks for, their layers read from the blob store.
 
 `preserve` keeps upstream blobs and manifest bytes, so containerd records the upstream manifest
 digest. `uncompressed` stores each layer as its plain tar (blob digest = diff_id) and rewrites
@@ -8,42 +8,38 @@ the manifest to match: smaller after zstd, at the price of a new manifest digest
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
-from typing import BinaryIO
 
-from bundler import layer as layers
 from bundler import mediatypes
-from bundler.cache import BlobStore
+from bundler.fetch import Fetcher
 from bundler.image import Descriptor, Image, Layer
-from bundler.registry import retry
 
 PRESERVE, UNCOMPRESSED = "preserve", "uncompressed"
 LAYER_MODES = (PRESERVE, UNCOMPRESSED)
 
 
-def staged(
-    image: Image,
-    store: BlobStore,
-    mode: str,
-    wrap: Callable[[BinaryIO], BinaryIO] = lambda r: r,
-) -> Image:
-    """`image` with every layer read from `store`, fetching (through `wrap`) what is missing."""
-    uncompressed = mode == UNCOMPRESSED
+def layer_what(image: Image, i: int) -> str:
+    """How errors name a layer: image, index and blob digest."""
+    return f"{image.reference}: layer {i} ({image.layers[i].descriptor.digest})"
+
+
+def staged(image: Image, fetcher: Fetcher) -> Image:
+    """`image` with every layer read through `fetcher` (so from its blob store).
+
+    In uncompressed mode this waits for each layer to be staged: the rewritten manifest needs
+    the uncompressed sizes. Ask fetcher.ensure() for them all first, so they download together.
+    """
     media_type = mediatypes.uncompressed_layer(image.manifest_media_type)
     out = []
     for i, layer in enumerate(image.layers):
-        target = layer.diff_id if uncompressed else layer.descriptor.digest
-        if not store.has(target):
-            source = replace(layer, open=lambda layer=layer: wrap(layer.open()))
-            what = f"{image.reference}: layer {i} ({layer.descriptor.digest})"
-            retry.refetch_once(lambda s=source, w=what: layers.stage(s, store, uncompressed, w))
-        desc = Descriptor(
-            media_type if uncompressed else layer.descriptor.media_type, target, store.size(target)
-        )
-        out.append(Layer(desc, layer.diff_id, partial(store.open, target)))
-    manifest = _rewrite(image.manifest, out) if uncompressed else image.manifest
+        what = layer_what(image, i)
+        desc = layer.descriptor
+        if fetcher.uncompressed:
+            fetcher.ensure(layer, what, check=False).result()
+            target = fetcher.target(layer)
+            desc = Descriptor(media_type, target, fetcher.store.size(target))
+        out.append(Layer(desc, layer.diff_id, fetcher.opener(layer, what)))
+    manifest = _rewrite(image.manifest, out) if fetcher.uncompressed else image.manifest
     return replace(image, manifest=manifest, layers=tuple(out))
 
 

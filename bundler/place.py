@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundler import verify
-from bundler.atomic import TEMP_SUFFIX, fsync_dir, temp_name
+from bundler.atomic import fsync_dir, remove_stale, temp_name
 from bundler.digest import CHUNK
 from bundler.errors import EnvironmentFailure, InputError, VerificationFailed
 
@@ -27,7 +26,6 @@ IMPORTED_SUFFIXES = (".tar", ".tar.lz4", ".tar.bz2", ".tbz", ".tar.gz", ".tgz", 
                      ".tzst", ".txt")
 # Room left free beyond the bundle itself, so placing never fills the disk K3s runs on.
 _HEADROOM = 64 << 20
-_TEMP_RE = re.compile(r"^\.(?P<final>.+)\.(?P<pid>\d+)-[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$")
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
         return Placement(final, report.size, report.sha256, f"would be {action}")
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
-        _clean_stale(target_dir)
+        remove_stale(target_dir)
         _check_space(target_dir, report.size)
         _copy(source, final, report.sha256)
     except OSError as e:
@@ -96,24 +94,6 @@ def _copy(source: Path, final: Path, sha256: str) -> None:
         fsync_dir(final.parent)
     finally:
         temp.unlink(missing_ok=True)
-
-
-def _clean_stale(directory: Path) -> None:
-    """Remove temporaries of earlier runs that died (their process is gone)."""
-    for entry in directory.iterdir():
-        m = _TEMP_RE.match(entry.name)
-        if m and not _alive(int(m.group("pid"))):
-            entry.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_space(directory: Path, size: int) -> None:

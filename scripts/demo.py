@@ -36,7 +36,8 @@ def main() -> int:
                   f"{mirrors.read_text()}")
             dist = work / "dist"
             step("build", "--images", str(ROOT / "images.txt"), "--registries",
-                 str(mirrors), "--no-default-endpoint", "--output-dir", str(dist))
+                 str(mirrors), "--no-default-endpoint", "--output-dir", str(dist),
+                 "--cache-dir", str(work / "cache"))
             print(f"\n$ ls -l {dist}", flush=True)
             subprocess.run(["ls", "-l", str(dist)], check=True)
             bundle = dist / "k3s-airgap-images-multus-amd64.tar.zst"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,14 @@ class Run:
 
 def bundler(*args: str, cwd: Path | None = None, timeout: float = 600,
             env: dict[str, str] | None = None) -> Run:
-    """`bundler ARGS` in a subprocess, as a shell would run it (no TTY: no progress bars)."""
-    done = subprocess.run([sys.executable, "-m", "bundler", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
-                          env={**os.environ, **(env or {})})
+    """`bundler ARGS` in a subprocess, as a shell would run it (no TTY: no progress bars).
+
+    Its default cache is a fresh directory, so no run sees what another one cached.
+    """
+    with tempfile.TemporaryDirectory(prefix="bundler-cache-") as cache:
+        done = subprocess.run([sys.executable, "-m", "bundler", *args], capture_output=True,
+                              text=True, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "XDG_CACHE_HOME": cache, **(env or {})})
     return Run(done.returncode, done.stdout, done.stderr)
 
 
@@ -43,7 +48,8 @@ def build_args(fixture, tmp: Path, refs: list[str], *extra: str, out: str = "dis
     images.write_text("".join(f"{r}\n" for r in refs))
     registries = registries or fixture.registries_yaml(tmp)
     return ["build", "--images", str(images), "--output-dir", str(tmp / out),
-            "--registries", str(registries), "--no-default-endpoint", "--quiet", *extra]
+            "--registries", str(registries), "--no-default-endpoint", "--quiet",
+            "--cache-dir", str(tmp / "cache"), *extra]
 
 
 def read_manifest(out_dir: Path, stem: str = "k3s-airgap-images-multus-amd64") -> dict:

@@ -208,7 +208,8 @@ def test_ctrl_c_leaves_nothing(fixture_registry, tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "bundler", "build", "--images", str(tmp_path / "images.txt"),
              "--output-dir", str(tmp_path / "dist"), "--registries", str(yaml),
-             "--no-default-endpoint"], stderr=subprocess.PIPE, text=True)
+             "--no-default-endpoint", "--cache-dir", str(tmp_path / "cache")],
+            stderr=subprocess.PIPE, text=True)
         assert stalled.wait(30)
         time.sleep(0.3)  # the download is under way
         proc.send_signal(signal.SIGINT)
@@ -218,6 +219,15 @@ def test_ctrl_c_leaves_nothing(fixture_registry, tmp_path):
     assert proc.returncode == 130
     assert stderr.strip().splitlines() == ["bundler: error: interrupted"]
     assert list((tmp_path / "dist").iterdir()) == []
+    # The cache is intact: whatever is under a final name hashes to it (a download cut off
+    # leaves at most a .partial temporary, which the next run removes).
+    blobs = tmp_path / "cache" / "blobs" / "sha256"
+    for entry in blobs.iterdir():
+        if not entry.name.endswith(".partial"):
+            assert hashlib.sha256(entry.read_bytes()).hexdigest() == entry.name
+    rebuilt = bundler(*build_args(fixture_registry, tmp_path, ["busybox:1.36.1"]))
+    assert rebuilt.code == 0, rebuilt.stderr
+    assert not [e for e in blobs.iterdir() if e.name.endswith(".partial")]
 
 
 def test_disk_full_is_one_line_and_leaves_nothing(fixture_registry, tmp_path):
