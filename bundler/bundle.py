@@ -77,42 +77,43 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     # on small airgapped nodes, import this module without needing it.
     from bundler.sources.registry import RegistrySource
 
-    source = RegistrySource(registries, want, opts.timeout)
-    upstream = [source.image(ref) for ref in refs]
-
     try:
-        written, doc = _write_outputs(upstream, refs, out_dir, names, opts, progress)
+        with AtomicOutputs(out_dir) as outputs:
+            cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
+            store = BlobStore(cache_dir / "blobs" if cache_dir else outputs.scratch_dir())
+            frames = FrameCache(cache_dir / "frames") if cache_dir else None
+            source = RegistrySource(registries, want, opts.timeout, store)
+            upstream = [source.image(ref) for ref in refs]
+            written, doc = _write_outputs(upstream, refs, outputs, store, frames, names, opts,
+                                          progress)
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, f"writing to {out_dir}") from None
     return {**doc, "files": [str(p) for p in written]}
 
 
-def _write_outputs(upstream: list[Image], refs: list[Reference], out_dir: Path,
-                   names: OutputNames, opts: BuildOptions, progress: Progress
-                   ) -> tuple[list[Path], dict]:
-    with AtomicOutputs(out_dir) as outputs:
-        cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
-        store = BlobStore(cache_dir / "blobs" if cache_dir else outputs.scratch_dir())
-        frames = FrameCache(cache_dir / "frames") if cache_dir else None
-        bundle_path = outputs.temp(names.bundle)
-        with progress.bar("pull", 0) as bar, \
-                Fetcher(store, opts.layers == mutate.UNCOMPRESSED, opts.jobs, bar) as fetcher:
-            images = _staged(upstream, fetcher)
-            size, sha = _write_bundle(images, bundle_path, opts, fetcher, frames, progress)
-        doc = checksums.manifest_document(
-            images, upstream, arch=opts.arch, layers=opts.layers, level=opts.level,
-            window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
-            bundle_sha256=sha,
-        )
-        list_text = imagelist.format_list(refs).encode()
-        outputs.temp(names.image_list).write_bytes(list_text)
-        outputs.temp(names.manifest).write_bytes(checksums.dumps_manifest(doc))
-        sums = checksums.merged_sums(
-            checksums.read_sums(out_dir / names.sums),
-            {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))},
-        )
-        outputs.temp(names.sums).write_bytes(sums)
-        return outputs.commit(), doc
+def _write_outputs(upstream: list[Image], refs: list[Reference], outputs: AtomicOutputs,
+                   store: BlobStore, frames: FrameCache | None, names: OutputNames,
+                   opts: BuildOptions, progress: Progress) -> tuple[list[Path], dict]:
+    out_dir = outputs.directory
+    bundle_path = outputs.temp(names.bundle)
+    with progress.bar("pull", 0) as bar, \
+            Fetcher(store, opts.layers == mutate.UNCOMPRESSED, opts.jobs, bar) as fetcher:
+        images = _staged(upstream, fetcher)
+        size, sha = _write_bundle(images, bundle_path, opts, fetcher, frames, progress)
+    doc = checksums.manifest_document(
+        images, upstream, arch=opts.arch, layers=opts.layers, level=opts.level,
+        window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
+        bundle_sha256=sha,
+    )
+    list_text = imagelist.format_list(refs).encode()
+    outputs.temp(names.image_list).write_bytes(list_text)
+    outputs.temp(names.manifest).write_bytes(checksums.dumps_manifest(doc))
+    sums = checksums.merged_sums(
+        checksums.read_sums(out_dir / names.sums),
+        {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))},
+    )
+    outputs.temp(names.sums).write_bytes(sums)
+    return outputs.commit(), doc
 
 
 def _check_options(opts: BuildOptions) -> None:

@@ -42,14 +42,15 @@ def assert_one_line_error(run: Run, *fragments: str) -> None:
 
 
 def build_args(fixture, tmp: Path, refs: list[str], *extra: str, out: str = "dist",
-               registries: Path | None = None) -> list[str]:
-    """`bundler build` arguments for `refs` from the fixture registry (or `registries`)."""
+               registries: Path | None = None, cache: bool = True) -> list[str]:
+    """`bundler build` arguments for `refs` from the fixture registry (or `registries`),
+    with TMP/cache as the cache unless `cache` is False."""
     images = tmp / "images.txt"
     images.write_text("".join(f"{r}\n" for r in refs))
     registries = registries or fixture.registries_yaml(tmp)
     return ["build", "--images", str(images), "--output-dir", str(tmp / out),
             "--registries", str(registries), "--no-default-endpoint", "--quiet",
-            "--cache-dir", str(tmp / "cache"), *extra]
+            *(["--cache-dir", str(tmp / "cache")] if cache else []), *extra]
 
 
 def read_manifest(out_dir: Path, stem: str = "k3s-airgap-images-multus-amd64") -> dict:

@@ -13,7 +13,7 @@ import requests
 
 from bundler import mediatypes
 from bundler.config import DEFAULT_TIMEOUT, Endpoint
-from bundler.digest import sha256_digest
+from bundler.digest import DIGEST_RE, sha256_digest
 from bundler.errors import DigestMismatch, RegistryError
 from bundler.registry import transport
 from bundler.registry.auth import Authenticator
@@ -42,8 +42,16 @@ class Client:
         digest = sha256_digest(body)
         if ref.startswith("sha256:") and digest != ref:
             raise DigestMismatch(f"{what}: manifest digest mismatch: expected {ref}, got {digest}")
-        media_type = _media_type(body, response.headers.get("Content-Type", ""))
-        return body, media_type, digest
+        return body, media_type_of(body, response.headers.get("Content-Type", "")), digest
+
+    def manifest_digest(self, repository: str, tag: str, what: str) -> str | None:
+        """The digest a tag points at, from a HEAD (which Docker Hub does not count against
+        its pull limit); None when the registry does not say."""
+        response = self._get(repository, f"manifests/{tag}", what, accept=mediatypes.MANIFESTS,
+                             method="HEAD")
+        response.close()
+        digest = response.headers.get("Docker-Content-Digest", "")
+        return digest if DIGEST_RE.match(digest) else None
 
     def blob(self, repository: str, digest: str, what: str, size: int | None = None
              ) -> transport.BodyReader:
@@ -60,7 +68,7 @@ class Client:
 
     def _get(
         self, repository: str, path: str, what: str, accept: tuple[str, ...] = (),
-        ranged_from: int = -1,
+        ranged_from: int = -1, method: str = "GET",
     ) -> requests.Response:
         repo = self.endpoint.repository(repository)
         url = f"{self.endpoint.url}/v2/{repo}/{path}"
@@ -68,15 +76,16 @@ class Client:
         headers = {"Accept": ", ".join(accept)} if accept else {}
         if ranged_from > 0:
             headers["Range"] = f"bytes={ranged_from}-"
-        response = self._follow(url, headers, scope)
+        response = self._follow(method, url, headers, scope)
         if response.status_code == 401 and self._auth.answer(response, scope, what):
             response.close()
-            response = self._follow(url, headers, scope)
+            response = self._follow(method, url, headers, scope)
         if response.status_code != 200 and not (ranged_from > 0 and response.status_code == 206):
             raise _error(response, what, self.endpoint.host)
         return response
 
-    def _follow(self, url: str, headers: dict[str, str], scope: str) -> requests.Response:
+    def _follow(self, method: str, url: str, headers: dict[str, str], scope: str
+                ) -> requests.Response:
         # Redirects are followed by hand so Authorization goes only to the endpoint's own host
         # (blob storage behind a redirect must never see the registry's credentials).
         for _ in range(_MAX_REDIRECTS + 1):
@@ -86,7 +95,7 @@ class Client:
                 if authorization:
                     sent["Authorization"] = authorization
             response = transport.send(
-                self._session, "GET", url, sent, stream=True, timeout=self._timeout
+                self._session, method, url, sent, stream=True, timeout=self._timeout
             )
             if response.status_code not in (301, 302, 303, 307, 308):
                 return response
@@ -95,7 +104,7 @@ class Client:
             if not location:
                 break
             url = urljoin(url, location)
-        raise RegistryError(f"GET {transport.redact(url)}: too many redirects")
+        raise RegistryError(f"{method} {transport.redact(url)}: too many redirects")
 
 
 def _read_capped(response: requests.Response, cap: int, what: str) -> bytes:
@@ -109,7 +118,8 @@ def _read_capped(response: requests.Response, cap: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-def _media_type(body: bytes, content_type: str) -> str:
+def media_type_of(body: bytes, content_type: str = "") -> str:
+    """A manifest's media type: its own mediaType field, else told by its fields."""
     try:
         doc = json.loads(body)
     except ValueError:

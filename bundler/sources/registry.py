@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from bundler import mediatypes, platform
+from bundler.cache import BlobStore
 from bundler.config import DEFAULT_TIMEOUT, Endpoint, RegistriesConfig
 from bundler.digest import VerifyingReader
 from bundler.errors import BundlerError, PlatformError, RegistryError
@@ -12,7 +13,7 @@ from bundler.image import Descriptor, Image, Layer, parse_config, parse_manifest
 from bundler.platform import Platform
 from bundler.reference import Reference
 from bundler.registry import retry
-from bundler.registry.client import Client
+from bundler.registry.client import Client, media_type_of
 
 # Image configs are small JSON documents; a larger one is refused rather than buffered.
 MAX_CONFIG = 8 << 20
@@ -26,11 +27,15 @@ class RegistrySource:
         registries: RegistriesConfig,
         want: Platform,
         timeout: float = DEFAULT_TIMEOUT,
+        store: BlobStore | None = None,
     ):
         self._registries = registries
         self._want = want
         self._timeout = timeout
         self._clients: dict[Endpoint, Client] = {}
+        # Manifests and configs are kept here by digest; with them cached, a rebuild asks
+        # the registry only which digest each tag points at (a HEAD).
+        self._store = store
 
     def image(self, ref: Reference) -> Image:
         """The image `ref` names, for our platform; errors name the reference."""
@@ -54,14 +59,14 @@ class RegistrySource:
 
     def _pull(self, client: Client, ref: Reference) -> Image:
         what = str(ref)
-        body, media_type, digest = client.manifest(ref.repository, ref.ref, what)
+        body, media_type, digest = self._manifest(client, ref.repository, ref.ref, what)
         index_digest = None
         if media_type in mediatypes.INDEXES:
             index_digest = digest
             entry = platform.select(json.loads(body), self._want, what)
             chosen = Descriptor.from_json(entry, f"{what}: index entry")
             body, media_type, _ = retry.refetch_once(
-                lambda: client.manifest(ref.repository, chosen.digest, what))
+                lambda: self._manifest(client, ref.repository, chosen.digest, what))
             if len(body) != chosen.size:
                 raise RegistryError(
                     f"{what}: manifest {chosen.digest} is {len(body)} bytes, index says "
@@ -70,9 +75,10 @@ class RegistrySource:
         if media_type not in mediatypes.IMAGE_MANIFESTS:
             raise RegistryError(f"{what}: unsupported manifest type {media_type or 'unknown'}")
         config_desc, layer_descs = parse_manifest(body, what)
-        config = retry.refetch_once(lambda: _read_small(
+        config = self._cached(config_desc.digest) or retry.refetch_once(lambda: _read_small(
             client, ref.repository, config_desc, MAX_CONFIG, f"{what}: config {config_desc.digest}"
         ))
+        self._keep(config_desc.digest, config)
         have, diff_ids = parse_config(config, len(layer_descs), what)
         if not platform.matches(self._want, have):
             raise PlatformError(f"{what}: image is {have}, not {self._want}")
@@ -81,6 +87,26 @@ class RegistrySource:
             for d, diff_id in zip(layer_descs, diff_ids, strict=True)
         )
         return Image(ref, have, body, media_type, config, layers, index_digest)
+
+
+    def _manifest(self, client: Client, repository: str, ref: str, what: str
+                  ) -> tuple[bytes, str, str]:
+        digest = ref if ref.startswith("sha256:") else None
+        if self._store is not None and digest is None:
+            digest = client.manifest_digest(repository, ref, what)
+        cached = self._cached(digest) if digest else None
+        if cached is not None:
+            return cached, media_type_of(cached), digest
+        body, media_type, digest = client.manifest(repository, ref, what)
+        self._keep(digest, body)
+        return body, media_type, digest
+
+    def _cached(self, digest: str) -> bytes | None:
+        return self._store.read_small(digest) if self._store is not None else None
+
+    def _keep(self, digest: str, data: bytes) -> None:
+        if self._store is not None and not self._store.has(digest):
+            self._store.put(digest, data)
 
 
 def _opener(client: Client, repository: str, desc: Descriptor, what: str):

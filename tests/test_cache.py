@@ -1,0 +1,120 @@
+"""The cache across runs: warm rebuilds ask only for tags, bad entries are replaced, and two
+builds can share it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.cli_helpers import build_args, bundler
+from tests.conftest import REFS, STEM
+from tests.faultproxy import RegistryFront
+from tests.servers import write_registries_yaml
+
+BUNDLE = f"{STEM}.tar.zst"
+
+
+@pytest.fixture
+def front(fixture_registry):
+    f = RegistryFront(fixture_registry.registry.url)
+    yield f
+    f.stop()
+
+
+def _args(front, tmp, *extra, out="dist", cache=True):
+    yaml = write_registries_yaml(tmp / "r.yaml", {"docker.io": [front.url]})
+    return build_args(None, tmp, REFS, *extra, out=out, registries=yaml, cache=cache)
+
+
+@pytest.mark.parametrize("mode", ["preserve", "uncompressed"])
+def test_warm_rebuild_asks_only_which_digest_each_tag_has(front, tmp_path, mode):
+    cold = bundler(*_args(front, tmp_path, "--layers", mode, out="cold"))
+    assert cold.code == 0, cold.stderr
+    front.requests.clear()
+    warm = bundler(*_args(front, tmp_path, "--layers", mode, out="warm"))
+    assert warm.code == 0, warm.stderr
+    asked = [(path.split("/")[-2], path) for _, path, _ in front.requests]
+    assert len(asked) == len(REFS) and all(kind == "manifests" for kind, _ in asked), asked
+    assert (tmp_path / "cold" / BUNDLE).read_bytes() == (tmp_path / "warm" / BUNDLE).read_bytes()
+
+
+def test_corrupt_frame_is_noticed_and_remade(front, tmp_path):
+    assert bundler(*_args(front, tmp_path, out="a")).code == 0
+    for frame in (tmp_path / "cache" / "frames").iterdir():
+        data = bytearray(frame.read_bytes())
+        data[-1] ^= 0xFF
+        frame.write_bytes(data)
+    run = bundler(*_args(front, tmp_path, out="b"))
+    assert run.code == 0, run.stderr
+    assert (tmp_path / "a" / BUNDLE).read_bytes() == (tmp_path / "b" / BUNDLE).read_bytes()
+
+
+def test_corrupt_blob_is_fetched_again(front, fixture_registry, tmp_path):
+    assert bundler(*_args(front, tmp_path, out="a")).code == 0
+    blobs = tmp_path / "cache" / "blobs" / "sha256"
+    layer = fixture_registry.images["docker.io/rancher/multilist:v1"].layers[1][0]
+    import hashlib
+
+    victim = blobs / hashlib.sha256(layer).hexdigest()
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(data)
+    # Without the frames the blob must be read again, so its damage is noticed.
+    for frame in (tmp_path / "cache" / "frames").iterdir():
+        frame.unlink()
+    front.requests.clear()
+    run = bundler(*_args(front, tmp_path, out="b"))
+    assert run.code == 0, run.stderr
+    assert any(victim.name in path for _, path, _ in front.requests)
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() == victim.name
+    assert (tmp_path / "a" / BUNDLE).read_bytes() == (tmp_path / "b" / BUNDLE).read_bytes()
+
+
+def test_two_builds_share_a_cache_at_once(front, tmp_path):
+    procs = []
+    for out in ("x", "y"):
+        procs.append(subprocess.Popen([sys.executable, "-m", "bundler",
+                                       *_args(front, tmp_path, "--layers", "uncompressed",
+                                              out=out)],
+                                      stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert (tmp_path / "x" / BUNDLE).read_bytes() == (tmp_path / "y" / BUNDLE).read_bytes()
+    leftovers = [p for p in (tmp_path / "cache").rglob("*.partial")]
+    assert leftovers == []
+
+
+def test_no_cache_keeps_nothing(front, tmp_path):
+    run = bundler(*_args(front, tmp_path, "--no-cache", cache=False),
+                  env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert run.code == 0, run.stderr
+    assert not (tmp_path / "xdg").exists()
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted(
+        [BUNDLE, f"{STEM}.txt", f"{STEM}.manifest.json", "sha256sum-amd64.txt"])
+
+
+def test_downloads_run_in_parallel(fixture_registry, tmp_path):
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def slow_blobs(h, server):
+        if "/blobs/" in h.path and h.command == "GET":
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.3)
+            with lock:
+                in_flight[0] -= 1
+        return False
+
+    f = RegistryFront(fixture_registry.registry.url, fault=slow_blobs)
+    try:
+        run = bundler(*_args(f, tmp_path, "--jobs", "4"))
+    finally:
+        f.stop()
+    assert run.code == 0, run.stderr
+    assert peak[0] >= 2, peak
