@@ -29,6 +29,8 @@ from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 
 # Metadata members and JSON blobs are small; a larger one is refused, not buffered.
 MAX_METADATA = 4 << 20
+# All JSON documents kept together; a bundle of three images needs a few hundred KiB.
+MAX_KEPT = 64 << 20
 _BLOB_RE = re.compile(r"^blobs/sha256/([a-f0-9]{64})$")
 _DIRS = {"blobs", "blobs/sha256"}
 BUNDLE_SUFFIX = ".tar.zst"
@@ -179,7 +181,7 @@ class _Content:
         self.blobs: dict[str, _Blob] = {}
         self.seen: set[str] = set()
         self.complete = False
-        self.images: list[dict] = []  # index.json entries with their parsed documents
+        self._kept = 0  # bytes of JSON blobs kept
 
     def problem(self, text: str) -> None:
         self.report.problems.append(text)
@@ -237,9 +239,13 @@ class _Content:
 
     def _blob(self, name: str, digest: str, size: int, tar: TarStream) -> None:
         own = hashlib.sha256()
-        kept: list[bytes] | None = [] if size <= MAX_METADATA else None
-        data = _MemberReader(tar, kept)
+        # Only JSON documents (manifests, configs) are kept for the cross-checks, and only so
+        # many of them: memory must not grow with the bundle.
+        keep = size <= MAX_METADATA and self._kept + size <= MAX_KEPT
+        data = _MemberReader(tar, [] if keep else None)
         head = layer.Peek(layer.Tee(data, own.update))
+        if not head.head.lstrip().startswith(b"{"):
+            data.keep = None
         if layer.is_compressed(head.head):
             content = hashlib.sha256()
             plain = layer.decompressed(head)
@@ -257,8 +263,9 @@ class _Content:
         actual = "sha256:" + own.hexdigest()
         if actual != digest:
             self.problem(f"{name}: content hashes to {actual}")
-        self.blobs[digest] = _Blob(size, content_digest,
-                                   b"".join(kept) if kept is not None else None)
+        kept = b"".join(data.keep) if data.keep is not None else None
+        self._kept += len(kept or b"")
+        self.blobs[digest] = _Blob(size, content_digest, kept)
         self.report.blobs += 1
 
     # -- after the stream --------------------------------------------------------------
@@ -391,12 +398,12 @@ class _MemberReader:
 
     def __init__(self, tar: TarStream, keep: list[bytes] | None):
         self._tar = tar
-        self._keep = keep
+        self.keep = keep
 
     def read(self, n: int = CHUNK) -> bytes:
         data = self._tar.read_data(n)
-        if self._keep is not None and data:
-            self._keep.append(data)
+        if self.keep is not None and data:
+            self.keep.append(data)
         return data
 
 

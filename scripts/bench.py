@@ -80,10 +80,13 @@ def main() -> int:
             mirrors = write_registries_yaml(work / "r.yaml", {"docker.io": [registry.url]})
             builds = {}
             for mode in ("preserve", "uncompressed"):
-                out = work / mode
-                build = [*BUNDLER, "build", "--registries", str(mirrors), "--no-default-endpoint",
-                         "--layers", mode, "--output-dir", str(out), "--quiet"]
-                results[f"build_{mode}"] = measure(build, 1)
+                out, cache = work / mode, work / f"cache-{mode}"
+                build = " ".join([*BUNDLER, "build", "--registries", str(mirrors),
+                                  "--no-default-endpoint", "--layers", mode, "--output-dir",
+                                  str(out), "--quiet", "--cache-dir", str(cache)])
+                # Cold: an empty cache each run. Warm: everything cached, nothing changed.
+                results[f"build_cold_{mode}"] = measure(f"rm -rf {cache} && {build}", args.runs)
+                results[f"build_warm_{mode}"] = measure(build, args.runs)
                 builds[mode] = out / BUNDLE
                 results[f"bundle_bytes_{mode}"] = builds[mode].stat().st_size
         finally:
@@ -111,6 +114,9 @@ def main() -> int:
             (r["verify_uncompressed"]["peak_rss_kib"] / r["floor_uncompressed"]["peak_rss_kib"],
              1.2),
     }
+    for mode in ("preserve", "uncompressed"):
+        ratios[f"warm rebuild / cold build, {mode}"] = (
+            r[f"build_warm_{mode}"]["median_s"] / r[f"build_cold_{mode}"]["median_s"], 0.1)
     results["ratios"] = {k: {"ratio": round(v, 3), "goal": g} for k, (v, g) in ratios.items()}
     print(f"bundler bench on {results['machine']['system']}, {os.cpu_count()} CPUs, "
           f"median of {args.runs} runs")
