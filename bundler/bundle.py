@@ -8,7 +8,7 @@ final name that was not there before, and no temporary is left behind.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bundler import archive, checksums, compress, imagelist, mutate, platform
@@ -33,7 +33,9 @@ class BuildOptions:
     output_dir: str = "dist"
     name: str = DEFAULT_NAME
     arch: str = "amd64"
-    layers: str = mutate.PRESERVE
+    layers: str | None = None  # None: preserve for registries; daemons give uncompressed
+    source: str = "registry"
+    pull: str = "missing"  # with source "docker": missing, always, never
     registries: str | None = None
     default_endpoint: bool = True
     level: int = compress.DEFAULT_LEVEL
@@ -62,6 +64,7 @@ class OutputNames:
 def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     """Build the bundle; returns the checksum manifest plus the paths written."""
     progress = progress or Progress(False)
+    opts = _resolved(opts)
     _check_options(opts)
     refs = imagelist.read(opts.images)
     want = platform.for_arch(opts.arch)
@@ -73,16 +76,12 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, str(out_dir)) from None
 
-    # Imported here: the registry stack (requests) is heavy, and verify and place, which run
-    # on small airgapped nodes, import this module without needing it.
-    from bundler.sources.registry import RegistrySource
-
     try:
         with AtomicOutputs(out_dir) as outputs:
             cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
             store = BlobStore(cache_dir / "blobs" if cache_dir else outputs.scratch_dir())
             frames = FrameCache(cache_dir / "frames") if cache_dir else None
-            source = RegistrySource(registries, want, opts.timeout, store)
+            source = _source(opts, registries, want, store)
             upstream = [source.image(ref) for ref in refs]
             written, doc = _write_outputs(upstream, refs, outputs, store, frames, names, opts,
                                           progress)
@@ -114,6 +113,33 @@ def _write_outputs(upstream: list[Image], refs: list[Reference], outputs: Atomic
     )
     outputs.temp(names.sums).write_bytes(sums)
     return outputs.commit(), doc
+
+
+SOURCES = ("registry", "docker")
+
+
+def _source(opts: BuildOptions, registries, want, store: BlobStore):
+    # Imported here: the registry stack (requests) and the docker SDK are heavy, and verify
+    # and place, which run on small airgapped nodes, import this module without them.
+    if opts.source == "docker":
+        from bundler.sources.docker import DockerSource
+
+        return DockerSource(want, opts.pull, store)
+    from bundler.sources.registry import RegistrySource
+
+    return RegistrySource(registries, want, opts.timeout, store)
+
+
+def _resolved(opts: BuildOptions) -> BuildOptions:
+    """Options with the layer mode settled, checked before any network or disk work."""
+    if opts.source not in SOURCES:
+        raise InputError(f"--source {opts.source!r}: want one of {', '.join(SOURCES)}")
+    if opts.source == "docker":
+        if opts.layers == mutate.PRESERVE:
+            raise InputError("--layers preserve needs --source registry: a Docker daemon "
+                             "exports uncompressed layers")
+        return replace(opts, layers=mutate.UNCOMPRESSED)
+    return replace(opts, layers=opts.layers or mutate.PRESERVE)
 
 
 def _check_options(opts: BuildOptions) -> None:

@@ -47,7 +47,7 @@ def _image_entry(image: Image, upstream: Image) -> dict:
         "reference": str(image.reference),
         "indexDigest": image.index_digest,
         "manifestDigest": image.manifest_digest,
-        "upstreamManifestDigest": upstream.manifest_digest,
+        "upstreamManifestDigest": upstream.upstream_digest or upstream.manifest_digest,
         "configDigest": image.config_descriptor.digest,
         "platform": str(image.platform),
         "layers": [

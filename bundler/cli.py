@@ -44,9 +44,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--name", default=bundle.DEFAULT_NAME,
                    help=f"file name stem; files are NAME-ARCH.* (default: {bundle.DEFAULT_NAME})")
     b.add_argument("--arch", default="amd64", help="linux architecture to pull (default: amd64)")
-    b.add_argument("--layers", choices=mutate.LAYER_MODES, default=mutate.PRESERVE,
-                   help="preserve: upstream blobs and manifest digests (default); "
-                        "uncompressed: plain tar layers, smaller bundle, new manifest digests")
+    b.add_argument("--layers", choices=mutate.LAYER_MODES,
+                   help="preserve: upstream blobs and manifest digests (default with "
+                        "--source registry); uncompressed: plain tar layers, smaller bundle, "
+                        "new manifest digests (always with --source docker)")
+    b.add_argument("--source", choices=bundle.SOURCES, default="registry",
+                   help="registry: pull over the network (default); docker: export from the "
+                        "local Docker engine (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)")
+    b.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
+                   help="with --source docker: pull through the daemon when the image is "
+                        "missing (default), always, or never")
     b.add_argument("--registries", metavar="FILE",
                    help="K3s registries.yaml: mirrors, rewrites, auth and TLS per host")
     b.add_argument("--no-default-endpoint", dest="default_endpoint", action="store_false",
@@ -99,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> int:
     opts = bundle.BuildOptions(
         images=args.images, output_dir=args.output_dir, name=args.name, arch=args.arch,
-        layers=args.layers, registries=args.registries, default_endpoint=args.default_endpoint,
+        layers=args.layers, source=args.source, pull=args.pull, registries=args.registries,
+        default_endpoint=args.default_endpoint,
         level=args.level, timeout=args.timeout, jobs=args.jobs,
         cache_dir=None if args.no_cache else (args.cache_dir or str(cache.default_dir())),
     )

@@ -57,6 +57,8 @@ class Image:
     config: bytes = field(repr=False)
     layers: tuple[Layer, ...]
     index_digest: str | None = None
+    # Where the source knows it better than manifest_digest: a daemon's RepoDigests entry.
+    upstream_digest: str | None = None
 
     @property
     def manifest_digest(self) -> str:

@@ -11,7 +11,7 @@ import pytest
 from tests import imagegen as gen
 from tests.cli_helpers import build_args, bundler
 from tests.registryseed import push_image, push_index
-from tests.servers import Containerd, Registry, write_registries_yaml
+from tests.servers import Containerd, Dockerd, Registry, write_registries_yaml
 
 
 @dataclass
@@ -104,6 +104,23 @@ def containerd(tmp_path_factory) -> Containerd:
         pytest.fail("containerd is not installed; run scripts/test, which installs it")
     # A short path: the socket path must fit in sun_path (108 bytes).
     daemon = Containerd(Path(tmp_path_factory.mktemp("ctrd"))).start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def dockerd(fixture_registry, tmp_path_factory):
+    """A real dockerd pulling docker.io through the fixture registry (its mirror)."""
+    if shutil.which("dockerd") is None:
+        pytest.fail("dockerd is not installed; run scripts/test, which installs docker.io")
+    daemon = Dockerd(Path(tmp_path_factory.mktemp("dockerd")), fixture_registry.registry.url)
+    try:
+        daemon.start()
+    except RuntimeError as e:
+        daemon.stop()
+        pytest.skip(f"dockerd cannot start on this machine: {str(e)[:500]}")
     try:
         yield daemon
     finally:

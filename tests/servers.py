@@ -158,3 +158,28 @@ def ensure_binaries(*names: str) -> list[str]:
     """The names among `names` not on PATH."""
     return [n for n in names if not any(
         os.access(os.path.join(d, n), os.X_OK) for d in os.environ.get("PATH", "").split(":"))]
+
+
+class Dockerd(Server):
+    """dockerd with vfs storage and no networking of its own (no iptables, no bridge), pulling
+    docker.io images through the test registry as its mirror."""
+
+    def __init__(self, directory: Path, mirror: str | None = None):
+        super().__init__(directory)
+        self.socket = self.dir / "docker.sock"
+        self.host = f"unix://{self.socket}"
+        self.mirror = mirror
+
+    def start(self) -> Dockerd:
+        argv = ["dockerd", "--data-root", str(self.dir / "root"), "--exec-root",
+                str(self.dir / "exec"), "-H", self.host, "--pidfile", str(self.dir / "pid"),
+                "--iptables=false", "--ip6tables=false", "--bridge=none",
+                "--storage-driver=vfs"]
+        if self.mirror:
+            host = self.mirror.split("://", 1)[1]
+            argv += ["--registry-mirror", self.mirror, "--insecure-registry", host]
+        self._spawn(argv)
+        import docker
+
+        _wait(lambda: docker.DockerClient(base_url=self.host).ping(), "dockerd", self.log, 60)
+        return self
