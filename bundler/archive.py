@@ -103,22 +103,38 @@ class Segment:
 
 
 def segments(images: Sequence[Image]) -> list[Segment]:
-    """The whole tar as segments, in order."""
+    """The whole tar as segments, in order: metadata, layers, the other blobs, the end.
+
+    Layers come first among the blobs, sorted by digest, so a writer can compress each one as
+    it arrives, before the configs and manifests (whose digests depend on every layer in the
+    uncompressed form) are known. Then configs and manifests, sorted by digest.
+    """
     meta = _metadata(images)
     out = [Segment("metadata " + sha256_digest(meta), len(meta), True, lambda: iter((meta,)))]
-    for digest, (size, opener, compressible) in sorted(_blobs(images).items()):
-        header = _info(blob_path(digest), size).tobuf(tarfile.PAX_FORMAT, "utf-8",
-                                                       "surrogateescape")
-        padding = -size % tarfile.BLOCKSIZE
-        out.append(Segment(f"blob {digest} {size} {_TAR_FORMAT}", len(header) + size + padding,
-                           compressible,
-                           _blob_chunks(blob_path(digest), header, size, opener, padding),
-                           digest))
+    layers, others = _blobs(images)
+    for blobs in (layers, others):
+        for digest, (size, opener, compressible) in sorted(blobs.items()):
+            out.append(blob_segment(digest, size, opener, compressible))
     total = sum(s.size for s in out) + 2 * tarfile.BLOCKSIZE
     # Like tar and Python's tarfile, pad the archive to whole 10 KiB records.
     end = bytes(2 * tarfile.BLOCKSIZE + -total % tarfile.RECORDSIZE)
     out.append(Segment(f"end {len(end)}", len(end), True, lambda: iter((end,))))
     return out
+
+
+def layer_order(images: Sequence[Image]) -> list[str]:
+    """The digests of the layer blobs, in the order segments() puts them."""
+    return sorted(_blobs(images)[0])
+
+
+def blob_segment(digest: str, size: int, opener: Callable[[], BinaryIO], compressible: bool
+                 ) -> Segment:
+    """The tar member of one blob: header, data, padding."""
+    name = blob_path(digest)
+    header = _info(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    padding = -size % tarfile.BLOCKSIZE
+    return Segment(f"blob {digest} {size} {_TAR_FORMAT}", len(header) + size + padding,
+                   compressible, _blob_chunks(name, header, size, opener, padding), digest)
 
 
 def write(images: Sequence[Image], out: BinaryIO) -> None:
@@ -147,17 +163,25 @@ def _member(info: tarfile.TarInfo, data: bytes) -> bytes:
     return header + data + bytes(-len(data) % tarfile.BLOCKSIZE)
 
 
-def _blobs(images: Sequence[Image]) -> dict[str, tuple[int, Callable[[], BinaryIO], bool]]:
-    """Every blob of the images, once: digest -> (size, opener, worth compressing)."""
-    out: dict[str, tuple[int, Callable[[], BinaryIO], bool]] = {}
+_Blobs = dict[str, tuple[int, Callable[[], BinaryIO], bool]]
+
+
+def _blobs(images: Sequence[Image]) -> tuple[_Blobs, _Blobs]:
+    """Every blob of the images, once, as (layers, configs and manifests):
+    digest -> (size, opener, worth compressing)."""
+    layers: _Blobs = {}
+    others: _Blobs = {}
     for image in images:
-        for data in (image.manifest, image.config):
-            out.setdefault(sha256_digest(data), (len(data), _bytes_opener(data), True))
         for layer in image.layers:
             d = layer.descriptor
-            out.setdefault(d.digest, (d.size, layer.open,
-                                      not mediatypes.is_compressed_layer(d.media_type)))
-    return out
+            layers.setdefault(d.digest, (d.size, layer.open,
+                                         not mediatypes.is_compressed_layer(d.media_type)))
+    for image in images:
+        for data in (image.manifest, image.config):
+            digest = sha256_digest(data)
+            if digest not in layers:
+                others.setdefault(digest, (len(data), _bytes_opener(data), True))
+    return layers, others
 
 
 def _blob_chunks(name: str, header: bytes, size: int, opener: Callable[[], BinaryIO],

@@ -157,6 +157,17 @@ class FrameCache:
     def writer(self, key: str) -> PendingFrame:
         return PendingFrame(self._path(key))
 
+    def put(self, key: str, frame: Path) -> None:
+        """Keep a copy of the frame in the file `frame` for `key`."""
+        pending = self.writer(key)
+        try:
+            with open(frame, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    pending.write(chunk)
+            pending.commit()
+        finally:
+            pending.close()
+
 
 class PendingFrame:
     """A frame being compressed into the cache as it is written to the bundle."""

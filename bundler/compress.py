@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -102,17 +102,25 @@ def write_frames(groups: Sequence[FrameGroup], out: BinaryIO, cache=None,
 
 def _compress_group(group: FrameGroup, out: BinaryIO, cache) -> None:
     pending = cache.writer(group.key) if cache else None
-    sink = _Both(out, pending) if pending else out
     try:
-        with compressor(group.level).stream_writer(sink, closefd=False) as zw:
-            for segment in group.segments:
-                for chunk in segment.chunks():
-                    zw.write(chunk)
+        compress_frame(group.segments, group.level, _Both(out, pending) if pending else out)
         if pending:
             pending.commit()
     finally:
         if pending:
             pending.close()
+
+
+def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
+                   on_bytes: Callable[[int], object] | None = None) -> None:
+    """Compress the segments, in order (an iterator may still be producing them), as one
+    frame onto `out`."""
+    with compressor(level).stream_writer(out, closefd=False) as zw:
+        for segment in segments:
+            for chunk in segment.chunks():
+                zw.write(chunk)
+            if on_bytes:
+                on_bytes(segment.size)
 
 
 class _Both:

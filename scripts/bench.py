@@ -1,19 +1,23 @@
 """scripts/bench's body: ratios of medians against a floor or a peer, measured in one run.
 
+Peers, each run the way people run them today, against the same local registry:
+  classic:  docker pull + docker save + zstd -T0 -16 --long=25   (K3s's old pipeline)
+  skopeo:   skopeo copy --override-arch amd64 to an OCI layout + tar + the same zstd
+            (what K3s and RKE2 do now with ctr/crane)
+  floor:    zstd -T0 -16 --long=25 alone on the same uncompressed tar
 No result here is asserted by the tests; the numbers go to the README and the closing notes.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -22,117 +26,231 @@ sys.path.insert(0, str(ROOT))
 
 import zstandard  # noqa: E402
 
+from tests import imagegen as gen  # noqa: E402
 from tests import standins  # noqa: E402
-from tests.servers import Registry, write_registries_yaml  # noqa: E402
+from tests.registryseed import push_image  # noqa: E402
+from tests.servers import Dockerd, Registry, write_registries_yaml  # noqa: E402
 
-# The bundler of the interpreter running this script (scripts/deps puts it in .venv).
 BUNDLER = [sys.executable, "-m", "bundler"]
 BUNDLE = "k3s-airgap-images-multus-amd64.tar.zst"
+ZSTD = "zstd -q -T0 -16 --long=25 -f"
+REFS = [f"docker.io/{repo}:{tag}" for repo, tag in standins.IMAGES.items()]
 
 
-def measure(argv: list[str] | str, runs: int, cwd: Path | None = None) -> dict:
-    """Median wall time and peak RSS (KiB, largest process) of a command over `runs` runs."""
+def measure(command: str, runs: int, env: dict | None = None) -> dict:
+    """Median wall time and peak RSS (KiB, of the largest process) of a shell command."""
+    probe = ("import resource, subprocess, sys, time\n"
+             "t = time.perf_counter()\n"
+             "r = subprocess.run(sys.argv[1], shell=True, stdout=subprocess.DEVNULL)\n"
+             "print(time.perf_counter() - t,"
+             " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)\n")
     times, rss = [], []
     for _ in range(runs):
-        probe = ("import resource, subprocess, sys, time\n"
-                 "t = time.perf_counter()\n"
-                 "r = subprocess.run(sys.argv[2] if sys.argv[1] == 'sh' else sys.argv[2:],"
-                 " shell=sys.argv[1] == 'sh', stdout=subprocess.DEVNULL)\n"
-                 "print(time.perf_counter() - t,"
-                 " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)\n")
-        args = ["sh", argv] if isinstance(argv, str) else ["argv", *argv]
-        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
-                             text=True, cwd=cwd, check=True).stdout.split()
-        if out[2] != "0":
-            raise SystemExit(f"bench: command failed: {argv}")
-        times.append(float(out[0]))
-        rss.append(int(out[1]))
+        out = subprocess.run([sys.executable, "-c", probe, command], capture_output=True,
+                             text=True, check=True, env={**os.environ, **(env or {})})
+        elapsed, peak, code = out.stdout.split()
+        if code != "0":
+            raise SystemExit(f"bench: command failed ({code}): {command}")
+        times.append(float(elapsed))
+        rss.append(int(peak))
     return {"median_s": statistics.median(times), "runs": times, "peak_rss_kib": max(rss)}
 
 
-def layer_blobs(bundle: Path, directory: Path) -> list[Path]:
-    """Extract the gzip layer blobs of a bundle (for the gunzip floor)."""
-    data = zstandard.ZstdDecompressor().stream_reader(open(bundle, "rb")).read()
-    out = []
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for m in tar.getmembers():
-            if m.isfile() and m.name.startswith("blobs/"):
-                blob = tar.extractfile(m).read()
-                if blob[:2] == b"\x1f\x8b":
-                    path = directory / (m.name.rsplit("/", 1)[1] + ".gz")
-                    path.write_bytes(blob)
-                    out.append(path)
-    return out
+def build_cmd(mirrors: Path, images: Path, mode: str, out: Path, cache: Path, *extra: str) -> str:
+    return " ".join([*BUNDLER, "build", "--images", str(images), "--registries", str(mirrors),
+                     "--no-default-endpoint", "--layers", mode, "--output-dir", str(out),
+                     "--quiet", "--cache-dir", str(cache), *extra])
+
+
+def untar_zst(src: Path, dest: Path) -> Path:
+    with open(src, "rb") as f, open(dest, "wb") as out:
+        zstandard.ZstdDecompressor().copy_stream(f, out)
+    return dest
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", default=str(ROOT / "dist" / "bench.json"))
+    ap.add_argument("--no-huge", action="store_true", help="skip the 1 GiB layer case")
     args = ap.parse_args()
-    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "system": platform.platform()}, "runs": args.runs}
+    r: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                           "system": platform.platform(),
+                           "zstd": subprocess.run(["zstd", "--version"], capture_output=True,
+                                                  text=True).stdout.strip()},
+               "runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="bundler-bench-") as tmp:
-        work = Path(tmp)
-        registry = Registry(work / "registry").start()
+        w = Path(tmp)
+        registry = Registry(w / "registry").start()
+        dockerd = None
         try:
             standins.seed(registry.url)
-            mirrors = write_registries_yaml(work / "r.yaml", {"docker.io": [registry.url]})
-            builds = {}
+            mirrors = write_registries_yaml(w / "r.yaml", {"docker.io": [registry.url]})
+            images = w / "images.txt"
+            images.write_text("".join(f"{ref}\n" for ref in REFS))
+            bundles = {}
             for mode in ("preserve", "uncompressed"):
-                out, cache = work / mode, work / f"cache-{mode}"
-                build = " ".join([*BUNDLER, "build", "--registries", str(mirrors),
-                                  "--no-default-endpoint", "--layers", mode, "--output-dir",
-                                  str(out), "--quiet", "--cache-dir", str(cache)])
+                out, cache = w / mode, w / f"cache-{mode}"
+                cmd = build_cmd(mirrors, images, mode, out, cache)
                 # Cold: an empty cache each run. Warm: everything cached, nothing changed.
-                results[f"build_cold_{mode}"] = measure(f"rm -rf {cache} && {build}", args.runs)
-                results[f"build_warm_{mode}"] = measure(build, args.runs)
-                builds[mode] = out / BUNDLE
-                results[f"bundle_bytes_{mode}"] = builds[mode].stat().st_size
+                r[f"build_cold_{mode}"] = measure(f"rm -rf {cache} && {cmd}", args.runs)
+                r[f"build_warm_{mode}"] = measure(cmd, args.runs)
+                bundles[mode] = out / BUNDLE
+                r[f"bytes_{mode}"] = bundles[mode].stat().st_size
+
+            tar = untar_zst(bundles["uncompressed"], w / "compact.tar")
+            r["floor_compress"] = measure(f"{ZSTD} {tar} -o {w}/floor.tar.zst", args.runs)
+            r["bytes_floor"] = (w / "floor.tar.zst").stat().st_size
+
+            r["skopeo"] = measure(_skopeo(registry, w), args.runs)
+            r["bytes_skopeo"] = (w / "oci.tar.zst").stat().st_size
+
+            dockerd = Dockerd(w / "dockerd", registry.url)
+            try:
+                dockerd.start()
+            except RuntimeError as e:
+                print(f"bench: dockerd did not start, no classic pipeline: {e}", file=sys.stderr)
+                dockerd = None
+            if dockerd:
+                r["classic"] = measure(_classic(w), args.runs, {"DOCKER_HOST": dockerd.host})
+                r["bytes_classic"] = (w / "docker.tar.zst").stat().st_size
+
+            floor_d = f"zstd -dc --long=25 {bundles['uncompressed']} | sha256sum"
+            r["verify_uncompressed"] = measure(
+                " ".join([*BUNDLER, "verify", str(bundles["uncompressed"])]), args.runs)
+            r["floor_verify_uncompressed"] = measure(floor_d, args.runs)
+            layers = _gzip_layers(bundles["preserve"], w)
+            gunzip = " ; ".join(f"gunzip -c {p} | sha256sum" for p in layers)
+            r["verify_preserve"] = measure(
+                " ".join([*BUNDLER, "verify", str(bundles["preserve"])]), args.runs)
+            r["floor_verify_preserve"] = measure(
+                f"zstd -dc --long=25 {bundles['preserve']} | sha256sum ; {gunzip}", args.runs)
+
+            if not args.no_huge:
+                _huge(r, registry, w)
         finally:
+            if dockerd:
+                dockerd.stop()
             registry.stop()
-
-        floor = f"zstd -dc --long=25 {builds['uncompressed']} | sha256sum"
-        results["verify_uncompressed"] = measure([*BUNDLER, "verify", str(builds["uncompressed"])],
-                                                 args.runs)
-        results["floor_uncompressed"] = measure(floor, args.runs)
-
-        layers = layer_blobs(builds["preserve"], work)
-        gunzip = " ; ".join(f"gunzip -c {p} | sha256sum" for p in layers)
-        floor_p = f"zstd -dc --long=25 {builds['preserve']} | sha256sum ; {gunzip}"
-        results["verify_preserve"] = measure([*BUNDLER, "verify", str(builds["preserve"])],
-                                             args.runs)
-        results["floor_preserve"] = measure(floor_p, args.runs)
-
-    r = results
-    ratios = {
-        "verify / (zstd -dc | sha256sum), uncompressed bundle":
-            (r["verify_uncompressed"]["median_s"] / r["floor_uncompressed"]["median_s"], 1.3),
-        "verify / (zstd -dc | sha256sum + gunzip | sha256sum), preserve bundle":
-            (r["verify_preserve"]["median_s"] / r["floor_preserve"]["median_s"], 1.3),
-        "verify peak RSS / floor peak RSS, uncompressed bundle":
-            (r["verify_uncompressed"]["peak_rss_kib"] / r["floor_uncompressed"]["peak_rss_kib"],
-             1.2),
-    }
-    for mode in ("preserve", "uncompressed"):
-        ratios[f"warm rebuild / cold build, {mode}"] = (
-            r[f"build_warm_{mode}"]["median_s"] / r[f"build_cold_{mode}"]["median_s"], 0.1)
-    results["ratios"] = {k: {"ratio": round(v, 3), "goal": g} for k, (v, g) in ratios.items()}
-    print(f"bundler bench on {results['machine']['system']}, {os.cpu_count()} CPUs, "
-          f"median of {args.runs} runs")
-    print(f"{'measure':<74} {'ratio':>6} {'goal':>6}")
-    for name, (value, goal) in ratios.items():
-        print(f"{name:<74} {value:>6.2f} {'<=' + str(goal):>6}")
-    print()
-    for key in sorted(k for k in results if k.startswith(("verify", "floor", "build"))):
-        m = results[key]
-        print(f"{key:<24} {m['median_s']:8.3f} s  peak RSS {m['peak_rss_kib'] / 1024:7.1f} MiB")
-    for key in sorted(k for k in results if k.startswith("bundle_bytes")):
-        print(f"{key:<24} {results[key] / 1e6:8.1f} MB")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.json}")
+    _report(r, args.json)
     return 0
+
+
+def _skopeo(registry: Registry, w: Path) -> str:
+    copies = " && ".join(
+        f"skopeo copy -q --override-arch amd64 --src-tls-verify=false "
+        f"docker://{registry.host}/{repo}:{tag} oci:{w}/oci:docker.io/{repo}:{tag}"
+        for repo, tag in standins.IMAGES.items())
+    return (f"rm -rf {w}/oci && {copies} && tar -C {w}/oci -cf {w}/oci.tar . && "
+            f"{ZSTD} {w}/oci.tar -o {w}/oci.tar.zst")
+
+
+def _classic(w: Path) -> str:
+    names = " ".join(REFS)
+    pulls = " && ".join(f"docker pull -q --platform linux/amd64 {ref}" for ref in REFS)
+    return (f"(docker rmi -f {names} >/dev/null 2>&1; true) && {pulls} && "
+            f"docker save -o {w}/docker.tar {names} && "
+            f"{ZSTD} {w}/docker.tar -o {w}/docker.tar.zst")
+
+
+def _gzip_layers(bundle: Path, w: Path) -> list[Path]:
+    """The gzip layer blobs of a bundle, as files (for the gunzip floor)."""
+    import io
+    import tarfile
+
+    out = []
+    with open(bundle, "rb") as f:
+        data = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        for m in t.getmembers():
+            blob = t.extractfile(m).read() if m.isfile() else b""
+            if blob[:2] == b"\x1f\x8b":
+                out.append(w / (m.name.rsplit("/", 1)[1] + ".gz"))
+                out[-1].write_bytes(blob)
+    return out
+
+
+def _huge(r: dict, registry: Registry, w: Path) -> None:
+    """One image whose single layer is 1 GiB: memory must stay where it was."""
+    period = b"".join(Path(p).read_bytes() for p in ("/usr/bin/containerd", "/usr/bin/ctr"))
+    big = w / "huge.bin"
+    with open(big, "wb") as f:
+        written, n = 0, 0
+        while written < 1 << 30:
+            chunk = period[: (1 << 30) - written] + n.to_bytes(8, "big")
+            f.write(chunk)
+            written += len(chunk)
+            n += 1
+    layer = gen.tar_layer([("file", "huge.bin", big.read_bytes())])
+    big.unlink()
+    push_image(registry.url, "rancher/huge", gen.image([layer]), "v1")
+    del layer
+    mirrors = write_registries_yaml(w / "r2.yaml", {"docker.io": [registry.url]})
+    images = w / "huge.txt"
+    images.write_text("docker.io/rancher/huge:v1\n")
+    out, cache = w / "huge", w / "cache-huge"
+    r["huge_build"] = measure(build_cmd(mirrors, images, "uncompressed", out, cache), 1)
+    tar = untar_zst(out / BUNDLE, w / "huge.tar")
+    r["huge_floor_compress"] = measure(f"{ZSTD} {tar} -o {w}/huge-floor.tar.zst", 1)
+    tar.unlink()
+    r["huge_verify"] = measure(" ".join([*BUNDLER, "verify", str(out / BUNDLE)]), 1)
+    r["huge_floor_verify"] = measure(f"zstd -dc --long=25 {out / BUNDLE} | sha256sum", 1)
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def _ratio(r: dict, a: str, b: str, field: str = "median_s") -> float | None:
+    if a in r and b in r:
+        return r[a][field] / r[b][field]
+    return None
+
+
+def _report(r: dict, path: str) -> None:
+    rows = [
+        ("compact build / docker pull+save+zstd (classic)", _ratio(r, "build_cold_uncompressed",
+                                                             "classic"), "<= 0.85"),
+        ("  compact bundle size / classic size", r.get("bytes_uncompressed", 0) /
+         r["bytes_classic"] if "bytes_classic" in r else None, "<= 1.0"),
+        ("compact build / zstd alone on the same tar (floor)",
+         _ratio(r, "build_cold_uncompressed", "floor_compress"), "<= 1.05"),
+        ("  compact bundle size / floor size", r["bytes_uncompressed"] / r["bytes_floor"], ""),
+        ("preserve build / skopeo copy+tar+zstd", _ratio(r, "build_cold_preserve", "skopeo"),
+         "<= 0.3"),
+        ("  preserve bundle size / skopeo size", r["bytes_preserve"] / r["bytes_skopeo"],
+         "<= 1.005"),
+        ("warm rebuild / cold build, preserve", _ratio(r, "build_warm_preserve",
+                                                       "build_cold_preserve"), "<= 0.1"),
+        ("warm rebuild / cold build, uncompressed", _ratio(r, "build_warm_uncompressed",
+                                                           "build_cold_uncompressed"), "<= 0.1"),
+        ("verify / zstd -dc | sha256sum, compact bundle",
+         _ratio(r, "verify_uncompressed", "floor_verify_uncompressed"), "<= 1.3"),
+        ("verify / that + gunzip | sha256sum of layers, preserve bundle",
+         _ratio(r, "verify_preserve", "floor_verify_preserve"), "<= 1.3"),
+        ("peak RSS: compact build / zstd compressing the same tar",
+         _ratio(r, "build_cold_uncompressed", "floor_compress", "peak_rss_kib"), "<= 1.2"),
+        ("peak RSS: verify / zstd -dc | sha256sum",
+         _ratio(r, "verify_uncompressed", "floor_verify_uncompressed", "peak_rss_kib"), "<= 1.2"),
+        ("peak RSS, 1 GiB layer: build / zstd compressing it",
+         _ratio(r, "huge_build", "huge_floor_compress", "peak_rss_kib"), "<= 1.2"),
+        ("peak RSS, 1 GiB layer: verify / zstd -dc | sha256sum",
+         _ratio(r, "huge_verify", "huge_floor_verify", "peak_rss_kib"), "<= 1.2"),
+    ]
+    r["ratios"] = {name.strip(): {"ratio": None if v is None else round(v, 3), "goal": goal}
+                   for name, v, goal in rows}
+    m = r["machine"]
+    print(f"bundler bench: {m['system']}, {m['cpus']} CPUs, Python {m['python']}, {m['zstd']}; "
+          f"median of {r['runs']} runs")
+    print(f"{'measure':<66} {'ratio':>6}  goal")
+    for name, v, goal in rows:
+        print(f"{name:<66} {'n/a' if v is None else f'{v:6.3f}':>6}  {goal}")
+    print()
+    for key in sorted(k for k, v in r.items() if isinstance(v, dict) and "median_s" in v):
+        print(f"{key:<28} {r[key]['median_s']:8.2f} s  peak RSS "
+              f"{r[key]['peak_rss_kib'] / 1024:7.1f} MiB")
+    for key in sorted(k for k in r if k.startswith("bytes_")):
+        print(f"{key:<28} {r[key] / 1e6:8.2f} MB")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(r, indent=2) + "\n")
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -61,14 +61,20 @@ def test_byte_identical_rebuild(builds):
         assert (builds["p1"] / name).read_bytes() == (builds["p2"] / name).read_bytes(), name
 
 
-def test_tar_layout_is_deterministic_and_metadata_first(builds):
-    members = _tar_members(builds["p1"] / f"{STEM}.tar.zst")
+@pytest.mark.parametrize("build", ["p1", "u1"])
+def test_tar_layout_is_deterministic_and_metadata_first(builds, build):
+    members = _tar_members(builds[build] / f"{STEM}.tar.zst")
     names = [m.name for m in members]
     assert names[:6] == ["oci-layout", "index.json", "manifest.json", "repositories", "blobs",
                          "blobs/sha256"]
     blobs = names[6:]
-    assert blobs == sorted(blobs) and len(blobs) == len(set(blobs))
-    assert all(n.startswith("blobs/sha256/") for n in blobs)
+    assert len(blobs) == len(set(blobs)) and all(n.startswith("blobs/sha256/") for n in blobs)
+    # Layers first, then configs and manifests, each run sorted by digest.
+    layers = {"blobs/sha256/" + x["digest"].split(":")[1]
+              for i in read_manifest(builds[build])["images"] for x in i["layers"]}
+    n = len(layers)
+    assert set(blobs[:n]) == layers
+    assert blobs[:n] == sorted(blobs[:n]) and blobs[n:] == sorted(blobs[n:])
     for m in members:
         assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
         assert m.mode == (0o755 if m.isdir() else 0o644)
