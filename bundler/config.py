@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
 from bundler.errors import EnvironmentFailure, InputError
 from bundler.reference import DOCKER_HUB
 
@@ -123,6 +121,8 @@ def load_registries(path: str | None, default_endpoint: bool = True) -> Registri
     """Read a registries.yaml; None gives the empty configuration (straight to each registry)."""
     if path is None:
         return RegistriesConfig(default_endpoint=default_endpoint)
+    import yaml  # imported when used: most builds and every verify never read YAML
+
     try:
         doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
