@@ -122,11 +122,6 @@ def segments(images: Sequence[Image]) -> list[Segment]:
     return out
 
 
-def layer_order(images: Sequence[Image]) -> list[str]:
-    """The digests of the layer blobs, in the order segments() puts them."""
-    return sorted(_blobs(images)[0])
-
-
 def blob_segment(digest: str, size: int, opener: Callable[[], BinaryIO], compressible: bool
                  ) -> Segment:
     """The tar member of one blob: header, data, padding."""
@@ -135,13 +130,6 @@ def blob_segment(digest: str, size: int, opener: Callable[[], BinaryIO], compres
     padding = -size % tarfile.BLOCKSIZE
     return Segment(f"blob {digest} {size} {_TAR_FORMAT}", len(header) + size + padding,
                    compressible, _blob_chunks(name, header, size, opener, padding), digest)
-
-
-def write(images: Sequence[Image], out: BinaryIO) -> None:
-    """Write the bundle tar of `images`, uncompressed, to the stream `out`."""
-    for segment in segments(images):
-        for chunk in segment.chunks():
-            out.write(chunk)
 
 
 # Bumped whenever the bytes of a blob member change for the same blob (cached frames key).

@@ -226,14 +226,7 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
                                        fetcher.opener(layer, what), True)
 
     big = scratch / "frame.zst"
-    with open(big, "wb") as f:
-        with compress.compressor(level).stream_writer(f, closefd=False) as zw:
-            written = _feed(zw, arriving_layers(), bar)
-            images = [mutate.staged(image, fetcher) for image in upstream]
-            segments = archive.segments(images)
-            rest = segments[1 + len(written):]
-            assert [s.key for s in segments[1 : 1 + len(written)]] == [s.key for s in written]
-            _feed(zw, iter(rest), bar)
+    images, segments = _compress_body(big, level, arriving_layers(), upstream, fetcher, bar)
     head, body = frame_groups(segments, mutate.UNCOMPRESSED, level)
     compress.write_frames([head], out, frames)
     if frames:
@@ -241,6 +234,24 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     with open(big, "rb") as f:
         shutil.copyfileobj(f, out, 1 << 20)
     return images
+
+
+def _compress_body(big: Path, level: int, arriving, upstream: list[Image], fetcher: Fetcher,
+                   bar) -> tuple[list[Image], list[archive.Segment]]:
+    """Compress the layers as they arrive, then the configs, manifests and end, into `big`.
+
+    A function of its own so the compressor (its context is most of our memory) is freed
+    before the metadata frame gets one of its own.
+    """
+    with open(big, "wb") as f, compress.compressor(level).stream_writer(f, closefd=False) as zw:
+        written = _feed(zw, arriving, bar)
+        images = [mutate.staged(image, fetcher) for image in upstream]
+        segments = archive.segments(images)
+        rest = segments[1 + len(written):]
+        if [s.key for s in segments[1 : 1 + len(written)]] != [s.key for s in written]:
+            raise AssertionError("archive.segments() no longer puts layers first, sorted")
+        _feed(zw, iter(rest), bar)
+    return images, segments
 
 
 def _feed(zw, segments, bar) -> list[archive.Segment]:

@@ -21,6 +21,10 @@ from bundler.errors import InputError
 
 WINDOW_LOG = 25
 MAX_WINDOW = 1 << WINDOW_LOG
+# zstd's multi-threaded job size. Fixed, so the bytes never depend on the machine; 32 MiB
+# measured 1.7% smaller than zstd's default at the same speed on the compact stand-in bundle
+# (31.89 vs 32.44 MB, 17.4 vs 17.5 s at level 16 on 2 cores).
+JOB_SIZE = 32 << 20
 DEFAULT_LEVEL = 16
 MIN_LEVEL, MAX_LEVEL = 1, 22
 
@@ -38,13 +42,15 @@ def compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
     """A compressor whose output does not depend on the number of cores.
 
     zstd's multi-threaded mode gives the same bytes for any worker count >= 1 (it differs only
-    from single-threaded mode), so we always run it with at least one worker.
+    from single-threaded mode, and with the job size), so we always run it with at least one
+    worker and a fixed job size.
     """
     params = zstandard.ZstdCompressionParameters.from_level(
         check_level(level),
         window_log=WINDOW_LOG,
         enable_ldm=True,
         threads=max(1, os.cpu_count() or 1),
+        job_size=JOB_SIZE,
         write_checksum=True,
         write_content_size=False,
     )

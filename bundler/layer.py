@@ -17,7 +17,7 @@ import zstandard
 from bundler.cache import BlobStore
 from bundler.digest import CHUNK
 from bundler.errors import DigestMismatch
-from bundler.image import Descriptor, Layer
+from bundler.image import Layer
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -82,11 +82,9 @@ def drain(reader: BinaryIO) -> None:
         pass
 
 
-def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> Descriptor:
-    """Copy the layer into `store`, as stored or uncompressed; both digests are checked.
-
-    Returns the descriptor of what was stored. On any failure nothing is added to the store.
-    """
+def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> None:
+    """Copy the layer into `store` (under its diff_id when `uncompressed`, else under its own
+    digest); both digests are checked. On any failure nothing is added to the store."""
     src = layer.open()
     try:
         with store.writer() as pending:
@@ -109,8 +107,6 @@ def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> Desc
                     f"uncompressed layer is {actual}"
                 )
             digest = layer.diff_id if uncompressed else layer.descriptor.digest
-            size = pending.size
             pending.commit(store.path(digest))
     finally:
         src.close()
-    return Descriptor(layer.descriptor.media_type, digest, size)

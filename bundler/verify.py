@@ -89,7 +89,7 @@ def verify(bundle: str | Path, manifest: str | Path | None = None) -> Report:
     report.sha256 = outer.hexdigest()
     _check_outer(path, report, doc, sums)
     if content.complete:
-        want = _expected_platform(doc, content, report)
+        want = _expected_platform(doc, report)
         content.cross_check(want)
         if doc is not None:
             _against_manifest(doc, content, report)
@@ -421,7 +421,7 @@ def _json(data: bytes, what: str, content: _Content) -> object:
         return None
 
 
-def _expected_platform(doc: dict | None, content: _Content, report: Report) -> Platform | None:
+def _expected_platform(doc: dict | None, report: Report) -> Platform | None:
     if doc and isinstance(doc.get("arch"), str):
         try:
             return platform.for_arch(doc["arch"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 
 @dataclass
@@ -55,3 +58,18 @@ def build_args(fixture, tmp: Path, refs: list[str], *extra: str, out: str = "dis
 
 def read_manifest(out_dir: Path, stem: str = "k3s-airgap-images-multus-amd64") -> dict:
     return json.loads((out_dir / f"{stem}.manifest.json").read_text())
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str):
+    """A tmpfs of `size` mounted at `path` (a full disk on demand); skips the test when this
+    machine does not let us mount (not root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)

@@ -13,7 +13,13 @@ import pytest
 import zstandard
 
 from bundler import compress
-from tests.cli_helpers import assert_one_line_error, build_args, bundler, read_manifest
+from tests.cli_helpers import (
+    assert_one_line_error,
+    build_args,
+    bundler,
+    read_manifest,
+    small_disk,
+)
 from tests.conftest import REFS, STEM
 
 FULL = ["docker.io/rancher/multilist:v1", "docker.io/rancher/ociindex:v1",
@@ -237,16 +243,8 @@ def test_ctrl_c_leaves_nothing(fixture_registry, tmp_path):
 
 
 def test_disk_full_is_one_line_and_leaves_nothing(fixture_registry, tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "small", "96k") as small:
         run = bundler(*build_args(fixture_registry, tmp_path, REFS, out="small/dist"))
         assert_one_line_error(run, "no space left on device", "small/dist")
         assert run.code == 3
         assert list((small / "dist").iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=True)

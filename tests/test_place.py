@@ -15,7 +15,7 @@ import pytest
 
 from bundler import place
 from bundler.errors import VerificationFailed
-from tests.cli_helpers import assert_one_line_error, build_args, bundler
+from tests.cli_helpers import assert_one_line_error, build_args, bundler, small_disk
 from tests.conftest import STEM
 
 BUNDLE = f"{STEM}.tar.zst"
@@ -178,19 +178,11 @@ def test_interrupted_place_leaves_nothing_importable(big_build, tmp_path):
 
 
 def test_not_enough_space(builds, tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "small", "1m") as small:
         run = bundler("place", str(builds["p1"] / BUNDLE), "--images-dir", str(small))
         assert_one_line_error(run, str(small), "MB free")
         assert run.code == 3
         assert os.listdir(small) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_placed_bundle_imports_into_containerd(builds, tmp_path, clean_containerd):

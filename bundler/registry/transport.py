@@ -144,7 +144,6 @@ class BodyReader:
         self._attempts = retry.Attempts(policy)
         self._offset = 0
         self._skip = 0
-        self.resumed = 0
 
     def read(self, n: int = -1) -> bytes:
         while True:
@@ -180,7 +179,6 @@ class BodyReader:
             response = self._reopen(-1)
             self._skip = self._offset
         self._response = response
-        self.resumed += 1
 
     def close(self) -> None:
         self._response.close()
