@@ -184,6 +184,7 @@ def _write_bundle(upstream: list[Image], path: Path, opts: BuildOptions, fetcher
             images = [mutate.staged(image, fetcher) for image in upstream]
             groups = frame_groups(archive.segments(images), opts.layers, opts.level)
             bar.total = sum(g.size for g in groups)
+            bar.refresh()
             # Start every download a missing frame needs, so they overlap the compression.
             for group in groups:
                 if not (frames and frames.lookup(group.key)):
@@ -226,7 +227,8 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
                                        fetcher.opener(layer, what), True)
 
     big = scratch / "frame.zst"
-    images, segments = _compress_body(big, level, arriving_layers(), upstream, fetcher, bar)
+    images, segments = _compress_body(big, level, arriving_layers(), upstream, fetcher,
+                                      bar.update)
     head, body = frame_groups(segments, mutate.UNCOMPRESSED, level)
     compress.write_frames([head], out, frames)
     if frames:
@@ -237,28 +239,26 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
 
 
 def _compress_body(big: Path, level: int, arriving, upstream: list[Image], fetcher: Fetcher,
-                   bar) -> tuple[list[Image], list[archive.Segment]]:
+                   on_bytes) -> tuple[list[Image], list[archive.Segment]]:
     """Compress the layers as they arrive, then the configs, manifests and end, into `big`.
 
     A function of its own so the compressor (its context is most of our memory) is freed
     before the metadata frame gets one of its own.
     """
-    with open(big, "wb") as f, compress.compressor(level).stream_writer(f, closefd=False) as zw:
-        written = _feed(zw, arriving, bar)
-        images = [mutate.staged(image, fetcher) for image in upstream]
-        segments = archive.segments(images)
-        rest = segments[1 + len(written):]
-        if [s.key for s in segments[1 : 1 + len(written)]] != [s.key for s in written]:
+    done: dict = {}
+
+    def body():
+        written = []
+        for segment in arriving:
+            written.append(segment.key)
+            yield segment
+        # Every layer is staged now: the images, and so the rest of the tar, are known.
+        done["images"] = [mutate.staged(image, fetcher) for image in upstream]
+        done["segments"] = segments = archive.segments(done["images"])
+        if [s.key for s in segments[1 : 1 + len(written)]] != written:
             raise AssertionError("archive.segments() no longer puts layers first, sorted")
-        _feed(zw, iter(rest), bar)
-    return images, segments
+        yield from segments[1 + len(written):]
 
-
-def _feed(zw, segments, bar) -> list[archive.Segment]:
-    done = []
-    for segment in segments:
-        for chunk in segment.chunks():
-            zw.write(chunk)
-        bar.update(segment.size)
-        done.append(segment)
-    return done
+    with open(big, "wb") as f:
+        compress.compress_frame(body(), level, f, on_bytes)
+    return done["images"], done["segments"]

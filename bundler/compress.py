@@ -100,16 +100,18 @@ def write_frames(groups: Sequence[FrameGroup], out: BinaryIO, cache=None,
         cached = cache.lookup(group.key) if cache else None
         if cached:
             cache.copy(cached, out)
+            if on_bytes:
+                on_bytes(group.size)
         else:
-            _compress_group(group, out, cache)
-        if on_bytes:
-            on_bytes(group.size)
+            _compress_group(group, out, cache, on_bytes)
 
 
-def _compress_group(group: FrameGroup, out: BinaryIO, cache) -> None:
+def _compress_group(group: FrameGroup, out: BinaryIO, cache,
+                    on_bytes: Callable[[int], object] | None) -> None:
     pending = cache.writer(group.key) if cache else None
     try:
-        compress_frame(group.segments, group.level, _Both(out, pending) if pending else out)
+        compress_frame(group.segments, group.level, _Both(out, pending) if pending else out,
+                       on_bytes)
         if pending:
             pending.commit()
     finally:
@@ -120,13 +122,13 @@ def _compress_group(group: FrameGroup, out: BinaryIO, cache) -> None:
 def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
                    on_bytes: Callable[[int], object] | None = None) -> None:
     """Compress the segments, in order (an iterator may still be producing them), as one
-    frame onto `out`."""
+    frame onto `out`; on_bytes hears of every chunk taken in."""
     with compressor(level).stream_writer(out, closefd=False) as zw:
         for segment in segments:
             for chunk in segment.chunks():
                 zw.write(chunk)
-            if on_bytes:
-                on_bytes(segment.size)
+                if on_bytes:
+                    on_bytes(len(chunk))
 
 
 class _Both:

@@ -97,6 +97,8 @@ class Fetcher:
                 self._bar.refresh()
             source = replace(layer, open=lambda: CountingReader(layer.open(), self._bar))
         retry.refetch_once(lambda: layers.stage(source, self.store, self.uncompressed, what))
+        if self._bar is not None:
+            self._bar.refresh()  # tqdm redraws at most every 0.1 s: show where it ended
 
     def close(self) -> None:
         for future in list(self._futures.values()):
