@@ -168,3 +168,24 @@ def test_retry_after_forms():
     assert retry.retry_after(None) is None
     assert retry.retry_after("garbage") is None
     assert 0 <= retry.retry_after("Wed, 21 Oct 2015 07:28:00 GMT") <= 0.0
+
+
+def test_persistent_429_shows_the_rate_limit(fixture_registry, tmp_path):
+    def limited(h, server):
+        RegistryFront.reply(h, 429, b'{"errors":[{"code":"TOOMANYREQUESTS",'
+                            b'"message":"You have reached your pull rate limit."}]}',
+                            {"Retry-After": "0", "RateLimit-Limit": "100;w=21600",
+                             "RateLimit-Remaining": "0;w=21600"})
+        return True
+
+    front = RegistryFront(fixture_registry.registry.url, fault=limited)
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+        (tmp_path / "images.txt").write_text("busybox:1.36.1\n")
+        run = bundler("build", "--images", str(tmp_path / "images.txt"), "--output-dir",
+                      str(tmp_path / "dist"), "--registries", str(yaml), "--no-default-endpoint")
+    finally:
+        front.stop()
+    assert_one_line_error(run, "docker.io/library/busybox:1.36.1", "rate limited",
+                          "ratelimit-limit: 100;w=21600", "ratelimit-remaining: 0;w=21600")
+    assert len(front.requests) == retry.DEFAULT.attempts

@@ -47,8 +47,13 @@ class Client:
     def manifest_digest(self, repository: str, tag: str, what: str) -> str | None:
         """The digest a tag points at, from a HEAD (which Docker Hub does not count against
         its pull limit); None when the registry does not say."""
-        response = self._get(repository, f"manifests/{tag}", what, accept=mediatypes.MANIFESTS,
-                             method="HEAD")
+        try:
+            response = self._get(repository, f"manifests/{tag}", what,
+                                 accept=mediatypes.MANIFESTS, method="HEAD")
+        except RegistryError as e:
+            if e.status in (401, 403, 404, 429):
+                raise
+            return None  # a registry that does not answer HEAD: the GET will tell
         response.close()
         digest = response.headers.get("Docker-Content-Digest", "")
         return digest if DIGEST_RE.match(digest) else None
@@ -152,7 +157,7 @@ def _error(response: requests.Response, what: str, host: str) -> RegistryError:
         text = f"{what}: access denied by {host} ({status} {detail}); check credentials"
     elif status == 429:
         # Docker Hub states its pull limit in these headers; show them so the user can tell.
-        limits = ", ".join(f"{k}: {v}" for k, v in response.headers.items()
+        limits = ", ".join(f"{k.lower()}: {v}" for k, v in response.headers.items()
                            if k.lower().startswith("ratelimit-"))
         text = f"{what}: rate limited by {host} (429 {detail}){'; ' + limits if limits else ''}"
     else:
