@@ -15,7 +15,7 @@ from bundler import mediatypes
 from bundler.config import DEFAULT_TIMEOUT, Endpoint
 from bundler.digest import DIGEST_RE, sha256_digest
 from bundler.errors import DigestMismatch, RegistryError
-from bundler.registry import transport
+from bundler.registry import retry, transport
 from bundler.registry.auth import Authenticator
 
 # distribution refuses manifests over 4 MiB; anything larger is not a manifest.
@@ -51,9 +51,9 @@ class Client:
             response = self._get(repository, f"manifests/{tag}", what,
                                  accept=mediatypes.MANIFESTS, method="HEAD")
         except RegistryError as e:
-            if e.status in (401, 403, 404, 429):
-                raise
-            return None  # a registry that does not answer HEAD: the GET will tell
+            if e.status in (401, 403, 404) or e.status in retry.RETRY_STATUSES:
+                raise  # the GET would get the same answer
+            return None  # a registry that does not do HEAD (405, 501): the GET will tell
         response.close()
         digest = response.headers.get("Docker-Content-Digest", "")
         return digest if DIGEST_RE.match(digest) else None
