@@ -140,3 +140,20 @@ def test_basic_auth_missing_credentials_is_denied(tmp_path, htpasswd_registry):
     run = _build(tmp_path, yaml, env={"DOCKER_CONFIG": str(tmp_path / "none")})
     assert_one_line_error(run, "docker.io/library/busybox:1.36.1", "access denied")
     assert run.code == 1
+
+
+def test_expired_token_is_fetched_again(tmp_path, token_registry):
+    import time
+
+    from bundler.config import Endpoint
+    from bundler.registry.client import Client
+
+    # expires_in 11 s minus the 10 s safety margin: the token is good for one second.
+    tokens, registry = token_registry(expires_in=11)
+    client = Client(Endpoint(registry.url))
+    client.manifest("library/busybox", "1.36.1", "busybox")
+    client.manifest("library/busybox", "1.36.1", "busybox")
+    assert len(tokens.requests) == 1  # cached while valid
+    time.sleep(1.2)
+    client.manifest("library/busybox", "1.36.1", "busybox")
+    assert len(tokens.requests) == 2
