@@ -21,10 +21,10 @@ from bundler.errors import InputError
 
 WINDOW_LOG = 25
 MAX_WINDOW = 1 << WINDOW_LOG
-# zstd's multi-threaded job size. Fixed, so the bytes never depend on the machine; 32 MiB
-# measured 1.7% smaller than zstd's default at the same speed on the compact stand-in bundle
-# (31.89 vs 32.44 MB, 17.4 vs 17.5 s at level 16 on 2 cores).
-JOB_SIZE = 32 << 20
+# zstd's multi-threaded job size: 0 lets zstd derive it from the level and window, never
+# from the machine. 32 MiB jobs were measured 1.7% smaller on the compact stand-in bundle
+# (31.89 vs 32.44 MB) but cost 50 MiB more memory at level 16 and 116 MiB at level 3.
+JOB_SIZE = 0
 DEFAULT_LEVEL = 16
 MIN_LEVEL, MAX_LEVEL = 1, 22
 
@@ -42,8 +42,7 @@ def compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
     """A compressor whose output does not depend on the number of cores.
 
     zstd's multi-threaded mode gives the same bytes for any worker count >= 1 (it differs only
-    from single-threaded mode, and with the job size), so we always run it with at least one
-    worker and a fixed job size.
+    from single-threaded mode), so we always run it with at least one worker.
     """
     params = zstandard.ZstdCompressionParameters.from_level(
         check_level(level),
