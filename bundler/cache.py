@@ -42,13 +42,17 @@ class _Pending:
         os.replace(self.path, final or self.final)
         self.path = None
 
+    def close(self) -> None:
+        """Drop the temporary unless it was committed."""
+        self.file.close()
+        if self.path:
+            self.path.unlink(missing_ok=True)
+
     def __enter__(self) -> _Pending:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.file.close()
-        if self.path:
-            self.path.unlink(missing_ok=True)
+        self.close()
 
 
 class BlobStore:
@@ -187,4 +191,4 @@ class PendingFrame:
         self._pending.commit()
 
     def close(self) -> None:
-        self._pending.__exit__()
+        self._pending.close()
