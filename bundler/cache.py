@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import BinaryIO
 
 from bundler.atomic import remove_stale, temp_name
-from bundler.digest import CHUNK, VerifyingReader, hex_of
+from bundler.digest import CHUNK, VerifyingReader, hash_rest, hex_of
 
 
 def default_dir() -> Path:
@@ -80,10 +81,8 @@ class BlobStore:
         except FileNotFoundError:
             return False
         with f:
-            h = hashlib.sha256()
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-        if "sha256:" + h.hexdigest() == digest:
+            actual = "sha256:" + hash_rest(f).hexdigest()
+        if actual == digest:
             return True
         self.path(digest).unlink(missing_ok=True)
         return False
@@ -138,25 +137,19 @@ class FrameCache:
             return None
         with f:
             header = f.read(len(_FRAME_MAGIC) + 32)
-            h = hashlib.sha256()
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-        if header == _FRAME_MAGIC + h.digest():
+            frame_hash = hash_rest(f).digest()
+        if header == _FRAME_MAGIC + frame_hash:
             self._checked[key] = path
             return path
         path.unlink(missing_ok=True)
         return None
 
     @staticmethod
-    def copy(path: Path, out: BinaryIO) -> int:
-        """Copy a looked-up frame's bytes to `out`; returns how many."""
-        n = 0
+    def copy(path: Path, out: BinaryIO) -> None:
+        """Copy a looked-up frame's bytes to `out`."""
         with open(path, "rb") as f:
             f.seek(len(_FRAME_MAGIC) + 32)
-            while chunk := f.read(CHUNK):
-                out.write(chunk)
-                n += len(chunk)
-        return n
+            shutil.copyfileobj(f, out, CHUNK)
 
     def writer(self, key: str) -> PendingFrame:
         return PendingFrame(self._path(key))
@@ -166,8 +159,7 @@ class FrameCache:
         pending = self.writer(key)
         try:
             with open(frame, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    pending.write(chunk)
+                shutil.copyfileobj(f, pending, CHUNK)
             pending.commit()
         finally:
             pending.close()

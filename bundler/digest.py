@@ -34,6 +34,14 @@ def check(data: bytes, digest: str, what: str) -> None:
         raise DigestMismatch(f"{what}: digest mismatch: expected {digest}, got {actual}")
 
 
+def hash_rest(f: BinaryIO) -> hashlib._Hash:
+    """The sha256 of what is left to read in `f`, read in CHUNK pieces."""
+    h = hashlib.sha256()
+    while chunk := f.read(CHUNK):
+        h.update(chunk)
+    return h
+
+
 class VerifyingReader:
     """Reads `size` bytes from `raw`, raising DigestMismatch on more, fewer, or other bytes.
 

@@ -82,6 +82,26 @@ def drain(reader: BinaryIO) -> None:
         pass
 
 
+def uncompressed_digest(raw: BinaryIO, what: str,
+                        on_plain: Callable[[bytes], object] | None = None) -> str:
+    """Read a layer blob to its end; the sha256 of its uncompressed content (the diff_id it
+    should have). `on_plain` gets every uncompressed chunk. A decode error is raised only
+    after `raw` was read to its end: if `raw` checks its own digest, a blob that fails it is
+    the better explanation and is raised instead."""
+    h = hashlib.sha256()
+    plain = decompressed(raw)
+    try:
+        while chunk := read_plain(plain, what):
+            h.update(chunk)
+            if on_plain:
+                on_plain(chunk)
+    except DigestMismatch:
+        drain(raw)
+        raise
+    drain(raw)
+    return "sha256:" + h.hexdigest()
+
+
 def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> None:
     """Copy the layer into `store` (under its diff_id when `uncompressed`, else under its own
     digest); both digests are checked. On any failure nothing is added to the store."""
@@ -89,18 +109,7 @@ def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> None
     try:
         with store.writer() as pending:
             tee = Tee(src, None if uncompressed else pending.write)
-            diff = hashlib.sha256()
-            plain = decompressed(tee)
-            try:
-                while chunk := read_plain(plain, what):
-                    diff.update(chunk)
-                    if uncompressed:
-                        pending.write(chunk)
-            except DigestMismatch:
-                drain(tee)  # a blob that fails its own digest is the better explanation
-                raise
-            drain(tee)  # read to the end so the blob's own digest is checked
-            actual = "sha256:" + diff.hexdigest()
+            actual = uncompressed_digest(tee, what, pending.write if uncompressed else None)
             if actual != layer.diff_id:
                 raise DigestMismatch(
                     f"{what}: diff_id mismatch: config says {layer.diff_id}, "

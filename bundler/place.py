@@ -8,7 +8,6 @@ with none of the importable suffixes, flushed, and renamed into place in the sam
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from bundler import verify
 from bundler.atomic import fsync_dir, remove_stale, temp_name
-from bundler.digest import CHUNK
+from bundler.digest import CHUNK, HashingWriter, hash_rest
 from bundler.errors import EnvironmentFailure, InputError, VerificationFailed
 
 DATA_DIRS = {"k3s": "/var/lib/rancher/k3s", "rke2": "/var/lib/rancher/rke2"}
@@ -79,14 +78,12 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
 def _copy(source: Path, final: Path, sha256: str) -> None:
     temp = temp_name(final)
     try:
-        digest = hashlib.sha256()
         with open(source, "rb") as src, open(temp, "xb") as dst:
-            while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                dst.write(chunk)
+            copied = HashingWriter(dst)
+            shutil.copyfileobj(src, copied, CHUNK)
             dst.flush()
             os.fsync(dst.fileno())
-        if digest.hexdigest() != sha256:
+        if copied.hash.hexdigest() != sha256:
             # The source changed after it was verified: what we copied is not what we checked.
             raise VerificationFailed(f"{source}: changed while being placed; nothing placed")
         os.chmod(temp, 0o644)
@@ -105,8 +102,5 @@ def _check_space(directory: Path, size: int) -> None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hash_rest(f).hexdigest()

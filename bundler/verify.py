@@ -247,16 +247,11 @@ class _Content:
         if not head.head.lstrip().startswith(b"{"):
             data.keep = None
         if layer.is_compressed(head.head):
-            content = hashlib.sha256()
-            plain = layer.decompressed(head)
             try:
-                while chunk := layer.read_plain(plain, name):
-                    content.update(chunk)
+                content_digest = layer.uncompressed_digest(head, name)
             except BundlerError as e:
-                layer.drain(head)
                 self.problem(str(e))
-            layer.drain(head)
-            content_digest = "sha256:" + content.hexdigest()
+                content_digest = "undecodable"
         else:
             layer.drain(head)
             content_digest = "sha256:" + own.hexdigest()

@@ -10,7 +10,6 @@ so these images go into bundles with uncompressed layers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 from functools import partial
@@ -18,7 +17,7 @@ from functools import partial
 from bundler import layer as layers
 from bundler import mediatypes, platform
 from bundler.cache import BlobStore
-from bundler.digest import CHUNK, sha256_digest
+from bundler.digest import CHUNK, HashingWriter, sha256_digest
 from bundler.errors import BundlerError, InputError, NetworkError, PlatformError, RegistryError
 from bundler.image import Descriptor, Image, Layer, parse_config
 from bundler.platform import Platform
@@ -139,11 +138,10 @@ class DockerSource:
 
     def _store_file(self, tar: TarStream) -> str:
         with self._store.writer() as pending:
-            h = hashlib.sha256()
+            hashed = HashingWriter(pending)
             while chunk := tar.read_data(CHUNK):
-                h.update(chunk)
-                pending.write(chunk)
-            digest = "sha256:" + h.hexdigest()
+                hashed.write(chunk)
+            digest = hashed.digest
             if self._store.has(digest):
                 return digest  # the pending copy is dropped
             pending.commit(self._store.path(digest))
