@@ -21,10 +21,16 @@ from bundler.errors import InputError
 
 WINDOW_LOG = 25
 MAX_WINDOW = 1 << WINDOW_LOG
-# zstd's multi-threaded job size: 0 lets zstd derive it from the level and window, never
-# from the machine. 32 MiB jobs were measured 1.7% smaller on the compact stand-in bundle
-# (31.89 vs 32.44 MB) but cost 50 MiB more memory at level 16 and 116 MiB at level 3.
-JOB_SIZE = 0
+# zstd's multi-threaded jobs (measured on the 126 MB compact stand-in tar, level 16, 2 cores;
+# zstd's own choice there is 16 MiB jobs, each re-reading 16 MiB of the previous one):
+#   16 MiB jobs, overlap 1/2 window: 32.44 MB, 180 MiB, 33.8 CPU-s  (zstd's defaults)
+#   12 MiB jobs, overlap 1/8 window: 32.58 MB, 159 MiB, 30.9 CPU-s  (ours)
+#   32 MiB jobs, overlap 1/16:       31.94 MB, 237 MiB
+# Memory grows by about 5 MiB per MiB of job (zstd keeps five jobs of input with long mode),
+# and the bundle must stay within 1.2x of the zstd CLI's memory on the same work. Both values
+# are constants, never derived from the machine, so the bytes do not depend on it.
+MAX_JOB_SIZE = 12 << 20
+OVERLAP_LOG = 6  # overlap = window >> (9 - 6); zstd's default for levels below lazy2
 DEFAULT_LEVEL = 16
 MIN_LEVEL, MAX_LEVEL = 1, 22
 
@@ -44,16 +50,26 @@ def compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
     zstd's multi-threaded mode gives the same bytes for any worker count >= 1 (it differs only
     from single-threaded mode), so we always run it with at least one worker.
     """
+    base = zstandard.ZstdCompressionParameters.from_level(check_level(level),
+                                                          window_log=WINDOW_LOG)
     params = zstandard.ZstdCompressionParameters.from_level(
-        check_level(level),
+        level,
         window_log=WINDOW_LOG,
         enable_ldm=True,
         threads=max(1, os.cpu_count() or 1),
-        job_size=JOB_SIZE,
+        job_size=min(_zstd_job_size(base.chain_log, base.strategy), MAX_JOB_SIZE),
+        overlap_log=OVERLAP_LOG,
         write_checksum=True,
         write_content_size=False,
     )
     return zstandard.ZstdCompressor(compression_params=params)
+
+
+def _zstd_job_size(chain_log: int, strategy: int) -> int:
+    """The job size zstd picks with long mode (ZSTDMT_computeTargetJobLog): fast levels keep
+    their small jobs, only the big jobs of high levels are capped."""
+    cycle_log = chain_log - (1 if strategy >= zstandard.STRATEGY_BTLAZY2 else 0)
+    return 1 << max(21, cycle_log + 3)
 
 
 class Segment(Protocol):
@@ -66,7 +82,7 @@ class Segment(Protocol):
 
 
 # Bumped whenever the way a group is compressed changes (cached frames key).
-_FRAME_FORMAT = "zstd-frame-v1"
+_FRAME_FORMAT = "zstd-frame-v2"
 
 
 @dataclass(frozen=True)
@@ -80,7 +96,8 @@ class FrameGroup:
     def key(self) -> str:
         """What determines the frame's bytes: our parameters, zstd's version, the contents."""
         doc = {"format": _FRAME_FORMAT, "zstd": zstandard.ZSTD_VERSION, "level": self.level,
-               "windowLog": WINDOW_LOG, "segments": [s.key for s in self.segments]}
+               "windowLog": WINDOW_LOG, "maxJobSize": MAX_JOB_SIZE,
+               "overlapLog": OVERLAP_LOG, "segments": [s.key for s in self.segments]}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     @property
