@@ -8,7 +8,6 @@ Only idempotent requests (GET, HEAD) are retried; 401/403/404 never are: they ar
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
@@ -49,6 +48,8 @@ def retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # here: verify and place import this module, and never parse dates
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
