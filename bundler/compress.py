@@ -13,6 +13,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import zstandard
@@ -56,13 +57,37 @@ def compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
         level,
         window_log=WINDOW_LOG,
         enable_ldm=True,
-        threads=max(1, os.cpu_count() or 1),
+        threads=usable_cpus(),
         job_size=min(_zstd_job_size(base.chain_log, base.strategy), MAX_JOB_SIZE),
         overlap_log=OVERLAP_LOG,
         write_checksum=True,
         write_content_size=False,
     )
     return zstandard.ZstdCompressor(compression_params=params)
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota.
+
+    os.cpu_count() is the host's count; in a CI pod limited to 2 CPUs of a 64-core node, that
+    many zstd workers would each take a level-16 context (tens of MiB) and only contend.
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    for quota_file, period_file in (("cpu.max", None),  # cgroup v2: "<quota> <period>"
+                                    ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            fields = (cgroup / quota_file).read_text().split()
+            if period_file:
+                fields.append((cgroup / period_file).read_text().strip())
+            quota, period = int(fields[0]), int(fields[1])
+        except (OSError, ValueError, IndexError):  # no such file, or "max": no quota
+            continue
+        if quota > 0 and period > 0:
+            n = min(n, -(-quota // period))
+    return max(1, n)
 
 
 def _zstd_job_size(chain_log: int, strategy: int) -> int:

@@ -33,12 +33,42 @@ def test_window_is_25_whatever_the_level():
         assert len(frames) == 1 and frames[0].window_size == 1 << 25, level
 
 
+def _text(size):
+    r = random.Random(3)
+    words = [bytes(r.choices(b"abcdefghijklmnop", k=r.randint(2, 9))) for _ in range(2000)]
+    return b" ".join(r.choices(words, k=size // 5))[:size]
+
+
 def test_output_does_not_depend_on_core_count(monkeypatch):
-    outputs = set()
-    for cores in (1, 2, 8):
-        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
-        outputs.add(_ours(DATA))
-    assert len(outputs) == 1
+    # Level 1 jobs are 2 MiB: this input is three of them, so the workers really split it.
+    data = _text(6 << 20)
+    outputs = {}
+    for cores in (0, 1, 2, 8):  # 0: zstd's single-threaded mode, which bundler never uses
+        monkeypatch.setattr(compress, "usable_cpus", lambda cores=cores: cores)
+        outputs[cores] = _ours(data, level=1)
+    assert outputs[1] == outputs[2] == outputs[8]
+    assert outputs[0] != outputs[1]  # the input is one where the job split shows
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({}, None),  # no cgroup files: the affinity mask decides
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs of quota: two workers
+    ({"cpu.max": "100000 100000\n"}, 1),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+    ({"cpu.max": "garbage\n"}, None),
+])
+def test_usable_cpus_follows_cgroup_quota(tmp_path, monkeypatch, files, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert compress.usable_cpus(tmp_path) == (64 if expected is None else expected)
+
+
+def test_usable_cpus_follows_affinity():
+    assert compress.usable_cpus() <= len(os.sched_getaffinity(0))
 
 
 def test_frames_reads_windows_of_concatenated_and_skippable_frames():
