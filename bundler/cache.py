@@ -113,43 +113,44 @@ _FRAME_MAGIC = b"bundler-frame-1\n"
 class FrameCache:
     """Compressed zstd frames keyed by what they compress (see compress.FrameGroup.key).
 
-    Each file holds a small header with the sha256 of the frame, so a damaged entry is noticed
-    before a byte of it reaches a bundle.
+    Each file holds a small header with the sha256 of the frame, checked as the frame is
+    copied out: a damaged entry is removed, and the caller takes its bytes back out of the
+    bundle, which is still a temporary file then.
     """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         remove_stale(self.root)
-        self._checked: dict[str, Path] = {}  # frames verified in this run
 
     def _path(self, key: str) -> Path:
         return self.root / key
 
     def lookup(self, key: str) -> Path | None:
-        """The cached frame file for `key` if present and intact (a bad one is removed)."""
-        if key in self._checked:
-            return self._checked[key]
+        """The cached frame file for `key`, if there is one (its bytes are checked by copy)."""
         path = self._path(key)
         try:
-            f = open(path, "rb")
+            with open(path, "rb") as f:
+                header = f.read(len(_FRAME_MAGIC))
         except FileNotFoundError:
             return None
-        with f:
-            header = f.read(len(_FRAME_MAGIC) + 32)
-            frame_hash = hash_rest(f).digest()
-        if header == _FRAME_MAGIC + frame_hash:
-            self._checked[key] = path
-            return path
-        path.unlink(missing_ok=True)
-        return None
+        return path if header == _FRAME_MAGIC else None
 
     @staticmethod
-    def copy(path: Path, out: BinaryIO) -> None:
-        """Copy a looked-up frame's bytes to `out`."""
+    def copy(path: Path, out: BinaryIO) -> bool:
+        """Copy a looked-up frame's bytes to `out`, hashing them on the way (one read, not a
+        check and then a copy). False if they are not what was stored: the entry is then
+        removed, and what was written to `out` must be taken back."""
+        h = hashlib.sha256()
         with open(path, "rb") as f:
-            f.seek(len(_FRAME_MAGIC) + 32)
-            shutil.copyfileobj(f, out, CHUNK)
+            stored = f.read(len(_FRAME_MAGIC) + 32)[len(_FRAME_MAGIC):]
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+        if h.digest() == stored:
+            return True
+        path.unlink(missing_ok=True)
+        return False
 
     def writer(self, key: str) -> PendingFrame:
         return PendingFrame(self._path(key))

@@ -18,6 +18,7 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
+from bundler.digest import HashingWriter
 from bundler.errors import InputError
 
 WINDOW_LOG = 25
@@ -130,21 +131,24 @@ class FrameGroup:
         return sum(s.size for s in self.segments)
 
 
-def write_frames(groups: Sequence[FrameGroup], out: BinaryIO, cache=None,
+def write_frames(groups: Sequence[FrameGroup], out: HashingWriter, cache=None,
                  on_bytes: Callable[[int], object] | None = None) -> None:
     """Compress each group into one frame on `out`; concatenated frames are one zstd stream.
 
     With a cache (cache.FrameCache), a frame compressed before is copied instead, and a new
-    one is kept for next time.
+    one is kept for next time; a cached frame found damaged while copied is taken back out
+    and compressed again.
     """
     for group in groups:
         cached = cache.lookup(group.key) if cache else None
         if cached:
-            cache.copy(cached, out)
-            if on_bytes:
-                on_bytes(group.size)
-        else:
-            _compress_group(group, out, cache, on_bytes)
+            mark = out.mark()
+            if cache.copy(cached, out):
+                if on_bytes:
+                    on_bytes(group.size)
+                continue
+            out.rewind(mark)
+        _compress_group(group, out, cache, on_bytes)
 
 
 def _compress_group(group: FrameGroup, out: BinaryIO, cache,

@@ -108,6 +108,17 @@ class HashingWriter:
     def flush(self) -> None:
         self._raw.flush()
 
+    def mark(self) -> tuple[int, hashlib._Hash, int]:
+        """Where the output is now, for rewind(); `raw` must be a seekable file."""
+        return self._raw.tell(), self.hash.copy(), self.size
+
+    def rewind(self, mark: tuple[int, hashlib._Hash, int]) -> None:
+        """Take back everything written since mark(), as if it never was."""
+        position, hashed, self.size = mark
+        self._raw.seek(position)
+        self._raw.truncate()
+        self.hash = hashed.copy()
+
     @property
     def digest(self) -> str:
         return "sha256:" + self.hash.hexdigest()

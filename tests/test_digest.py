@@ -3,7 +3,7 @@ import io
 
 import pytest
 
-from bundler.digest import VerifyingReader
+from bundler.digest import HashingWriter, VerifyingReader
 from bundler.errors import DigestMismatch
 
 DATA = b"layer bytes" * 1000
@@ -27,3 +27,16 @@ def test_good_stream_passes():
 def test_bad_streams_fail_naming_the_blob(data, size, fragment):
     with pytest.raises(DigestMismatch, match=f"img: layer 0: {fragment}"):
         _drain(VerifyingReader(io.BytesIO(data), GOOD, size, "img: layer 0"))
+
+
+def test_rewind_takes_back_what_was_written_since_mark(tmp_path):
+    with open(tmp_path / "out", "wb") as f:
+        w = HashingWriter(f)
+        w.write(b"kept ")
+        mark = w.mark()
+        w.write(b"taken back")
+        w.rewind(mark)
+        w.write(b"after")
+    assert (tmp_path / "out").read_bytes() == b"kept after"
+    assert w.size == len(b"kept after")
+    assert w.digest == "sha256:" + hashlib.sha256(b"kept after").hexdigest()
