@@ -28,9 +28,9 @@ MAX_WINDOW = 1 << WINDOW_LOG
 #   16 MiB jobs, overlap 1/2 window: 32.44 MB, 180 MiB, 33.8 CPU-s  (zstd's defaults)
 #   12 MiB jobs, overlap 1/8 window: 32.58 MB, 159 MiB, 30.9 CPU-s  (ours)
 #   32 MiB jobs, overlap 1/16:       31.94 MB, 237 MiB
-# Memory grows by about 5 MiB per MiB of job (zstd keeps five jobs of input with long mode),
-# and the bundle must stay within 1.2x of the zstd CLI's memory on the same work. Both values
-# are constants, never derived from the machine, so the bytes do not depend on it.
+# Memory grows with the job size (159, 180, 226, 237 MiB for 12, 16, 24, 32 MiB jobs), and a
+# build must stay within 1.2x of the zstd CLI's memory on the same work (scripts/bench). Both
+# values are constants, never derived from the machine, so the bytes do not depend on it.
 MAX_JOB_SIZE = 12 << 20
 OVERLAP_LOG = 6  # overlap = window >> (9 - 6); zstd's default for levels below lazy2
 DEFAULT_LEVEL = 16
