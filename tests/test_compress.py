@@ -67,8 +67,10 @@ def test_usable_cpus_follows_cgroup_quota(tmp_path, monkeypatch, files, expected
     assert compress.usable_cpus(tmp_path) == (64 if expected is None else expected)
 
 
-def test_usable_cpus_follows_affinity():
-    assert compress.usable_cpus() <= len(os.sched_getaffinity(0))
+def test_usable_cpus_is_the_affinity_mask_not_the_host_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # taskset -c 0-2
+    assert compress.usable_cpus(tmp_path) == 3
 
 
 def test_frames_reads_windows_of_concatenated_and_skippable_frames():
