@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bundler.atomic import remove_stale, temp_name
-from bundler.digest import CHUNK, VerifyingReader, hash_rest, hex_of
+from bundler.digest import CHUNK, HashingWriter, VerifyingReader, hash_rest, hex_of
 
 
 def default_dir() -> Path:
@@ -141,13 +141,11 @@ class FrameCache:
         """Copy a looked-up frame's bytes to `out`, hashing them on the way (one read, not a
         check and then a copy). False if they are not what was stored: the entry is then
         removed, and what was written to `out` must be taken back."""
-        h = hashlib.sha256()
+        copied = HashingWriter(out)
         with open(path, "rb") as f:
             stored = f.read(len(_FRAME_MAGIC) + 32)[len(_FRAME_MAGIC):]
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-        if h.digest() == stored:
+            shutil.copyfileobj(f, copied, CHUNK)
+        if copied.hash.digest() == stored:
             return True
         path.unlink(missing_ok=True)
         return False
