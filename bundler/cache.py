@@ -9,7 +9,6 @@ it. Entries are checked again when read, and a corrupt one is dropped, to be fet
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -170,15 +169,14 @@ class PendingFrame:
     def __init__(self, final: Path):
         self._pending = _Pending(final)
         self._pending.write(_FRAME_MAGIC + bytes(32))
-        self._hash = hashlib.sha256()
+        self._frame = HashingWriter(self._pending)
 
     def write(self, data: bytes) -> None:
-        self._hash.update(data)
-        self._pending.write(data)
+        self._frame.write(data)
 
     def commit(self) -> None:
         self._pending.file.seek(len(_FRAME_MAGIC))
-        self._pending.file.write(self._hash.digest())
+        self._pending.file.write(self._frame.hash.digest())
         self._pending.commit()
 
     def close(self) -> None:
