@@ -11,10 +11,13 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from bundler import __version__
+from bundler import __version__, localfile
+from bundler.errors import InputError
 from bundler.image import Image
 
 SCHEMA_VERSION = 1
+# A sha256sum file has a line of ~100 bytes per file; K3s's release assets list a few dozen.
+MAX_SUMS = 1 << 20
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
 
@@ -62,12 +65,20 @@ def dumps_manifest(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
-def read_sums(path: Path) -> dict[str, str]:
-    """basename -> hex from a sha256sum file; a missing file is empty."""
+def read_sums(path: Path, *, follow_symlinks: bool = True) -> dict[str, str]:
+    """basename -> hex from a sha256sum file; a missing file is empty. InputError for one that
+    is not a regular file, is larger than MAX_SUMS, or is not UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = localfile.read_small(path, MAX_SUMS, "sha256sum file",
+                                    follow_symlinks=follow_symlinks)
     except FileNotFoundError:
         return {}
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text, not a sha256sum file") from None
     sums = {}
     for line in text.splitlines():
         m = _SUM_LINE.match(line)

@@ -6,11 +6,11 @@ diff_id, and an opener that streams the blob's bytes checked against the descrip
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from bundler import strictjson
 from bundler.digest import DIGEST_RE, sha256_digest
 from bundler.errors import RegistryError
 from bundler.platform import Platform
@@ -30,11 +30,14 @@ class Descriptor:
         if not isinstance(obj, dict):
             raise RegistryError(f"{what}: descriptor is not an object")
         digest, size = obj.get("digest"), obj.get("size")
-        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-            raise RegistryError(f"{what}: descriptor digest {digest!r} is not sha256:<hex>")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise RegistryError(f"{what}: descriptor size {size!r} is not a byte count")
-        return cls(str(obj.get("mediaType", "")), digest, size)
+        if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+            raise RegistryError(f"{what}: descriptor digest {_short(digest)} is not sha256:<hex>")
+        if not strictjson.is_count(size):
+            raise RegistryError(f"{what}: descriptor size {_short(size)} is not a byte count")
+        media_type = obj.get("mediaType", "")
+        if not isinstance(media_type, str):
+            raise RegistryError(f"{what}: descriptor mediaType is not a string")
+        return cls(media_type, digest, size)
 
 
 @dataclass(frozen=True)
@@ -70,16 +73,14 @@ class Image:
 
     @property
     def config_descriptor(self) -> Descriptor:
-        doc = json.loads(self.manifest)
+        doc = strictjson.loads(self.manifest)
+        assert isinstance(doc, dict)  # parse_manifest accepted these bytes before
         return Descriptor.from_json(doc.get("config"), f"{self.reference}: manifest config")
 
 
 def parse_manifest(body: bytes, what: str) -> tuple[Descriptor, list[Descriptor]]:
     """The config and layer descriptors of an image manifest."""
-    try:
-        doc = json.loads(body)
-    except ValueError as e:
-        raise RegistryError(f"{what}: manifest is not JSON ({e})") from None
+    doc = load_document(body, f"{what}: manifest")
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise RegistryError(f"{what}: not a schema 2 image manifest")
     config = Descriptor.from_json(doc.get("config"), f"{what}: config")
@@ -91,19 +92,31 @@ def parse_manifest(body: bytes, what: str) -> tuple[Descriptor, list[Descriptor]
 
 def parse_config(body: bytes, layer_count: int, what: str) -> tuple[Platform, list[str]]:
     """The platform and diff_ids an image config declares, checked against the layer count."""
-    try:
-        doc = json.loads(body)
-    except ValueError as e:
-        raise RegistryError(f"{what}: config is not JSON ({e})") from None
+    doc = load_document(body, f"{what}: config")
     rootfs = doc.get("rootfs") if isinstance(doc, dict) else None
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list) or not all(
-        isinstance(d, str) and DIGEST_RE.match(d) for d in diff_ids
+        isinstance(d, str) and DIGEST_RE.fullmatch(d) for d in diff_ids
     ):
         raise RegistryError(f"{what}: config has no valid rootfs.diff_ids")
     if len(diff_ids) != layer_count:
         raise RegistryError(
             f"{what}: config lists {len(diff_ids)} diff_ids for {layer_count} layers"
         )
-    return Platform(doc.get("os", ""), doc.get("architecture", ""),
-                    doc.get("variant") or None), diff_ids
+    fields = [doc.get(key) or "" for key in ("os", "architecture", "variant")]
+    if not all(isinstance(f, str) for f in fields):
+        raise RegistryError(f"{what}: config os, architecture or variant is not a string")
+    return Platform(fields[0], fields[1], fields[2] or None), diff_ids
+
+
+def load_document(body: bytes, what: str) -> object:
+    """A manifest, index or config, parsed as containerd's Go code would read it (or refused)."""
+    try:
+        return strictjson.loads(body)
+    except strictjson.StrictJSONError as e:
+        raise RegistryError(f"{what}: bad JSON ({e})") from None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

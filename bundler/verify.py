@@ -6,12 +6,18 @@ against the layout, every blob against its name, every layer (decompressed) agai
 config's diff_id, and index.json, manifest.json and repositories against each other and the
 checksum manifest. Memory stays flat: blobs are hashed as they stream; only small JSON
 documents (manifests, configs, metadata) are kept.
+
+Everything in a bundle may be hostile. JSON is read as Go reads it (strictjson), the tar as
+Go's archive/tar reads it (tarstream), and the work is bounded: each distinct manifest is
+checked once however often index.json names it, the bytes decompressed (the tar and the
+layers inside it) may not exceed `max_inflation` times the file's size, and a bundle may hold
+at most MAX_MEMBERS members.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +25,11 @@ from typing import BinaryIO
 
 import zstandard
 
-from bundler import archive, compress, layer, platform, reference
+from bundler import archive, compress, layer, localfile, platform, reference, strictjson
 from bundler.checksums import read_sums
-from bundler.digest import CHUNK, DIGEST_RE
+from bundler.digest import CHUNK, hash_rest
 from bundler.errors import BundlerError, InputError
-from bundler.image import parse_config, parse_manifest
+from bundler.image import Descriptor, parse_config, parse_manifest
 from bundler.platform import Platform
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 
@@ -31,7 +37,17 @@ from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 MAX_METADATA = 4 << 20
 # All JSON documents kept together; a bundle of three images needs a few hundred KiB.
 MAX_KEPT = 64 << 20
-_BLOB_RE = re.compile(r"^blobs/sha256/([a-f0-9]{64})$")
+# Ours has a few hundred members; 100,000 keeps verify's bookkeeping in tens of MiB.
+MAX_MEMBERS = 100_000
+# A bundle may decompress (tar, then the layers in it) to this many times its own size, and
+# always to INFLATION_FLOOR. Real bundles: ~4x (uncompressed layers), ~5x (gzip layers inside).
+DEFAULT_MAX_INFLATION = 100
+INFLATION_FLOOR = 1 << 30
+# The checksum manifest of a few hundred images is well under 1 MiB.
+MAX_CHECKSUM_MANIFEST = 16 << 20
+# Problems kept in a report; the rest are counted (a hostile bundle can make millions).
+MAX_PROBLEMS_KEPT = 1000
+_BLOB_RE = re.compile(r"blobs/sha256/([a-f0-9]{64})")
 _DIRS = {"blobs", "blobs/sha256"}
 BUNDLE_SUFFIX = ".tar.zst"
 
@@ -48,16 +64,23 @@ class Report:
     size: int = 0
     sha256: str = ""
     checked_against: list[str] = field(default_factory=list)
+    problem_count: int = 0  # problems found, kept or not
+    inflation_limited: bool = False  # stopped at the inflation limit
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return self.problem_count == 0 and not self.problems
+
+    def problem(self, text: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append(text)
 
     def as_json(self) -> dict:
         return {"file": self.file, "ok": self.ok, "size": self.size, "sha256": self.sha256,
                 "images": self.images, "blobs": self.blobs,
                 "checkedAgainst": self.checked_against, "problems": self.problems,
-                "notes": self.notes}
+                "problemCount": self.problem_count, "notes": self.notes}
 
 
 @dataclass
@@ -67,27 +90,59 @@ class _Blob:
     data: bytes | None  # kept when small enough to be a manifest or config
 
 
-def verify(bundle: str | Path, manifest: str | Path | None = None) -> Report:
-    """Verify `bundle`; InputError if it (or a given --manifest) cannot be read at all."""
+class InflationLimit(BundlerError):
+    """The bundle decompresses to more than verify was allowed to read."""
+
+
+class _Budget:
+    """Counts decompressed bytes against the inflation limit."""
+
+    def __init__(self, limit: int, file: str):
+        self.limit = limit
+        self.left = limit
+        self._file = file
+
+    def spend(self, data: bytes) -> None:
+        self.left -= len(data)
+        if self.left < 0:
+            raise InflationLimit(f"{self._file}: decompresses to more than {self.limit} bytes, "
+                                 "the inflation limit; stopped reading")
+
+
+def verify(bundle: str | Path, manifest: str | Path | None = None, *,
+           require_checksum: bool = False,
+           max_inflation: float = DEFAULT_MAX_INFLATION) -> Report:
+    """Verify `bundle`; InputError if it (or a given checksum manifest) cannot be read at all.
+
+    `require_checksum`: a bundle no checksum file vouches for fails. `max_inflation`: how many
+    times its own size the bundle may decompress to (tar plus layers), at least
+    INFLATION_FLOOR bytes; past that verify stops and fails.
+    """
     path = Path(bundle)
     report = Report(str(path))
     doc = _checksum_manifest(path, manifest, report)
     sums = _sums_beside(path, report)
     try:
-        f = open(path, "rb")
+        f = localfile.open_regular(path)
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
     with f:
-        _check_frames(f, report)
-        f.seek(0)
-        content = _Content(report)
-        outer = hashlib.sha256()
-        raw = layer.Tee(f, outer.update)
-        content.stream(raw)
-        layer.drain(raw)  # the outer checksum covers the whole file, even past a break
+        size = os.fstat(f.fileno()).st_size
+        budget = _Budget(max(int(size * max_inflation), INFLATION_FLOOR), path.name)
+        content = _Content(report, budget)
+        if _check_format(f, path, report):
+            _check_frames(f, report)
+            f.seek(0)
+            outer = hashlib.sha256()
+            raw = layer.Tee(f, outer.update)
+            content.stream(raw)
+            layer.drain(raw)  # the outer checksum covers the whole file, even past a break
+        else:
+            f.seek(0)
+            outer = hash_rest(f)
         report.size = f.tell()
     report.sha256 = outer.hexdigest()
-    _check_outer(path, report, doc, sums)
+    _check_outer(path, report, doc, sums, require_checksum)
     if content.complete:
         want = _expected_platform(doc, report)
         content.cross_check(want)
@@ -96,10 +151,29 @@ def verify(bundle: str | Path, manifest: str | Path | None = None) -> Report:
     return report
 
 
+def _check_format(f: BinaryIO, path: Path, report: Report) -> bool:
+    """Whether the file is zstd at all; if not, one problem that says what it is instead."""
+    head = f.read(512)
+    f.seek(0)
+    if head.startswith(layer.ZSTD_MAGIC) or head and layer.ZSTD_MAGIC.startswith(head):
+        return True  # (the second: cut off inside the magic; the frame walk says so)
+    if not head:
+        report.problem(f"{path.name}: empty file, not a bundle")
+    elif head[257:262] == b"ustar":
+        report.problem(f"{path.name}: a plain tar, not zstd-compressed (a bundle is a .tar.zst)")
+    elif head.startswith(layer.GZIP_MAGIC):
+        report.problem(f"{path.name}: gzip-compressed, not zstd (a bundle is a .tar.zst)")
+    else:
+        report.problem(f"{path.name}: not a zstd file (a bundle is a .tar.zst)")
+    return False
+
+
 def _checksum_manifest(path: Path, given: str | Path | None, report: Report) -> dict | None:
     candidate = Path(given) if given else path.with_name(_stem(path) + ".manifest.json")
     try:
-        text = candidate.read_text(encoding="utf-8")
+        # One we found beside the bundle is never read through a symlink.
+        data = localfile.read_small(candidate, MAX_CHECKSUM_MANIFEST, "checksum manifest",
+                                    follow_symlinks=given is not None)
     except FileNotFoundError:
         if given:
             raise InputError(f"{candidate}: no such checksum manifest") from None
@@ -107,11 +181,11 @@ def _checksum_manifest(path: Path, given: str | Path | None, report: Report) -> 
     except OSError as e:
         raise InputError(f"{candidate}: cannot read ({e.strerror})") from None
     try:
-        doc = json.loads(text)
-        if not isinstance(doc, dict) or doc.get("schemaVersion") != 1:
-            raise ValueError("not a bundler checksum manifest (schemaVersion 1)")
-    except ValueError as e:
-        raise InputError(f"{candidate}: {e}") from None
+        doc = strictjson.loads(data)
+    except strictjson.StrictJSONError as e:
+        raise InputError(f"{candidate}: not JSON ({e}); not a checksum manifest") from None
+    if not isinstance(doc, dict) or doc.get("schemaVersion") != 1:
+        raise InputError(f"{candidate}: not a bundler checksum manifest (schemaVersion 1)")
     report.checked_against.append(str(candidate))
     return doc
 
@@ -119,7 +193,7 @@ def _checksum_manifest(path: Path, given: str | Path | None, report: Report) -> 
 def _sums_beside(path: Path, report: Report) -> dict[str, str]:
     found = {}
     for sums in sorted(path.parent.glob("sha256sum-*.txt")):
-        entries = read_sums(sums)
+        entries = read_sums(sums, follow_symlinks=False)
         if path.name in entries:
             found[str(sums)] = entries[path.name]
             report.checked_against.append(str(sums))
@@ -135,11 +209,11 @@ def _check_frames(f: BinaryIO, report: Report) -> None:
     try:
         for frame in compress.frames(_Seeking(f)):
             if frame.window_size > compress.MAX_WINDOW:
-                report.problems.append(
+                report.problem(
                     f"zstd frame at byte {frame.offset}: window of {frame.window_size} bytes "
                     f"exceeds 2^{compress.WINDOW_LOG}, the most K3s decodes")
     except compress.FrameError as e:
-        report.problems.append(f"zstd: {e}")
+        report.problem(f"zstd: {e}")
 
 
 class _Seeking:
@@ -157,43 +231,56 @@ class _Seeking:
         return self._f.read(n)
 
 
-def _check_outer(path: Path, report: Report, doc: dict | None, sums: dict[str, str]) -> None:
+def _check_outer(path: Path, report: Report, doc: dict | None, sums: dict[str, str],
+                 require_checksum: bool) -> None:
     for source, hex_digest in sums.items():
         if hex_digest != report.sha256:
-            report.problems.append(
+            report.problem(
                 f"{path.name}: sha256 is {report.sha256}, {Path(source).name} says {hex_digest}")
     if doc is not None:
-        recorded = doc.get("bundle") or {}
+        recorded = _obj(doc.get("bundle"))
         if recorded.get("sha256") != report.sha256 or recorded.get("size") != report.size:
-            report.problems.append(
+            report.problem(
                 f"{path.name}: {report.size} bytes with sha256 {report.sha256}, the checksum "
-                f"manifest says {recorded.get('size')} bytes with sha256 {recorded.get('sha256')}")
+                f"manifest says {_short(recorded.get('size'))} bytes with sha256 "
+                f"{_short(recorded.get('sha256'))}")
     if doc is None and not sums:
-        report.notes.append(f"no checksum file beside {path.name}: checked its content only")
+        if require_checksum:
+            report.problem(f"{path.name}: no checksum file vouches for it (looked for "
+                           f"{_stem(path)}.manifest.json and sha256sum-*.txt beside it)")
+        else:
+            report.notes.append(f"no checksum file beside {path.name}: checked its content only")
 
 
 class _Content:
     """Collects what the tar holds while it streams, then cross-checks it."""
 
-    def __init__(self, report: Report):
+    def __init__(self, report: Report, budget: _Budget):
         self.report = report
+        self.budget = budget
         self.metadata: dict[str, bytes] = {}
         self.blobs: dict[str, _Blob] = {}
         self.seen: set[str] = set()
         self.complete = False
         self._kept = 0  # bytes of JSON blobs kept
+        self._members = 0
+        self._checked: dict[tuple[str, object], dict | None] = {}  # manifests checked once
 
     def problem(self, text: str) -> None:
-        self.report.problems.append(text)
+        self.report.problem(text)
 
     def stream(self, raw: BinaryIO) -> None:
         """Read the whole tar; when the stream itself breaks, `complete` stays False and
         nothing is cross-checked: what follows a break would only repeat it."""
         dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
         plain = dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True)
-        tar = TarStream(plain)
+        tar = TarStream(layer.Tee(plain, self.budget.spend))
         try:
             for member in tar:
+                self._members += 1
+                if self._members > MAX_MEMBERS:
+                    raise BundlerError(f"tar: more than {MAX_MEMBERS} members; not a bundle "
+                                       f"bundler can check (byte {member.offset})")
                 self._member(member, tar)
         except TarError as e:
             self.problem(f"tar: {e}")
@@ -201,6 +288,10 @@ class _Content:
         except zstandard.ZstdError as e:
             if not any(p.startswith("zstd") for p in self.report.problems):
                 self.problem(f"zstd: cannot decode ({e})")
+            return
+        except InflationLimit as e:
+            self.report.inflation_limited = True
+            self.problem(str(e))
             return
         except BundlerError as e:
             self.problem(str(e))
@@ -231,7 +322,7 @@ class _Content:
         if name in archive.METADATA:
             self.metadata[name] = _read_capped(tar, member.size, where)
             return
-        m = _BLOB_RE.match(name)
+        m = _BLOB_RE.fullmatch(name)
         if not m:
             self.problem(f"{where}: unexpected member")
             return
@@ -248,7 +339,9 @@ class _Content:
             data.keep = None
         if layer.is_compressed(head.head):
             try:
-                content_digest = layer.uncompressed_digest(head, name)
+                content_digest = layer.uncompressed_digest(head, name, self.budget.spend)
+            except InflationLimit:
+                raise
             except BundlerError as e:
                 self.problem(str(e))
                 content_digest = "undecodable"
@@ -297,62 +390,82 @@ class _Content:
         if not isinstance(entry, dict):
             self.problem(f"{where}: not an object")
             return None
-        name = (entry.get("annotations") or {}).get(archive.ANNOTATION_IMAGE_NAME)
+        annotations = entry.get("annotations")
+        if not isinstance(annotations, dict):
+            self.problem(f"{where}: annotations is not an object")
+            return None
+        name = annotations.get(archive.ANNOTATION_IMAGE_NAME)
         try:
-            ref = reference.parse(name or "")
+            if not isinstance(name, str):
+                raise InputError("missing or not a string")
+            ref = reference.parse(name)
             if ref.image_name != name:
                 raise InputError(f"not a full name (want {ref.image_name})")
         except InputError as e:
-            self.problem(f"{where}: {archive.ANNOTATION_IMAGE_NAME} {name!r}: {e}")
+            self.problem(f"{where}: {archive.ANNOTATION_IMAGE_NAME} {_short(name)}: {e}")
             return None
-        manifest = self._document(entry, f"{where} ({name}): manifest", referenced)
+        try:
+            desc = Descriptor.from_json(entry, where)
+        except BundlerError as e:
+            self.problem(str(e))
+            return None
+        # index.json may name one manifest many times (several tags): it is checked once.
+        key = (desc.digest, desc.size)
+        if key not in self._checked:
+            self._checked[key] = self._manifest(desc, f"{where} ({name})", referenced)
+        checked = self._checked[key]
+        if checked is None:
+            return None
+        have = checked["platform"]
+        if want and not platform.matches(want, have):
+            self.problem(f"{name}: config says {have}, the bundle is {want}")
+        declared = entry.get("platform")
+        if declared is not None:
+            if not isinstance(declared, dict):
+                self.problem(f"{where}: platform is not an object")
+            elif _platform_of(declared) != have:
+                self.problem(f"{where}: platform {_platform_of(declared)} but the config says "
+                             f"{have}")
+        return {**checked, "name": name, "ref": ref}
+
+    def _manifest(self, desc: Descriptor, what: str, referenced: set[str]) -> dict | None:
+        """The manifest, its config and layers checked against the blobs (once per digest)."""
+        manifest = self._document(desc, f"{what}: manifest", referenced)
         if manifest is None:
             return None
         try:
-            config_desc, layer_descs = parse_manifest(manifest, f"{name}: manifest")
+            config_desc, layer_descs = parse_manifest(manifest, f"{what}: manifest")
         except BundlerError as e:
             self.problem(str(e))
             return None
-        config = self._document(
-            {"digest": config_desc.digest, "size": config_desc.size}, f"{name}: config",
-            referenced)
+        config = self._document(config_desc, f"{what}: config", referenced)
         if config is None:
             return None
         try:
-            have, diff_ids = parse_config(config, len(layer_descs), f"{name}: config")
+            have, diff_ids = parse_config(config, len(layer_descs), f"{what}: config")
         except BundlerError as e:
             self.problem(str(e))
             return None
-        if want and not platform.matches(want, have):
-            self.problem(f"{name}: config says {have}, the bundle is {want}")
-        declared = platform.of(entry.get("platform") or {})
-        if entry.get("platform") and declared != have:
-            self.problem(f"{where}: platform {declared} but the config says {have}")
-        for n, (desc, diff_id) in enumerate(zip(layer_descs, diff_ids, strict=True)):
-            self._layer(f"{name}: layer {n} ({archive.blob_path(desc.digest)})", desc, diff_id,
-                        referenced)
-        return {"name": name, "ref": ref, "config": config_desc.digest,
-                "layers": [d.digest for d in layer_descs], "manifest": entry.get("digest"),
-                "platform": have}
+        for n, (layer_desc, diff_id) in enumerate(zip(layer_descs, diff_ids, strict=True)):
+            self._layer(f"{what}: layer {n} ({archive.blob_path(layer_desc.digest)})",
+                        layer_desc, diff_id, referenced)
+        return {"config": config_desc.digest, "layers": [d.digest for d in layer_descs],
+                "manifest": desc.digest, "platform": have}
 
-    def _document(self, desc: dict, what: str, referenced: set[str]) -> bytes | None:
-        digest, size = desc.get("digest"), desc.get("size")
-        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-            self.problem(f"{what}: bad digest {digest!r}")
-            return None
-        referenced.add(digest)
-        blob = self.blobs.get(digest)
+    def _document(self, desc: Descriptor, what: str, referenced: set[str]) -> bytes | None:
+        referenced.add(desc.digest)
+        blob = self.blobs.get(desc.digest)
         if blob is None:
-            self.problem(f"{what}: {archive.blob_path(digest)} is missing")
+            self.problem(f"{what}: {archive.blob_path(desc.digest)} is missing")
             return None
-        if blob.size != size:
-            self.problem(f"{what}: {archive.blob_path(digest)} is {blob.size} bytes, "
-                         f"descriptor says {size}")
+        if blob.size != desc.size:
+            self.problem(f"{what}: {archive.blob_path(desc.digest)} is {blob.size} bytes, "
+                         f"descriptor says {desc.size}")
         if blob.data is None:
-            self.problem(f"{what}: {archive.blob_path(digest)} is too large for a document")
+            self.problem(f"{what}: {archive.blob_path(desc.digest)} is too large for a document")
         return blob.data
 
-    def _layer(self, what: str, desc, diff_id: str, referenced: set[str]) -> None:
+    def _layer(self, what: str, desc: Descriptor, diff_id: str, referenced: set[str]) -> None:
         referenced.add(desc.digest)
         blob = self.blobs.get(desc.digest)
         if blob is None:
@@ -367,17 +480,19 @@ class _Content:
     def _docker_views(self, images: list[dict]) -> None:
         docker = _json(self.metadata.get(archive.DOCKER_MANIFEST, b"[]"),
                        archive.DOCKER_MANIFEST, self)
-        want = [{"Config": archive.blob_path(img["config"]),
-                 "RepoTags": [img["ref"].tagged_name] if img["ref"].tag else [],
-                 "Layers": [archive.blob_path(d) for d in img["layers"]]} for img in images]
-        if not isinstance(docker, list) or len(docker) != len(want):
-            self.problem(f"{archive.DOCKER_MANIFEST}: does not list the {len(want)} images of "
-                         f"{archive.INDEX}")
+        if not isinstance(docker, list) or len(docker) != len(images):
+            self.problem(f"{archive.DOCKER_MANIFEST}: does not list the {len(images)} images "
+                         f"of {archive.INDEX}")
         else:
-            for i, (have, expected) in enumerate(zip(docker, want, strict=True)):
+            # Compared one entry at a time: an index naming one big manifest many times must
+            # not build many copies of its layer list.
+            for i, (have, img) in enumerate(zip(docker, images, strict=True)):
+                expected = {"Config": archive.blob_path(img["config"]),
+                            "RepoTags": [img["ref"].tagged_name] if img["ref"].tag else [],
+                            "Layers": [archive.blob_path(d) for d in img["layers"]]}
                 if have != expected:
                     self.problem(f"{archive.DOCKER_MANIFEST}: entry {i} disagrees with "
-                                 f"{archive.INDEX} ({images[i]['name']})")
+                                 f"{archive.INDEX} ({img['name']})")
         repos = _json(self.metadata.get(archive.REPOSITORIES, b"{}"), archive.REPOSITORIES, self)
         expected_repos: dict[str, dict[str, str]] = {}
         for img in images:
@@ -410,64 +525,103 @@ def _read_capped(tar: TarStream, size: int, where: str) -> bytes:
 
 def _json(data: bytes, what: str, content: _Content) -> object:
     try:
-        return json.loads(data)
-    except ValueError as e:
-        content.problem(f"{what}: not JSON ({e})")
+        return strictjson.loads(data)
+    except strictjson.StrictJSONError as e:
+        content.problem(f"{what}: bad JSON ({e})")
         return None
 
 
+def _obj(value: object) -> dict:
+    """`value` if it is a JSON object, else an empty one (the caller reports what is absent)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _short(value: object) -> str:
+    text = repr(value) if not isinstance(value, (str, int)) or isinstance(value, bool) \
+        else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _platform_of(obj: dict) -> Platform | str:
+    fields = [obj.get(key) or "" for key in ("os", "architecture", "variant")]
+    if not all(isinstance(f, str) for f in fields):
+        return "(not strings)"
+    return Platform(fields[0], fields[1], fields[2] or None)
+
+
 def _expected_platform(doc: dict | None, report: Report) -> Platform | None:
-    if doc and isinstance(doc.get("arch"), str):
+    if doc and "arch" in doc:
         try:
+            if not isinstance(doc["arch"], str):
+                raise InputError("not a string")
             return platform.for_arch(doc["arch"])
         except InputError:
-            report.problems.append(f"checksum manifest: bad arch {doc['arch']!r}")
+            report.problem(f"checksum manifest: bad arch {_short(doc['arch'])}")
     return None
 
 
 def _against_manifest(doc: dict, content: _Content, report: Report) -> None:
     recorded = doc.get("images")
     if not isinstance(recorded, list):
-        report.problems.append("checksum manifest: no images list")
+        report.problem("checksum manifest: no images list")
         return
-    index = _json(content.metadata.get(archive.INDEX, b"{}"), archive.INDEX, content)
-    entries = {}
-    for e in (index or {}).get("manifests") or []:
-        if isinstance(e, dict):
-            entries[(e.get("annotations") or {}).get(archive.ANNOTATION_IMAGE_NAME)] = e
+    index = _obj(_json(content.metadata.get(archive.INDEX, b"{}"), archive.INDEX, content))
+    entries: dict[str, dict] = {}
+    manifests = index.get("manifests")
+    for e in manifests if isinstance(manifests, list) else []:
+        name = _obj(_obj(e).get("annotations")).get(archive.ANNOTATION_IMAGE_NAME)
+        if isinstance(name, str):
+            entries[name] = e
     seen = set()
+    layer_lists: dict[str, tuple[str, list[dict]] | None] = {}  # per manifest digest, parsed once
     for item in recorded:
         if not isinstance(item, dict):
-            report.problems.append("checksum manifest: an image entry is not an object")
+            report.problem("checksum manifest: an image entry is not an object")
             continue
         try:
-            name = reference.parse(str(item.get("reference", ""))).image_name
+            if not isinstance(item.get("reference"), str):
+                raise InputError("an image entry has no reference")
+            name = reference.parse(item["reference"]).image_name
         except InputError as e:
-            report.problems.append(f"checksum manifest: {e}")
+            report.problem(f"checksum manifest: {e}")
+            continue
+        if name in seen:
+            report.problem(f"checksum manifest: {name} is listed twice")
             continue
         seen.add(name)
         entry = entries.get(name)
         if entry is None:
-            report.problems.append(f"{name}: in the checksum manifest but not in the bundle")
+            report.problem(f"{name}: in the checksum manifest but not in the bundle")
             continue
-        if entry.get("digest") != item.get("manifestDigest"):
-            report.problems.append(f"{name}: manifest digest {entry.get('digest')}, checksum "
-                                   f"manifest says {item.get('manifestDigest')}")
+        digest = entry.get("digest")
+        if digest != item.get("manifestDigest"):
+            report.problem(f"{name}: manifest digest {_short(digest)}, checksum manifest says "
+                           f"{_short(item.get('manifestDigest'))}")
             continue
-        manifest = content.blobs.get(entry.get("digest"))
-        if manifest is None or manifest.data is None:
-            continue
-        try:
-            config, layer_descs = parse_manifest(manifest.data, name)
-        except BundlerError:
-            continue
-        if config.digest != item.get("configDigest"):
-            report.problems.append(f"{name}: config digest {config.digest}, checksum manifest "
-                                   f"says {item.get('configDigest')}")
-        have = [{"digest": d.digest, "size": d.size} for d in layer_descs]
-        said = [{"digest": x.get("digest"), "size": x.get("size")} for x in
-                item.get("layers") or [] if isinstance(x, dict)]
+        if digest not in layer_lists:
+            layer_lists[digest] = _layers_of(content, digest)
+        if layer_lists[digest] is None:
+            continue  # cross_check has said what is wrong with it
+        config_digest, have = layer_lists[digest]
+        if config_digest != item.get("configDigest"):
+            report.problem(f"{name}: config digest {config_digest}, checksum manifest says "
+                           f"{_short(item.get('configDigest'))}")
+        layers = item.get("layers")
+        said = [{"digest": x.get("digest"), "size": x.get("size")}
+                for x in (layers if isinstance(layers, list) else []) if isinstance(x, dict)]
         if have != said:
-            report.problems.append(f"{name}: layers differ from the checksum manifest")
+            report.problem(f"{name}: layers differ from the checksum manifest")
     for name in sorted(set(entries) - seen):
-        report.problems.append(f"{name}: in the bundle but not in the checksum manifest")
+        report.problem(f"{name}: in the bundle but not in the checksum manifest")
+
+
+def _layers_of(content: _Content, digest: str) -> tuple[str, list[dict]] | None:
+    """(config digest, [{digest, size}] of the layers) of a manifest in the bundle."""
+    manifest = content.blobs.get(digest)
+    if manifest is None or manifest.data is None:
+        return None
+    try:
+        config, layer_descs = parse_manifest(manifest.data, digest)
+    except BundlerError:
+        return None
+    return config.digest, [{"digest": d.digest, "size": d.size} for d in layer_descs]
