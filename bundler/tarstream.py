@@ -1,36 +1,83 @@
 """A strict, streaming tar reader: members in order, each with a stream of its data.
 
-Used by verify, which must account for every byte of a bundle, so it is stricter than tarfile:
-header checksums are checked, pax and GNU long names are understood, and anything after the
-end-of-archive marker other than zero padding is an error. Offsets in messages are positions
-in the uncompressed tar.
+verify must check the very members containerd and K3s import, and they read tars with Go's
+archive/tar, which reads some headers differently from Python's tarfile (and from the reader
+this one replaced; issue 10: two pax headers in a row hid a second index.json). So wherever
+two readers could disagree, this one refuses. It accepts only what a plain POSIX writer
+produces (Python's tarfile in PAX_FORMAT, as archive.py uses it) and reads it exactly as Go's
+reader does (src/archive/tar: reader.go, strconv.go, format.go):
+
+- every header: POSIX ustar magic and version ("ustar\\0" "00"), no GNU or V7 header; the
+  checksum is the unsigned sum; typeflag '0' (file) or '5' (directory), or 'x' (one pax
+  header, for the member that follows);
+- numbers: octal digits with blanks only where both readers skip them, or base-256 as Go
+  decodes it; never a sign, an underscore or an inner space (Python's int() takes those);
+- strings: printable ASCII, then only NULs to the end of the field; the prefix field is
+  joined to the name as Go does (only when it is not empty);
+- pax records: exact "%d key=value\\n" framing, UTF-8, no NUL, keys `path` and `size` only,
+  each once;
+- padding and the end-of-archive marker: zeros, to the end of the stream.
+
+Offsets in messages are byte positions in the uncompressed tar.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 BLOCK = 512
-# Extended headers are metadata about the next member; they are small in any sane archive.
+# Go refuses a pax header of more than 1 MiB (maxSpecialFileSize, as libarchive does).
 _MAX_EXTENDED = 1 << 20
 
 REGULAR, DIRECTORY = "file", "dir"
-_TYPES = {b"0": REGULAR, b"\0": REGULAR, b"7": REGULAR, b"5": DIRECTORY, b"1": "hard link",
-          b"2": "symlink", b"3": "character device", b"4": "block device", b"6": "fifo"}
+_PAX = b"x"
+_KINDS = {b"0": REGULAR, b"5": DIRECTORY}
+# Named so a refusal says what the member is; anything else is "unknown type".
+_REFUSED = {
+    b"\0": "old-style (V7) regular file", b"1": "hard link", b"2": "symlink",
+    b"3": "character device", b"4": "block device", b"6": "fifo", b"7": "contiguous file",
+    b"g": "global pax header", b"L": "GNU long name", b"K": "GNU long link name",
+    b"S": "GNU sparse file", b"D": "GNU dump directory", b"M": "GNU multi-volume member",
+    b"N": "GNU old long name", b"V": "GNU volume label", b"X": "Solaris extended header",
+}
+
+_MAGIC, _VERSION = b"ustar\0", b"00"
+_GNU_MAGIC = b"ustar  \0"  # magic and version together, as GNU tar writes them
+
+# (name, start, end) of the numeric fields; Go parses every one of them (reader.go readHeader)
+# and fails the whole import when one does not parse.
+_NUMBERS = (("mode", 100, 108), ("uid", 108, 116), ("gid", 116, 124), ("size", 124, 136),
+            ("mtime", 136, 148), ("devmajor", 329, 337), ("devminor", 337, 345))
+_STRINGS = (("name", 0, 100), ("linkname", 157, 257), ("uname", 265, 297),
+            ("gname", 297, 329), ("prefix", 345, 500))
+# Octal as both readers read it: Go trims blanks and NULs at both ends (parseOctal), Python
+# cuts at the first NUL, then strips blanks (nti). Leading NULs would split them (Go skips
+# them, Python reads 0), so only blanks may lead; only blanks and NULs may follow.
+_OCTAL = re.compile(rb" *([0-7]+)[ \0]*")
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
+# A pax record: a decimal length without sign, blank or leading zero, then "key=value\n".
+_PAX_LENGTH = re.compile(rb"([1-9][0-9]*) ")
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A pax size record is only written for sizes an 11-digit octal field cannot hold.
+_OCTAL_SIZE_LIMIT = 8**11
+_INT64_LIMIT = 1 << 63  # Go's ParseInt(v, 10, 64) and parseNumeric overflow here
 
 
 class TarError(Exception):
-    """The archive is malformed; the message says where."""
+    """The archive is malformed or could be read differently by another reader; the message
+    says where."""
 
 
 @dataclass
 class Member:
     name: str
-    kind: str  # "file", "dir", "symlink", "hard link", "character device", ...
+    kind: str  # REGULAR or DIRECTORY: any other type is refused
     size: int
-    offset: int  # of the header
+    offset: int  # of the member's own header (after its pax header, if any)
     linkname: str = ""
 
 
@@ -63,7 +110,7 @@ class _Reader:
 
 class TarStream:
     """Iterate members with `for member in TarStream(f)`; read each one's data before the next
-    with read_data(); the iteration ends at the end-of-archive marker and checks the padding."""
+    with read_data(); the iteration ends at the end-of-archive marker and checks the rest."""
 
     def __init__(self, raw: BinaryIO, chunk: int = 1 << 20):
         self._r = _Reader(raw)
@@ -72,44 +119,43 @@ class TarStream:
         self._pad = 0
 
     def __iter__(self) -> Iterator[Member]:
-        extended: dict[str, str] = {}
+        pax: dict[str, str] | None = None
+        pax_at = 0
         while True:
             self._skip_rest()
             start = self._r.offset
             header = self._r.read(BLOCK)
-            if not header:
-                raise TarError(f"tar ends without its end-of-archive marker (byte {start})")
             if len(header) < BLOCK:
-                raise TarError(f"tar ends inside a header (byte {start})")
+                where = "a header" if header else "its end-of-archive marker"
+                raise TarError(f"tar ends without {where} (byte {start + len(header)})")
             if header == bytes(BLOCK):
+                if pax is not None:
+                    raise TarError(f"pax header at byte {pax_at} is followed by the end of "
+                                   f"the archive, not by a member")
                 self._check_end(start)
                 return
-            kind_flag, name, size, linkname = _parse_header(header, start)
-            if kind_flag in (b"x", b"g", b"L", b"K"):
+            flag, name, size = _parse_header(header, start)
+            if flag == _PAX:
+                if pax is not None:
+                    # Go keeps only the last of two pax headers, tarfile merges them keeping
+                    # the first's values: the member would have two names or two sizes.
+                    raise TarError(f"second pax header in a row at byte {start} (the first "
+                                   f"is at byte {pax_at}): readers merge them differently")
                 if size > _MAX_EXTENDED:
-                    raise TarError(f"extended header of {size} bytes at byte {start}")
-                data = self._r.exact(size, f"an extended header at byte {start}")
-                self._r.exact(-size % BLOCK, "padding")
-                if kind_flag == b"x":
-                    extended.update(_parse_pax(data, start))
-                elif kind_flag == b"L":
-                    extended["path"] = data.rstrip(b"\0").decode("utf-8", "replace")
-                elif kind_flag == b"K":
-                    extended["linkpath"] = data.rstrip(b"\0").decode("utf-8", "replace")
-                continue  # global pax headers ('g') carry nothing we use
-            if "size" in extended:
-                try:
-                    size = int(extended["size"])
-                except ValueError:
-                    raise TarError(f"bad pax size at byte {start}") from None
-            member = Member(extended.get("path", name), _TYPES.get(kind_flag,
-                            f"type {kind_flag!r}"), size, start,
-                            extended.get("linkpath", linkname))
-            extended = {}
-            has_data = member.kind == REGULAR
-            self._left = size if has_data else 0
-            self._pad = -size % BLOCK if has_data else 0
-            yield member
+                    raise TarError(f"pax header of {size} bytes at byte {start}, more than "
+                                   f"{_MAX_EXTENDED}")
+                data = self._r.exact(size, f"the pax header at byte {start}")
+                self._padding(-size % BLOCK, start)
+                pax, pax_at = _parse_pax(data, start), start
+                continue
+            kind = _KINDS[flag]
+            if pax is not None:
+                name, size = _apply_pax(pax, pax_at, name, size, start)
+                pax = None
+            _check_member(kind, name, size, start)
+            self._left = size if kind == REGULAR else 0
+            self._pad = -self._left % BLOCK
+            yield Member(name, kind, size, start)
 
     def read_data(self, n: int = -1) -> bytes:
         """The next bytes of the current member's data (b"" at its end)."""
@@ -127,62 +173,171 @@ class TarStream:
         while self.read_data():
             pass
         if self._pad:
-            self._r.exact(self._pad, "padding")
+            self._padding(self._pad, None)
             self._pad = 0
 
+    def _padding(self, n: int, header: int | None) -> None:
+        # No reader looks at padding; zeros are required so that every byte is accounted for.
+        at = self._r.offset
+        data = self._r.exact(n, "padding")
+        if data.count(0) != n:
+            whose = f" of the pax header at byte {header}" if header is not None else ""
+            raise TarError(f"padding{whose} is not zeros (byte {at + _first_nonzero(data)})")
+
     def _check_end(self, start: int) -> None:
-        # One zero block was read; the second, and all record padding, must be zeros too.
+        # One zero block was read; a second must follow (as every writer puts it), then
+        # nothing but zeros: Go stops at the marker, so bytes after it are never imported.
+        zeros = 0
         while True:
             data = self._r.read(self._chunk)
             if not data:
-                return
+                break
             if data.count(0) != len(data):
-                at = self._r.offset - len(data) + next(i for i, b in enumerate(data) if b)
+                at = self._r.offset - len(data) + _first_nonzero(data)
                 raise TarError(f"data after the end of the tar archive (byte {at}; the "
                                f"end-of-archive marker is at byte {start})")
+            zeros += len(data)
+        if zeros < BLOCK:
+            raise TarError(f"tar ends inside its end-of-archive marker (byte {start}: one "
+                           f"zero block, not two)")
 
 
-def _number(field: bytes, what: str, offset: int) -> int:
-    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256 for values that do not fit octal
-        if field[0] == 0xFF:
-            raise TarError(f"negative {what} in header at byte {offset}")
-        return int.from_bytes(field[1:], "big")
-    text = field.rstrip(b" \0").lstrip(b" ")
-    if not text:
-        return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise TarError(f"bad {what} field in header at byte {offset}") from None
+def _first_nonzero(data: bytes) -> int:
+    return len(data) - len(data.lstrip(b"\0"))
 
 
-def _parse_header(h: bytes, offset: int) -> tuple[bytes, str, int, str]:
-    stored = _number(h[148:156], "checksum", offset)
-    actual = sum(h[:148]) + 8 * 32 + sum(h[156:])
-    if stored != actual:
-        raise TarError(f"header checksum mismatch at byte {offset}")
-    name = _text(h[0:100])
-    if h[257:262] == b"ustar" and h[345:500].strip(b"\0"):
-        name = _text(h[345:500]) + "/" + name
-    return h[156:157], name, _number(h[124:136], "size", offset), _text(h[157:257])
+def _parse_header(h: bytes, at: int) -> tuple[bytes, str, int]:
+    """The typeflag, full name and size of a header block, or TarError."""
+    chksum = _octal(h[148:156], "chksum", at)
+    unsigned = sum(h[:148]) + 8 * 32 + sum(h[156:])
+    if chksum != unsigned:
+        # Go (and tarfile) also accept the signed sum; no writer we accept produces one, and
+        # a header whose bytes are all ASCII has equal sums.
+        raise TarError(f"header checksum mismatch at byte {at}")
+    magic = h[257:265]
+    if magic[:6] != _MAGIC or magic[6:] != _VERSION:
+        # Go reads a GNU header without its prefix field and a V7 one without owner names,
+        # other readers apply them: refuse both.
+        what = "GNU" if magic == _GNU_MAGIC else "non-POSIX (V7 or unknown)"
+        raise TarError(f"{what} tar header at byte {at} (magic {magic!r}); only POSIX "
+                       f"ustar/pax headers are accepted")
+    if h[500:512] != bytes(12):
+        # Go treats "tar\0" at byte 508 as a star header with a shorter prefix field.
+        raise TarError(f"header at byte {at}: bytes 500-511 are not zeros")
+    flag = h[156:157]
+    if flag != _PAX and flag not in _KINDS:
+        what = _REFUSED.get(flag, "unknown type")
+        raise TarError(f"{what} not allowed in a bundle (typeflag {flag!r} in the header at "
+                       f"byte {at})")
+    fields = {what: _string(h[start:end], what, at) for what, start, end in _STRINGS}
+    numbers = {what: _number(h[start:end], what, at) for what, start, end in _NUMBERS}
+    if fields["linkname"]:
+        raise TarError(f"header at byte {at}: link name {fields['linkname']!r} on a member "
+                       f"that is not a link")
+    # Go joins the prefix only when it is not empty (reader.go readHeader), as tarfile does.
+    name = fields["name"]
+    if fields["prefix"]:
+        name = fields["prefix"] + "/" + name
+    return flag, name, numbers["size"]
 
 
-def _text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "replace")
+def _octal(field: bytes, what: str, at: int) -> int:
+    m = _OCTAL.fullmatch(field)
+    if not m:
+        raise TarError(f"bad {what} field {field!r} in the header at byte {at}: not octal "
+                       f"digits padded with blanks or NULs")
+    return int(m.group(1), 8)
 
 
-def _parse_pax(data: bytes, offset: int) -> dict[str, str]:
-    out, pos = {}, 0
+def _number(field: bytes, what: str, at: int) -> int:
+    if field[0] & 0x80:
+        # Base-256: Go takes the low bits of the first byte too and makes 0xc0-0xff negative;
+        # tarfile knows only 0x80 and 0xff. Both read 0x80 alike.
+        value = int.from_bytes(field[1:], "big")
+        if field[0] != 0x80 or value >= _INT64_LIMIT:
+            raise TarError(f"bad base-256 {what} field {field!r} in the header at byte {at}")
+        return value
+    if what in ("devmajor", "devminor") and field == bytes(len(field)):
+        return 0  # some writers leave them empty; Go and tarfile both read 0
+    return _octal(field, what, at)
+
+
+def _string(field: bytes, what: str, at: int) -> str:
+    text, nul, rest = field.partition(b"\0")
+    if rest.count(0) != len(rest):
+        # Go and tarfile stop at the first NUL; what follows it would be a hidden second text.
+        raise TarError(f"{what} field in the header at byte {at} has bytes after its NUL "
+                       f"terminator ({field!r})")
+    if not _PRINTABLE.fullmatch(text):
+        raise TarError(f"{what} field in the header at byte {at} is not printable ASCII "
+                       f"({text!r})")
+    return text.decode("ascii")
+
+
+def _parse_pax(data: bytes, at: int) -> dict[str, str]:
+    """The records of a pax header, framed exactly as Go's parsePAXRecord wants them and
+    limited to the keys whose meaning every reader agrees on."""
+    records: dict[str, str] = {}
+    pos = 0
     while pos < len(data):
-        space = data.find(b" ", pos)
+        where = f"pax header at byte {at}: record at byte {at + BLOCK + pos}"
+        m = _PAX_LENGTH.match(data, pos)
+        if not m:
+            raise TarError(f"{where}: no decimal length and space")
+        end = pos + int(m.group(1))
+        if end > len(data) or end <= m.end() or data[end - 1:end] != b"\n":
+            raise TarError(f"{where}: its length does not end it with a newline")
+        body = data[m.end():end - 1]
+        if b"\0" in body:
+            raise TarError(f"{where}: NUL in the record")
         try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise TarError(f"bad pax record in extended header at byte {offset}") from None
-        record = data[space + 1 : pos + length - 1]  # drop the trailing newline
-        key, _, value = record.partition(b"=")
-        out[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-        if length <= 0:
-            raise TarError(f"bad pax record in extended header at byte {offset}")
-        pos += length
-    return out
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TarError(f"{where}: not UTF-8") from None
+        key, eq, value = text.partition("=")
+        if not eq or not key:
+            raise TarError(f"{where}: not key=value")
+        if key not in ("path", "size"):
+            # Anything else either means nothing to containerd or is read differently
+            # (mtime: Go rejects "1e3" or " 1", tarfile's float() reads them; uid/gid/size:
+            # tarfile reads a bad number as 0; GNU.sparse.*: Go makes the file sparse;
+            # hdrcharset: tarfile changes how it decodes names; linkpath: no links here).
+            raise TarError(f"{where}: pax key {key!r} not allowed (only path and size)")
+        if key in records:
+            raise TarError(f"{where}: second {key!r} record")
+        if not value:
+            # Go keeps the header's value for an empty record, tarfile takes the empty one.
+            raise TarError(f"{where}: empty {key!r} value")
+        records[key] = value
+        pos = end
+    return records
+
+
+def _apply_pax(pax: dict[str, str], pax_at: int, name: str, size: int, at: int
+               ) -> tuple[str, int]:
+    where = f"pax header at byte {pax_at} (for the header at byte {at})"
+    if "path" in pax:
+        name = pax["path"]
+        if _CONTROL.search(name):
+            raise TarError(f"{where}: control character in path {name!r}")
+    if "size" in pax:
+        value = pax["size"]
+        if not _DECIMAL.fullmatch(value) or int(value) >= _INT64_LIMIT:
+            raise TarError(f"{where}: bad size {value!r}")
+        # Writers use the record only for sizes the octal field cannot hold, and then put
+        # 0 there; a reader that skips pax records must not see a different, plausible size.
+        if int(value) < _OCTAL_SIZE_LIMIT or size != 0:
+            raise TarError(f"{where}: size record {value} where the header field could "
+                           f"hold it (header says {size})")
+        size = int(value)
+    return name, size
+
+
+def _check_member(kind: str, name: str, size: int, at: int) -> None:
+    if not name:
+        raise TarError(f"member without a name (header at byte {at})")
+    if kind == DIRECTORY and size:
+        raise TarError(f"directory {name!r} with a size of {size} (header at byte {at})")
+    if kind == REGULAR and name.endswith("/"):
+        # tarfile strips the slash of a pax path, Go keeps it, containerd cleans it away.
+        raise TarError(f"file {name!r} ends with '/' (header at byte {at})")
