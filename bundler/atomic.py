@@ -23,20 +23,31 @@ def temp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
-def remove_stale(directory: Path) -> None:
+def remove_stale(directory: Path, dir_fd: int | None = None) -> None:
     """Remove temporaries in `directory` left by runs that died (their process is gone);
-    those of runs still going are theirs to finish."""
+    those of runs still going are theirs to finish.
+
+    With `dir_fd` (the directory, opened), names are looked up and removed relative to it, so
+    a path swapped meanwhile cannot send the removal elsewhere; a symlink is removed, never
+    followed.
+    """
     try:
-        entries = list(directory.iterdir())
+        entries = list(os.scandir(directory if dir_fd is None else dir_fd))
     except FileNotFoundError:
         return
     for entry in entries:
         m = _TEMP_RE.match(entry.name)
-        if m and not _alive(int(m.group("pid"))):
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
+        if not m or _alive(int(m.group("pid"))):
+            continue
+        where = entry.path if dir_fd is None else entry.name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                # rmtree takes dir_fd from Python 3.11 on; place writes no directories.
+                shutil.rmtree(where, **({"dir_fd": dir_fd} if dir_fd is not None else {}))
             else:
-                entry.unlink(missing_ok=True)
+                os.unlink(where, dir_fd=dir_fd)
+        except OSError:
+            pass  # gone already, or not ours to remove (a sticky directory): leave it
 
 
 def _alive(pid: int) -> bool:

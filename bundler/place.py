@@ -4,17 +4,26 @@ K3s imports files from `<data-dir>/agent/images` by suffix (dotfiles too), at st
 v1.29.13/v1.30.9/v1.31.5/v1.32.0, whenever one appears or changes (fsnotify, 2 s debounce); a
 half-written file was imported and failed (k3s PR 10973). So the copy is written under a name
 with none of the importable suffixes, flushed, and renamed into place in the same directory.
+
+place runs as root into a directory K3s trusts, so it works by file descriptor (issue 10): the
+directory is opened once and every name is looked up relative to it, the copy is made through
+the descriptor it was created with (O_EXCL|O_NOFOLLOW), and a name is never followed. A
+directory other users may write to without the sticky bit is refused: there, anyone could swap
+the temporary for a symlink between our check and our rename.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundler import verify
-from bundler.atomic import fsync_dir, remove_stale, temp_name
+from bundler.atomic import remove_stale, temp_name
 from bundler.digest import CHUNK, HashingWriter, hash_rest
 from bundler.errors import EnvironmentFailure, InputError, VerificationFailed
 
@@ -25,6 +34,7 @@ IMPORTED_SUFFIXES = (".tar", ".tar.lz4", ".tar.bz2", ".tbz", ".tar.gz", ".tgz", 
                      ".tzst", ".txt")
 # Room left free beyond the bundle itself, so placing never fills the disk K3s runs on.
 _HEADROOM = 64 << 20
+_HEADROOM_TEXT = "64 MiB"
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,13 @@ def images_dir(images_dir: str | None, data_dir: str | None, distro: str) -> Pat
 
 
 def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
-          report: verify.Report | None = None) -> Placement:
-    """Verify `bundle`, then copy it atomically into `target_dir` (created if missing)."""
+          report: verify.Report | None = None, *,
+          before_rename: Callable[[str], object] | None = None) -> Placement:
+    """Verify `bundle`, then copy it atomically into `target_dir` (created if missing).
+
+    `before_rename` is a test hook: called with the temporary's name (in `target_dir`) after
+    the copy is complete and before it is checked and renamed, where an attacker would act.
+    """
     source = Path(bundle)
     if not source.name.endswith(IMPORTED_SUFFIXES[:-1]):
         raise InputError(f"{source}: K3s imports only {', '.join(IMPORTED_SUFFIXES[:-1])} files")
@@ -58,49 +73,152 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
         also = f"; {more} more, see bundler verify" if more else ""
         raise VerificationFailed(
             f"{source}: did not verify ({report.problems[0]}{also}); nothing placed", report)
-    final = target_dir / source.name
-    if final.is_file() and final.stat().st_size == report.size and \
-            _sha256(final) == report.sha256:
-        return Placement(final, report.size, report.sha256, "unchanged")
-    action = "replaced" if final.exists() else "placed"
-    if dry_run:
-        return Placement(final, report.size, report.sha256, f"would be {action}")
+    name = source.name
+    final = target_dir / name
     try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale(target_dir)
-        _check_space(target_dir, report.size)
-        _copy(source, final, report.sha256)
+        dir_fd = _open_dir(target_dir, create=not dry_run)
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, str(target_dir)) from None
+    if dir_fd is None:  # a dry run, and the directory does not exist yet
+        return Placement(final, report.size, report.sha256, "would be placed")
+    try:
+        _check_dir(dir_fd, target_dir)
+        if _same_file(dir_fd, name, report.size, report.sha256):
+            return Placement(final, report.size, report.sha256, "unchanged")
+        action = "replaced" if _lexists(dir_fd, name) else "placed"
+        if dry_run:
+            return Placement(final, report.size, report.sha256, f"would be {action}")
+        remove_stale(target_dir, dir_fd=dir_fd)
+        _check_space(dir_fd, target_dir, report.size)
+        _copy(source, dir_fd, target_dir, name, report.sha256, before_rename)
+    except OSError as e:
+        raise EnvironmentFailure.from_os_error(e, str(target_dir)) from None
+    finally:
+        os.close(dir_fd)
     return Placement(final, report.size, report.sha256, action)
 
 
-def _copy(source: Path, final: Path, sha256: str) -> None:
-    temp = temp_name(final)
+def _open_dir(directory: Path, create: bool) -> int | None:
+    """The target directory, opened without following a symlink at its own name.
+
+    A symlinked images directory is refused rather than followed: whoever can change the link
+    decides where root writes. The operator can name the real directory instead.
+    """
+    if create:
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     try:
-        with open(source, "rb") as src, open(temp, "xb") as dst:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    except OSError as e:
+        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+    if os.path.islink(directory):
+        raise EnvironmentFailure(
+            f"{directory}: is a symlink (to {os.readlink(directory)}); place does not follow "
+            "it: give the directory it points to as --images-dir")
+    raise EnvironmentFailure(f"{directory}: is not a directory")
+
+
+def _check_dir(dir_fd: int, directory: Path) -> None:
+    """Refuse a directory where someone other than root or us could swap the files in it,
+    as sshd refuses loose authorized_keys (StrictModes)."""
+    st = os.fstat(dir_fd)
+    if st.st_uid not in (0, os.geteuid()):
+        raise EnvironmentFailure(
+            f"{directory}: owned by uid {st.st_uid}, neither root nor us: its owner could swap "
+            "the file K3s imports; nothing placed")
+    loose = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if loose and not st.st_mode & stat.S_ISVTX:
+        who = "group and others" if loose == stat.S_IWGRP | stat.S_IWOTH else \
+            "group" if loose == stat.S_IWGRP else "others"
+        raise EnvironmentFailure(
+            f"{directory}: writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}) without the "
+            f"sticky bit: another user could swap the file K3s imports; `chmod go-w "
+            f"{directory}` (or `chmod +t`), then place again; nothing placed")
+
+
+def _lexists(dir_fd: int, name: str) -> bool:
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _same_file(dir_fd: int, name: str, size: int, sha256: str) -> bool:
+    """Whether `name` is a regular file with exactly these bytes; a symlink there is never
+    followed (it is replaced), and a FIFO swapped in is not waited on (O_NONBLOCK)."""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        return False
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        if not _same_inode(os.fstat(fd), st):
+            return False
+        return hash_rest(f).hexdigest() == sha256
+
+
+def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and stat.S_ISREG(b.st_mode)
+
+
+def _copy(source: Path, dir_fd: int, directory: Path, name: str, sha256: str,
+          before_rename: Callable[[str], object] | None) -> None:
+    temp = temp_name(Path(name)).name
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=dir_fd)
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb", closefd=False) as dst:
             copied = HashingWriter(dst)
             shutil.copyfileobj(src, copied, CHUNK)
-            dst.flush()
-            os.fsync(dst.fileno())
         if copied.hash.hexdigest() != sha256:
             # The source changed after it was verified: what we copied is not what we checked.
             raise VerificationFailed(f"{source}: changed while being placed; nothing placed")
-        os.chmod(temp, 0o644)
-        os.replace(temp, final)
-        fsync_dir(final.parent)
+        os.fchmod(fd, 0o644)
+        os.fsync(fd)
+        if before_rename:
+            before_rename(temp)
+        ours = os.fstat(fd)
+        if not _same_inode(ours, os.lstat(temp, dir_fd=dir_fd)):
+            raise EnvironmentFailure(
+                f"{directory / temp}: replaced by someone else while being placed; nothing "
+                "placed")
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        _check_placed(dir_fd, directory, name, ours)
+        os.fsync(dir_fd)
     finally:
-        temp.unlink(missing_ok=True)
+        os.close(fd)
+        try:
+            os.unlink(temp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
 
 
-def _check_space(directory: Path, size: int) -> None:
-    free = shutil.disk_usage(directory).free
+def _check_placed(dir_fd: int, directory: Path, name: str, ours: os.stat_result) -> None:
+    """After the rename, the final name must be a regular file: if something was swapped in
+    between our check and our rename, take it out again rather than leave it for K3s. (A
+    different regular file is another place of the same name finishing after us.)"""
+    st = os.lstat(name, dir_fd=dir_fd)
+    if not _same_inode(ours, st) and not stat.S_ISREG(st.st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        raise EnvironmentFailure(
+            f"{directory / name}: replaced by someone else while being placed; removed it")
+
+
+def _check_space(dir_fd: int, directory: Path, size: int) -> None:
+    fs = os.fstatvfs(dir_fd)
+    free = fs.f_bavail * fs.f_frsize
     if free < size + _HEADROOM:
         raise EnvironmentFailure(
             f"{directory}: {free / 1e6:.0f} MB free, placing needs {(size + _HEADROOM) / 1e6:.0f}"
-            " MB (the bundle plus headroom)")
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hash_rest(f).hexdigest()
+            f" MB (the bundle plus {_HEADROOM_TEXT} headroom)")
