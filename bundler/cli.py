@@ -8,13 +8,25 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bundler import __version__, bundle, cache, compress, config, fetch, mutate, place, verify
+from bundler import (
+    __version__,
+    bundle,
+    cache,
+    compress,
+    config,
+    fetch,
+    mutate,
+    place,
+    platform,
+    verify,
+)
 from bundler.errors import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     BundlerError,
     EnvironmentFailure,
+    InputError,
 )
 from bundler.progress import Progress
 
@@ -29,11 +41,18 @@ def parser() -> argparse.ArgumentParser:
         description="Build, verify and place K3s airgap image bundles (one zstd image tarball).",
     )
     p.add_argument("--version", action="version", version=f"bundler {__version__}")
+    # -v works before or after the subcommand; SUPPRESS keeps a subcommand's default from
+    # undoing a -v given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="also say what is retried and why, and where images come from "
+                              "(on stderr)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also say what is retried and why (on stderr)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    b = sub.add_parser("build", help="pull the images of an image list into one .tar.zst bundle",
+    b = sub.add_parser("build", parents=[verbose],
+                       help="pull the images of an image list into one .tar.zst bundle",
                        description="Pull the images of an image list for one platform and write "
                                    "one zstd-compressed image tarball K3s imports, with its "
                                    "image list and checksum files.")
@@ -51,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--source", choices=bundle.SOURCES, default="registry",
                    help="registry: pull over the network (default); docker: export from the "
                         "local Docker engine (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)")
-    b.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
+    b.add_argument("--pull", choices=("missing", "always", "never"),
                    help="with --source docker: pull through the daemon when the image is "
                         "missing (default), always, or never")
     b.add_argument("--registries", metavar="FILE",
@@ -66,25 +85,37 @@ def parser() -> argparse.ArgumentParser:
                    help=f"connect and read timeout (default: {config.DEFAULT_TIMEOUT:g})")
     b.add_argument("--jobs", type=int, default=fetch.DEFAULT_JOBS, metavar="N",
                    help=f"parallel blob downloads (default: {fetch.DEFAULT_JOBS})")
-    b.add_argument("--cache-dir", metavar="DIR",
-                   help=f"blob and compressed-frame cache kept across runs (default: "
-                        f"{cache.default_dir()}, from $XDG_CACHE_HOME)")
-    b.add_argument("--no-cache", action="store_true", help="keep nothing across runs")
+    caching = b.add_mutually_exclusive_group()
+    caching.add_argument("--cache-dir", metavar="DIR",
+                         help=f"blob and compressed-frame cache kept across runs (default: "
+                              f"{cache.default_dir()}, from $XDG_CACHE_HOME)")
+    caching.add_argument("--no-cache", action="store_true", help="keep nothing across runs")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     b.set_defaults(run=_build)
 
-    v = sub.add_parser("verify", help="check a bundle offline: checksums, zstd, tar, digests",
+    v = sub.add_parser("verify", parents=[verbose],
+                       help="check a bundle offline: checksums, zstd, tar, digests",
                        description="Check a bundle in one streaming pass, with no network: its "
                                    "checksum files, zstd frames, tar members, every blob and "
                                    "layer digest, and the image metadata.")
     v.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to check")
     v.add_argument("--manifest", metavar="FILE",
                    help="checksum manifest (default: NAME.manifest.json beside the bundle)")
+    v.add_argument("--require-checksum", action="store_true",
+                   help="fail unless a checksum manifest or sha256sum-*.txt beside the bundle "
+                        "(or --manifest) vouches for it")
+    v.add_argument("--max-inflation", type=float, default=verify.DEFAULT_MAX_INFLATION,
+                   metavar="RATIO",
+                   help=f"stop and fail when the bundle decompresses (tar plus layers) to more "
+                        f"than RATIO times its size, and at least "
+                        f"{verify.INFLATION_FLOOR >> 30} GiB (default: "
+                        f"{verify.DEFAULT_MAX_INFLATION:g})")
     v.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     v.set_defaults(run=_verify)
 
-    pl = sub.add_parser("place", help="verify a bundle and put it into K3s's agent/images",
+    pl = sub.add_parser("place", parents=[verbose],
+                        help="verify a bundle and put it into K3s's agent/images",
                         description="Verify a bundle, then copy it into the directory K3s (or "
                                     "RKE2) imports images from, atomically: K3s never sees a "
                                     "partial file. The .txt image list is not copied.")
@@ -104,9 +135,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if args.pull and args.source != "docker":
+        raise UsageError("--pull goes with --source docker: a registry build always pulls")
+    try:
+        platform.for_arch(args.arch)
+    except InputError as e:
+        raise UsageError(f"--arch {args.arch!r}: {e}") from None
     opts = bundle.BuildOptions(
         images=args.images, output_dir=args.output_dir, name=args.name, arch=args.arch,
-        layers=args.layers, source=args.source, pull=args.pull, registries=args.registries,
+        layers=args.layers, source=args.source, pull=args.pull or "missing",
+        registries=args.registries,
         default_endpoint=args.default_endpoint,
         level=args.level, timeout=args.timeout, jobs=args.jobs,
         cache_dir=None if args.no_cache else (args.cache_dir or str(cache.default_dir())),
@@ -117,14 +155,20 @@ def _build(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     elif not args.quiet:
         b = result["bundle"]
-        print(f"wrote {result['files'][0]}: {len(result['images'])} images, "
+        print(f"wrote {result['files'][0]}: {_count(len(result['images']), 'image')}, "
               f"{b['size']} bytes, sha256 {b['sha256']}", file=sys.stderr)
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    report = verify.verify(args.bundle, args.manifest)
+    if not args.max_inflation > 0:
+        raise UsageError(f"--max-inflation {args.max_inflation:g}: want a positive ratio")
+    report = verify.verify(args.bundle, args.manifest, require_checksum=args.require_checksum,
+                           max_inflation=args.max_inflation)
     _print_report(report, args.json)
+    if report.inflation_limited and not args.json:
+        print(f"bundler: note: if this bundle is expected to decompress that far, raise the "
+              f"limit with --max-inflation (now {args.max_inflation:g})", file=sys.stderr)
     return 0 if report.ok else EXIT_FAILED
 
 
@@ -153,16 +197,23 @@ def _print_report(report: verify.Report, as_json: bool) -> None:
     for note in report.notes:
         print(f"bundler: note: {note}", file=sys.stderr)
     if report.ok:
-        print(f"OK {report.file}: {len(report.images)} images, {report.blobs} blobs, "
-              f"{report.size / 1e6:.1f} MB")
+        print(f"OK {report.file}: {_count(len(report.images), 'image')}, "
+              f"{_count(report.blobs, 'blob')}, {report.size / 1e6:.1f} MB")
         return
     shown = report.problems[:_MAX_PROBLEMS]
     for problem in shown:
         print(f"{report.file}: {problem}")
-    if len(report.problems) > len(shown):
-        print(f"{report.file}: ... and {len(report.problems) - len(shown)} more problems")
-    print(f"FAILED {report.file}: {len(report.problems)} problem"
-          f"{'s' if len(report.problems) != 1 else ''}")
+    if report.problem_count > len(shown):
+        print(f"{report.file}: ... and {_count(report.problem_count - len(shown), 'more problem')}")
+    print(f"FAILED {report.file}: {_count(report.problem_count, 'problem')}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+class UsageError(InputError):
+    """Arguments that do not go together, said with the flags' names (exit 2)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

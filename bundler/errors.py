@@ -11,6 +11,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import errno
+import os
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -62,8 +63,25 @@ class EnvironmentFailure(BundlerError):
     def from_os_error(cls, e: OSError, where: str | None = None) -> EnvironmentFailure:
         """One line for a local I/O failure, naming the file or directory concerned."""
         where = e.filename or where
-        reason = "no space left on device" if e.errno == errno.ENOSPC else e.strerror or str(e)
+        reason = e.strerror or str(e)
+        if e.errno == errno.ENOSPC:
+            reason = "no space left on device"
+        elif e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename:
+            # mkdir over a file says "File exists", or "Not a directory" naming the child:
+            # name the file that stands where a directory should be.
+            blocker = _non_directory(str(e.filename))
+            if blocker:
+                where, reason = blocker, "not a directory"
         return cls(f"{where}: {reason}" if where else reason)
+
+
+def _non_directory(path: str) -> str | None:
+    """`path` or its nearest ancestor that exists and is not a directory."""
+    while path and path != os.path.dirname(path):
+        if os.path.lexists(path):
+            return None if os.path.isdir(path) else path
+        path = os.path.dirname(path)
+    return None
 
 
 class VerificationFailed(BundlerError):
