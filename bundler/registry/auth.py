@@ -7,20 +7,25 @@ scope and cache the token until shortly before it expires.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
+from urllib.parse import urlsplit
 
 import requests
 
-from bundler.config import Credentials
+from bundler.config import DEFAULT_TIMEOUT, Credentials
 from bundler.errors import RegistryError
-from bundler.registry import transport
+from bundler.registry import retry, transport
 
 _PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 # Renew a token this many seconds before the registry says it expires.
 _EXPIRY_MARGIN = 10
 # The token spec's default lifetime when expires_in is absent.
 _DEFAULT_EXPIRES_IN = 60
+# What may go into an Authorization header: RFC 6750 b64token characters, bounded.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_MAX_TOKEN = 16 << 10
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -32,11 +37,24 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 class Authenticator:
-    """Supplies the Authorization header for one registry host, per pull scope."""
+    """Supplies the Authorization header for one registry endpoint, per pull scope.
 
-    def __init__(self, session: requests.Session, host: str, credentials: Credentials | None):
+    The header itself goes only to the endpoint's own origin (client._follow). Credentials go
+    to a token realm only when that cannot put them on the wire in clear text or hand them to
+    a stranger: the realm is https, or the endpoint was itself configured as http:// and the
+    realm is http:// on the same host name (a registry and its token server on one machine,
+    the way distribution is often deployed in a lab). Any other realm is refused with one
+    line when we hold credentials: going anonymous would only trade a clear error for a
+    confusing "access denied". Without credentials nothing secret is sent and any http(s)
+    realm is used, subject to transport.check_target (issue 10 item 4).
+    """
+
+    def __init__(self, session: requests.Session, endpoint_url: str,
+                 credentials: Credentials | None, timeout: float = DEFAULT_TIMEOUT):
         self._session = session
-        self._host = host
+        self._endpoint = endpoint_url
+        self._host = transport.host_of(endpoint_url)
+        self._timeout = timeout
         self._credentials = credentials
         self._scheme: str | None = None
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -70,42 +88,74 @@ class Authenticator:
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
     def _fetch_token(self, params: dict[str, str], scope: str, what: str) -> tuple[str, float]:
-        realm = params["realm"]
+        realm = transport.without_userinfo(params["realm"])
+        transport.check_target(realm, self._endpoint, what, "names as its token realm")
         query = {"scope": params.get("scope") or scope}
         if params.get("service"):
             query["service"] = params["service"]
         c = self._credentials
+        if c and (c.identity_token or c.username):
+            self._check_realm(realm, what)
+        what = f"{what}: token from {transport.host_of(realm)}"
         if c and c.identity_token:
             # An identity token is an OAuth2 refresh token (distribution docs, oauth.md).
+            # POST is not retried: a server may rotate the refresh token on use.
             form = {**query, "grant_type": "refresh_token", "refresh_token": c.identity_token,
                     "client_id": "bundler"}
-            response = self._token_request("POST", realm, data=form, what=what)
+            body, _ = transport.read_small(
+                lambda: self._token_request("POST", realm, data=form, what=what),
+                transport.MAX_TOKEN_BODY, what, timeout=self._timeout, policy=retry.Policy(1))
         else:
-            auth = (c.username, c.password) if c and c.username else None
-            response = self._token_request("GET", realm, params=query, auth=auth, what=what)
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        # Some token servers send access_token instead of token (OAuth2 style).
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            raise RegistryError(f"{what}: token server {transport.redact(realm)} sent no token")
-        expires_in = body.get("expires_in") or _DEFAULT_EXPIRES_IN
-        return token, time.monotonic() + max(float(expires_in) - _EXPIRY_MARGIN, 1.0)
+            headers = {"Authorization": self._basic()} if c and c.username else {}
+            body, _ = transport.read_small(
+                lambda: self._token_request("GET", realm, params=query, headers=headers,
+                                            what=what),
+                transport.MAX_TOKEN_BODY, what, timeout=self._timeout)
+        return _parse_token(body, realm, what)
+
+    def _check_realm(self, realm: str, what: str) -> None:
+        scheme, host = urlsplit(realm).scheme, (urlsplit(realm).hostname or "").lower()
+        endpoint = urlsplit(self._endpoint)
+        same_host_http = (endpoint.scheme == "http" and scheme == "http"
+                          and host == (endpoint.hostname or "").lower())
+        if scheme != "https" and not same_host_http:
+            raise RegistryError(
+                f"{what}: {self._host} names a token realm on plain http at "
+                f"{transport.host_of(realm)}; not sending the credentials for {self._host} "
+                f"there (a realm must be https, or http on the endpoint's own host)")
 
     def _token_request(self, method: str, realm: str, *, what: str, **kwargs) -> requests.Response:
-        response = transport.send(self._session, method, realm, **kwargs)
+        response = transport.send(self._session, method, realm, stream=True,
+                                  timeout=self._timeout, **kwargs)
+        if response.status_code != 200:
+            response.close()  # its body is not read: nothing from it is shown
         if response.status_code in (401, 403):
             raise RegistryError(
-                f"{what}: authentication refused by {transport.redact(realm)} "
+                f"{what}: authentication refused by {transport.host_of(realm)} "
                 f"({response.status_code}); check the credentials for {self._host}",
                 status=response.status_code,
             )
         if response.status_code != 200:
             raise RegistryError(
-                f"{what}: token request to {transport.redact(realm)} failed "
+                f"{what}: token request to {transport.host_of(realm)} failed "
                 f"({response.status_code})",
                 status=response.status_code,
             )
         return response
+
+
+def _parse_token(body: bytes, realm: str, what: str) -> tuple[str, float]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        doc = None
+    doc = doc if isinstance(doc, dict) else {}
+    # Some token servers send access_token instead of token (OAuth2 style).
+    token = doc.get("token") or doc.get("access_token")
+    if not isinstance(token, str) or len(token) > _MAX_TOKEN or not _TOKEN_RE.fullmatch(token):
+        raise RegistryError(f"{what}: {transport.host_of(realm)} sent no usable token")
+    expires_in = doc.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) \
+            or not 0 < expires_in < 1e9:
+        expires_in = _DEFAULT_EXPIRES_IN
+    return token, time.monotonic() + max(float(expires_in) - _EXPIRY_MARGIN, 1.0)

@@ -7,7 +7,8 @@ Docker list and manifest v2); without it a registry may answer with one platform
 from __future__ import annotations
 
 import json
-from urllib.parse import urljoin, urlsplit
+import re
+from urllib.parse import urljoin
 
 import requests
 
@@ -28,21 +29,41 @@ class Client:
 
     def __init__(self, endpoint: Endpoint, timeout: float = DEFAULT_TIMEOUT):
         self.endpoint = endpoint
+        # A user:password@ in the URL is never sent, nor shown: credentials come from
+        # registries.yaml `configs` or Docker's config.json, and messages name host_of().
+        self._base = transport.without_userinfo(endpoint.url)
+        self.host = transport.host_of(self._base)
         self._timeout = timeout
         self._session = transport.new_session(endpoint.tls)
-        self._auth = Authenticator(self._session, endpoint.host, endpoint.credentials)
+        self._auth = Authenticator(self._session, self._base, endpoint.credentials, timeout)
 
     def manifest(self, repository: str, ref: str, what: str) -> tuple[bytes, str, str]:
         """(bytes, media type, digest) of a manifest; a digest `ref` is checked."""
-        response = self._get(repository, f"manifests/{ref}", what, accept=mediatypes.MANIFESTS)
-        try:
-            body = _read_capped(response, MAX_MANIFEST, what)
-        finally:
-            response.close()
+        what = f"{what}: manifest {ref}" if ref.startswith("sha256:") else what
+        body, response = transport.read_small(
+            lambda: self._get(repository, f"manifests/{ref}", what, accept=mediatypes.MANIFESTS),
+            MAX_MANIFEST, what, timeout=self._timeout)
         digest = sha256_digest(body)
         if ref.startswith("sha256:") and digest != ref:
             raise DigestMismatch(f"{what}: manifest digest mismatch: expected {ref}, got {digest}")
         return body, media_type_of(body, response.headers.get("Content-Type", "")), digest
+
+    def has_manifest(self, repository: str, digest: str, what: str) -> bool | None:
+        """Whether this repository holds the manifest `digest` (one HEAD): False on 404, None
+        when the registry does not answer HEAD. A manifest cached from another repository
+        must not stand in for one this repository lacks (issue 11 item 2)."""
+        try:
+            response = self._get(repository, f"manifests/{digest}", what,
+                                 accept=mediatypes.MANIFESTS, method="HEAD")
+        except RegistryError as e:
+            if e.status == 404:
+                return False
+            if e.status in (401, 403) or e.status in retry.RETRY_STATUSES:
+                raise
+            return None
+        response.close()
+        said = response.headers.get("Docker-Content-Digest", "")
+        return said in ("", digest)
 
     def manifest_digest(self, repository: str, tag: str, what: str) -> str | None:
         """The digest a tag points at, from a HEAD (which Docker Hub does not count against
@@ -56,7 +77,7 @@ class Client:
             return None  # a registry that does not do HEAD (405, 501): the GET will tell
         response.close()
         digest = response.headers.get("Docker-Content-Digest", "")
-        return digest if DIGEST_RE.match(digest) else None
+        return digest if DIGEST_RE.fullmatch(digest) else None
 
     def blob(self, repository: str, digest: str, what: str, size: int | None = None
              ) -> transport.BodyReader:
@@ -69,33 +90,39 @@ class Client:
         def reopen(offset: int) -> requests.Response:
             return self._get(repository, path, what, ranged_from=offset)
 
-        return transport.BodyReader(self._get(repository, path, what), what, size, reopen)
+        return transport.BodyReader(self._get(repository, path, what), what, size, reopen,
+                                    timeout=self._timeout)
 
     def _get(
         self, repository: str, path: str, what: str, accept: tuple[str, ...] = (),
         ranged_from: int = -1, method: str = "GET",
     ) -> requests.Response:
         repo = self.endpoint.repository(repository)
-        url = f"{self.endpoint.url}/v2/{repo}/{path}"
+        url = f"{self._base}/v2/{repo}/{path}"
         scope = f"repository:{repo}:pull"
         headers = {"Accept": ", ".join(accept)} if accept else {}
         if ranged_from > 0:
             headers["Range"] = f"bytes={ranged_from}-"
-        response = self._follow(method, url, headers, scope)
-        if response.status_code == 401 and self._auth.answer(response, scope, what):
+        response = self._follow(method, url, headers, scope, what)
+        # Only the endpoint itself may ask for our credentials: a 401 from storage behind a
+        # redirect could name any realm.
+        if response.status_code == 401 and transport.origin(response.url) == transport.origin(
+                self._base) and self._auth.answer(response, scope, what):
             response.close()
-            response = self._follow(method, url, headers, scope)
+            response = self._follow(method, url, headers, scope, what)
         if response.status_code != 200 and not (ranged_from > 0 and response.status_code == 206):
-            raise _error(response, what, self.endpoint.host)
+            raise _error(response, what, self.host, self._timeout)
         return response
 
-    def _follow(self, method: str, url: str, headers: dict[str, str], scope: str
+    def _follow(self, method: str, url: str, headers: dict[str, str], scope: str, what: str
                 ) -> requests.Response:
-        # Redirects are followed by hand so Authorization goes only to the endpoint's own host
-        # (blob storage behind a redirect must never see the registry's credentials).
+        # Redirects are followed by hand so Authorization goes only to the endpoint's own
+        # origin (scheme, host, port): blob storage behind a redirect must never see the
+        # registry's credentials, nor may a redirect to http:// on the same host name.
+        own = transport.origin(self._base)
         for _ in range(_MAX_REDIRECTS + 1):
             sent = dict(headers)
-            if urlsplit(url).netloc == self.endpoint.host:
+            if transport.origin(url) == own:
                 authorization = self._auth.authorization(scope)
                 if authorization:
                     sent["Authorization"] = authorization
@@ -108,27 +135,18 @@ class Client:
             response.close()
             if not location:
                 break
-            url = urljoin(url, location)
-        raise RegistryError(f"{method} {transport.redact(url)}: too many redirects")
-
-
-def _read_capped(response: requests.Response, cap: int, what: str) -> bytes:
-    reader = transport.BodyReader(response, what)
-    chunks, total = [], 0
-    while chunk := reader.read(1 << 16):
-        total += len(chunk)
-        if total > cap:
-            raise RegistryError(f"{what}: manifest larger than {cap} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+            target = transport.without_userinfo(urljoin(url, location))
+            transport.check_target(target, self._base, what, "redirected to", came_from=url)
+            url = target
+        raise RegistryError(f"{what}: {method} {transport.redact(url)}: too many redirects")
 
 
 def media_type_of(body: bytes, content_type: str = "") -> str:
     """A manifest's media type: its own mediaType field, else told by its fields."""
     try:
         doc = json.loads(body)
-    except ValueError:
-        doc = {}
+    except (ValueError, RecursionError):
+        doc = {}  # the manifest parser says what is wrong with it
     declared = doc.get("mediaType") if isinstance(doc, dict) else None
     if declared:
         return declared
@@ -138,18 +156,10 @@ def media_type_of(body: bytes, content_type: str = "") -> str:
     return content_type.split(";")[0].strip()
 
 
-def _error(response: requests.Response, what: str, host: str) -> RegistryError:
+def _error(response: requests.Response, what: str, host: str,
+           timeout: float = DEFAULT_TIMEOUT) -> RegistryError:
     status = response.status_code
-    code = message = ""
-    try:
-        errors = response.json().get("errors") or []
-        if errors:
-            code = errors[0].get("code", "")
-            message = errors[0].get("message", "")
-    except (ValueError, AttributeError):
-        pass
-    finally:
-        response.close()
+    code, message = _error_code(transport.error_body(response, timeout))
     detail = f"{code}: {message}" if code else response.reason or ""
     if status == 404:
         text = f"{what}: not found on {host} ({detail or 404})"
@@ -163,3 +173,17 @@ def _error(response: requests.Response, what: str, host: str) -> RegistryError:
     else:
         text = f"{what}: {host} answered {status} {detail}".rstrip()
     return RegistryError(text, status=status, code=code or None)
+
+
+def _error_code(body: bytes) -> tuple[str, str]:
+    """code and message of the first entry of a distribution error document, shortened."""
+    try:
+        errors = json.loads(body).get("errors") or []
+        code, message = errors[0].get("code") or "", errors[0].get("message") or ""
+    except (ValueError, RecursionError, AttributeError, LookupError, TypeError):
+        return "", ""
+    if not isinstance(code, str) or not isinstance(message, str):
+        return "", ""
+    # One line, printable, short: the text is the registry's, not ours.
+    clean = [re.sub(r"[^\x20-\x7e]", "?", s)[:200] for s in (code, message)]
+    return clean[0], clean[1]

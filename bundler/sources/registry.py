@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from bundler import mediatypes, platform
 from bundler.cache import BlobStore
 from bundler.config import DEFAULT_TIMEOUT, Endpoint, RegistriesConfig
 from bundler.digest import VerifyingReader
 from bundler.errors import BundlerError, PlatformError, RegistryError
-from bundler.image import Descriptor, Image, Layer, parse_config, parse_manifest
+from bundler.image import Descriptor, Image, Layer, load_document, parse_config, parse_manifest
 from bundler.platform import Platform
 from bundler.reference import Reference
 from bundler.registry import retry
@@ -59,11 +57,12 @@ class RegistrySource:
 
     def _pull(self, client: Client, ref: Reference) -> Image:
         what = str(ref)
-        body, media_type, digest = self._manifest(client, ref.repository, ref.ref, what)
+        body, media_type, digest = self._manifest(client, ref.repository, ref.ref, what,
+                                                  confirm=True)
         index_digest = None
         if media_type in mediatypes.INDEXES:
             index_digest = digest
-            entry = platform.select(json.loads(body), self._want, what)
+            entry = platform.select(load_document(body, what), self._want, what)
             chosen = Descriptor.from_json(entry, f"{what}: index entry")
             body, media_type, _ = retry.refetch_once(
                 lambda: self._manifest(client, ref.repository, chosen.digest, what))
@@ -89,12 +88,20 @@ class RegistrySource:
         return Image(ref, have, body, media_type, config, layers, index_digest)
 
 
-    def _manifest(self, client: Client, repository: str, ref: str, what: str
-                  ) -> tuple[bytes, str, str]:
+    def _manifest(self, client: Client, repository: str, ref: str, what: str,
+                  confirm: bool = False) -> tuple[bytes, str, str]:
+        """A manifest by tag or digest, from the cache when we have it. With `confirm`, a
+        cached by-digest manifest is used only once a HEAD says this repository holds it:
+        the cache is keyed by digest alone, and `name@sha256:<another repository's
+        manifest>` must fail warm as it fails cold (issue 11 item 2). Manifests named by an
+        index we already hold are in its repository by the registry's own rule."""
         digest = ref if ref.startswith("sha256:") else None
         if self._store is not None and digest is None:
             digest = client.manifest_digest(repository, ref, what)
         cached = self._cached(digest) if digest else None
+        if cached is not None and confirm and ref == digest and not client.has_manifest(
+                repository, digest, what):
+            cached = None  # the GET says why (MANIFEST_UNKNOWN), exactly as when cold
         if cached is not None:
             return cached, media_type_of(cached), digest
         body, media_type, digest = client.manifest(repository, ref, what)
