@@ -73,14 +73,14 @@ class Image:
 
     @property
     def config_descriptor(self) -> Descriptor:
-        doc = strictjson.loads(self.manifest)
+        doc = strictjson.loads(self.manifest, strictjson.MANIFEST)
         assert isinstance(doc, dict)  # parse_manifest accepted these bytes before
         return Descriptor.from_json(doc.get("config"), f"{self.reference}: manifest config")
 
 
 def parse_manifest(body: bytes, what: str) -> tuple[Descriptor, list[Descriptor]]:
     """The config and layer descriptors of an image manifest."""
-    doc = load_document(body, f"{what}: manifest")
+    doc = load_document(body, f"{what}: manifest", strictjson.MANIFEST)
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise RegistryError(f"{what}: not a schema 2 image manifest")
     config = Descriptor.from_json(doc.get("config"), f"{what}: config")
@@ -92,7 +92,7 @@ def parse_manifest(body: bytes, what: str) -> tuple[Descriptor, list[Descriptor]
 
 def parse_config(body: bytes, layer_count: int, what: str) -> tuple[Platform, list[str]]:
     """The platform and diff_ids an image config declares, checked against the layer count."""
-    doc = load_document(body, f"{what}: config")
+    doc = load_document(body, f"{what}: config", strictjson.CONFIG)
     rootfs = doc.get("rootfs") if isinstance(doc, dict) else None
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list) or not all(
@@ -109,10 +109,10 @@ def parse_config(body: bytes, layer_count: int, what: str) -> tuple[Platform, li
     return Platform(fields[0], fields[1], fields[2] or None), diff_ids
 
 
-def load_document(body: bytes, what: str) -> object:
+def load_document(body: bytes, what: str, schema: strictjson.Schema | None = None) -> object:
     """A manifest, index or config, parsed as containerd's Go code would read it (or refused)."""
     try:
-        return strictjson.loads(body)
+        return strictjson.loads(body, schema)
     except strictjson.StrictJSONError as e:
         raise RegistryError(f"{what}: bad JSON ({e})") from None
 

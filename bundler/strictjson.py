@@ -5,8 +5,9 @@ json module and Go's could read the same bytes differently, verify could approve
 while containerd imports another, so those inputs are refused instead:
 - Go matches object keys to struct fields case-insensitively, with Unicode folding
   (`"Digest"`, `"ſize"` and `"size"` are one field to Go, three to Python) and keeps the last
-  duplicate: keys equal under case folding are refused, and so are keys that fold to a field
-  name of the image specs without being spelled exactly as the specs spell it;
+  duplicate: in the objects that are structs to containerd (descriptors, platforms, index,
+  manifest, config, rootfs, docker's manifest.json), keys equal under case folding are refused,
+  and so are keys that fold to a field name without being spelled exactly as it;
 - lone UTF-16 surrogates (`"\\ud800"`, or the raw bytes) become U+FFFD in Go and stay in Python;
 - a byte-order mark, NaN and Infinity are errors to Go and accepted by Python;
 - numbers Go stores in int64 (sizes) overflow past 2^63-1;
@@ -17,18 +18,26 @@ from __future__ import annotations
 
 import json
 
-# Field names of the OCI image spec, Docker's manifest v2 and `docker save`, as their Go
-# structs spell them; a key that case-folds to one of these must be spelled the same way.
-_FIELDS = (
-    "schemaVersion", "mediaType", "artifactType", "config", "layers", "manifests", "subject",
-    "annotations", "digest", "size", "urls", "platform", "data", "architecture", "os",
-    "os.version", "os.features", "variant", "features", "rootfs", "type", "diff_ids",
-    "history", "created", "author", "imageLayoutVersion",
-    "Config", "RepoTags", "Layers", "Parent", "LayerSources",
-)
-_SPELLINGS: dict[str, set[str]] = {}
-for _name in _FIELDS:
-    _SPELLINGS.setdefault(_name.casefold(), set()).add(_name)
+# The Go structs whose fields verify relies on, as (field names, struct-typed fields). Only
+# these objects are checked for folded keys: maps (annotations, labels) keep their keys as
+# they are in Go too, so "Size" and "size" there are two keys to both readers.
+Schema = tuple[frozenset, dict]
+_PLATFORM: Schema = (frozenset({"architecture", "os", "os.version", "os.features", "variant",
+                                "features"}), {})
+_DESCRIPTOR: Schema = (frozenset({"mediaType", "digest", "size", "urls", "annotations", "data",
+                                  "platform", "artifactType"}), {"platform": _PLATFORM})
+INDEX: Schema = (frozenset({"schemaVersion", "mediaType", "artifactType", "manifests",
+                            "subject", "annotations"}),
+                 {"manifests": _DESCRIPTOR, "subject": _DESCRIPTOR})
+MANIFEST: Schema = (frozenset({"schemaVersion", "mediaType", "artifactType", "config",
+                               "layers", "subject", "annotations"}),
+                    {"config": _DESCRIPTOR, "layers": _DESCRIPTOR, "subject": _DESCRIPTOR})
+CONFIG: Schema = (frozenset({"created", "author", "architecture", "os", "os.version",
+                             "os.features", "variant", "config", "rootfs", "history"}),
+                  {"rootfs": (frozenset({"type", "diff_ids"}), {})})
+DOCKER_MANIFEST: Schema = (frozenset({"Config", "RepoTags", "Layers", "Parent",
+                                      "LayerSources"}), {})
+OCI_LAYOUT: Schema = (frozenset({"imageLayoutVersion"}), {})
 
 MAX_INT = (1 << 63) - 1
 _BOM = b"\xef\xbb\xbf"
@@ -38,8 +47,9 @@ class StrictJSONError(ValueError):
     """The bytes are not JSON that Go and Python read alike; the message says why."""
 
 
-def loads(data: bytes) -> object:
-    """Parse `data` (UTF-8 JSON), refusing what Go's encoding/json would read differently."""
+def loads(data: bytes, schema: Schema | None = None) -> object:
+    """Parse `data` (UTF-8 JSON), refusing what Go's encoding/json would read differently;
+    with `schema`, the objects that are Go structs in it get their keys checked too."""
     if data.startswith(_BOM):
         raise StrictJSONError("starts with a byte-order mark")
     try:
@@ -56,21 +66,44 @@ def loads(data: bytes) -> object:
     except ValueError as e:
         raise StrictJSONError(str(e)) from None
     _no_surrogates(doc)
+    if schema is not None:
+        _check_struct(doc, schema)
     return doc
 
 
+class _Object(dict):
+    """A JSON object that remembers every key as written, duplicates included."""
+
+    __slots__ = ("written",)
+
+
 def _object(pairs: list[tuple[str, object]]) -> dict:
+    obj = _Object(pairs)
+    obj.written = [key for key, _ in pairs]
+    return obj
+
+
+def _check_struct(doc: object, schema: Schema) -> None:
+    fields, nested = schema
+    if isinstance(doc, list):
+        for item in doc:
+            _check_struct(item, schema)
+        return
+    if not isinstance(doc, _Object):
+        return  # a wrong type is for the caller to report
+    folded_fields = {f.casefold(): f for f in fields}
     seen: dict[str, str] = {}
-    for key, _ in pairs:
+    for key in doc.written:
         folded = key.casefold()
         if folded in seen:
             raise StrictJSONError(f"duplicate key {key!r} (as {seen[folded]!r})")
         seen[folded] = key
-        spellings = _SPELLINGS.get(folded)
-        if spellings and key not in spellings:
-            raise StrictJSONError(f"key {key!r} is not spelled as the spec spells it "
-                                  f"({' or '.join(sorted(spellings))})")
-    return dict(pairs)
+        field = folded_fields.get(folded)
+        if field is not None and key != field:
+            raise StrictJSONError(f"key {key!r} is read as {field!r} by Go, not by Python")
+    for field, inner in nested.items():
+        if field in doc:
+            _check_struct(doc[field], inner)
 
 
 def _constant(name: str) -> object:

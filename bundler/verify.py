@@ -523,9 +523,13 @@ def _read_capped(tar: TarStream, size: int, where: str) -> bytes:
     return b"".join(iter(lambda: tar.read_data(), b""))
 
 
+_SCHEMAS = {archive.OCI_LAYOUT: strictjson.OCI_LAYOUT, archive.INDEX: strictjson.INDEX,
+            archive.DOCKER_MANIFEST: strictjson.DOCKER_MANIFEST}
+
+
 def _json(data: bytes, what: str, content: _Content) -> object:
     try:
-        return strictjson.loads(data)
+        return strictjson.loads(data, _SCHEMAS.get(what))
     except strictjson.StrictJSONError as e:
         content.problem(f"{what}: bad JSON ({e})")
         return None

@@ -1,0 +1,120 @@
+"""strictjson: JSON that Go's encoding/json would read differently is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bundler import strictjson
+from bundler.strictjson import StrictJSONError
+
+
+@pytest.mark.parametrize(("data", "fragment"), [
+    (b'{"manifests": [{"digest": "a", "Digest": "b"}]}', "duplicate key"),
+    (b'{"manifests": [{"size": 1, "size": 2}]}', "duplicate key"),
+    # U+017F and U+212A fold to "s" and "k": Go reads these as "size" and "kind"-less fields
+    (b'{"manifests": [{"\xc5\xbfize": 1}]}', "read as 'size' by Go"),
+    (b'{"Annotations": {}}', "read as 'annotations' by Go"),
+    (b'{"manifests": [{"platform": {"OS": "linux"}}]}', "read as 'os' by Go"),
+    (b'{"MEDIATYPE": "x"}', "read as 'mediaType'"),
+])
+def test_struct_keys_go_folds_are_refused(data, fragment):
+    with pytest.raises(StrictJSONError, match=fragment):
+        strictjson.loads(data, strictjson.INDEX)
+    strictjson.loads(data)  # without a schema only the syntax is checked
+
+
+@pytest.mark.parametrize(("data", "schema", "fragment"), [
+    (b'{"layers": [{}, {"DIGEST": "x"}]}', strictjson.MANIFEST, "read as 'digest'"),
+    (b'{"rootfs": {"Diff_IDs": []}}', strictjson.CONFIG, "read as 'diff_ids'"),
+    (b'[{"config": "x"}]', strictjson.DOCKER_MANIFEST, "read as 'Config'"),
+])
+def test_struct_keys_in_other_documents(data, schema, fragment):
+    with pytest.raises(StrictJSONError, match=fragment):
+        strictjson.loads(data, schema)
+
+
+@pytest.mark.parametrize(("data", "fragment"), [
+    (b'{"a": NaN}', "NaN"),
+    (b'{"a": Infinity}', "Infinity"),
+    (b'{"a": -Infinity}', "Infinity"),
+    (b'{"size": 9223372036854775808}', "64 bits"),
+    (b'{"size": -9223372036854775809}', "64 bits"),
+    (b'\xef\xbb\xbf{}', "byte-order mark"),
+    (b'{"a": "\\ud800"}', "surrogate"),
+    (b'{"\\udfff": 1}', "surrogate"),
+    (b'["\xed\xa0\x80"]', "not UTF-8"),  # a surrogate encoded as raw bytes
+    (b'{"a": "\xff"}', "not UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"a": 1} x', "Extra data"),
+    (b"", "Expecting value"),
+])
+def test_refused(data, fragment):
+    with pytest.raises(StrictJSONError, match=fragment):
+        strictjson.loads(data)
+
+
+@pytest.mark.parametrize("data", [
+    b'{"config": {"Env": ["A=b"], "Labels": {"Size": "1"}}}',  # a map: keys as they are
+    b'{"a": "\\ud83d\\ude00"}',  # a surrogate pair is one character: fine
+    b'{"size": 9223372036854775807}',
+    b'{"a": 1.5, "b": null, "c": true}',
+])
+def test_accepted(data):
+    for schema in (strictjson.INDEX, strictjson.MANIFEST, strictjson.CONFIG):
+        assert strictjson.loads(data, schema) == json.loads(data)
+
+
+def test_docker_save_spelling_is_accepted():
+    doc = b'[{"Config": "x", "RepoTags": [], "Layers": []}]'
+    assert strictjson.loads(doc, strictjson.DOCKER_MANIFEST) == json.loads(doc)
+
+
+def test_maps_keep_their_keys_as_go_does():
+    # annotations and labels are Go maps: no folding, so no disagreement to refuse
+    doc = b'{"annotations": {"Size": "1", "size": "2"}, "config": {"Labels": {"Digest": "x"}}}'
+    assert strictjson.loads(doc, strictjson.MANIFEST)["annotations"] == {"Size": "1",
+                                                                         "size": "2"}
+    assert strictjson.loads(doc, strictjson.CONFIG)["config"]["Labels"] == {"Digest": "x"}
+
+
+def test_is_count():
+    assert strictjson.is_count(0) and strictjson.is_count(strictjson.MAX_INT)
+    for bad in (True, 5.0, -1, "5", None, strictjson.MAX_INT + 1):
+        assert not strictjson.is_count(bad), bad
+
+
+_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | \
+    st.floats(allow_nan=False, allow_infinity=False) | st.text()
+# Lower-case ASCII keys that are not spec fields: never folded onto each other or a field.
+_keys = st.from_regex(r"x[a-z0-9_]{0,8}", fullmatch=True)
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) |
+                       st.dictionaries(_keys, inner, max_size=4), max_leaves=20)
+
+
+@given(_values)
+@settings(max_examples=300, deadline=None)
+def test_what_go_and_python_read_alike_round_trips(value):
+    data = json.dumps(value, ensure_ascii=False).encode()
+    assert strictjson.loads(data) == json.loads(data)
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=500, deadline=None)
+def test_any_bytes_parse_or_raise_strict_json_error(data):
+    try:
+        strictjson.loads(data)
+    except StrictJSONError:
+        pass
+
+
+@given(st.text(max_size=60))
+@settings(max_examples=500, deadline=None)
+def test_any_text_parses_or_raises_strict_json_error(text):
+    try:
+        strictjson.loads(text.encode("utf-8", "surrogatepass"))
+    except StrictJSONError:
+        pass
