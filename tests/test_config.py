@@ -1,12 +1,14 @@
 import base64
 import json
+import logging
 import os
 import stat
 
 import pytest
 
-from bundler.config import Credentials, docker_credentials, load_registries
+from bundler.config import Credentials, Endpoint, docker_credentials, load_registries
 from bundler.errors import InputError
+from tests.cli_helpers import bundler
 
 
 def _yaml(tmp_path, text):
@@ -61,7 +63,7 @@ mirrors:
 configs:
   a.example: {{auth: {{username: alice, password: pa}}, tls: {{ca_file: {ca}}}}}
   b.example: {{auth: {{auth: {auth}}}, tls: {{insecure_skip_verify: true}}}}
-  "*": {{auth: {{identitytoken: tok}}}}
+  "*": {{auth: {{identity_token: tok}}}}
 """)
     a, b, c, hub = load_registries(path).endpoints("docker.io")
     assert a.credentials == Credentials("alice", "pa") and a.tls.ca_file == str(ca)
@@ -71,22 +73,218 @@ configs:
     assert "pa" not in repr(a) and "tok" not in repr(c)
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("mirrors: [1, 2\n", "registries.yaml:2: not valid YAML"),
-    ("- just a list\n", "want a mapping"),
-    ("mirrors: {docker.io: {endpoint: 'https://x'}}\n", "must be a list of URLs"),
-    ("mirrors: {docker.io: {endpoint: ['ftp://x']}}\n", "want http:// or https://"),
-    ("mirrors: {docker.io: {rewrite: {'(': x}}}\n", "rewrite '('"),
-    ("configs: {x.example: {tls: {ca_file: /nonexistent/ca.pem}}}\n", "no such file"),
-    ("configs: {x.example: {auth: {auth: '!!!'}}}\n", "not base64 of user:password"),
+@pytest.mark.parametrize(("text", "message"), [
+    ("mirrors: [1, 2\n", "registries.yaml:2: not valid YAML (expected ',' or ']', but got "
+                         "'<stream end>')"),
+    ("- just a list\n", "registries.yaml: want a mapping with `mirrors` and/or `configs`, got "
+                        "a list"),
+    ("mirrors: [docker.io]\n", "registries.yaml: mirrors: want a mapping, got a list"),
+    ("mirrors: {docker.io: {endpoint: 'https://x'}}\n",
+     "registries.yaml: mirrors.docker.io.endpoint: want a list of URLs, got text (K3s refuses "
+     "this file too); write endpoint: [\"https://...\"]"),
+    ("mirrors: {docker.io: {endpoint: [[x]]}}\n",
+     "registries.yaml: mirrors.docker.io.endpoint[0]: want text, got a list"),
+    ("mirrors: {docker.io: {endpoint: ['ftp://x']}}\n",
+     "registries.yaml: mirrors.docker.io.endpoint[0]: 'ftp://x': want http:// or https://"),
+    ("mirrors: {docker.io: {endpoint: ['https://a', 'https://x/v2?ns=docker.io']}}\n",
+     "registries.yaml: mirrors.docker.io.endpoint[1]: 'https://x/v2?ns=docker.io': a query or "
+     "fragment has no meaning in an endpoint URL"),
+    ("mirrors: {docker.io: {endpoint: ['https://x#top']}}\n",
+     "registries.yaml: mirrors.docker.io.endpoint[0]: 'https://x#top': a query or fragment"),
+    ("mirrors: {docker.io: {endpoint: ['x:99999']}}\n",
+     "registries.yaml: mirrors.docker.io.endpoint[0]: 'x:99999': the port is not a number"),
+    ("mirrors: {docker.io: {endpoint: ['https://']}}\n",
+     "registries.yaml: mirrors.docker.io.endpoint[0]: 'https://': want scheme://host[:port]"),
+    ("mirrors: {docker.io: {endpoint: ['https://a b']}}\n",
+     "registries.yaml: mirrors.docker.io.endpoint[0]: 'https://a b': spaces or control"),
+    ("mirrors: {docker.io: {rewrite: {'(': x}}}\n",
+     "registries.yaml: mirrors.docker.io.rewrite.(: not a regular expression"),
+    ("mirrors: {docker.io: {rewrite: {'^a': [b]}}}\n",
+     "registries.yaml: mirrors.docker.io.rewrite.^a: want text, got a list"),
+    ("mirrors: {~: {}}\n", "registries.yaml: mirrors: key None: want a name"),
+    ("configs: {x.example: [auth]}\n", "registries.yaml: configs.x.example: want a mapping"),
+    ("configs: {x.example: {auth: {password: {a: b}}}}\n",
+     "registries.yaml: configs.x.example.auth.password: want text, got a mapping"),
+    ("configs: {x.example: {tls: {ca_file: /nonexistent/ca.pem}}}\n",
+     "registries.yaml: configs.x.example.tls.ca_file: no such file /nonexistent/ca.pem"),
+    ("configs: {x.example: {tls: {insecure_skip_verify: 'false'}}}\n",
+     "registries.yaml: configs.x.example.tls.insecure_skip_verify: want true or false, got "
+     "text"),
+    ("configs: {x.example: {tls: {insecure_skip_verify: 0}}}\n",
+     "registries.yaml: configs.x.example.tls.insecure_skip_verify: want true or false, got a "
+     "number"),
+    ("configs: {x.example: {auth: {auth: '!!!'}}}\n",
+     "registries.yaml: configs.x.example.auth.auth: not base64 of user:password"),
 ])
-def test_bad_files_name_file_and_problem(tmp_path, text, fragment):
+def test_bad_files_name_file_key_and_problem(tmp_path, text, message):
     path = _yaml(tmp_path, text)
-    with pytest.raises(InputError, match=fragment.replace("(", r"\(")):
+    with pytest.raises(InputError) as e:
+        load_registries(path)
+    assert str(e.value).startswith(f"{tmp_path}/{message}"), str(e.value)
+
+
+def test_bad_files_that_are_not_yaml_text(tmp_path):
+    path = tmp_path / "registries.yaml"
+    path.write_bytes(b"mirrors:\n  \xff: {}\n")
+    with pytest.raises(InputError, match=r"registries.yaml: not UTF-8 text"):
+        load_registries(str(path))
+    path.write_text("[" * 100_000)
+    with pytest.raises(InputError, match=r"registries.yaml: nested too deeply"):
+        load_registries(str(path))
+    path.write_text("#" * (2 << 20))
+    with pytest.raises(InputError, match=r"registries.yaml: larger than 1 MiB"):
+        load_registries(str(path))
+    with pytest.raises(InputError, match=r"is a directory"):
+        load_registries(str(tmp_path))
+
+
+@pytest.mark.parametrize("url", ["http://puller:s3cr3t@mirror.example:5000",
+                                 "https://puller:s3/cr3t@mirror.example",
+                                 "puller:s3cr3t@mirror.example"])
+def test_credentials_in_an_endpoint_url_are_refused_without_echoing_them(tmp_path, url):
+    path = _yaml(tmp_path, f"mirrors: {{docker.io: {{endpoint: ['https://ok.example', '{url}']}}}}")
+    with pytest.raises(InputError) as e:
+        load_registries(path)
+    assert str(e.value) == (
+        f"{path}: mirrors.docker.io.endpoint[1]: credentials in endpoint URLs are not "
+        "supported; put them under configs.<host>.auth")
+    assert "s3" not in str(e.value) and "puller" not in str(e.value)
+
+
+def test_endpoint_host_is_host_and_port_only():
+    assert Endpoint("http://mirror.example:5000/prefix").host == "mirror.example:5000"
+    assert Endpoint("http://u:pw@mirror.example:5000").host == "mirror.example:5000"
+    assert Endpoint("http://[::1]:5000").host == "[::1]:5000"
+
+
+def test_scheme_defaults_as_in_k3s(tmp_path):
+    # k3s normalizeEndpointAddress: https, except plain http for localhost on another port.
+    path = _yaml(tmp_path, """
+mirrors:
+  docker.io:
+    endpoint: ["localhost:5000", "127.0.0.1:5000", "localhost:443", "[::1]:5000/v2/",
+               "Mirror.Example:5000/prefix/"]
+""")
+    urls = [e.url for e in load_registries(path).endpoints("docker.io")]
+    assert urls == ["http://localhost:5000", "http://127.0.0.1:5000", "https://localhost:443",
+                    "http://[::1]:5000", "https://mirror.example:5000/prefix",
+                    "https://registry-1.docker.io"]
+    assert [e.url for e in load_registries(None).endpoints("localhost:5000")] == [
+        "http://localhost:5000"]
+
+
+def test_an_entry_for_the_registry_wins_over_the_wildcard_even_empty(tmp_path):
+    path = _yaml(tmp_path, """
+mirrors:
+  "*": {endpoint: ["https://all.example"]}
+  quay.io:
+""")
+    config = load_registries(path)
+    assert [e.url for e in config.endpoints("quay.io")] == ["https://quay.io"]
+    assert [e.url for e in config.endpoints("ghcr.io")] == ["https://all.example",
+                                                            "https://ghcr.io"]
+
+
+def test_scalars_keep_their_text_as_in_k3s(tmp_path):
+    # yaml.v2 fills string fields with the text as written; PyYAML alone would make 0123
+    # the number 83 and yes the boolean True.
+    path = _yaml(tmp_path, """
+configs:
+  a.example: {auth: {username: yes, password: 0123}, tls: {insecure_skip_verify: yes}}
+  b.example: {auth: {username: 1_000, password: 2001-12-14}, tls: {insecure_skip_verify: false}}
+""")
+    config = load_registries(path)
+    assert config.configs["a.example"].credentials == Credentials("yes", "0123")
+    assert config.configs["a.example"].tls.insecure_skip_verify is True
+    assert config.configs["b.example"].credentials == Credentials("1_000", "2001-12-14")
+    assert config.configs["b.example"].tls.insecure_skip_verify is False
+
+
+TYPOS = """
+mirror:
+  quay.io: {endpoint: ["https://q.example"]}
+mirrors:
+  docker.io:
+    endpoints: ["https://typo.example"]
+    rewrites: {"^a": "b"}
+  "https://ghcr.io": {}
+configs:
+  docker.io:
+    auth: {user: alice, password: pw, identitytoken: tok}
+    tls: {ca: /x.pem, insecure: true, cipher: x}
+    tsl: {}
+auths: {}
+"""
+
+
+def test_unknown_keys_are_warnings_naming_file_key_and_close_match(tmp_path, caplog):
+    path = _yaml(tmp_path, TYPOS)
+    with caplog.at_level(logging.WARNING, logger="bundler.config"):
         config = load_registries(path)
-        for name in ("docker.io", "x.example"):
-            config.endpoints(name)
-        load_registries(path)._endpoint("https://x.example", ())
+    said = [r.getMessage() for r in caplog.records]
+    typo = "unknown key, ignored (as K3s does); did you mean"
+    assert said == [
+        f"{path}: mirror: {typo} 'mirrors'?",
+        f"{path}: auths: ignored: a deprecated containerd key K3s does not use; put "
+        "credentials under configs.<host>.auth",
+        f"{path}: mirrors.docker.io.endpoints: {typo} 'endpoint'?",
+        f"{path}: mirrors.docker.io.rewrites: {typo} 'rewrite'?",
+        f"{path}: mirrors.https://ghcr.io: a mirror is named by its registry (docker.io, "
+        "registry.example.com:5000), not a URL: this one matches no image",
+        f"{path}: configs.docker.io.tsl: {typo} 'tls'?",
+        f"{path}: configs.docker.io.auth.user: {typo} 'username'?",
+        f"{path}: configs.docker.io.auth.identitytoken: {typo} 'identity_token'?",
+        f"{path}: configs.docker.io.tls.ca: {typo} 'ca_file'?",
+        f"{path}: configs.docker.io.tls.insecure: {typo} 'insecure_skip_verify'?",
+        f"{path}: configs.docker.io.tls.cipher: unknown key, ignored (as K3s does); known "
+        "here: ca_file, cert_file, key_file, insecure_skip_verify",
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+    # Ignored as K3s ignores them: straight to the registry, with only the password read.
+    (hub,) = config.endpoints("docker.io")
+    assert hub.url == "https://registry-1.docker.io" and hub.rewrites == ()
+    assert hub.credentials == Credentials("", "pw") and not hub.tls.insecure_skip_verify
+    assert [e.url for e in config.endpoints("quay.io")] == ["https://quay.io"]
+
+
+def test_verbose_lists_each_registrys_endpoints_once_without_credentials(tmp_path, caplog,
+                                                                        monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    path = _yaml(tmp_path, """
+mirrors:
+  docker.io:
+    endpoint: ["https://mirror.internal:5000", "http://10.0.0.5:5000"]
+    rewrite: {"^rancher/(.*)": "mirrored/rancher/$1"}
+configs:
+  mirror.internal:5000: {auth: {username: puller, password: s3cr3t}}
+""")
+    config = load_registries(path)
+    with caplog.at_level(logging.INFO, logger="bundler.config"):
+        for _ in range(3):
+            config.endpoints("docker.io")
+            config.endpoints("quay.io")
+    assert [r.getMessage() for r in caplog.records] == [
+        "docker.io: https://mirror.internal:5000 (with rewrites), then http://10.0.0.5:5000 "
+        "(with rewrites), then https://registry-1.docker.io",
+        "quay.io: https://quay.io",
+    ]
+    assert all(r.levelno == logging.INFO for r in caplog.records)
+    assert "s3cr3t" not in caplog.text and "puller" not in caplog.text
+
+
+def test_cli_warns_on_typos_and_lists_endpoints_with_v(fixture_registry, tmp_path):
+    yaml = tmp_path / "registries.yaml"
+    yaml.write_text(f"mirrors:\n  docker.io:\n    endpoint: ['{fixture_registry.registry.url}']"
+                    "\n    rewrites: {'^a': b}\n")
+    (tmp_path / "images.txt").write_text("busybox:1.36.1\n")
+    run = bundler("-v", "build", "--images", str(tmp_path / "images.txt"), "--output-dir",
+                  str(tmp_path / "dist"), "--registries", str(yaml), "--no-default-endpoint",
+                  "--quiet", "--no-cache")
+    assert run.code == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert f"bundler: warning: {yaml}: mirrors.docker.io.rewrites: unknown key, ignored (as "\
+           "K3s does); did you mean 'rewrite'?" in lines, run.stderr
+    assert f"bundler: note: docker.io: {fixture_registry.registry.url}" in lines, run.stderr
 
 
 def _docker_config(tmp_path, monkeypatch, config):
@@ -118,3 +316,93 @@ def test_credential_helper(tmp_path, monkeypatch):
     _docker_config(tmp_path, monkeypatch, {"credsStore": "testhelper"})
     assert docker_credentials("reg.example") == Credentials(identity_token="idtok")
     assert docker_credentials("other.example") is None
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"{\"auths\": {", "Docker config is not JSON (Expecting property name enclosed in double "
+                      "quotes: line 1 column 12 (char 11)); going on without its credentials"),
+    (b"[1, 2]", "Docker config is not a JSON object; going on without its credentials"),
+    (b"\xff\xfe", "Docker config is not JSON"),
+    (None, "cannot read the Docker config (Is a directory); going on without its credentials"),
+])
+def test_a_bad_docker_config_is_a_warning_not_an_error(tmp_path, monkeypatch, caplog, content,
+                                                       problem):
+    d = tmp_path / "docker"
+    d.mkdir()
+    if content is None:
+        (d / "config.json").mkdir()  # unreadable as a file, whoever we run as
+    else:
+        (d / "config.json").write_bytes(content)
+    monkeypatch.setenv("DOCKER_CONFIG", str(d))
+    with caplog.at_level(logging.WARNING, logger="bundler.config"):
+        assert docker_credentials("reg.example") is None
+        assert docker_credentials("other.example") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{d}/config.json: {problem}" if problem.endswith("credentials") else caplog.records[0]
+        .getMessage()]
+    assert caplog.records[0].getMessage().startswith(f"{d}/config.json: {problem}")
+
+
+def test_docker_config_entries_of_the_wrong_shape_are_skipped(tmp_path, monkeypatch, caplog):
+    _docker_config(tmp_path, monkeypatch, {
+        "credHelpers": ["not", "a", "mapping"],
+        "auths": {"a.example": "not an object", "b.example": {"auth": "bm90IGJhc2U2NA=!"},
+                  "c.example": {"username": ["x"], "auth": 5}}})
+    with caplog.at_level(logging.WARNING, logger="bundler.config"):
+        for host in ("a.example", "b.example", "c.example"):
+            assert docker_credentials(host) is None
+    said = [r.getMessage() for r in caplog.records]
+    path = tmp_path / "docker" / "config.json"
+    assert said == [f"{path}: auths.a.example: not an object; ignored",
+                    f"{path}: auths.b.example.auth: not base64 of user:password; ignored"]
+
+
+def _helper(tmp_path, monkeypatch, script):
+    helper = tmp_path / "bin" / "docker-credential-failing"
+    helper.parent.mkdir(exist_ok=True)
+    helper.write_text("#!/bin/sh\n" + script)
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")
+    _docker_config(tmp_path, monkeypatch, {"credHelpers": {"reg.example": "failing"}})
+
+
+@pytest.mark.parametrize(("script", "why"), [
+    ("echo 'token=SECRET-VALUE half-written' ; echo SECRET-VALUE >&2; exit 3\n",
+     "exit status 3"),
+    ("echo '{\"Username\": \"u\", \"Secret\": SECRET-VALUE'\n", "its answer is not JSON"),
+    ("echo '{\"Username\": [\"SECRET-VALUE\"]}'\n", "its answer is not a Username/Secret object"),
+])
+def test_a_failing_credential_helper_is_a_warning_that_never_quotes_it(tmp_path, monkeypatch,
+                                                                        caplog, script, why):
+    _helper(tmp_path, monkeypatch, script)
+    with caplog.at_level(logging.WARNING, logger="bundler.config"):
+        assert docker_credentials("reg.example") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"credential helper docker-credential-failing failed for reg.example ({why}); going "
+        "on without credentials"]
+    assert "SECRET" not in caplog.text
+
+
+def test_a_missing_credential_helper_is_a_warning(tmp_path, monkeypatch, caplog):
+    _docker_config(tmp_path, monkeypatch, {"credsStore": "nonexistent-helper"})
+    with caplog.at_level(logging.WARNING, logger="bundler.config"):
+        assert docker_credentials("reg.example") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "credential helper docker-credential-nonexistent-helper (from Docker config.json) not "
+        "found; going on without credentials for reg.example"]
+
+
+def test_cli_build_goes_on_past_an_unreadable_docker_config(fixture_registry, tmp_path):
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    (docker / "config.json").write_text("{not json")
+    (tmp_path / "images.txt").write_text("busybox:1.36.1\n")
+    run = bundler("build", "--images", str(tmp_path / "images.txt"), "--output-dir",
+                  str(tmp_path / "dist"), "--registries",
+                  str(fixture_registry.registries_yaml(tmp_path)), "--no-default-endpoint",
+                  "--quiet", "--no-cache", env={"DOCKER_CONFIG": str(docker)})
+    assert run.code == 0, run.stderr
+    assert run.stderr.splitlines() == [
+        f"bundler: warning: {docker}/config.json: Docker config is not JSON (Expecting "
+        "property name enclosed in double quotes: line 1 column 2 (char 1)); going on without "
+        "its credentials"]
