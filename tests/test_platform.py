@@ -1,7 +1,10 @@
 import pytest
 
 from bundler import platform
-from bundler.errors import InputError, PlatformError
+from bundler.errors import InputError, PlatformError, RegistryError
+from tests.cli_helpers import assert_one_line_error, bundler
+from tests.faultproxy import RegistryFront
+from tests.servers import write_registries_yaml
 
 
 def _entry(arch, os="linux", variant=None, **annotations):
@@ -35,6 +38,67 @@ def test_missing_platform_lists_what_is_there():
     assert str(e.value) == "img:1: no linux/amd64 manifest; available: linux/arm64, linux/ppc64le"
 
 
-def test_bad_arch():
-    with pytest.raises(InputError):
-        platform.for_arch("amd 64")
+@pytest.mark.parametrize(("arch", "message"), [
+    ("bogus", "unknown architecture 'bogus' (known: amd64, arm64, arm, 386, ppc64le, ppc64, "
+              "s390x, riscv64, loong64, mips, mipsle, mips64, mips64le)"),
+    ("x86_64", "unknown architecture 'x86_64' (did you mean amd64? known: amd64, "),
+    ("armhf", "unknown architecture 'armhf' (did you mean arm/v7? known: "),
+    ("aarch64/v8", "unknown architecture 'aarch64/v8' (did you mean arm64? known: "),
+    ("amd 64", "unknown architecture 'amd 64' (known: "),
+    ("", "unknown architecture '' (known: "),
+    ("arm/v9", "unknown variant 'arm/v9' (known: arm, arm/v5, arm/v6, arm/v7, arm/v8)"),
+    ("arm/", "unknown variant 'arm/' (known: arm, arm/v5, "),
+    ("s390x/v1", "unknown variant 's390x/v1' (s390x has none)"),
+    ("amd64/v2/x", "unknown variant 'amd64/v2/x' (known: amd64, amd64/v1, "),
+])
+def test_unknown_architectures_are_refused_listing_the_known(arch, message):
+    with pytest.raises(InputError) as e:
+        platform.for_arch(arch)
+    assert str(e.value).startswith(message), str(e.value)
+    assert "--arch" not in str(e.value)  # the CLI names its option; this is a library
+
+
+@pytest.mark.parametrize("arch", ["amd64", "amd64/v3", "arm64", "arm64/v8", "arm", "arm/v6",
+                                  "386", "ppc64le", "s390x", "riscv64"])
+def test_known_architectures(arch):
+    p = platform.for_arch(arch)
+    assert (p.os, str(p)) == ("linux", f"linux/{arch}")
+
+
+def test_amd64_v1_is_plain_amd64():
+    want = platform.for_arch("amd64")
+    assert platform.matches(want, platform.Platform("linux", "amd64", "v1"))
+    assert not platform.matches(want, platform.Platform("linux", "amd64", "v3"))
+
+
+def test_bogus_arch_fails_before_any_request(tmp_path):
+    front = RegistryFront("http://127.0.0.1:9")  # records what it is asked; upstream is dead
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+        (tmp_path / "images.txt").write_text("busybox:1.36.1\n")
+        run = bundler("build", "--images", str(tmp_path / "images.txt"), "--output-dir",
+                      str(tmp_path / "dist"), "--registries", str(yaml),
+                      "--no-default-endpoint", "--arch", "bogus")
+    finally:
+        front.stop()
+    assert run.code == 2
+    assert_one_line_error(run, "unknown architecture 'bogus' (known: amd64, arm64, arm, 386")
+    assert front.requests == []
+    assert not (tmp_path / "dist").exists()
+
+
+@pytest.mark.parametrize(("index", "message"), [
+    ([], "img:1: index is not a JSON object"),
+    ({"manifests": {"a": 1}}, "img:1: index `manifests` is not a list"),
+    ({"manifests": [_entry("amd64"), "x"]}, "img:1: index entry 1 is not an object"),
+    ({"manifests": [{"digest": "sha256:a", "platform": ["linux", "amd64"]}]},
+     "img:1: index entry 0: platform is not an object of strings"),
+    ({"manifests": [{"digest": "sha256:a", "platform": {"os": "linux", "architecture": 1}}]},
+     "img:1: index entry 0: platform is not an object of strings"),
+    ({"manifests": [{"digest": "sha256:a", "annotations": "x"}]},
+     "img:1: index entry 0: annotations is not an object"),
+])
+def test_an_index_of_the_wrong_shape_is_a_registry_error(index, message):
+    with pytest.raises(RegistryError) as e:
+        platform.select(index, platform.for_arch("amd64"), "img:1")
+    assert str(e.value) == message
