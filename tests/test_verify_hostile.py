@@ -1,0 +1,303 @@
+"""verify against bundles built to exhaust it, to be read differently by Go, or to make it read
+something else: every one refused with a line, in bounded memory and time, never a traceback."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from bundler import verify as verify_module
+from bundler.verify import verify
+from tests.cli_helpers import assert_one_line_error, bundler
+from tests.conftest import STEM
+
+BUNDLE = f"{STEM}.tar.zst"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _zst(tar: bytes, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(zstandard.ZstdCompressor(level=3).compress(tar))
+    return path
+
+
+def _members(bundle: Path) -> list[tuple[str, bytes]]:
+    with open(bundle, "rb") as f:
+        data = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        return [(m.name, t.extractfile(m).read()) for m in t.getmembers() if m.isfile()]
+
+
+def _replaced(bundle: Path, name: str, data: bytes, out: Path) -> Path:
+    """The bundle's tar with member `name` holding `data` instead, recompressed."""
+    members = [(n, data if n == name else d) for n, d in _members(bundle)]
+    return _zst(_tar(members), out)
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _blob(data: bytes) -> tuple[str, bytes]:
+    return f"blobs/sha256/{_sha(data)[7:]}", data
+
+
+def _peak(script: str, *args: str, timeout: float = 120) -> tuple[dict, float]:
+    """Run `script` in a fresh interpreter; (its JSON output, its peak RSS in MiB)."""
+    wrapper = ("import json, resource, sys\n" + script +
+               "\nprint(json.dumps({'out': OUT, 'rss': resource.getrusage("
+               "resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+    done = subprocess.run([sys.executable, "-c", wrapper, *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["out"], result["rss"]
+
+
+_VERIFY_IN_CHILD = """
+from bundler.verify import verify
+r = verify(sys.argv[1])
+OUT = {"ok": r.ok, "count": r.problem_count, "kept": len(r.problems), "first": r.problems[:3]}
+"""
+
+
+def test_index_naming_one_huge_manifest_many_times_costs_it_once(builds, tmp_path):
+    """The issue's case: index.json names one 30,000-layer manifest 100 times (it cost ~11 MB
+    per entry, 2.1 GB at 200): memory and time stay those of one manifest."""
+    layers = [{"mediaType": "", "digest": _sha(i.to_bytes(4, "big")), "size": 4}
+              for i in range(30_000)]
+    config = json.dumps({"os": "linux", "architecture": "amd64", "rootfs": {
+        "type": "layers", "diff_ids": [d["digest"] for d in layers]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "config": {
+        "mediaType": "", "digest": _sha(config), "size": len(config)},
+        "layers": layers}).encode()
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": _sha(manifest), "size": len(manifest),
+             "annotations": {"io.containerd.image.name": "docker.io/rancher/x:1"}}
+    index = json.dumps({"schemaVersion": 2, "manifests": [entry] * 100}).encode()
+    path = _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
+                      _blob(manifest), _blob(config)]), tmp_path / BUNDLE)
+    assert path.stat().st_size < 4 << 20  # the digests are random: 2 MB
+    _, floor = _peak("from bundler.verify import verify\nOUT = None")
+    started = time.monotonic()
+    out, rss = _peak(_VERIFY_IN_CHILD, str(path))
+    took = time.monotonic() - started
+    assert not out["ok"]
+    # 30,000 missing layers, said once (not once per index entry), kept up to the cap
+    assert 30_000 <= out["count"] < 31_000, out
+    assert out["kept"] == verify_module.MAX_PROBLEMS_KEPT
+    assert rss - floor < 150, (rss, floor)
+    assert took < 60, took
+
+
+def _inflating_layer(size: int) -> bytes:
+    zeros = bytes(1 << 20)
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0) as g:
+        for _ in range(size >> 20):
+            g.write(zeros)
+    return out.getvalue()
+
+
+def test_a_layer_inflating_past_the_limit_stops_verify(tmp_path, monkeypatch):
+    monkeypatch.setattr(verify_module, "INFLATION_FLOOR", 1 << 20)
+    layer = _inflating_layer(64 << 20)  # 64 MiB of zeros in ~64 KB of gzip
+    path = _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), _blob(layer)]),
+                tmp_path / BUNDLE)
+    started = time.monotonic()
+    report = verify(path, max_inflation=100)
+    assert time.monotonic() - started < 10
+    assert report.inflation_limited and not report.ok
+    assert any("the inflation limit" in p for p in report.problems), report.problems
+    # Raised far enough, the same layer is read to its end (and then fails for other reasons)
+    report = verify(path, max_inflation=1e6)  # the bundle is ~2 KB: gzip of zeros, zstd
+    assert not report.inflation_limited
+    assert not any("inflation" in p for p in report.problems), report.problems
+
+
+def test_the_tar_itself_inflating_past_the_limit_stops_verify_with_a_hint(tmp_path):
+    """A 40 KB bundle whose tar holds a 1.5 GiB member of zeros: over the 1 GiB floor."""
+    path = tmp_path / BUNDLE
+    with open(path, "wb") as f, zstandard.ZstdCompressor(level=1).stream_writer(f) as w:
+        info = tarfile.TarInfo("blobs/sha256/" + "0" * 64)
+        info.size = 3 << 29
+        w.write(info.tobuf(tarfile.PAX_FORMAT))
+        zeros = bytes(1 << 20)
+        for _ in range(info.size >> 20):
+            w.write(zeros)
+    assert path.stat().st_size < 1 << 20
+    started = time.monotonic()
+    run = bundler("verify", str(path), timeout=120)
+    assert time.monotonic() - started < 60
+    assert run.code == 1, run
+    assert "the inflation limit" in run.stdout and "Traceback" not in run.stderr
+    assert "--max-inflation" in run.stderr
+
+
+def _index(entry_changes: dict | None = None, raw: bytes | None = None) -> bytes:
+    return raw if raw is not None else json.dumps(entry_changes).encode()
+
+
+@pytest.mark.parametrize(("mutate", "fragment"), [
+    (lambda e: e.update(annotations="docker.io/x:1"), "annotations is not an object"),
+    (lambda e: e.update(platform=["linux"]), "platform is not an object"),
+    (lambda e: e.update(size=float(e["size"])), "not a byte count"),
+    (lambda e: e.update(digest=["sha256:x"]), "is not sha256:<hex>"),
+    (lambda e: e["annotations"].update({"io.containerd.image.name": 7}), "not a string"),
+    (lambda e: e.update(Digest=e["digest"]), "duplicate key"),
+    (lambda e: e.update(Annotations=e.pop("annotations")), "read as 'annotations' by Go"),
+    (lambda e: e.update(platform={"architecture": "amd64", "os": 5}), "platform (not strings)"),
+])
+def test_index_entries_of_the_wrong_shape_are_problems(builds, tmp_path, mutate, fragment):
+    bundle = builds["p1"] / BUNDLE
+    index = json.loads(dict(_members(bundle))["index.json"])
+    mutate(index["manifests"][0])
+    path = _replaced(bundle, "index.json", json.dumps(index).encode(), tmp_path / BUNDLE)
+    report = verify(path)
+    assert not report.ok
+    assert any(fragment in p for p in report.problems), report.problems
+
+
+@pytest.mark.parametrize(("data", "fragment"), [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"schemaVersion": 2, "manifests": NaN}', "NaN"),
+    (b'"just a string"', "lists no manifests"),
+    (b'{"manifests": {"a": 1}}', "lists no manifests"),
+    (b'{"manifests": [1, "x", null]}', "not an object"),
+])
+def test_index_json_of_the_wrong_shape_is_a_problem(builds, tmp_path, data, fragment):
+    path = _replaced(builds["p1"] / BUNDLE, "index.json", data, tmp_path / BUNDLE)
+    run = bundler("verify", str(path))
+    assert run.code == 1 and "Traceback" not in run.stderr, run
+    assert fragment in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize("doc", [
+    {"schemaVersion": 1, "bundle": "x", "images": "y", "arch": ["amd64"]},
+    {"schemaVersion": 1, "bundle": {"size": [1]}, "images": [1, {"reference": 5},
+                                                            {"reference": "docker.io/a:1",
+                                                             "layers": "x"}]},
+])
+def test_checksum_manifest_of_the_wrong_shape_is_a_problem(builds, tmp_path, doc):
+    d = tmp_path / "d"
+    shutil.copytree(builds["p1"], d)
+    (d / f"{STEM}.manifest.json").write_text(json.dumps(doc))
+    run = bundler("verify", str(d / BUNDLE))
+    assert run.code == 1 and "Traceback" not in run.stderr, run
+    assert "FAILED" in run.stdout
+
+
+def test_checksum_manifest_that_is_not_json_names_the_file(builds, tmp_path):
+    bad = tmp_path / "m.json"
+    bad.write_text("sha256 abc\n")
+    run = bundler("verify", str(builds["p1"] / BUNDLE), "--manifest", str(bad))
+    assert_one_line_error(run, str(bad), "not JSON")
+    assert run.code == 2
+
+
+def test_bundle_that_is_a_device_or_fifo_is_refused_at_once(tmp_path):
+    link = tmp_path / BUNDLE
+    link.symlink_to("/dev/zero")
+    run = bundler("verify", str(link), timeout=30)
+    assert_one_line_error(run, str(link), "not a regular file (a character device)")
+    assert run.code == 2
+    fifo = tmp_path / "fifo.tar.zst"
+    os.mkfifo(fifo)
+    run = bundler("verify", str(fifo), timeout=30)  # must not block in open()
+    assert_one_line_error(run, str(fifo), "not a regular file (a FIFO)")
+
+
+@pytest.mark.parametrize("sidecar", [f"{STEM}.manifest.json", "sha256sum-amd64.txt"])
+def test_sidecars_found_beside_the_bundle_are_not_read_through_symlinks(builds, tmp_path,
+                                                                        sidecar):
+    d = tmp_path / "d"
+    shutil.copytree(builds["p1"], d)
+    (d / sidecar).unlink()
+    (d / sidecar).symlink_to("/etc/passwd")
+    run = bundler("verify", str(d / BUNDLE))
+    assert_one_line_error(run, sidecar, "is a symbolic link; not followed")
+    assert run.code == 2
+
+
+def test_a_huge_sha256sum_file_is_not_read_whole(builds, tmp_path):
+    d = tmp_path / "d"
+    shutil.copytree(builds["p1"], d)
+    with open(d / "sha256sum-big.txt", "wb") as f:
+        f.truncate(600 << 20)  # sparse: 600 MB that cost no disk
+    started = time.monotonic()
+    run = bundler("verify", str(d / BUNDLE))
+    assert time.monotonic() - started < 20
+    assert_one_line_error(run, "sha256sum-big.txt", "too large for a sha256sum file")
+
+
+def test_require_checksum(builds, tmp_path):
+    alone = tmp_path / "alone" / BUNDLE
+    alone.parent.mkdir()
+    shutil.copy(builds["p1"] / BUNDLE, alone)
+    run = bundler("verify", "--require-checksum", str(alone))
+    assert run.code == 1
+    assert "no checksum file vouches for it" in run.stdout
+    assert bundler("verify", str(alone)).code == 0  # without the flag: a note, and OK
+    assert bundler("verify", "--require-checksum", str(builds["p1"] / BUNDLE)).code == 0
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (b"", "empty file, not a bundle"),
+    (_tar([("index.json", b"{}")]), "a plain tar, not zstd-compressed"),
+    (gzip.compress(b"x" * 1000), "gzip-compressed, not zstd"),
+    (b"hello world", "not a zstd file"),
+])
+def test_files_that_are_not_zstd_say_what_they_are(tmp_path, content, fragment):
+    path = tmp_path / BUNDLE
+    path.write_bytes(content)
+    run = bundler("verify", str(path))
+    assert run.code == 1, run
+    assert f"{BUNDLE}: {fragment}" in run.stdout
+    assert "FAILED" in run.stdout and "1 problem\n" in run.stdout
+
+
+def test_singular_counts(tmp_path):
+    layer = b"plain layer tar bytes"
+    config = json.dumps({"os": "linux", "architecture": "amd64",
+                         "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType":
+                           "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "", "digest": _sha(config),
+                                      "size": len(config)},
+                           "layers": [{"mediaType": "", "digest": _sha(layer),
+                                       "size": len(layer)}]}).encode()
+    name = "docker.io/rancher/x:1"
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _sha(manifest),
+        "size": len(manifest), "annotations": {"io.containerd.image.name": name}}]}).encode()
+    docker = json.dumps([{"Config": f"blobs/sha256/{_sha(config)[7:]}", "RepoTags": [name],
+                          "Layers": [f"blobs/sha256/{_sha(layer)[7:]}"]}]).encode()
+    repos = json.dumps({"docker.io/rancher/x": {"1": _sha(config)[7:]}}).encode()
+    path = _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
+                      ("manifest.json", docker), ("repositories", repos), _blob(layer),
+                      _blob(config), _blob(manifest)]), tmp_path / BUNDLE)
+    run = bundler("verify", str(path))
+    assert run.code == 0, run
+    assert ": 1 image, 3 blobs, " in run.stdout
