@@ -9,6 +9,7 @@ it. Entries are checked again when read, and a corrupt one is dropped, to be fet
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -16,12 +17,62 @@ from typing import BinaryIO
 
 from bundler.atomic import remove_stale, temp_name
 from bundler.digest import CHUNK, HashingWriter, VerifyingReader, hash_rest, hex_of
+from bundler.errors import EnvironmentFailure
+
+
+class CacheUnusable(EnvironmentFailure):
+    """The cache directory cannot be created or written to.
+
+    Raised before any download, so the user can point the cache elsewhere at no cost; the
+    message says it is the cache (a bare "Permission denied" on a path the user never named
+    does not). The command line, not this library, adds which options choose another.
+    """
+
+    def __init__(self, directory: str | Path, reason: str):
+        super().__init__(f"cache directory {directory}: {reason}")
+        self.directory = str(directory)
 
 
 def default_dir() -> Path:
     """$XDG_CACHE_HOME/bundler, else ~/.cache/bundler (the XDG base directory default)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(base) / "bundler"
+
+
+def _prepare(directory: Path) -> None:
+    """Create `directory` if needed and make sure we can write to it, or CacheUnusable."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CacheUnusable(_not_a_directory(directory), "not a directory") from None
+    except OSError as e:
+        # What cannot be written to is the directory the new one would go into.
+        where = Path(e.filename).parent if e.filename and e.errno == errno.EACCES else None
+        raise CacheUnusable(where or e.filename or directory, _reason(e)) from None
+    # mkdir succeeds on an existing directory we cannot write; the first entry would then
+    # fail half-way through the build.
+    probe = temp_name(directory / "probe")
+    try:
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as e:
+        raise CacheUnusable(directory, _reason(e)) from None
+
+
+def _not_a_directory(directory: Path) -> Path:
+    """The first component of `directory` that exists and is not a directory."""
+    for path in [*reversed(directory.parents), directory]:
+        if path.exists() and not path.is_dir():
+            return path
+    return directory
+
+
+def _reason(e: OSError) -> str:
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if e.errno == errno.ENOSPC:
+        return "no space left on device"
+    return (e.strerror or str(e)).lower()
 
 
 class _Pending:
@@ -61,7 +112,7 @@ class BlobStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self._dir = self.root / "sha256"
-        self._dir.mkdir(parents=True, exist_ok=True)
+        _prepare(self._dir)
         remove_stale(self._dir)
 
     def path(self, digest: str) -> Path:
@@ -119,7 +170,7 @@ class FrameCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        _prepare(self.root)
         remove_stale(self.root)
 
     def _path(self, key: str) -> Path:

@@ -3,14 +3,20 @@ builds can share it."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import build_args, bundler
+from bundler.cache import BlobStore, CacheUnusable, FrameCache
+from bundler.errors import EnvironmentFailure
+from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.conftest import REFS, STEM
 from tests.faultproxy import RegistryFront
 from tests.servers import write_registries_yaml
@@ -127,3 +133,49 @@ def test_downloads_run_in_parallel(fixture_registry, tmp_path):
         f.stop()
     assert run.code == 0, run.stderr
     assert peak[0] >= 2, peak
+
+
+def _as_nobody_if_root(code: str) -> subprocess.CompletedProcess:
+    # Root writes anywhere, so an unwritable directory is tried as user nobody.
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] \
+        if os.geteuid() == 0 else []
+    return subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parent.parent)
+
+
+@pytest.mark.parametrize("store", ["BlobStore", "FrameCache"])
+def test_an_unwritable_cache_directory_says_it_is_the_cache(store):
+    # Outside pytest's tmp_path, which is private to the user running the tests.
+    top = Path(tempfile.mkdtemp(prefix="bundler-ro-"))
+    try:
+        os.chmod(top, 0o755)
+        (top / "existing").mkdir(mode=0o755)
+        code = ("from bundler.cache import *\n"
+                f"for d in ['{top}/new/blobs', '{top}/existing']:\n"
+                f"    try: {store}(d)\n"
+                "    except CacheUnusable as e: print(e, e.exit_code)\n")
+        done = _as_nobody_if_root(code)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == [f"cache directory {top}: permission denied 3",
+                                            f"cache directory {top}/existing: permission denied 3"]
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.parametrize("store", [BlobStore, FrameCache])
+def test_a_cache_path_through_a_file_is_not_a_directory(tmp_path, store):
+    (tmp_path / "file").write_text("x")
+    for where in (tmp_path / "file", tmp_path / "file" / "blobs"):
+        with pytest.raises(CacheUnusable) as e:
+            store(where)
+        assert str(e.value) == f"cache directory {tmp_path}/file: not a directory"
+        assert isinstance(e.value, EnvironmentFailure) and e.value.exit_code == 3
+
+
+def test_cli_unusable_default_cache_fails_before_any_download(front, tmp_path):
+    (tmp_path / "xdg").write_text("a file where the cache would go")
+    run = bundler(*_args(front, tmp_path, cache=False),
+                  env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert run.code == 3
+    assert_one_line_error(run, f"bundler: error: cache directory {tmp_path}/xdg: not a directory")
+    assert front.requests == []
