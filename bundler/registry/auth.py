@@ -126,7 +126,7 @@ class Authenticator:
 
     def _token_request(self, method: str, realm: str, *, what: str, **kwargs) -> requests.Response:
         response = transport.send(self._session, method, realm, stream=True,
-                                  timeout=self._timeout, **kwargs)
+                                  timeout=self._timeout, what=what, **kwargs)
         if response.status_code != 200:
             response.close()  # its body is not read: nothing from it is shown
         if response.status_code in (401, 403):

@@ -127,7 +127,7 @@ class Client:
                 if authorization:
                     sent["Authorization"] = authorization
             response = transport.send(
-                self._session, method, url, sent, stream=True, timeout=self._timeout
+                self._session, method, url, sent, stream=True, timeout=self._timeout, what=what
             )
             if response.status_code not in (301, 302, 303, 307, 308):
                 return response

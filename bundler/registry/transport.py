@@ -140,6 +140,7 @@ def send(
     stream: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     policy: retry.Policy = retry.DEFAULT,
+    what: str = "",
     **kwargs: object,
 ) -> requests.Response:
     """Send one request without following redirects, retrying what is worth retrying.
@@ -159,7 +160,7 @@ def send(
                 verify=session.verify, **kwargs,
             )
         except requests.exceptions.RequestException as e:
-            error = translate(e, method, url, timeout)
+            error = translate(e, method, url, timeout, what)
             if isinstance(e, requests.exceptions.SSLError):
                 raise error from None
             if not _again(attempts, error, None):
@@ -170,7 +171,7 @@ def send(
         if response.status_code not in retry.RETRY_STATUSES:
             return response
         after = retry.retry_after(response.headers.get("Retry-After"))
-        reason = f"{method} {redact(url)}: {response.status_code}"
+        reason = f"{what + ': ' if what else ''}{method} {redact(url)}: {response.status_code}"
         if not _again(attempts, reason, after):
             return response
         response.close()
@@ -187,10 +188,10 @@ def _again(attempts: retry.Attempts, problem: object, retry_after: float | None)
 
 def translate(
     e: requests.exceptions.RequestException, method: str, url: str,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DEFAULT_TIMEOUT, what: str = "",
 ) -> NetworkError:
     """The NetworkError that tells the user what a requests exception means."""
-    where = f"{method} {redact(url)}"
+    where = f"{what + ': ' if what else ''}{method} {redact(url)}"
     if isinstance(e, requests.exceptions.SSLError):
         reason = _reason(e)
         if "WRONG_VERSION_NUMBER" in reason:
