@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from bundler.registry import retry
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
@@ -189,3 +190,52 @@ def test_persistent_429_shows_the_rate_limit(fixture_registry, tmp_path):
     assert_one_line_error(run, "docker.io/library/busybox:1.36.1", "rate limited",
                           "ratelimit-limit: 100;w=21600", "ratelimit-remaining: 0;w=21600")
     assert len(front.requests) == retry.DEFAULT.attempts
+
+
+def test_manifest_and_config_cut_off_are_retried_on_the_same_mirror(fixture_registry, tmp_path):
+    """Issue 11 item 1: a reset mid-body of a manifest or a config is retried on the mirror
+    that sent it; the next endpoint is never asked."""
+    img = fixture_registry.images["docker.io/rancher/multilist:v1"]
+    index_path = "/v2/rancher/multilist/manifests/v1"
+    config_path = f"/v2/rancher/multilist/blobs/sha256:{_sha256(img.config)}"
+    cut: collections.Counter = collections.Counter()
+
+    def reset_once(h, server):
+        path = h.path.split("?", 1)[0]
+        if h.command != "GET" or path not in (index_path, config_path) or cut[path]:
+            return False
+        cut[path] += 1
+        headers = {k: v for k, v in h.headers.items() if k.lower() == "accept"}
+        upstream = requests.get(fixture_registry.registry.url + path, headers=headers,
+                                timeout=30)
+        h.send_response(200)
+        h.send_header("Content-Type", upstream.headers.get("Content-Type", ""))
+        h.send_header("Content-Length", str(len(upstream.content)))
+        h.end_headers()
+        h.wfile.write(upstream.content[: len(upstream.content) // 2])
+        h.wfile.flush()
+        h.connection.shutdown(socket.SHUT_RDWR)
+        h.close_connection = True
+        return True
+
+    faulty = RegistryFront(fixture_registry.registry.url, fault=reset_once)
+    fallback = RegistryFront(fixture_registry.registry.url)
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml",
+                                     {"docker.io": [faulty.url, fallback.url]})
+        run = bundler("-v", *build_args(None, tmp_path, ["rancher/multilist:v1"],
+                                        registries=yaml))
+    finally:
+        faulty.stop()
+        fallback.stop()
+    assert run.code == 0, run.stderr
+    assert cut == {index_path: 1, config_path: 1}
+    assert fallback.requests == [], "fell back to the next endpoint"
+    assert "retrying" in run.stderr
+    assert [p for _, p, _ in faulty.requests].count(index_path) == 3  # HEAD, cut GET, GET
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
