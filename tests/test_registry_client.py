@@ -8,7 +8,9 @@ from bundler.config import Credentials, Endpoint
 from bundler.digest import VerifyingReader
 from bundler.errors import DigestMismatch
 from bundler.registry.client import Client
+from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.faultproxy import RegistryFront
+from tests.servers import write_registries_yaml
 
 
 @pytest.fixture
@@ -57,3 +59,33 @@ def _hex(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_digest_pin_of_another_repository_fails_warm_as_cold(fixture_registry, tmp_path):
+    """Issue 11 item 2: a by-digest ref is confirmed in its own repository (one HEAD) even
+    when the cache holds the manifest from another repository."""
+    busybox = fixture_registry.images["docker.io/library/busybox:1.36.1"]
+    pinned = f"rancher/multilist@{busybox.digest}"
+    front = RegistryFront(fixture_registry.registry.url)
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+        cold = bundler(*build_args(None, tmp_path, [pinned], registries=yaml, out="cold"))
+        warm_up = bundler(*build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml,
+                                      out="warmup"))
+        assert warm_up.code == 0, warm_up.stderr
+        front.requests.clear()
+        warm = bundler(*build_args(None, tmp_path, [pinned], registries=yaml, out="warm"))
+        asked = [(r[1]) for r in front.requests]
+        front.requests.clear()
+        # The right repository, warm: one HEAD confirms it, the cached bytes are used.
+        good = bundler(*build_args(None, tmp_path, [f"library/busybox@{busybox.digest}"],
+                                   registries=yaml, out="good"))
+    finally:
+        front.stop()
+    assert_one_line_error(cold, f"docker.io/{pinned}", "MANIFEST_UNKNOWN")
+    assert (warm.code, warm.stderr) == (cold.code, cold.stderr)
+    assert asked.count(f"/v2/rancher/multilist/manifests/{busybox.digest}") == 2  # HEAD, GET
+    assert not (tmp_path / "warm").exists() or not list((tmp_path / "warm").iterdir())
+    assert good.code == 0, good.stderr
+    manifest_requests = [r for r in front.requests if "/manifests/" in r[1]]
+    assert len(manifest_requests) == 1, manifest_requests
