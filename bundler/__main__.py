@@ -6,17 +6,24 @@ import sys
 from collections.abc import Sequence
 
 from bundler.errors import EXIT_INTERRUPTED
+from bundler.signals import as_interrupts
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    # The CLI is imported here, not above, so a Ctrl-C while its modules load (a tenth of a
-    # second) ends like one later on, with cli's message, instead of a traceback.
-    try:
-        from bundler.cli import main
-    except KeyboardInterrupt:
-        print("bundler: error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return main(argv)
+    """Run the CLI; SIGINT, SIGTERM and SIGHUP all end it with its cleanup and exit 128+N."""
+    with as_interrupts() as received:
+        try:
+            # Imported here, not above, so a signal while its modules load (a tenth of a
+            # second) ends like one later on, instead of with a traceback.
+            from bundler.cli import main
+
+            code = main(argv)
+        except KeyboardInterrupt:  # cli.main reports its own; this is before or after it
+            print("bundler: error: interrupted", file=sys.stderr)
+            code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED and received.exit_code():
+        return received.exit_code()
+    return code
 
 
 if __name__ == "__main__":

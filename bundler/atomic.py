@@ -72,11 +72,13 @@ class AtomicOutputs:
     """A set of output files committed together; on failure none of them appear.
 
     Use as a context manager: temp() hands out temporary paths, commit() renames them all to
-    their final names; leaving the block without commit() removes every temporary.
+    their final names; leaving the block without commit() removes every temporary. What a run
+    killed outright (SIGKILL, a power cut) left behind is removed when the next one starts.
     """
 
     def __init__(self, directory: Path):
         self.directory = directory
+        remove_stale(directory)
         self._pending: list[tuple[Path, Path]] = []
         self._dirs: list[Path] = []
 
@@ -111,4 +113,9 @@ class AtomicOutputs:
         for path, _ in self._pending:
             path.unlink(missing_ok=True)
         for d in self._dirs:
-            shutil.rmtree(d, ignore_errors=True)
+            # A download thread still running after an interrupt may add a file while the
+            # tree is removed, which leaves the directory: a second pass takes it.
+            for _ in range(3):
+                shutil.rmtree(d, ignore_errors=True)
+                if not d.exists():
+                    break

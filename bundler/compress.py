@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,13 +168,62 @@ def _compress_group(group: FrameGroup, out: BinaryIO, cache,
 def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
                    on_bytes: Callable[[int], object] | None = None) -> None:
     """Compress the segments, in order (an iterator may still be producing them), as one
-    frame onto `out`; on_bytes hears of every chunk taken in."""
-    with compressor(level).stream_writer(out, closefd=False) as zw:
-        for segment in segments:
-            for chunk in segment.chunks():
-                zw.write(chunk)
-                if on_bytes:
-                    on_bytes(len(chunk))
+    frame onto `out`; on_bytes hears of every chunk taken in.
+
+    The work runs on a thread of its own, so that a signal is handled at once (issue 11):
+    a write into zstd's multi-threaded compressor blocks until a worker takes the next job,
+    seconds at level 16, and the main thread handles signals only between bytecodes. An
+    interrupted frame is abandoned, not finished: closing it would compress all that is
+    buffered, and freeing its context joins zstd's workers, each busy with a whole job (a
+    Ctrl-C took 3-16 s either way). The abandoned thread keeps the context until the
+    process exits.
+    """
+    frame = _FrameThread(segments, level, out, on_bytes)
+    frame.start()
+    try:
+        frame.join()  # a signal interrupts this wait (lock waits are interruptible on POSIX)
+    except BaseException:
+        frame.abandon()
+        raise
+    if frame.error is not None:
+        raise frame.error
+
+
+class _FrameThread(threading.Thread):
+    def __init__(self, segments: Iterable[Segment], level: int, out: BinaryIO,
+                 on_bytes: Callable[[int], object] | None):
+        super().__init__(name="zstd-frame", daemon=True)
+        self._segments = segments
+        self._level = level
+        self._out = out
+        self._on_bytes = on_bytes
+        self._abandoned = threading.Event()
+        self.error: BaseException | None = None
+
+    def abandon(self) -> None:
+        """Stop at the next chunk and never finish or free the compressor."""
+        self._abandoned.set()
+
+    def run(self) -> None:
+        writer = None
+        try:
+            writer = compressor(self._level).stream_writer(self._out, closefd=False)
+            for segment in self._segments:
+                for chunk in segment.chunks():
+                    if self._abandoned.is_set():
+                        return
+                    writer.write(chunk)
+                    if self._on_bytes:
+                        self._on_bytes(len(chunk))
+            writer.close()  # ends the frame; `out` stays open (closefd=False)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            self.error = e
+        finally:
+            if self._abandoned.is_set():
+                # Holding `writer` here, forever: its last reference must not go while the
+                # process lives on, or its release would wait for zstd's workers.
+                threading.Event().wait()
+            del writer
 
 
 class _Both:
