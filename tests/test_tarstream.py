@@ -23,6 +23,8 @@ from tests import imagegen as gen
 from tests.tarcraft import (
     BLOCK,
     END,
+    GoError,
+    go_read,
     header,
     member,
     octal,
@@ -347,6 +349,13 @@ def _dirs_unslashed(members: list[tuple[str, str, int, bytes]]
     return [(n.rstrip("/") if k == DIRECTORY else n, k, s, d) for n, k, s, d in members]
 
 
+def _as_go_reads(tar: bytes) -> list[tuple[str, str, int, bytes]]:
+    """What Go's archive/tar (the model in tarcraft) reads, in TarStream's terms."""
+    kinds = {b"0": REGULAR, b"5": DIRECTORY}
+    return [(n.decode("utf-8", "surrogateescape"), kinds.get(f, f"type {f!r}"), s, d)
+            for n, f, s, d in go_read(tar)]
+
+
 def _reference(tar: bytes) -> list[tuple[str, str, int, bytes]]:
     """What tarfile reads, in TarStream's terms (directories without their trailing slash)."""
     with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as t:
@@ -368,7 +377,7 @@ def test_random_tarfile_archives_read_back_exactly(entries, mode, uid, mtime, ch
     tar = tarfile_archive(entries, mode=mode, uid=uid, gid=uid, mtime=mtime)
     want = [(n + "/", DIRECTORY, 0, b"") if d is None else (n, REGULAR, len(d), d)
             for n, d in entries]
-    assert read(tar, chunk=chunk) == want
+    assert read(tar, chunk=chunk) == want == _as_go_reads(tar)
 
 
 _BASE = tarfile_archive([("oci-layout", b"{}"), ("blobs", None),
@@ -423,7 +432,84 @@ def test_damaged_headers_are_refused_or_read_as_tarfile_reads_them(block, edits,
     event("accepted")
     # Accepted: tarfile must read exactly the same members (it is laxer, never stricter).
     assert _dirs_unslashed(ours) == _reference(tar)
+    assert ours == _as_go_reads(tar)
 
 
 def test_octal_helper_matches_tarfile():
     assert header("a", 5)[124:136] == octal(5, 12) == tarfile.itn(5, 12, tarfile.PAX_FORMAT)
+
+
+# -- the Go model agrees with Go where issue 10 saw the readers part ---------------------------
+
+def test_go_model_reads_the_issues_attacks_as_go_does():
+    # Only the last pax header counts (reader.go: paxHdrs is replaced, not merged).
+    assert go_read(CASES["two pax headers in a row"][0])[1][0] == b"repositories"
+    with pytest.raises(GoError):  # ParseUint(.., 8, 64) takes no "_"
+        go_read(CASES["size 3_36"][0])
+    # No prefix field in a GNU header (unless its atime/ctime do not parse: golang.org/issue/
+    # 12594); tarfile always joins one. A prefix is read up to its first NUL.
+    gnu = FIRST + member(HEX, b"x", magic=b"ustar ", version=b" \0", prefix=b"0" * 11) + END
+    assert go_read(gnu)[1][0] == HEX.encode()
+    with tarfile.open(fileobj=io.BytesIO(gnu)) as t:
+        assert t.getnames()[1] == "0" * 11 + "/" + HEX
+    refused(gnu, "GNU tar header")
+    assert go_read(CASES["prefix NUL then text"][0])[1][0] == HEX.encode()
+    # Base-256 keeps the low bits of the first byte (tarfile knows only 0x80 and 0xff).
+    tar = FIRST + header("a", 0, size=b"\x80" + bytes(10) + b"\x05") + padded(b"x" * 5) + END
+    assert go_read(tar)[1][2] == 5
+    assert go_read(FIRST + member(BLOB, b"x", b"7") + END)[1][1] == b"7"
+    assert go_read(member("d/", b"", b"\0") + END)[0][1] == b"5"
+
+
+_FIELD_VALUES = {
+    "size": st.sampled_from([b"3", b"3_3", b"+3", b" 3", b"3 ", b"\0\0003", b"3\0003",
+                             b"\x80" + bytes(10) + b"\x03", b"\x81" + bytes(10) + b"\x03",
+                             b"\xff" * 12, b""]),
+    "mode": st.sampled_from([b"644", b"6_44", b"-1", b"\x80\0\0\0\0\0\0\x01", b""]),
+    "magic": st.sampled_from([b"ustar", b"ustar ", b"", b"USTAR"]),
+    "version": st.sampled_from([b"00", b" \0", b"0", b""]),
+    "prefix": st.sampled_from([b"", b"blobs", b"\0blobs", b"a\nb", b"blobs\0x"]),
+    "pad": st.sampled_from([b"", b"\0" * 8 + b"tar"]),
+    "linkname": st.sampled_from([b"", b"index.json"]),
+    "uname": st.sampled_from([b"", b"root", b"r\0x", b"\xc3\xa9"]),
+    "devmajor": st.sampled_from([b"0", b"", b"1_0"]),
+}
+_PAX_RECORDS = st.lists(st.sampled_from([
+    record("path", "index.json"), record("path", "blobs/sha256/" + HEX), record("path", ""),
+    record("path", "a\n"), record("path", "d/"), record("size", "3"), record("size", "3_3"),
+    record("size", str(8**11)), record("size", "+3"), record("mtime", "1e3"),
+    record("uid", "x"), b"13 path=abcd\n\n", b"+13 path=abc\n", b"9 size=\n",
+    record("GNU.sparse.major", "1"), record("hdrcharset", "BINARY")]), max_size=3).map(b"".join)
+
+
+@st.composite
+def _hostile_member(draw) -> bytes:
+    out = b""
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
+        out += pax(draw(_PAX_RECORDS))
+    fields = {k: draw(v) for k, v in _FIELD_VALUES.items()
+              if draw(st.sampled_from([False] * 6 + [True]))}
+    flag = draw(st.sampled_from([b"0"] * 4 + [b"5"] * 2 + [b"7", b"\0", b"g", b"L", b"2"]))
+    name = draw(st.sampled_from([b"index.json", b"d/", BLOB.encode(), b"a\0b", b""]))
+    size = draw(st.sampled_from([0, 3, 600]))
+    # Mostly as much data as the header says; sometimes as much as another size would want.
+    data = size if draw(st.sampled_from([True] * 3 + [False])) else draw(
+        st.sampled_from([0, 3, 600]))
+    return out + header(name, size, flag, **fields) + padded(b"abc" * 200)[:len(padded(
+        b"x" * data))]
+
+
+@settings(max_examples=1500, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(members=st.lists(_hostile_member(), min_size=1, max_size=3),
+       end=st.sampled_from([END] * 4 + [END + bytes(BLOCK), bytes(BLOCK), END + b"x", b""]))
+def test_hostile_archives_are_refused_or_read_as_go_and_tarfile_read_them(members, end):
+    tar = FIRST + b"".join(members) + end
+    try:
+        ours = read(tar)
+    except TarError:
+        event("refused")
+        return
+    event("accepted")
+    assert ours == _as_go_reads(tar)
+    assert _dirs_unslashed(ours) == _reference(tar)
