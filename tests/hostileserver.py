@@ -208,3 +208,14 @@ def trickle(h: BaseHTTPRequestHandler, length: int, interval: float,
 
 def redirect(h: BaseHTTPRequestHandler, location: str) -> bool:
     return reply(h, 307, b"", {"Location": location})
+
+
+def trickle_headers(h: BaseHTTPRequestHandler, interval: float, stop: threading.Event) -> bool:
+    """A status line, then one header that never ends: a byte every `interval` seconds."""
+    h.close_connection = True
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    started = time.monotonic()
+    while not stop.wait(interval) and time.monotonic() - started < ENDLESS_SECONDS:
+        h.wfile.write(b"a")
+        h.wfile.flush()
+    return True

@@ -31,6 +31,7 @@ from tests.hostileserver import (
     redirect,
     reply,
     trickle,
+    trickle_headers,
 )
 from tests.servers import write_registries_yaml
 
@@ -130,6 +131,16 @@ def test_trickling_manifest_fails_after_its_grace(hostile, tmp_path):
     assert_one_line_error(m.run, REFERENCE, "too slow")
     assert m.run.code == 3
     assert_bounded(m, 15)
+
+
+def test_trickling_headers_time_out(hostile, tmp_path):
+    server = hostile(lambda h: "/manifests/" in h.path
+                     and trickle_headers(h, 0.3, server.stopping))
+    m = build(tmp_path, server.url, "--timeout", "1")
+    # Each try is cut after 2 x --timeout and retried: 6 tries, not 6 x 30 s of trickle.
+    assert_one_line_error(m.run, REFERENCE, "headers not complete after 2s", "after 6 attempts")
+    assert m.run.code == 3
+    assert_bounded(m, 40)
 
 
 def _token_challenge(realm: str):

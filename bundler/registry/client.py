@@ -160,14 +160,15 @@ def _error(response: requests.Response, what: str, host: str,
            timeout: float = DEFAULT_TIMEOUT) -> RegistryError:
     status = response.status_code
     code, message = _error_code(transport.error_body(response, timeout))
-    detail = f"{code}: {message}" if code else response.reason or ""
+    detail = f"{code}: {message}" if code else _printable(response.reason or "")
     if status == 404:
         text = f"{what}: not found on {host} ({detail or 404})"
     elif status in (401, 403):
         text = f"{what}: access denied by {host} ({status} {detail}); check credentials"
     elif status == 429:
         # Docker Hub states its pull limit in these headers; show them so the user can tell.
-        limits = ", ".join(f"{k.lower()}: {v}" for k, v in response.headers.items()
+        limits = ", ".join(f"{_printable(k.lower())}: {_printable(v)}"
+                           for k, v in response.headers.items()
                            if k.lower().startswith("ratelimit-"))
         text = f"{what}: rate limited by {host} (429 {detail}){'; ' + limits if limits else ''}"
     else:
@@ -184,6 +185,9 @@ def _error_code(body: bytes) -> tuple[str, str]:
         return "", ""
     if not isinstance(code, str) or not isinstance(message, str):
         return "", ""
-    # One line, printable, short: the text is the registry's, not ours.
-    clean = [re.sub(r"[^\x20-\x7e]", "?", s)[:200] for s in (code, message)]
-    return clean[0], clean[1]
+    return _printable(code), _printable(message)
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    # One line, printable, short: the text is the registry's, and goes into our one line.
+    return re.sub(r"[^\x20-\x7e]", "?", text[:limit])

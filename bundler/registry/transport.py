@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +37,8 @@ def new_session(tls: TLSConfig) -> requests.Session:
     # (issue 10 item 4); an auth that adds nothing turns that off and leaves proxies alone.
     session.trust_env = True
     session.auth = _NoNetrc()
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, _Adapter())
     if tls.insecure_skip_verify:
         # Mirrors the K3s option; it disables certificate checks, so say so every run.
         log.warning("TLS certificate verification is off for this endpoint (insecure_skip_verify)")
@@ -51,6 +54,70 @@ def new_session(tls: TLSConfig) -> requests.Session:
 class _NoNetrc(requests.auth.AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         return request
+
+
+class _HeaderDeadline:
+    """A connection whose status line and headers must all arrive within 2 x the read
+    timeout. Each recv is bounded by --timeout, but http.client accepts 100 header lines of
+    64 KiB each, which a server trickling a byte at a time could stretch over weeks."""
+
+    def getresponse(self):  # noqa: ANN201 - urllib3's own signature
+        sock = self.sock
+        limit = 2 * (self.timeout if isinstance(self.timeout, (int, float)) else DEFAULT_TIMEOUT)
+        cut = threading.Event()
+
+        def expire() -> None:
+            cut.set()
+            try:  # the plain socket's shutdown: SSLSocket.shutdown is not for another thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        timer = threading.Timer(limit, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            response = super().getresponse()
+        except Exception:
+            if not cut.is_set():
+                raise
+            response = None
+        finally:
+            timer.cancel()
+        if cut.is_set():
+            # The cut may also look like headers that simply ended: never trust those.
+            raise urllib3.exceptions.ReadTimeoutError(
+                None, "", f"headers not complete after {limit:g}s")
+        return response
+
+
+class _HTTPConnection(_HeaderDeadline, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_HeaderDeadline, urllib3.connection.HTTPSConnection):
+    pass
+
+
+_POOLS = {
+    "http": type("HTTPPool", (urllib3.HTTPConnectionPool,), {"ConnectionCls": _HTTPConnection}),
+    "https": type("HTTPSPool", (urllib3.HTTPSConnectionPool,),
+                  {"ConnectionCls": _HTTPSConnection}),
+}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with connections that bound the time headers may take."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy, **kwargs):  # noqa: ANN001, ANN201 - requests' own
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if type(manager) is urllib3.ProxyManager:  # SOCKS managers keep their own classes
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
 
 
 def redact(url: str) -> str:
@@ -201,7 +268,9 @@ def translate(
                 f"if so, write its endpoint as http://{host_of(url)} in registries.yaml")
         return NetworkError(f"{where}: TLS failed ({reason})")
     if isinstance(e, requests.exceptions.Timeout):
-        return NetworkError(f"{where}: timed out after {timeout:g}s")
+        slow = re.search(r"headers not complete after \S+", str(e))
+        said = slow.group(0) if slow else f"timed out after {timeout:g}s"
+        return NetworkError(f"{where}: {said}")
     if isinstance(e, requests.exceptions.ConnectionError):
         return NetworkError(f"{where}: cannot connect ({_reason(e)})")
     return NetworkError(f"{where}: {_reason(e)}")
@@ -373,4 +442,9 @@ def _reason(e: BaseException) -> str:
         inner = inner.args[0]
     text = str(getattr(inner, "reason", None) or inner)
     # urllib3 prefixes the connection object's repr: "HTTPConnection(host=..., port=...): ..."
-    return re.sub(r"^(<[^>]*>|\w*Connection(Pool)?\([^)]*\)): ", "", text)
+    text = re.sub(r"^(<[^>]*>|\w*Connection(Pool)?\([^)]*\)): ", "", text)
+    # Some reasons quote the URL (requests' "No connection adapters were found for '...'"):
+    # never its userinfo or signed query. A quote or space ends it, and must stay.
+    text = re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+", lambda m: redact(m.group(0)), text)
+    # One line, whatever a server put in the text: a message is one line (common.md).
+    return " ".join(text.split())
