@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bundler import reference
 from bundler.errors import EnvironmentFailure, InputError
-from bundler.reference import Reference
+from bundler.reference import Reference, quoted
 
 
 def read(path: str | Path) -> list[Reference]:
@@ -26,12 +26,14 @@ def parse(text: str, source: str) -> list[Reference]:
     """Parse image-list text; `source` names it in errors."""
     refs: list[Reference] = []
     seen: set[Reference] = set()
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # Lines are what editors and `sed -n Np` count: splitlines() would also break at form
+    # feeds, U+2028 and the like, and the numbers in messages would point elsewhere.
+    for lineno, line in enumerate(text.split("\n"), 1):
         entry = line.split("#", 1)[0].strip()
         if not entry:
             continue
         if any(c.isspace() for c in entry):
-            raise InputError(f"{source}:{lineno}: one image reference a line, got {entry!r}")
+            raise InputError(f"{source}:{lineno}: one image reference a line, got {quoted(entry)}")
         try:
             ref = reference.parse(entry)
         except InputError as e:

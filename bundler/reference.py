@@ -17,14 +17,17 @@ DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 # distribution/reference grammar (reference/regexp.go), lower-case path components only.
+# Matched with fullmatch (`$` also matches before a trailing newline) and ASCII classes (Go's
+# RE2 `\w` is ASCII; Python's is not): a name Docker and containerd refuse is refused here.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _DOMAIN_RE = re.compile(
-    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-    r"(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$"
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?"
 )
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG_RE = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
 _MAX_NAME = 255
+_MAX_SHOWN = 100
 
 
 @dataclass(frozen=True)
@@ -73,26 +76,32 @@ def parse(text: str) -> Reference:
     digest = None
     if "@" in s:
         s, digest = s.split("@", 1)
-        if not DIGEST_RE.match(digest):
-            raise InputError(f"invalid digest in {text!r}: want sha256:<64 lower-case hex>")
+        if not DIGEST_RE.fullmatch(digest):
+            raise InputError(f"invalid digest in {quoted(text)}: want sha256:<64 lower-case hex>")
     tag = None
     slash = s.rfind("/")
     colon = s.rfind(":")
     if colon > slash:
         s, tag = s[:colon], s[colon + 1 :]
-        if not _TAG_RE.match(tag):
-            raise InputError(f"invalid tag {tag!r} in {text!r}")
+        if not _TAG_RE.fullmatch(tag):
+            raise InputError(f"invalid tag {quoted(tag)} in {quoted(text)}")
     registry, repository = _split_domain(s, text)
-    if not _PATH_RE.match(repository):
+    if not _PATH_RE.fullmatch(repository):
         raise InputError(
-            f"invalid repository name {repository!r} in {text!r} "
+            f"invalid repository name {quoted(repository)} in {quoted(text)} "
             "(lower-case letters, digits and . _ - separators only)"
         )
     if len(f"{registry}/{repository}") > _MAX_NAME:
-        raise InputError(f"image name longer than {_MAX_NAME} characters: {text!r}")
+        raise InputError(f"image name longer than {_MAX_NAME} characters: {quoted(text)}")
     if tag is None and digest is None:
         tag = "latest"
     return Reference(registry, repository, tag, digest)
+
+
+def quoted(text: str) -> str:
+    """`text` quoted for a one-line message, cut short: an input line can be megabytes."""
+    shown = repr(text)
+    return shown if len(shown) <= _MAX_SHOWN else f"{shown[:_MAX_SHOWN - 4]}...{shown[-1]}"
 
 
 def _split_domain(s: str, text: str) -> tuple[str, str]:
@@ -101,11 +110,11 @@ def _split_domain(s: str, text: str) -> tuple[str, str]:
     if not is_domain:
         registry, repository = DOCKER_HUB, s
     else:
-        if not _DOMAIN_RE.match(first):
-            raise InputError(f"invalid registry host {first!r} in {text!r}")
+        if not _DOMAIN_RE.fullmatch(first):
+            raise InputError(f"invalid registry host {quoted(first)} in {quoted(text)}")
         registry, repository = first.lower(), rest
     if not repository:
-        raise InputError(f"missing repository name in {text!r}")
+        raise InputError(f"missing repository name in {quoted(text)}")
     if registry in _HUB_ALIASES:
         registry = DOCKER_HUB
         if "/" not in repository:
