@@ -69,7 +69,9 @@ class RegistryFront:
             self._reply(h, 307, b"", {"Location": f"{self.storage_url}{h.path}?sig=secret"})
             return
         path = h.path.split("?", 1)[0]
-        headers = {k: v for k, v in h.headers.items() if k.lower() in ("accept", "range")}
+        # Without auth of its own the front passes the client's on (token auth upstream).
+        passed = ("accept", "range") if self.username else ("accept", "range", "authorization")
+        headers = {k: v for k, v in h.headers.items() if k.lower() in passed}
         r = requests.request(h.command, self.upstream + path, headers=headers, timeout=30,
                              allow_redirects=True)
         out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP | {"content-length"}}

@@ -157,3 +157,36 @@ def test_expired_token_is_fetched_again(tmp_path, token_registry):
     time.sleep(1.2)
     client.manifest("library/busybox", "1.36.1", "busybox")
     assert len(tokens.requests) == 2
+
+
+def test_token_and_head_cut_off_are_retried_on_the_same_endpoint(tmp_path, seeded_data):
+    """Issue 11 item 1: a token response and a HEAD broken off mid-way are retried there."""
+    import socket
+
+    from tests.cli_helpers import build_args
+    from tests.faultproxy import RegistryFront
+
+    tokens = TokenServer(tmp_path, cut_first=1).start()
+    registry = Registry(tmp_path / "reg", tokens.registry_config(), data=seeded_data).start()
+    heads = []
+
+    def reset_first_head(h, server):
+        if h.command != "HEAD" or heads:
+            return False
+        heads.append(h.path)
+        h.connection.shutdown(socket.SHUT_RDWR)  # no status line at all
+        h.close_connection = True
+        return True
+
+    front = RegistryFront(registry.url, fault=reset_first_head)
+    fallback = RegistryFront(registry.url)
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml",
+                                     {"docker.io": [front.url, fallback.url]})
+        run = bundler("-v", *build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml))
+    finally:
+        for server in (front, fallback, registry, tokens):
+            server.stop()
+    assert run.code == 0, run.stderr
+    assert heads and len(tokens.requests) == 2, tokens.requests
+    assert fallback.requests == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import time
 import uuid
@@ -30,11 +31,13 @@ def _b64(data: bytes) -> str:
 
 class TokenServer:
     def __init__(self, directory: Path, username: str = "", password: str = "",
-                 expires_in: int = 300):
+                 expires_in: int = 300, cut_first: int = 0):
         self.key = pki.key()
         self.cert = pki.certificate(self.key, "token signer")
         self.cert_path = pki.write_pem(directory / "token-cert.pem", self.cert)
         self.username, self.password, self.expires_in = username, password, expires_in
+        # The first `cut_first` token responses break off halfway (a connection reset).
+        self.cut_first = cut_first
         self.requests: list[dict] = []
         server = self
 
@@ -59,6 +62,12 @@ class TokenServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if len(server.requests) <= server.cut_first:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
                 self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
