@@ -15,7 +15,7 @@ reader does (src/archive/tar: reader.go, strconv.go, format.go):
 - strings: printable ASCII, then only NULs to the end of the field; the prefix field is
   joined to the name as Go does (only when it is not empty);
 - pax records: exact "%d key=value\\n" framing, UTF-8, no NUL, keys `path` and `size` only,
-  each once;
+  each once, and only for a name or size the header cannot hold (as writers use them);
 - padding and the end-of-archive marker: zeros, to the end of the stream.
 
 Offsets in messages are byte positions in the uncompressed tar.
@@ -62,6 +62,7 @@ _PRINTABLE = re.compile(rb"[\x20-\x7e]*")
 _PAX_LENGTH = re.compile(rb"([1-9][0-9]*) ")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAME_FIELD = 100
 # A pax size record is only written for sizes an 11-digit octal field cannot hold.
 _OCTAL_SIZE_LIMIT = 8**11
 _INT64_LIMIT = 1 << 63  # Go's ParseInt(v, 10, 64) and parseNumeric overflow here
@@ -320,6 +321,10 @@ def _apply_pax(pax: dict[str, str], pax_at: int, name: str, size: int, at: int
         name = pax["path"]
         if _CONTROL.search(name):
             raise TarError(f"{where}: control character in path {name!r}")
+        if len(name) <= _NAME_FIELD and _PRINTABLE.fullmatch(name.encode()):
+            # Writers use the record only for names the header cannot hold; a reader that
+            # skips pax records would take the header's name instead.
+            raise TarError(f"{where}: path record {name!r} fits the header's name field")
     if "size" in pax:
         value = pax["size"]
         if not _DECIMAL.fullmatch(value) or int(value) >= _INT64_LIMIT:

@@ -195,8 +195,11 @@ CASES = {
                                       + member("x", b"abc") + END, ["header says 3"]),
     "pax path with a newline": (FIRST + pax(record("path", BLOB + "\n")) + member("x") + END,
                                 ["control character"]),
-    "pax path of a file ending in /": (FIRST + pax(record("path", "index.json/"))
+    "pax path of a file ending in /": (FIRST + pax(record("path", "d" * 120 + "/"))
                                        + member("x") + END, ["ends with '/'"]),
+    "pax path that fits the header": (FIRST + pax(record("path", "index.json"))
+                                      + member("repositories") + END,
+                                      [f"pax header at byte {AT}", "fits the header"]),
     "pax header over 1 MiB": (FIRST + header("././@PaxHeader", (1 << 20) + 1, b"x"),
                               ["more than 1048576", f"byte {AT}"]),
     "pax header with non-zero padding": (
@@ -476,7 +479,9 @@ _FIELD_VALUES = {
 }
 _PAX_RECORDS = st.lists(st.sampled_from([
     record("path", "index.json"), record("path", "blobs/sha256/" + HEX), record("path", ""),
-    record("path", "a\n"), record("path", "d/"), record("size", "3"), record("size", "3_3"),
+    record("path", "a\n"), record("path", "d/"), record("path", "l" * 101),
+    record("path", "\u00e9"), record("path", "d" * 120 + "/"), record("size", "3"),
+    record("size", "3_3"),
     record("size", str(8**11)), record("size", "+3"), record("mtime", "1e3"),
     record("uid", "x"), b"13 path=abcd\n\n", b"+13 path=abc\n", b"9 size=\n",
     record("GNU.sparse.major", "1"), record("hdrcharset", "BINARY")]), max_size=3).map(b"".join)
