@@ -213,6 +213,22 @@ def test_credentials_never_go_to_a_plain_http_realm_on_another_host(hostile, tmp
     assert tokens.requests == []
 
 
+def test_credentials_never_go_to_a_plain_http_realm_from_an_https_endpoint(hostile, tmp_path):
+    ca, cert, key = pki.server_tls(tmp_path)
+
+    def behave(h) -> bool:
+        if h.path.startswith("/token"):
+            return reply(h, 200, b'{"token": "t"}')
+        return _token_challenge(f"{server.plain_url}/token")(h)
+
+    server = hostile(behave, tls=(cert, key))
+    m = build(tmp_path, server.url, configs=_creds(server, tls={"ca_file": str(ca)}))
+    assert_one_line_error(m.run, REFERENCE, f"token realm on plain http at {server.host}")
+    assert m.run.code == 1
+    assert_bounded(m, 30)
+    assert not server.seen("/token")
+
+
 def test_netrc_is_never_used(hostile, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -258,8 +274,10 @@ def test_check_target_rules():
     check("https://10.1.2.3/blob", "https://10.9.9.9", "x", "redirected to")  # private: fine
     with pytest.raises(RegistryError, match="loopback"):
         check("http://127.0.0.1:2375/containers", "https://10.9.9.9", "x", "redirected to")
-    with pytest.raises(RegistryError, match="link-local"):
-        check("http://[::ffff:169.254.169.254]/", "https://10.9.9.9", "x", "redirected to")
+    for disguised in ("http://[::ffff:169.254.169.254]/", "http://2852039166/",
+                      "http://0xA9FEA9FE/", "http://[fe80::1%25eth0]/"):
+        with pytest.raises(RegistryError, match="link-local"):
+            check(disguised, "https://10.9.9.9", "x", "redirected to")
     with pytest.raises(RegistryError, match="plain http"):
         check("http://10.9.9.9/b", "https://10.9.9.9", "x", "redirected to",
               came_from="https://10.9.9.9/v2/")

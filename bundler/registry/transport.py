@@ -180,8 +180,8 @@ def check_target(url: str, registry_url: str, what: str, why: str,
     addresses = _addresses(urlsplit(url).hostname or "")
     if any(a.is_link_local for a in addresses):
         raise RegistryError(f"{prefix}, a link-local address; refused")
-    if any(a.is_loopback for a in addresses) and not all(
-            a.is_loopback for a in _addresses(urlsplit(registry_url).hostname or "")):
+    own = _addresses(urlsplit(registry_url).hostname or "")
+    if any(a.is_loopback for a in addresses) and not (own and all(a.is_loopback for a in own)):
         raise RegistryError(f"{prefix}, a loopback address of this machine; refused")
 
 
