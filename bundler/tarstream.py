@@ -31,6 +31,9 @@ from typing import BinaryIO
 BLOCK = 512
 # Go refuses a pax header of more than 1 MiB (maxSpecialFileSize, as libarchive does).
 _MAX_EXTENDED = 1 << 20
+# Writers pad the end to their record size (tar and tarfile: 10 KiB); zeros past this would
+# only cost time, since every reader stops at the end-of-archive marker.
+_MAX_END = 1 << 20
 
 REGULAR, DIRECTORY = "file", "dir"
 _PAX = b"x"
@@ -198,6 +201,9 @@ class TarStream:
                 raise TarError(f"data after the end of the tar archive (byte {at}; the "
                                f"end-of-archive marker is at byte {start})")
             zeros += len(data)
+            if zeros > _MAX_END:
+                raise TarError(f"more than {_MAX_END} bytes of zeros after the end-of-archive "
+                               f"marker at byte {start}")
         if zeros < BLOCK:
             raise TarError(f"tar ends inside its end-of-archive marker (byte {start}: one "
                            f"zero block, not two)")

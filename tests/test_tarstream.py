@@ -110,6 +110,11 @@ def test_old_style_checksum_and_blank_padded_numbers_are_accepted():
     assert read(FIRST + h + padded(b"abc") + END)[1] == ("a", REGULAR, 3, b"abc")
 
 
+def test_a_mebibyte_of_zeros_after_the_marker_is_accepted():
+    # One marker block, then 1 MiB of zeros (the second block and record padding): the limit.
+    assert len(read(FIRST + END + bytes((1 << 20) - BLOCK))) == 1
+
+
 def test_a_clean_prefix_is_joined_as_go_joins_it():
     tar = FIRST + member(HEX, b"x", prefix=b"blobs/sha256") + END
     assert read(tar)[1][0] == BLOB
@@ -299,6 +304,9 @@ CASES = {
                             f"marker is at byte {AT}"]),
     "a member after the end": (FIRST + END + member("index.json", b"{}") + END,
                                ["data after the end", f"byte {AT + 1024}"]),
+    "a mebibyte of zeros after the end": (FIRST + END + bytes(1 << 20),
+                                           [f"end-of-archive marker at byte {AT}",
+                                            "more than 1048576 bytes of zeros"]),
     "one zero block only": (FIRST + bytes(BLOCK), ["one zero block", f"byte {AT}"]),
     "no end marker": (FIRST, [f"tar ends without its end-of-archive marker (byte {AT})"]),
     "truncated header": (FIRST + header("a")[:300],
