@@ -149,7 +149,11 @@ def _build(args: argparse.Namespace) -> int:
         level=args.level, timeout=args.timeout, jobs=args.jobs,
         cache_dir=None if args.no_cache else (args.cache_dir or str(cache.default_dir())),
     )
-    result = bundle.build(opts, Progress(False if args.quiet else None))
+    try:
+        result = bundle.build(opts, Progress(False if args.quiet else None))
+    except cache.CacheUnusable as e:
+        raise EnvironmentFailure(f"{e}; choose another with --cache-dir, or --no-cache"
+                                 ) from None
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -70,3 +70,12 @@ def test_max_inflation_must_be_positive(tmp_path):
     run = bundler("verify", str(tmp_path / "x.tar.zst"), "--max-inflation", "0")
     assert_one_line_error(run, "--max-inflation 0: want a positive ratio")
     assert run.code == 2
+
+
+def test_unusable_cache_names_the_way_out(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache should be")
+    run = bundler("build", *_unreachable_registries(tmp_path), "--cache-dir", str(blocker))
+    assert_one_line_error(run, f"cache directory {blocker}: not a directory",
+                          "choose another with --cache-dir, or --no-cache")
+    assert run.code == 3
