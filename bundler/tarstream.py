@@ -16,7 +16,8 @@ reader does (src/archive/tar: reader.go, strconv.go, format.go):
   joined to the name as Go does (only when it is not empty);
 - pax records: exact "%d key=value\\n" framing, UTF-8, no NUL, keys `path` and `size` only,
   each once, and only for a name or size the header cannot hold (as writers use them);
-- padding and the end-of-archive marker: zeros, to the end of the stream.
+- padding and the end-of-archive marker: zeros, to the end of the stream (at most 1 MiB of
+  them after the marker).
 
 Offsets in messages are byte positions in the uncompressed tar.
 """
