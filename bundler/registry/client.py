@@ -148,7 +148,7 @@ def media_type_of(body: bytes, content_type: str = "") -> str:
     except (ValueError, RecursionError):
         doc = {}  # the manifest parser says what is wrong with it
     declared = doc.get("mediaType") if isinstance(doc, dict) else None
-    if declared:
+    if declared and isinstance(declared, str):
         return declared
     if isinstance(doc, dict) and doc.get("schemaVersion") == 2:
         # OCI documents may omit mediaType; tell index from manifest by their fields.

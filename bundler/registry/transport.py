@@ -122,7 +122,10 @@ class _Adapter(requests.adapters.HTTPAdapter):
 
 def redact(url: str) -> str:
     """The URL without query or credentials: blob-storage redirects carry signed queries."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a malformed URL)"
     return urlunsplit((parts.scheme, host_of(url), parts.path, "", ""))
 
 
@@ -170,11 +173,20 @@ def check_target(url: str, registry_url: str, what: str, why: str,
     Private networks (10/8, 172.16/12, 192.168/16, fc00::/7) stay allowed: internal mirrors
     commonly redirect blobs to internal object storage.
     """
-    scheme, host = urlsplit(url).scheme, host_of(url)
     registry = host_of(registry_url)
-    prefix = f"{what}: {registry} {why} {host or redact(url)}"
+    scheme = urlsplit(url).scheme
     if scheme not in ("http", "https"):
-        raise RegistryError(f"{prefix} by {scheme or 'no'}: URL; refused (only http and https)")
+        raise RegistryError(f"{what}: {registry} {why} a {scheme or 'relative'}: URL; refused "
+                            f"(only http and https)")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is no number, or on a broken [v6] host
+        well_formed = bool(re.fullmatch(r"[A-Za-z0-9._~%:-]+", parts.hostname or ""))
+    except ValueError:
+        well_formed = False
+    if not well_formed:
+        raise RegistryError(f"{what}: {registry} {why} a malformed URL; refused")
+    prefix = f"{what}: {registry} {why} {host_of(url)}"
     if scheme == "http" and came_from and urlsplit(came_from).scheme == "https":
         raise RegistryError(f"{prefix} over plain http; refused (https must not downgrade)")
     addresses = _addresses(urlsplit(url).hostname or "")
@@ -226,6 +238,12 @@ def send(
                 # session's own CA file (psf/requests#3829); a registries.yaml ca_file must win.
                 verify=session.verify, **kwargs,
             )
+        except ValueError as e:
+            if isinstance(e, requests.exceptions.RequestException):
+                raise RegistryError(str(translate(e, method, url, timeout, what))) from None
+            # requests parses a redirect's Location even when told not to follow it.
+            raise RegistryError(f"{what + ': ' if what else ''}{method} {redact(url)}: "
+                                f"malformed answer ({_reason(e)})") from None
         except requests.exceptions.RequestException as e:
             error = translate(e, method, url, timeout, what)
             if isinstance(e, requests.exceptions.SSLError):
