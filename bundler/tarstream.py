@@ -235,8 +235,8 @@ def _parse_header(h: bytes, at: int) -> tuple[bytes, str, int]:
     flag = h[156:157]
     if flag != _PAX and flag not in _KINDS:
         what = _REFUSED.get(flag, "unknown type")
-        raise TarError(f"{what} not allowed in a bundle (typeflag {flag!r} in the header at "
-                       f"byte {at})")
+        raise TarError(f"{what} not allowed in a bundle (typeflag {flag.decode('latin-1')!r} in "
+                       f"the header at byte {at})")
     fields = {what: _string(h[start:end], what, at) for what, start, end in _STRINGS}
     numbers = {what: _number(h[start:end], what, at) for what, start, end in _NUMBERS}
     if fields["linkname"]:
