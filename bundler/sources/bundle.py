@@ -1,0 +1,342 @@
+"""A bundle file read back as images (cf. ggcr's tarball.Image), without trusting it.
+
+archive.py puts the metadata members (oci-layout, index.json, manifest.json, repositories)
+first, in their own zstd frame; so what a bundle holds is known after decompressing that frame
+alone. A preserve bundle has one frame per blob member (bundle.frame_groups), so any one blob
+can be read by seeking to its frame; a compact bundle has the blobs in one frame, read from
+its start. The tar is read with TarStream and the JSON with strictjson, as verify reads them:
+every byte is untrusted, and every blob read through this source is checked against its
+digest (VerifyingReader) before its stream ends.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from bundler import archive, compress, localfile, reference, strictjson
+from bundler.digest import CHUNK, DIGEST_RE, VerifyingReader, sha256_digest
+from bundler.errors import BundlerError, DigestMismatch, InputError
+from bundler.image import Descriptor, Image, Layer, parse_config, parse_manifest
+from bundler.platform import Platform
+from bundler.reference import Reference
+from bundler.tarstream import REGULAR, TarError, TarStream
+
+# Metadata members and JSON blobs are small (verify uses the same bound).
+MAX_DOCUMENT = 4 << 20
+# The blob member headers at the front of each frame: a header and perhaps a pax header.
+_HEAD = 3 * 512
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image as the metadata at the front names it (index.json and manifest.json)."""
+
+    reference: Reference
+    manifest: Descriptor
+    platform: Platform | None  # as index.json declares it
+    config_digest: str  # manifest.json's Config
+    layer_digests: tuple[str, ...]  # manifest.json's Layers
+
+
+@dataclass(frozen=True)
+class Metadata:
+    entries: tuple[Entry, ...]
+    members: dict[str, bytes]  # the metadata members, by name
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        return localfile.open_regular(path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _plain(f: BinaryIO) -> BinaryIO:
+    dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
+    return dctx.stream_reader(f, read_size=CHUNK, read_across_frames=True)
+
+
+def read_metadata(path: Path) -> Metadata:
+    """The metadata at the front of the bundle; only what precedes the first blob is
+    decompressed. InputError naming the file when it is not a bundle bundler can read."""
+    with _open(path) as f:
+        try:
+            members = _front(TarStream(_plain(f)), path)
+        except TarError as e:
+            raise InputError(f"{path}: tar: {e}") from None
+        except zstandard.ZstdError as e:
+            raise InputError(f"{path}: not a zstd bundle ({e})") from None
+    return Metadata(tuple(_entries(members, path)), members)
+
+
+def _front(tar: TarStream, path: Path) -> dict[str, bytes]:
+    members: dict[str, bytes] = {}
+    for member in tar:
+        if member.kind != REGULAR:
+            continue
+        if member.name not in archive.METADATA:
+            break  # the first blob: the metadata, if any, came before it
+        if member.name in members:
+            raise InputError(f"{path}: {member.name} appears twice")
+        if member.size > MAX_DOCUMENT:
+            raise InputError(f"{path}: {member.name} is {member.size} bytes, more than "
+                             f"{MAX_DOCUMENT}")
+        members[member.name] = b"".join(iter(tar.read_data, b""))
+        if len(members) == len(archive.METADATA):
+            break
+    for name in (archive.INDEX, archive.DOCKER_MANIFEST):
+        if name not in members:
+            raise InputError(f"{path}: no {name} before the first blob; not a bundle bundler "
+                             "reads (metadata must be at the front)")
+    return members
+
+
+def _entries(members: dict[str, bytes], path: Path) -> Iterator[Entry]:
+    index = _json(members[archive.INDEX], archive.INDEX, strictjson.INDEX, path)
+    docker = _json(members[archive.DOCKER_MANIFEST], archive.DOCKER_MANIFEST,
+                   strictjson.DOCKER_MANIFEST, path)
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(manifests, list) or not manifests:
+        raise InputError(f"{path}: {archive.INDEX} lists no manifests")
+    if not isinstance(docker, list) or len(docker) != len(manifests):
+        raise InputError(f"{path}: {archive.DOCKER_MANIFEST} does not list the "
+                         f"{len(manifests)} images of {archive.INDEX}")
+    for i, (entry, view) in enumerate(zip(manifests, docker, strict=True)):
+        where = f"{path}: {archive.INDEX} manifests[{i}]"
+        if not isinstance(entry, dict) or not isinstance(view, dict):
+            raise InputError(f"{where}: not an object")
+        annotations = entry.get("annotations")
+        name = annotations.get(archive.ANNOTATION_IMAGE_NAME) \
+            if isinstance(annotations, dict) else None
+        if not isinstance(name, str):
+            raise InputError(f"{where}: no {archive.ANNOTATION_IMAGE_NAME}")
+        ref = reference.parse(name)
+        try:
+            desc = Descriptor.from_json(entry, where)
+        except BundlerError as e:
+            raise InputError(str(e)) from None
+        declared = entry.get("platform")
+        plat = None
+        if isinstance(declared, dict) and isinstance(declared.get("os"), str) \
+                and isinstance(declared.get("architecture"), str):
+            variant = declared.get("variant")
+            plat = Platform(declared["os"], declared["architecture"],
+                            variant if isinstance(variant, str) and variant else None)
+        config = _blob_digest(view.get("Config"), f"{where} ({archive.DOCKER_MANIFEST} Config)")
+        layers = view.get("Layers")
+        if not isinstance(layers, list):
+            raise InputError(f"{where}: {archive.DOCKER_MANIFEST} entry has no Layers list")
+        yield Entry(ref, desc, plat, config,
+                    tuple(_blob_digest(p, f"{where} ({archive.DOCKER_MANIFEST} Layers)")
+                          for p in layers))
+
+
+def _blob_digest(member: object, where: str) -> str:
+    if not isinstance(member, str) or not member.startswith(archive.BLOB_DIR):
+        raise InputError(f"{where}: {str(member)[:100]!r} is not a blob path")
+    digest = "sha256:" + member[len(archive.BLOB_DIR):]
+    if not DIGEST_RE.fullmatch(digest):
+        raise InputError(f"{where}: {str(member)[:100]!r} is not a blob path")
+    return digest
+
+
+def _json(data: bytes, name: str, schema: strictjson.Schema, path: Path) -> object:
+    try:
+        return strictjson.loads(data, schema)
+    except strictjson.StrictJSONError as e:
+        raise InputError(f"{path}: {name}: bad JSON ({e})") from None
+
+
+# -- blobs at frame starts (preserve bundles) ----------------------------------------------
+
+
+class _Seeking:
+    """Lets compress.frames skip block contents by seeking instead of reading them."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+
+    def read(self, n: int) -> bytes:
+        if n > 4096:
+            here = self._f.tell()
+            end = self._f.seek(0, 2)
+            self._f.seek(min(here + n, end))
+            return b"\0" * (min(here + n, end) - here)
+        return self._f.read(n)
+
+
+def frame_index(path: Path) -> dict[str, tuple[int, int]]:
+    """blob digest -> (offset of the zstd frame whose tar bytes start with that blob's member,
+    the member's size). In a preserve bundle that is every blob; in a compact one, at most
+    the first layer. Only the first block of each frame is decompressed."""
+    found: dict[str, tuple[int, int]] = {}
+    with _open(path) as f:
+        try:
+            offsets = [fr.offset for fr in compress.frames(_Seeking(f)) if not fr.skippable]
+        except compress.FrameError as e:
+            raise InputError(f"{path}: zstd: {e}") from None
+        for offset in offsets[1:]:
+            f.seek(offset)
+            member = _first_member(f)
+            if member is not None:
+                found.setdefault(member[0], (offset, member[1]))
+    return found
+
+
+def _first_member(f: BinaryIO) -> tuple[str, int] | None:
+    dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
+    try:
+        head = dctx.stream_reader(f, read_size=16 << 10).read(_HEAD)
+        member = next(iter(TarStream(io.BytesIO(head))), None)
+    except (TarError, zstandard.ZstdError):
+        return None  # not a member boundary (or not a blob): read by streaming instead
+    if member is None or member.kind != REGULAR or not member.name.startswith(archive.BLOB_DIR):
+        return None
+    return "sha256:" + member.name[len(archive.BLOB_DIR):], member.size
+
+
+class _MemberData:
+    """The data of one tar member, as a stream; closes the file with it."""
+
+    def __init__(self, f: BinaryIO, tar: TarStream):
+        self._f, self._tar = f, tar
+
+    def read(self, n: int = CHUNK) -> bytes:
+        return self._tar.read_data(n if n and n > 0 else CHUNK)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def open_blob(path: Path, digest: str, frames: dict[str, tuple[int, int]]) -> BinaryIO:
+    """The bytes of blob `digest` (unchecked: wrap in VerifyingReader). From its own frame
+    when it starts one, else by reading the tar from the start up to it."""
+    f = _open(path)
+    try:
+        if digest in frames:
+            f.seek(frames[digest][0])
+            dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
+            tar = TarStream(dctx.stream_reader(f, read_size=CHUNK))
+            wanted = iter(tar)
+        else:
+            tar = TarStream(_plain(f))
+            wanted = iter(tar)
+        name = archive.blob_path(digest)
+        for member in wanted:
+            if member.name == name and member.kind == REGULAR:
+                return _MemberData(f, tar)  # type: ignore[return-value]
+            if digest in frames:
+                break
+    except (TarError, zstandard.ZstdError) as e:
+        f.close()
+        raise DigestMismatch(f"{path}: {archive.blob_path(digest)}: cannot read ({e})") from None
+    except BaseException:
+        f.close()
+        raise
+    f.close()
+    raise DigestMismatch(f"{path}: {archive.blob_path(digest)} is missing")
+
+
+def read_documents(path: Path, digests: set[str], frames: dict[str, tuple[int, int]]
+                   ) -> dict[str, bytes]:
+    """Small blobs (manifests, configs) by digest, each checked; those at frame starts are
+    read on their own, the rest in one pass over the tar."""
+    out: dict[str, bytes] = {}
+    rest = set()
+    for digest in digests:
+        if digest in frames:
+            out[digest] = _document(open_blob(path, digest, frames), digest, path)
+        else:
+            rest.add(digest)
+    if rest:
+        with _open(path) as f:
+            tar = TarStream(_plain(f))
+            try:
+                for member in tar:
+                    digest = "sha256:" + member.name[len(archive.BLOB_DIR):]
+                    if member.name.startswith(archive.BLOB_DIR) and digest in rest:
+                        out[digest] = _document(_MemberData(io.BytesIO(), tar), digest, path)
+                        rest.discard(digest)
+                        if not rest:
+                            break
+            except (TarError, zstandard.ZstdError) as e:
+                raise DigestMismatch(f"{path}: tar: {e}") from None
+    if rest:
+        raise DigestMismatch(f"{path}: {archive.blob_path(min(rest))} is missing")
+    return out
+
+
+def _document(stream: BinaryIO, digest: str, path: Path) -> bytes:
+    what = f"{path}: {archive.blob_path(digest)}"
+    try:
+        data = stream.read(MAX_DOCUMENT + 1)
+        while len(data) <= MAX_DOCUMENT and (more := stream.read(MAX_DOCUMENT + 1 - len(data))):
+            data += more
+    except (TarError, zstandard.ZstdError) as e:
+        raise DigestMismatch(f"{what}: cannot read ({e})") from None
+    finally:
+        stream.close()
+    if len(data) > MAX_DOCUMENT:
+        raise DigestMismatch(f"{what}: more than {MAX_DOCUMENT} bytes, too large for a document")
+    if sha256_digest(data) != digest:
+        raise DigestMismatch(f"{what}: content hashes to {sha256_digest(data)}")
+    return data
+
+
+# -- the source ----------------------------------------------------------------------------
+
+
+class BundleSource:
+    """The images of one bundle file (Source protocol): image(ref) for one name,
+    images() for all of them in index.json's order."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.metadata = read_metadata(self.path)
+        self.frames = frame_index(self.path)
+        self._documents: dict[str, bytes] | None = None
+
+    def images(self) -> list[Image]:
+        return [self._image(entry) for entry in self.metadata.entries]
+
+    def image(self, ref: Reference) -> Image:
+        for entry in self.metadata.entries:
+            if entry.reference.image_name == ref.image_name or (
+                    ref.digest and entry.manifest.digest == ref.digest
+                    and entry.reference.name == ref.name):
+                return self._image(entry)
+        raise InputError(f"{ref}: not in {self.path}")
+
+    def _docs(self) -> dict[str, bytes]:
+        if self._documents is None:
+            wanted = {e.manifest.digest for e in self.metadata.entries}
+            wanted |= {e.config_digest for e in self.metadata.entries}
+            self._documents = read_documents(self.path, wanted, self.frames)
+        return self._documents
+
+    def _image(self, entry: Entry) -> Image:
+        what = str(entry.reference)
+        docs = self._docs()
+        manifest = docs[entry.manifest.digest]
+        config_desc, layer_descs = parse_manifest(manifest, what)
+        if config_desc.digest != entry.config_digest:
+            raise DigestMismatch(f"{what}: manifest names config {config_desc.digest}, "
+                                 f"{archive.DOCKER_MANIFEST} says {entry.config_digest}")
+        config = docs[config_desc.digest]
+        plat, diff_ids = parse_config(config, len(layer_descs), what)
+        layers = tuple(Layer(d, diff_id, self._opener(d, what))
+                       for d, diff_id in zip(layer_descs, diff_ids, strict=True))
+        return Image(entry.reference, plat, manifest, entry.manifest.media_type, config, layers)
+
+    def _opener(self, d: Descriptor, what: str):
+        def open_layer() -> BinaryIO:
+            raw = open_blob(self.path, d.digest, self.frames)
+            return VerifyingReader(raw, d.digest, d.size,  # type: ignore[return-value]
+                                   f"{what}: {archive.blob_path(d.digest)}")
+        return open_layer
