@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +308,11 @@ class _Content:
             return
         if ".." in name.split("/"):
             self.problem(f"{where}: name climbs out with '..'")
+            return
+        if posixpath.normpath(name) != name:
+            # containerd cleans names (path.Clean) before matching them; we compare them as
+            # written, so a name cleaning would change could be two names to the two readers.
+            self.problem(f"{where}: not a clean path")
             return
         if name in self.seen:
             self.problem(f"{where}: duplicate of an earlier member")

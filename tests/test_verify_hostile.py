@@ -301,3 +301,12 @@ def test_singular_counts(tmp_path):
     run = bundler("verify", str(path))
     assert run.code == 0, run
     assert ": 1 image, 3 blobs, " in run.stdout
+
+
+@pytest.mark.parametrize("name", ["blobs//sha256/" + "a" * 64, "blobs/./sha256/" + "a" * 64,
+                                  "././index.json", "blobs/sha256/../sha256/" + "a" * 64])
+def test_names_containerd_would_clean_are_refused(builds, tmp_path, name):
+    members = _members(builds["p1"] / BUNDLE) + [(name, b"{}")]
+    report = verify(_zst(_tar(members), tmp_path / BUNDLE))
+    assert any(f"member {name!r}" in p and ("not a clean path" in p or "climbs out" in p)
+               for p in report.problems), report.problems
