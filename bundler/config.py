@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bundler.errors import EnvironmentFailure, InputError
-from bundler.reference import DOCKER_HUB
+from bundler.reference import DOCKER_HUB, quoted, valid_repository
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,20 @@ class Endpoint:
         return urlsplit(self.url).netloc.rpartition("@")[2]
 
     def repository(self, repository: str) -> str:
-        """The repository name to ask this endpoint for, after K3s-style rewrites."""
-        for pattern, replacement in self.rewrites:
-            if re.search(pattern, repository):
-                return re.sub(pattern, replacement, repository, count=1)
+        """The repository name to ask this endpoint for, after K3s-style rewrites.
+
+        As K3s does (Go's Regexp.ReplaceAllString): every match is replaced, `$1`/`${name}`
+        naming a group that does not exist gives nothing, and the first pattern that changes
+        the name wins, unless the result is not a repository name.
+        """
+        for pattern, template in self.rewrites:
+            regex = re.compile(pattern)
+            rewritten = regex.sub(lambda m, t=template: _expand_go(m, t), repository)
+            if rewritten != repository:
+                if valid_repository(rewritten):
+                    return rewritten
+                log.warning("rewrite %r of %s gives %s, not a repository name; not used",
+                            pattern, repository, quoted(rewritten))
         return repository
 
 
@@ -343,7 +353,7 @@ class _Checker:
                 re.compile(pattern)
             except re.error as e:
                 raise self.fail(what, f"not a regular expression ({e})") from None
-            rewrites.append((pattern, _go_replacement(self.string(replacement, what) or "")))
+            rewrites.append((pattern, self.string(replacement, what) or ""))
         return Mirror(tuple(dict.fromkeys(endpoints)), tuple(rewrites))
 
     def endpoint_url(self, url: str, where: str) -> str:
@@ -448,9 +458,22 @@ def _is_localhost(host: str) -> bool:
         return False
 
 
-def _go_replacement(replacement: str) -> str:
-    # Go writes group references as $1 or ${1}; Python as \g<1>.
-    return re.sub(r"\$\{?(\w+)\}?", r"\\g<\1>", str(replacement).replace("\\", "\\\\"))
+# Go's template syntax (regexp.Expand): $$, ${name} or $name, a name being ASCII letters,
+# digits and underscores.
+_GO_REF = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))", re.ASCII)
+
+
+def _expand_go(match: re.Match, template: str) -> str:
+    def one(ref: re.Match) -> str:
+        if ref.group(1):
+            return "$"
+        name = ref.group(2) or ref.group(3)
+        try:
+            return match.group(int(name) if name.isdigit() else name) or ""
+        except IndexError:  # no such group: Go gives the empty string
+            return ""
+
+    return _GO_REF.sub(one, template)
 
 
 def _decode_auth(value: str, what: str) -> Credentials:

@@ -98,6 +98,11 @@ def parse(text: str) -> Reference:
     return Reference(registry, repository, tag, digest)
 
 
+def valid_repository(name: str) -> bool:
+    """Whether `name` is a repository path (`rancher/x`) by the distribution grammar."""
+    return bool(_PATH_RE.fullmatch(name)) and len(name) <= _MAX_NAME
+
+
 def quoted(text: str) -> str:
     """`text` quoted for a one-line message, cut short: an input line can be megabytes."""
     shown = repr(text)

@@ -53,6 +53,22 @@ mirrors:
     assert default.repository("rancher/x") == "rancher/x"
 
 
+@pytest.mark.parametrize(("pattern", "template", "before", "after"), [
+    ("^rancher/(.*)", "mirrored/rancher/$1", "rancher/multus", "mirrored/rancher/multus"),
+    ("^rancher/(?P<rest>.*)", "m/${rest}-x", "rancher/multus", "m/multus-x"),
+    ("^rancher/", "m/$1", "rancher/multus", "m/multus"),  # no group 1: Go gives ""
+    ("^(rancher)/(.*)", "a$2x/$1", "rancher/multus", "a/rancher"),  # `$2x` is a name: ""
+    ("a", "o", "library/alpine", "librory/olpine"),  # every match, as ReplaceAllString
+    ("^library/", "$$/", "library/alpine", "library/alpine"),  # not a name: not used
+    ("^nomatch/", "x/", "library/alpine", "library/alpine"),
+])
+def test_rewrites_read_as_go_reads_them(tmp_path, pattern, template, before, after):
+    path = _yaml(tmp_path, json.dumps({"mirrors": {"docker.io": {
+        "endpoint": ["https://m.example"], "rewrite": {pattern: template}}}}))
+    mirror, _ = load_registries(path).endpoints("docker.io")
+    assert mirror.repository(before) == after
+
+
 def test_auth_forms_and_tls(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
