@@ -251,6 +251,20 @@ def test_userinfo_in_an_endpoint_url_is_never_shown_or_sent(hostile, tmp_path):
     assert all(r.authorization == "" for r in server.requests)
 
 
+def test_client_strips_userinfo_an_endpoint_url_carries(hostile):
+    # registries.yaml refuses such URLs; the client must not depend on that.
+    from bundler.config import Endpoint
+    from bundler.registry.client import Client
+
+    server = hostile(lambda h: "/manifests/" in h.path and reply(h, 403, b""))
+    client = Client(Endpoint(f"http://{USER}:{PASSWORD}@{server.host}"), timeout=5)
+    with pytest.raises(RegistryError) as e:
+        client.manifest(REPOSITORY, "v1", REFERENCE)
+    assert f"access denied by {server.host} (403" in str(e.value)
+    assert PASSWORD not in str(e.value) and USER not in str(e.value)
+    assert server.requests and all(r.authorization == "" for r in server.requests)
+
+
 # --- issue 10 item 6: redirects -----------------------------------------------------------
 
 @pytest.mark.parametrize("target, fragment", [
