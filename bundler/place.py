@@ -175,9 +175,11 @@ def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
 def _copy(source: Path, dir_fd: int, directory: Path, name: str, sha256: str,
           before_rename: Callable[[str], object] | None) -> None:
     temp = temp_name(Path(name)).name
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600, dir_fd=dir_fd)
+    fd = None
     try:
+        # Inside the try: a Ctrl-C that lands as open() returns still removes the file.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dir_fd)
         with open(source, "rb") as src, os.fdopen(fd, "wb", closefd=False) as dst:
             copied = HashingWriter(dst)
             shutil.copyfileobj(src, copied, CHUNK)
@@ -197,7 +199,8 @@ def _copy(source: Path, dir_fd: int, directory: Path, name: str, sha256: str,
         _check_placed(dir_fd, directory, name, ours)
         os.fsync(dir_fd)
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
         try:
             os.unlink(temp, dir_fd=dir_fd)
         except FileNotFoundError:
