@@ -9,10 +9,12 @@ final name that was not there before, and no temporary is left behind.
 from __future__ import annotations
 
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler import archive, checksums, compress, imagelist, mutate, platform
+from bundler import archive, checksums, compress, imagelist, mediatypes, mutate, platform
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
 from bundler.config import DEFAULT_TIMEOUT, load_registries
@@ -20,7 +22,7 @@ from bundler.digest import HashingWriter, hex_of, sha256_digest
 from bundler.errors import EnvironmentFailure, InputError
 from bundler.fetch import DEFAULT_JOBS, Fetcher
 from bundler.image import Image
-from bundler.progress import Progress
+from bundler.progress import Bar, Progress
 from bundler.reference import Reference
 
 DEFAULT_NAME = "k3s-airgap-images-multus"
@@ -83,6 +85,7 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
             store = BlobStore(cache_dir / "blobs" if cache_dir else outputs.scratch_dir())
             frames = FrameCache(cache_dir / "frames") if cache_dir else None
             source = _source(opts, registries, want, store)
+            progress.say(f"pulling {_count(len(refs), 'image')}")
             upstream = [source.image(ref) for ref in refs]
             written, doc = _write_outputs(upstream, refs, outputs, store, frames, names, opts,
                                           progress)
@@ -96,10 +99,10 @@ def _write_outputs(upstream: list[Image], refs: list[Reference], outputs: Atomic
                    opts: BuildOptions, progress: Progress) -> tuple[list[Path], dict]:
     out_dir = outputs.directory
     bundle_path = outputs.temp(names.bundle)
-    with progress.bar("pull", 0) as bar, \
-            Fetcher(store, opts.layers == mutate.UNCOMPRESSED, opts.jobs, bar) as fetcher:
+    with progress.bar("pull") as pull, \
+            Fetcher(store, opts.layers == mutate.UNCOMPRESSED, opts.jobs, pull.feed()) as fetcher:
         size, sha, images = _write_bundle(upstream, bundle_path, opts, fetcher, frames,
-                                          outputs.scratch_dir(), progress)
+                                          outputs.scratch_dir(), progress, pull)
     doc = checksums.manifest_document(
         images, upstream, arch=opts.arch, layers=opts.layers, level=opts.level,
         window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
@@ -175,29 +178,41 @@ def frame_groups(segments: list[archive.Segment], mode: str, level: int
 
 
 def _write_bundle(upstream: list[Image], path: Path, opts: BuildOptions, fetcher: Fetcher,
-                  frames: FrameCache | None, scratch: Path, progress: Progress
+                  frames: FrameCache | None, scratch: Path, progress: Progress, pull: Bar
                   ) -> tuple[int, str, list[Image]]:
-    with open(path, "wb") as f, progress.bar("compress", 0) as bar:
+    with open(path, "wb") as f, progress.bar("compress") as bar:
         hashed = HashingWriter(f)
         if fetcher.uncompressed:
-            images = _write_compact(upstream, hashed, opts.level, fetcher, frames, scratch, bar)
+            images = _write_compact(upstream, hashed, opts.level, fetcher, frames, scratch,
+                                    pull, bar)
         else:
             images = [mutate.staged(image, fetcher) for image in upstream]
             groups = frame_groups(archive.segments(images), opts.layers, opts.level)
-            bar.total = sum(g.size for g in groups)
-            bar.refresh()
+            missing = [g for g in groups if not (frames and frames.lookup(g.key))]
+            sizes = {layer.descriptor.digest: layer.descriptor.size
+                     for image in upstream for layer in image.layers}
+            to_pull = {s.digest for g in missing for s in g.segments
+                       if s.digest in sizes and not fetcher.store.has(s.digest)}
+            _start_pull(pull, sum(sizes[d] for d in to_pull))
+            total = sum(g.size for g in groups)
+            bar.start(total, f"compressing {_mb(total)}")
             # Start every download a missing frame needs, so they overlap the compression.
-            for group in groups:
-                if not (frames and frames.lookup(group.key)):
-                    for segment in group.segments:
-                        if segment.digest:
-                            fetcher.prefetch(segment.digest)
+            for group in missing:
+                for segment in group.segments:
+                    if segment.digest:
+                        fetcher.prefetch(segment.digest)
             compress.write_frames(groups, hashed, frames, on_bytes=bar.update)
     return hashed.size, hashed.hash.hexdigest(), images
 
 
+def _start_pull(pull: Bar, size: int) -> None:
+    pull.start(size, f"downloading {_mb(size)} of layers" if size else
+               "downloading nothing: every layer is cached")
+
+
 def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetcher: Fetcher,
-                   frames: FrameCache | None, scratch: Path, bar) -> list[Image]:
+                   frames: FrameCache | None, scratch: Path, pull: Bar, bar: Bar
+                   ) -> list[Image]:
     """The uncompressed-layers bundle, its big frame compressed while layers still arrive.
 
     The metadata (which needs every layer's size) is its own first frame; the rest is
@@ -208,28 +223,37 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     for image in upstream:
         for i, layer in enumerate(image.layers):
             wanted.setdefault(layer.diff_id, (layer, mutate.layer_what(image, i)))
-    if frames and all(fetcher.store.has(d) for d in wanted):
+    store = fetcher.store
+    _start_pull(pull, sum(layer.descriptor.size for d, (layer, _) in wanted.items()
+                          if not store.has(d)))
+    weights, exact = _layer_weights(wanted, store)
+    total = sum(weights.values())
+    bar.start(total, f"compressing {_mb(total)} of layers" + (
+        "" if exact else " (counted as sized in the registry: gzip until pulled)"))
+    if frames and all(store.has(d) for d in wanted):
         # Everything staged before: if both frames are cached too, this is a copy.
         images = [mutate.staged(image, fetcher) for image in upstream]
         groups = frame_groups(archive.segments(images), mutate.UNCOMPRESSED, level)
         if all(frames.lookup(g.key) for g in groups):
             compress.write_frames(groups, out, frames)
+            bar.update(total)
             return images
     order = sorted(wanted)
     for digest in order:
         fetcher.ensure(*wanted[digest])
+    meter = _ByLayer(bar)
 
     def arriving_layers():
         for digest in order:
             layer, what = wanted[digest]
             fetcher.ensure(layer, what).result()
-            bar.total = (bar.total or 0) + fetcher.store.size(digest)
-            yield archive.blob_segment(digest, fetcher.store.size(digest),
-                                       fetcher.opener(layer, what), True)
+            segment = archive.blob_segment(digest, store.size(digest),
+                                           fetcher.opener(layer, what), True)
+            meter.add(segment.size, weights[digest])
+            yield segment
 
     big = scratch / "frame.zst"
-    images, segments = _compress_body(big, level, arriving_layers(), upstream, fetcher,
-                                      bar.update)
+    images, segments = _compress_body(big, level, arriving_layers(), upstream, fetcher, meter)
     head, body = frame_groups(segments, mutate.UNCOMPRESSED, level)
     compress.write_frames([head], out, frames)
     if frames:
@@ -239,8 +263,59 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     return images
 
 
+def _layer_weights(wanted: dict, store) -> tuple[dict[str, int], bool]:
+    """What each layer counts for on the compress bar, and whether that is its real size.
+
+    The compressor reads uncompressed layers, but their size is known only once a layer is
+    pulled (a manifest gives the gzip blob's size). When every layer is already staged, or
+    stored uncompressed upstream, the bar counts real bytes; otherwise every layer counts as
+    its blob's size, so the total is known before the first byte and stays put.
+    """
+    sizes = {}
+    for digest, (layer, _) in wanted.items():
+        if store.has(digest):
+            sizes[digest] = store.size(digest)
+        elif not mediatypes.is_compressed_layer(layer.descriptor.media_type):
+            sizes[digest] = layer.descriptor.size
+    if len(sizes) == len(wanted):
+        return sizes, True
+    return {digest: layer.descriptor.size for digest, (layer, _) in wanted.items()}, False
+
+
+class _ByLayer:
+    """Turns bytes compressed (in tar order) into the compress bar's units: each layer's tar
+    member counts as its weight, spread over its bytes; what follows the layers counts 0."""
+
+    def __init__(self, bar: Bar):
+        self._bar = bar
+        self._spans: list[tuple[int, int, int]] = []  # (start, size, weight), in tar order
+        self._end = 0
+        self._pos = 0
+        self._shown = 0
+        self._lock = threading.Lock()
+
+    def add(self, size: int, weight: int) -> None:
+        with self._lock:
+            self._spans.append((self._end, size, weight))
+            self._end += size
+
+    def __call__(self, n: int) -> None:
+        with self._lock:
+            self._pos += n
+            done = 0
+            for start, size, weight in self._spans:
+                if self._pos >= start + size:
+                    done += weight
+                elif self._pos > start:
+                    done += weight * (self._pos - start) // size
+            step, self._shown = done - self._shown, max(done, self._shown)
+        if step > 0:
+            self._bar.update(step)
+
+
 def _compress_body(big: Path, level: int, arriving, upstream: list[Image], fetcher: Fetcher,
-                   on_bytes) -> tuple[list[Image], list[archive.Segment]]:
+                   on_bytes: Callable[[int], object]
+                   ) -> tuple[list[Image], list[archive.Segment]]:
     """Compress the layers as they arrive, then the configs, manifests and end, into `big`.
 
     A function of its own so the compressor (its context is most of our memory) is freed
@@ -263,3 +338,11 @@ def _compress_body(big: Path, level: int, arriving, upstream: list[Image], fetch
     with open(big, "wb") as f:
         compress.compress_frame(body(), level, f, on_bytes)
     return done["images"], done["segments"]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

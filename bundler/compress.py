@@ -165,40 +165,67 @@ def _compress_group(group: FrameGroup, out: BinaryIO, cache,
             pending.close()
 
 
+# How often the bytes compressed so far are reported while a frame is being compressed.
+PROGRESS_INTERVAL = 0.25
+
+
 def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
                    on_bytes: Callable[[int], object] | None = None) -> None:
     """Compress the segments, in order (an iterator may still be producing them), as one
-    frame onto `out`; on_bytes hears of every chunk taken in.
+    frame onto `out`; on_bytes hears how many more bytes zstd has compressed, every
+    PROGRESS_INTERVAL while it works, and of every byte by the end.
 
     The work runs on a thread of its own, so that a signal is handled at once (issue 11):
     a write into zstd's multi-threaded compressor blocks until a worker takes the next job,
     seconds at level 16, and the main thread handles signals only between bytecodes. An
     interrupted frame is abandoned, not finished: closing it would compress all that is
     buffered, and freeing its context joins zstd's workers, each busy with a whole job (a
-    Ctrl-C took 3-16 s either way). The abandoned thread keeps the context until the
-    process exits.
+    Ctrl-C took 3-23 s either way). The abandoned thread keeps the context until the
+    process exits. Progress comes from zstd's own count of what its workers consumed: the
+    bytes handed in arrive a whole 12 MiB job at a time, every few seconds at level 16.
     """
-    frame = _FrameThread(segments, level, out, on_bytes)
+    frame = _FrameThread(segments, level, out)
     frame.start()
+    reported = 0
     try:
-        frame.join()  # a signal interrupts this wait (lock waits are interruptible on POSIX)
+        while frame.is_alive():
+            # A signal interrupts this wait (lock waits are interruptible on POSIX).
+            frame.join(PROGRESS_INTERVAL)
+            if on_bytes:
+                done = frame.consumed()
+                if done > reported:
+                    on_bytes(done - reported)
+                    reported = done
     except BaseException:
         frame.abandon()
         raise
     if frame.error is not None:
         raise frame.error
+    if on_bytes and frame.ingested > reported:
+        on_bytes(frame.ingested - reported)
 
 
 class _FrameThread(threading.Thread):
-    def __init__(self, segments: Iterable[Segment], level: int, out: BinaryIO,
-                 on_bytes: Callable[[int], object] | None):
+    def __init__(self, segments: Iterable[Segment], level: int, out: BinaryIO):
         super().__init__(name="zstd-frame", daemon=True)
         self._segments = segments
-        self._level = level
         self._out = out
-        self._on_bytes = on_bytes
+        self._compressor = compressor(level)
         self._abandoned = threading.Event()
+        self._writing = False
+        self.ingested = 0
         self.error: BaseException | None = None
+
+    def consumed(self) -> int:
+        """Bytes zstd's workers have compressed so far (at most what was handed in).
+
+        Read from another thread while this one compresses: zstd's progress counters are
+        plain reads and per-job mutexes, but its first call sets the context up (and may
+        reallocate its job table), so nothing is asked before that call has returned.
+        """
+        if not self._writing or not self.is_alive():
+            return 0
+        return min(self._compressor.frame_progression()[1], self.ingested)
 
     def abandon(self) -> None:
         """Stop at the next chunk and never finish or free the compressor."""
@@ -207,21 +234,21 @@ class _FrameThread(threading.Thread):
     def run(self) -> None:
         writer = None
         try:
-            writer = compressor(self._level).stream_writer(self._out, closefd=False)
+            writer = self._compressor.stream_writer(self._out, closefd=False)
             for segment in self._segments:
                 for chunk in segment.chunks():
                     if self._abandoned.is_set():
                         return
                     writer.write(chunk)
-                    if self._on_bytes:
-                        self._on_bytes(len(chunk))
+                    self.ingested += len(chunk)
+                    self._writing = True
             writer.close()  # ends the frame; `out` stays open (closefd=False)
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
             self.error = e
         finally:
             if self._abandoned.is_set():
-                # Holding `writer` here, forever: its last reference must not go while the
-                # process lives on, or its release would wait for zstd's workers.
+                # Holding the compressor here, forever: its last reference must not go while
+                # the process lives on, or its release would wait for zstd's workers.
                 threading.Event().wait()
             del writer
 
