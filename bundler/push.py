@@ -1,0 +1,243 @@
+"""`bundler push`: a bundle into a registry, verified on the way, in one pass over the file.
+
+bundle source -> registry sink. The bundle is read once, front to back, and checked exactly as
+`bundler verify` checks it (verify's own reader: every member, blob digest, diff_id and the
+cross-checks of index.json, manifest.json, repositories and the checksum files). Each blob
+the registry lacks is copied to a spool file as it streams past and uploaded from there, at
+most `jobs` at a time (the stream waits when 2 x jobs spools are pending), and only if its
+bytes match its digest. Manifests and tags are pushed only when the whole bundle verified:
+a bundle that fails verification pushes no manifest (orphan blobs may stay; they are
+content-addressed and a registry's garbage collection removes them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from bundler import archive, layer, localfile, verify
+from bundler.config import DEFAULT_TIMEOUT, RegistriesConfig
+from bundler.digest import CHUNK, hash_rest
+from bundler.errors import BundlerError, InputError, VerificationFailed
+from bundler.image import Image, Layer, parse_config, parse_manifest
+from bundler.sinks.registry import Blob, RegistrySink, Target, parse_target, registries_yaml
+from bundler.sources import bundle as bundle_source
+
+
+@dataclass
+class PushResult:
+    target: str
+    images: list[dict] = field(default_factory=list)
+    uploaded: int = 0  # blobs sent
+    mounted: int = 0
+    skipped: int = 0  # blobs every repository already held
+    registries_yaml: str = ""
+
+    def as_json(self) -> dict:
+        return {"target": self.target, "images": self.images, "uploaded": self.uploaded,
+                "mounted": self.mounted, "skipped": self.skipped}
+
+
+def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = None,
+         jobs: int = 4, timeout: float = DEFAULT_TIMEOUT, sink: RegistrySink | None = None
+         ) -> PushResult:
+    """Push every image of `bundle` to `to` (HOST[/PREFIX]); VerificationFailed (and no
+    manifest pushed) if the bundle does not verify, RegistryError/NetworkError if the
+    registry refuses or cannot be reached."""
+    path = Path(bundle)
+    target = parse_target(to, registries)
+    sink = sink or RegistrySink(target, jobs=jobs, timeout=timeout)
+    meta = bundle_source.read_metadata(path)
+    blobs = _needed(meta, target)
+    missing = {b.digest: b for b in sink.missing(blobs)}
+    result = PushResult(to, skipped=len(blobs) - len(missing))
+    with tempfile.TemporaryDirectory(prefix="bundler-push-") as spool_dir:
+        uploads = _Uploads(sink, missing, Path(spool_dir), jobs)
+        try:
+            report, content = _stream_verified(path, uploads)
+        finally:
+            uploads.finish()
+    if not report.ok:
+        first = report.problems[0] if report.problems else "problems found"
+        raise VerificationFailed(f"{path}: does not verify, nothing tagged or pushed as a "
+                                 f"manifest: {first}", report)
+    uploads.raise_first()
+    images = _images(content, meta, path)
+    sink.put_manifests(images)
+    result.uploaded, result.mounted = sink.writer.uploads, sink.writer.mounts
+    result.images = [{"reference": str(i.reference),
+                      "pushed": f"{target.host}/{target.repository(i.reference)}"
+                                f"@{i.manifest_digest}",
+                      "manifestDigest": i.manifest_digest} for i in images]
+    result.registries_yaml = registries_yaml(target, images)
+    return result
+
+
+def _needed(meta: bundle_source.Metadata, target: Target) -> list[Blob]:
+    """Layers and configs per repository, from manifest.json at the front (verify checks it
+    against the manifests at the end before anything is named)."""
+    repos: dict[str, list[str]] = {}
+    for e in meta.entries:
+        repo = target.repository(e.reference)
+        for digest in (*e.layer_digests, e.config_digest):
+            if repo not in repos.setdefault(digest, []):
+                repos[digest].append(repo)
+    # Sizes are not at the front; Blob.size is filled when the member streams past.
+    return [Blob(d, 0, tuple(r)) for d, r in repos.items()]
+
+
+class _Uploads:
+    """Spools and uploads the blobs the registry lacks as the verified stream reaches them."""
+
+    def __init__(self, sink: RegistrySink, missing: dict[str, Blob], spool: Path, jobs: int):
+        self._sink = sink
+        self._missing = missing
+        self._spool = spool
+        self._slots = threading.BoundedSemaphore(2 * jobs)
+        self._pool = ThreadPoolExecutor(jobs)
+        self._futures: list[Future] = []
+        self.failed = threading.Event()
+
+    def open(self, digest: str, size: int) -> _Spool | None:
+        if digest not in self._missing or self.failed.is_set():
+            return None
+        self._slots.acquire()
+        return _Spool(self, digest, size, self._spool / digest.split(":", 1)[1])
+
+    def done(self, spool: _Spool, good: bool) -> None:
+        if not good or self.failed.is_set():
+            spool.path.unlink(missing_ok=True)
+            self._slots.release()
+            return
+        blob = Blob(spool.digest, spool.size, self._missing[spool.digest].repos)
+        self._futures.append(self._pool.submit(self._upload, blob, spool.path))
+
+    def _upload(self, blob: Blob, path: Path) -> None:
+        try:
+            self._sink.put_blob(blob, lambda: open(path, "rb"))
+        except BaseException:
+            self.failed.set()
+            raise
+        finally:
+            path.unlink(missing_ok=True)
+            self._slots.release()
+
+    def finish(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def raise_first(self) -> None:
+        for f in self._futures:
+            if f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+
+
+class _Spool:
+    def __init__(self, uploads: _Uploads, digest: str, size: int, path: Path):
+        self.uploads, self.digest, self.size, self.path = uploads, digest, size, path
+        self._file = open(path, "wb")
+        self._hash = hashlib.sha256()
+        self._written = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self._written += len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        good = self._written == self.size and "sha256:" + self._hash.hexdigest() == self.digest
+        self.uploads.done(self, good)
+
+
+class _TeeTar:
+    """A TarStream whose member data is also written to a spool (verify reads through it)."""
+
+    def __init__(self, tar, spool: _Spool):
+        self._tar, self._spool = tar, spool
+
+    def read_data(self, n: int = CHUNK) -> bytes:
+        data = self._tar.read_data(n)
+        if data:
+            self._spool.write(data)
+        return data
+
+
+class _Content(verify._Content):
+    """verify's content checks, handing each blob's bytes to the uploads as they pass."""
+
+    def __init__(self, report: verify.Report, budget: verify._Budget, uploads: _Uploads):
+        super().__init__(report, budget)
+        self._uploads = uploads
+
+    def _blob(self, name: str, digest: str, size: int, tar) -> None:
+        spool = self._uploads.open(digest, size)
+        if spool is None:
+            super()._blob(name, digest, size, tar)
+            return
+        try:
+            super()._blob(name, digest, size, _TeeTar(tar, spool))
+        finally:
+            spool.close()
+
+
+def _stream_verified(path: Path, uploads: _Uploads) -> tuple[verify.Report, _Content]:
+    # verify.verify()'s body, with our _Content: see the report for the hook verify should
+    # grow so that this copy goes away.
+    report = verify.Report(str(path))
+    doc = verify._checksum_manifest(path, None, report)
+    sums = verify._sums_beside(path, report)
+    try:
+        f: BinaryIO = localfile.open_regular(path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        budget = verify._Budget(max(int(size * verify.DEFAULT_MAX_INFLATION),
+                                    verify.INFLATION_FLOOR), path.name)
+        content = _Content(report, budget, uploads)
+        if verify._check_format(f, path, report):
+            verify._check_frames(f, report)
+            f.seek(0)
+            outer = hashlib.sha256()
+            raw = layer.Tee(f, outer.update)
+            content.stream(raw)
+            layer.drain(raw)
+        else:
+            f.seek(0)
+            outer = hash_rest(f)
+        report.size = f.tell()
+    report.sha256 = outer.hexdigest()
+    verify._check_outer(path, report, doc, sums, False)
+    if content.complete:
+        content.cross_check(verify._expected_platform(doc, report))
+        if doc is not None:
+            verify._against_manifest(doc, content, report)
+    return report, content
+
+
+def _images(content: _Content, meta: bundle_source.Metadata, path: Path) -> list[Image]:
+    """The verified images, from the documents verify kept (layers are not reopened)."""
+    images = []
+    for e in meta.entries:
+        what = str(e.reference)
+        manifest = content.blobs[e.manifest.digest].data
+        if manifest is None:
+            raise BundlerError(f"{path}: {archive.blob_path(e.manifest.digest)}: not kept")
+        config_desc, layer_descs = parse_manifest(manifest, what)
+        config = content.blobs[config_desc.digest].data or b""
+        plat, diff_ids = parse_config(config, len(layer_descs), what)
+        layers = tuple(Layer(d, i, _unopenable) for d, i in zip(layer_descs, diff_ids,
+                                                                   strict=True))
+        images.append(Image(e.reference, plat, manifest, e.manifest.media_type, config, layers))
+    return images
+
+
+def _unopenable() -> BinaryIO:
+    raise BundlerError("push: layers were uploaded from the stream and are not reopened")
+

@@ -1,0 +1,1 @@
+"""Image sinks: each consumes image.Image values (the Sink protocol in bundler.source)."""
