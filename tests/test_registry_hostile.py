@@ -229,6 +229,34 @@ def test_credentials_never_go_to_a_plain_http_realm_from_an_https_endpoint(hosti
     assert not server.seen("/token")
 
 
+def test_a_401_from_storage_behind_a_redirect_gets_no_credentials(hostile, tmp_path):
+    """Only the endpoint may ask for the credentials: blob storage on another host answering
+    401 with its own https realm must not receive them."""
+    ca_key = pki.key()
+    ca = pki.certificate(ca_key, "hostile CA", ca=True)
+    storage_key = pki.key()
+    storage_cert = pki.certificate(storage_key, "127.0.0.2", ca_key, ca, ip="127.0.0.2")
+    tls = (pki.write_pem(tmp_path / "s.pem", storage_cert),
+           pki.write_pem(tmp_path / "s-key.pem", storage_key))
+
+    def storage_behave(h) -> bool:
+        if h.path.startswith("/token"):
+            return reply(h, 200, b'{"token": "t"}')
+        return reply(h, 401, b"", {"WWW-Authenticate":
+                                   f'Bearer realm="{storage.url}/token",service="s"'})
+
+    storage = hostile(storage_behave, tls=tls, host="127.0.0.2")
+    server = hostile(_basic_then(lambda h: h.path == server.image.layer_path
+                                 and redirect(h, f"{storage.url}{h.path}")))
+    ca_file = pki.write_pem(tmp_path / "ca.pem", ca)
+    m = build(tmp_path, server.url, configs=_creds(server, tls={"ca_file": str(ca_file)}))
+    assert_one_line_error(m.run, REFERENCE, f"layer {server.image.layer_digest}",
+                          "access denied")
+    assert_bounded(m, 30)
+    assert storage.seen("/v2/"), "the redirect was not followed: the test proves nothing"
+    assert all(r.authorization == "" for r in storage.requests), storage.requests
+
+
 def test_netrc_is_never_used(hostile, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
