@@ -131,6 +131,41 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--dry-run", action="store_true", help="verify and say what would be done")
     pl.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     pl.set_defaults(run=_place)
+
+    ins = sub.add_parser("inspect", parents=[verbose],
+                         help="list the images of a bundle from its metadata",
+                         description="Show the images of a bundle (platform, manifest and "
+                                     "config digests, layers and sizes) from the metadata at "
+                                     "its front, without decompressing it whole. Use verify "
+                                     "to check it.")
+    ins.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to inspect")
+    ins.add_argument("--json", action="store_true", help="print JSON on stdout")
+    ins.set_defaults(run=_inspect)
+
+    pu = sub.add_parser("push", parents=[verbose],
+                        help="verify a bundle and push its images into a registry",
+                        description="Stream a bundle once, verifying it as verify does, and "
+                                    "push every blob, then every manifest by digest, then the "
+                                    "tags, into a registry; images keep their manifest "
+                                    "digests. A bundle that does not verify pushes no "
+                                    "manifest.")
+    pu.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to push")
+    pu.add_argument("--to", required=True, metavar="HOST[/PREFIX]",
+                    help="registry host[:port], optionally with a repository prefix "
+                         "(images go to PREFIX/<their repository>)")
+    pu.add_argument("--registries", metavar="FILE",
+                    help="K3s registries.yaml: configs.<host> gives auth and TLS for the "
+                         "target")
+    pu.add_argument("--jobs", type=int, default=4, metavar="N",
+                    help="parallel blob uploads (default: 4)")
+    pu.add_argument("--timeout", type=float, default=config.DEFAULT_TIMEOUT, metavar="SECONDS",
+                    help=f"connect and read timeout per request (default: "
+                         f"{config.DEFAULT_TIMEOUT:g})")
+    pu.add_argument("--print-registries", action="store_true",
+                    help="after the push, print on stdout the registries.yaml that makes K3s "
+                         "pull these images from there")
+    pu.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    pu.set_defaults(run=_push)
     return p
 
 
@@ -241,3 +276,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(message: str, code: int) -> int:
     print(f"bundler: error: {message}", file=sys.stderr)
     return code
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from bundler import inspection
+
+    info = inspection.inspect(args.bundle)
+    render = inspection.render_json if args.json else inspection.render_text
+    sys.stdout.write(render(info))
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from bundler import push
+
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: want at least 1")
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout {args.timeout:g}: want a positive number of seconds")
+    if args.print_registries and args.json:
+        raise UsageError("--print-registries and --json both print on stdout; choose one")
+    registries = config.load_registries(args.registries) if args.registries else None
+    result = push.push(args.bundle, args.to, registries=registries, jobs=args.jobs,
+                       timeout=args.timeout)
+    if args.print_registries:
+        sys.stdout.write(result.registries_yaml)
+    elif args.json:
+        json.dump(result.as_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    print(f"pushed {_count(len(result.images), 'image')} to {args.to}: "
+          f"{_count(result.uploaded, 'blob')} uploaded, {result.mounted} mounted, "
+          f"{result.skipped} already there", file=sys.stderr)
+    return 0
