@@ -94,7 +94,7 @@ class HostConfig:
 class Mirror:
     """`mirrors.<registry>` of registries.yaml: base URLs (checked, normalized) and rewrites."""
 
-    endpoints: tuple[str, ...] = ()
+    endpoints: tuple[str, ...] = ()  # API roots (see Endpoint.api_root)
     rewrites: tuple[tuple[str, str], ...] = ()
 
 
@@ -106,6 +106,14 @@ class Endpoint:
     tls: TLSConfig = TLSConfig()
     credentials: Credentials | None = None
     rewrites: tuple[tuple[str, str], ...] = ()
+    # What `<repository>/manifests/...` goes after. K3s (containerd's override_path) takes a
+    # path other than / or /v2 as the whole API root: `https://m/prefix` is asked for
+    # `/prefix/<repository>/...`, with no /v2. Empty: `url` + /v2.
+    api_root: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.api_root:
+            object.__setattr__(self, "api_root", f"{self.url}/v2")
 
     @property
     def host(self) -> str:
@@ -154,19 +162,21 @@ class RegistriesConfig:
         # An entry for the registry itself wins over `*`, even an empty one (as in K3s).
         mirror = self.mirrors[registry] if registry in self.mirrors else self.mirrors.get("*")
         mirror = mirror or Mirror()
-        out = [self._endpoint(url, mirror.rewrites) for url in mirror.endpoints]
-        default = _normalized_url(HUB_API if registry == DOCKER_HUB else registry)
+        default = _api_root(HUB_API if registry == DOCKER_HUB else registry)
         # K3s: a mirror endpoint equal to the default one is the default, tried without
         # rewrites; --no-default-endpoint applies only to registries with mirrors.
-        out = [e for e in out if e.url != default]
+        out = [self._endpoint(root, mirror.rewrites) for root in mirror.endpoints
+               if root != default]
         if self.default_endpoint or not out:
             out.append(self._endpoint(default, ()))
         return out
 
-    def _endpoint(self, url: str, rewrites: tuple[tuple[str, str], ...]) -> Endpoint:
-        host = urlsplit(url).netloc
+    def _endpoint(self, api_root: str, rewrites: tuple[tuple[str, str], ...]) -> Endpoint:
+        host = urlsplit(api_root).netloc
         config = self._host_config(host)
-        return Endpoint(url, config.tls, config.credentials or docker_credentials(host), rewrites)
+        url = api_root[: -len("/v2")] if api_root.endswith("/v2") else api_root
+        return Endpoint(url, config.tls, config.credentials or docker_credentials(host),
+                        rewrites, api_root)
 
     def _host_config(self, host: str) -> HostConfig:
         names = [host, DOCKER_HUB] if host == HUB_API else [host]
@@ -177,7 +187,9 @@ class RegistriesConfig:
 
 
 def _described(endpoint: Endpoint) -> str:
-    return f"{endpoint.url} (with rewrites)" if endpoint.rewrites else endpoint.url
+    # The URL as written, unless its path is the API root itself: then that, as K3s uses it.
+    shown = endpoint.url if endpoint.api_root == f"{endpoint.url}/v2" else endpoint.api_root
+    return f"{shown} (with rewrites)" if endpoint.rewrites else shown
 
 
 def load_registries(path: str | None, default_endpoint: bool = True) -> RegistriesConfig:
@@ -362,7 +374,7 @@ class _Checker:
             raise self.fail(where, "credentials in endpoint URLs are not supported; put them "
                                    "under configs.<host>.auth")
         try:
-            return _normalized_url(url)
+            return _api_root(url)
         except ValueError as e:
             raise self.fail(where, f"{url!r}: {e}") from None
 
@@ -413,10 +425,11 @@ def _close_match(key: str, keys: tuple[str, ...]) -> str | None:
     return partial[0] if len(partial) == 1 else None
 
 
-def _normalized_url(url: str) -> str:
-    """scheme://host[:port][/path] for an endpoint as K3s reads it (k3s pkg/agent/containerd
+def _api_root(url: str) -> str:
+    """The API root of an endpoint as K3s reads it (k3s pkg/agent/containerd
     normalizeEndpointAddress): no scheme means https, but http for localhost on a port other
-    than 443; a trailing / or /v2 is dropped. ValueError says what is wrong."""
+    than 443; no path, / or /v2 mean scheme://host/v2, any other path is the root itself
+    (override_path). ValueError says what is wrong."""
     if any(c in url for c in "?#"):
         raise ValueError("a query or fragment has no meaning in an endpoint URL")
     if any(c.isspace() or not c.isprintable() for c in url):
@@ -435,8 +448,7 @@ def _normalized_url(url: str) -> str:
     if scheme not in ("http", "https"):
         raise ValueError("want http:// or https://")
     host = parts.netloc.lower()
-    path = parts.path.rstrip("/")
-    path = path[: -len("/v2")] if path.endswith("/v2") else path
+    path = "/v2" if parts.path in ("", "/", "/v2") else parts.path.rstrip("/")
     return f"{scheme}://{host}{path}"
 
 

@@ -189,6 +189,24 @@ mirrors:
         "http://localhost:5000"]
 
 
+def test_an_endpoint_path_other_than_v2_is_the_api_root_as_in_k3s(tmp_path):
+    # k3s sets containerd's override_path for any other path: no /v2 is added to it.
+    path = _yaml(tmp_path, """
+mirrors:
+  docker.io:
+    endpoint: ["https://a.example", "https://b.example/", "https://c.example/v2",
+               "https://d.example/v2/", "https://e.example/prefix", "https://f.example/p/v2"]
+""")
+    roots = [(e.url, e.api_root) for e in load_registries(path).endpoints("docker.io")]
+    assert roots == [
+        ("https://a.example", "https://a.example/v2"), ("https://b.example", "https://b.example/v2"),
+        ("https://c.example", "https://c.example/v2"), ("https://d.example", "https://d.example/v2"),
+        ("https://e.example/prefix", "https://e.example/prefix"),
+        ("https://f.example/p", "https://f.example/p/v2"),
+        ("https://registry-1.docker.io", "https://registry-1.docker.io/v2")]
+    assert Endpoint("http://h:5000").api_root == "http://h:5000/v2"
+
+
 def test_an_entry_for_the_registry_wins_over_the_wildcard_even_empty(tmp_path):
     path = _yaml(tmp_path, """
 mirrors:
