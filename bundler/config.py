@@ -133,8 +133,8 @@ class Endpoint:
             if rewritten != repository:
                 if valid_repository(rewritten):
                     return rewritten
-                log.warning("rewrite %r of %s gives %s, not a repository name; not used",
-                            pattern, repository, quoted(rewritten))
+                _warn_once(f"rewrite {pattern!r} of {repository} gives {quoted(rewritten)}, "
+                           "not a repository name; not used")
         return repository
 
 
