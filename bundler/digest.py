@@ -59,8 +59,8 @@ class VerifyingReader:
         self._done = False
 
     def read(self, n: int = CHUNK) -> bytes:
-        if self._done:
-            return b""
+        if self._done or (self._size is not None and self._read > self._size):
+            return b""  # never ask `raw` for read(0), which some readers take as read-all
         if n is None or n < 0:
             n = CHUNK
         if self._size is not None:
