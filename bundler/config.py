@@ -229,8 +229,18 @@ def _read_yaml(path: str) -> object:
         return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        raise InputError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        position = getattr(e, "position", None)  # a reader error: a character YAML forbids
+        if mark:
+            where = f"{path}:{mark.line + 1}"
+        elif isinstance(position, int):
+            where = f"{path}:{text.count(chr(10), 0, position) + 1}"
+        else:
+            where = path
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or "unreadable"
+        character = getattr(e, "character", None)  # a code point
+        if isinstance(character, int):
+            problem = f"character #x{character:04x}: {problem}"
+        raise InputError(f"{where}: not valid YAML ({problem})") from None
     except RecursionError:
         raise InputError(f"{path}: nested too deeply to be a registries.yaml") from None
 

@@ -144,6 +144,11 @@ def test_bad_files_that_are_not_yaml_text(tmp_path):
     path.write_bytes(b"mirrors:\n  \xff: {}\n")
     with pytest.raises(InputError, match=r"registries.yaml: not UTF-8 text"):
         load_registries(str(path))
+    path.write_text("mirrors:\n  a\x01: {}\n")
+    with pytest.raises(InputError) as e:
+        load_registries(str(path))
+    assert str(e.value) == (f"{path}:2: not valid YAML (character #x0001: special characters "
+                            "are not allowed)")
     path.write_text("[" * 100_000)
     with pytest.raises(InputError, match=r"registries.yaml: nested too deeply"):
         load_registries(str(path))

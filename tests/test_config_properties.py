@@ -78,7 +78,7 @@ def test_any_yaml_document_is_a_configuration_or_an_input_error(doc):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet="mirors:endpoint[]{}\"'- \n\t*&!|>%@#,?", max_size=120))
+@given(st.text(alphabet="mirors:endpoint[]{}\"'- \n\t*&!|>%@#,?\x00\x01\x85\ufeff", max_size=120))
 def test_any_text_is_a_configuration_or_an_input_error(text):
     logging.getLogger("bundler.config").setLevel(logging.ERROR)
     _check(text)
