@@ -8,17 +8,28 @@ from bundler import reference
 from bundler.errors import EnvironmentFailure, InputError
 from bundler.reference import Reference, quoted
 
+# Thousands of references fit in far less; a larger file is something else given by mistake
+# (a bundle, /dev/zero), refused before it is read into memory.
+MAX_IMAGE_LIST = 1 << 20
+
 
 def read(path: str | Path) -> list[Reference]:
     """Parse an image list; errors name `file:line`. Duplicates (after normalizing) collapse."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE_LIST + 1)
     except FileNotFoundError:
         raise InputError(f"{path}: no such image list") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an image list") from None
     except OSError as e:
         raise EnvironmentFailure(f"{path}: {e.strerror}") from None
+    if len(data) > MAX_IMAGE_LIST:
+        raise InputError(f"{path}: larger than {MAX_IMAGE_LIST >> 20} MiB; not an image list")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     return parse(text, str(path))
 
 

@@ -32,6 +32,21 @@ def test_missing_file(tmp_path):
         imagelist.read(tmp_path / "nope.txt")
 
 
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p.mkdir(), "is a directory, not an image list"),
+    (lambda p: p.write_bytes(b"busybox\n" * 200_000), "larger than 1 MiB; not an image list"),
+    (lambda p: p.symlink_to("/dev/zero"), "larger than 1 MiB; not an image list"),
+    (lambda p: p.write_bytes(b"\x28\xb5\x2f\xfd\x00"), "not UTF-8 text (invalid start byte at "
+                                                       "byte 1)"),
+])
+def test_a_file_that_is_not_an_image_list_is_one_line(tmp_path, make, message):
+    path = tmp_path / "images.txt"
+    make(path)
+    with pytest.raises(InputError) as e:
+        imagelist.read(path)
+    assert str(e.value) == f"{path}: {message}"
+
+
 def test_default_list_is_the_multus_chart():
     from pathlib import Path
 
