@@ -166,6 +166,30 @@ def parser() -> argparse.ArgumentParser:
                          "pull these images from there")
     pu.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     pu.set_defaults(run=_push)
+
+    im = sub.add_parser("images", parents=[verbose],
+                        help="list the images a Helm chart pins in its values (templates are "
+                             "not rendered)",
+                        description="Print, in images.txt format, the images a Helm chart pins "
+                                    "in its values and its subcharts' values (repository + tag, "
+                                    "registry, digest; global.systemDefaultRegistry; a missing "
+                                    "tag is the chart's appVersion), with Helm's rules for "
+                                    "--values and --set. Templates are NOT rendered: an image "
+                                    "written only inside a template is not found.")
+    im.add_argument("--chart", required=True, metavar="CHART",
+                    help="the chart: a .tgz (never extracted to disk) or a directory")
+    im.add_argument("--values", action="append", default=[], metavar="FILE",
+                    help="a values file, as helm -f; repeat to merge several, later ones win")
+    im.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="one value, dotted key (cniplugins.image.tag=v1); applied after "
+                         "--values, as helm --set")
+    im.add_argument("--all", action="store_true",
+                    help="every image, also of components the values disable, each with its "
+                         "value path as a comment")
+    im.add_argument("--check", metavar="IMAGES_TXT",
+                    help="compare with this image list instead of printing: one line per "
+                         "drift and exit 1, exit 0 when in step")
+    im.set_defaults(run=_images)
     return p
 
 
@@ -307,4 +331,22 @@ def _push(args: argparse.Namespace) -> int:
     print(f"pushed {_count(len(result.images), 'image')} to {args.to}: "
           f"{_count(result.uploaded, 'blob')} uploaded, {result.mounted} mounted, "
           f"{result.skipped} already there", file=sys.stderr)
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    from bundler import chart, imagelist  # imported when used: only this command reads charts
+
+    found = chart.images(args.chart, args.values, args.set)
+    if not args.check:
+        sys.stdout.write(chart.format_images(found, include_disabled=args.all))
+        return 0
+    listed = imagelist.read(args.check)
+    drift = chart.check(found.selected(args.all), listed)
+    for line in drift:
+        print(f"{args.check}: {line}")
+    if drift:
+        return EXIT_FAILED
+    print(f"OK {args.check}: in step with {found.name} {found.version} "
+          f"({_count(len(listed), 'image')})")
     return 0
