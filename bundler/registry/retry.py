@@ -77,6 +77,16 @@ class Attempts:
         return delay
 
 
+def again(attempts: Attempts, problem: object, retry_after_s: float | None) -> bool:
+    """Wait before the next try of `problem`'s request, saying so under -v; False when spent."""
+    delay = attempts.wait(retry_after_s)
+    if delay is None:
+        return False
+    log.info("%s; retrying after %.1fs (attempt %d of %d)", problem, delay,
+             attempts.count + 1, attempts.policy.attempts)
+    return True
+
+
 def refetch_once(fetch: Callable[[], T]) -> T:
     """Run `fetch`; if its bytes fail their digest, fetch once more from the start.
 
