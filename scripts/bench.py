@@ -150,6 +150,7 @@ def main() -> int:
                            "zstd": subprocess.run(["zstd", "--version"], capture_output=True,
                                                   text=True).stdout.strip(),
                            "load_at_start": os.getloadavg()[0]},
+               "measured": _revision(),
                "runs": args.runs, "slow_runs": args.slow_runs}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bundler-bench-") as tmp:
@@ -192,6 +193,17 @@ def main() -> int:
     r["wall_s"] = round(time.monotonic() - started, 1)
     _report(r, args.json)
     return 0
+
+
+def _revision() -> str:
+    """The commit measured, and whether bundler/ differed from it (several engineers share one
+    working tree: a number is only worth what this line says it measured)."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "bundler"], capture_output=True,
+                           text=True).stdout.strip()
+    return f"{head} + uncommitted changes in bundler/" if dirty else head
 
 
 def _main_cases(r: dict, registry: Registry, w: Path, runs: int) -> None:
@@ -557,7 +569,8 @@ def _report(r: dict, path: str) -> None:
     print(f"bundler bench: {m['system']}, {m['cpus']} CPUs, Python {m['python']}, {m['zstd']}; "
           f"median of {r['runs']} runs; the {n} generated images and the front: median of "
           f"{r['slow_runs']} runs (they are slow); load average {m['load_at_start']:.2f} at "
-          f"start, {m['load_at_end']:.2f} at end; {r['wall_s']:.0f} s in all")
+          f"start, {m['load_at_end']:.2f} at end; {r['wall_s']:.0f} s in all; "
+          f"bundler at {r['measured']}")
     print(f"{'measure':<80} {'ratio':>6}  goal")
     for name, v, goal in rows:
         print(f"{name:<80} {'n/a' if v is None else f'{v:6.3f}':>6}  {goal}")
