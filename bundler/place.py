@@ -92,6 +92,8 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
         _check_space(dir_fd, target_dir, report.size)
         _copy(source, dir_fd, target_dir, name, report.sha256, before_rename)
     except OSError as e:
+        if isinstance(e.filename, str) and "/" not in e.filename:
+            e.filename = str(target_dir / e.filename)  # a name relative to dir_fd
         raise EnvironmentFailure.from_os_error(e, str(target_dir)) from None
     finally:
         os.close(dir_fd)
@@ -105,7 +107,10 @@ def _open_dir(directory: Path, create: bool) -> int | None:
     decides where root writes. The operator can name the real directory instead.
     """
     if create:
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except FileExistsError:
+            pass  # a file or a symlink there: said below, in words that fit
     try:
         return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:

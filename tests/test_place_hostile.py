@@ -4,6 +4,7 @@ someone else could have swapped (issue 10, item 5)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -197,7 +198,15 @@ def test_temporary_is_created_exclusively_not_through_a_symlink(builds, tmp_path
     fixed = f".{BUNDLE}.{os.getpid()}-0badc0de.partial"
     (target / fixed).symlink_to(victim)
     monkeypatch.setattr(place, "temp_name", lambda final: final.with_name(fixed))
-    with pytest.raises(EnvironmentFailure, match="File exists"):
+    with pytest.raises(EnvironmentFailure, match=f"^{re.escape(str(target / fixed))}: File exists"):
         place.place(builds["p1"] / BUNDLE, target)
     assert victim.read_bytes() == b"root's secret\n"
     assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+
+
+def test_a_file_where_the_directory_should_be(builds, tmp_path):
+    target = tmp_path / "images"
+    target.write_text("not a directory")
+    run = bundler("place", str(builds["p1"] / BUNDLE), "--images-dir", str(target))
+    assert_one_line_error(run, f"{target}: is not a directory")
+    assert run.code == 3
