@@ -24,3 +24,42 @@ def test_runs_the_cli(capsys):
     assert entry.run(["verify", "/nonexistent/b.tar.zst"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bundler: error: ") and "/nonexistent/b.tar.zst" in err
+
+
+def test_sigterm_exits_143_with_cli_message(monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    from bundler import cli
+
+    def slow_build(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # interrupted at once
+        return 0
+
+    monkeypatch.setattr(cli, "_verify", slow_build)
+    before = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    assert entry.run(["verify", "x.tar.zst"]) == 143
+    assert time.monotonic() - started < 2
+    assert capsys.readouterr().err == "bundler: error: interrupted\n"
+    assert signal.getsignal(signal.SIGTERM) is before  # put back for whoever called run()
+
+
+def test_sighup_while_importing_is_one_line_and_129(monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    class Hangup(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "bundler.cli":
+                os.kill(os.getpid(), signal.SIGHUP)
+                time.sleep(5)
+            return None
+
+    monkeypatch.delitem(sys.modules, "bundler.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Hangup(), *sys.meta_path])
+    assert entry.run(["--version"]) == 129
+    assert capsys.readouterr().err == "bundler: error: interrupted\n"
