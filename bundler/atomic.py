@@ -13,6 +13,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from bundler import signals
+
 TEMP_SUFFIX = ".partial"
 # .<final name>.<pid>-<random>.partial: the pid tells a later run whether its writer is alive.
 _TEMP_RE = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$")
@@ -99,8 +101,9 @@ class AtomicOutputs:
         for path, _ in self._pending:
             with open(path, "rb+") as f:
                 os.fsync(f.fileno())
-        for path, final in self._pending:
-            os.replace(path, final)
+        with signals.deferred():  # all the final names, or none of them
+            for path, final in self._pending:
+                os.replace(path, final)
         fsync_dir(self.directory)
         done = [final for _, final in self._pending]
         self._pending = []

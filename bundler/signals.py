@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -28,6 +29,30 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A block a handled signal does not break into: it is raised when the block ends.
+
+    For steps that must happen all together or not at all and take microseconds, such as
+    renaming a build's outputs to their final names.
+    """
+    if not hasattr(_held, "signums"):
+        _held.signums = None
+    outer = _held.signums is not None
+    if not outer:
+        _held.signums = []
+    try:
+        yield
+    finally:
+        if not outer:
+            signums, _held.signums = _held.signums, None
+            if signums:
+                raise Interrupted(signums[0])
+
+
 class Received:
     """The first signal handled, if any."""
 
@@ -39,6 +64,11 @@ class Received:
         return 128 + self.signum if self.signum else None
 
     def _handle(self, signum: int, frame: object) -> None:
+        if getattr(_held, "signums", None) is not None:
+            _held.signums.append(signum)
+            if self.signum is None:
+                self.signum = signum
+            return
         now = time.monotonic()
         if self.signum is None:
             self.signum = signum

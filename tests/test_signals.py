@@ -160,3 +160,30 @@ def test_ignored_sighup_stays_ignored():
             time.sleep(0.05)
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_outputs_are_renamed_all_together_even_when_a_signal_comes(tmp_path, monkeypatch):
+    """SIGTERM between two of commit()'s renames used to leave the new bundle beside the old
+    checksum file; the signal now takes effect once every output has its final name."""
+    from bundler import atomic
+
+    real_replace = os.replace
+    renamed = []
+
+    def replace_then_signal(src, dst):
+        real_replace(src, dst)
+        renamed.append(Path(dst).name)
+        if len(renamed) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run by now
+
+    monkeypatch.setattr(atomic.os, "replace", replace_then_signal)
+    with pytest.raises(signals.Interrupted) as caught:
+        with signals.as_interrupts():
+            with atomic.AtomicOutputs(tmp_path) as outputs:
+                for name in ("a", "b", "c"):
+                    outputs.temp(name).write_text(name)
+                outputs.commit()
+    assert caught.value.signum == signal.SIGTERM
+    assert renamed == ["a", "b", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]
