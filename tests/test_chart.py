@@ -248,6 +248,11 @@ def test_check_in_step_exits_0(multus, tmp_path):
     run = bundler("images", "--chart", str(multus), "--check", str(images_txt))
     assert run.code == 0, run
     assert run.stdout.startswith(f"OK {images_txt}: in step with rke2-multus v4.3.008")
+    # Its header says which chart it follows and how to check it against another (item 5).
+    header = " ".join(line for line in images_txt.read_text().splitlines()
+                      if line.startswith("#"))
+    assert "rke2-multus chart RKE2 ships, v4.3.008" in header
+    assert "bundler images --chart rke2-multus-vX.Y.Z.tgz --check images.txt" in header
 
 
 def test_check_against_a_newer_chart_reports_each_drift(tmp_path):
