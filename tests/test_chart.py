@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -529,3 +531,41 @@ def test_coalesce_is_helms_user_over_defaults(user, defaults):
     for key, value in defaults.items():  # defaults the user does not mention stay
         if key not in user:
             assert out[key] == value
+
+
+def test_directory_charts_symlink_loop_and_fifo(tmp_path):
+    top = tmp_path / "loop"
+    (top / "charts").mkdir(parents=True)
+    (top / "Chart.yaml").write_text("name: loop\nversion: 1\n")
+    (top / "charts" / "self").symlink_to("..")
+    assert_one_line_error(bundler("images", "--chart", str(top), timeout=60),
+                          "subcharts nested more than 10 deep")
+    (top / "charts" / "self").unlink()
+    os.mkfifo(top / "values.yaml")
+    assert_one_line_error(bundler("images", "--chart", str(top), timeout=60),
+                          f"{top}/values.yaml: not a regular file (a FIFO)")
+
+
+def _chart_tar(tmp_path: Path) -> bytes:
+    top = make_chart(tmp_path, packed_sub=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in sorted(top.rglob("*")):
+            if path.is_file() and "templates" not in path.parts:
+                tar.add(path, arcname=f"rke2-multus/{path.relative_to(top)}")
+    return buf.getvalue()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mutated_archives_give_images_or_one_chart_error(tmp_path_factory, data):
+    base = _chart_tar(tmp_path_factory.mktemp("base"))
+    raw = bytearray(base)
+    for _ in range(data.draw(st.integers(1, 8))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    dest = tmp_path_factory.mktemp("m") / "m.tgz"
+    dest.write_bytes(gzip.compress(bytes(raw), mtime=0))
+    try:
+        chart.images(dest)
+    except ChartError as e:
+        assert "\n" not in str(e) and str(dest) in str(e)
