@@ -29,10 +29,6 @@ class Progress:
         else:
             self.mode = LINES if _columns(self.stream) == 0 else BARS
 
-    @property
-    def enabled(self) -> bool:
-        return self.mode != OFF
-
     def bar(self, description: str, total: int | None = None, line: str | None = None) -> Bar:
         """A bar for one stage; with `total` it starts at once, else at start()."""
         bar = Bar(self, description)
