@@ -1,7 +1,9 @@
 """Registry authentication: Basic, and the Bearer token flow of the distribution token spec.
 
 On a 401 the registry's WWW-Authenticate challenge says what to do; we answer it once per
-scope and cache the token until shortly before it expires.
+scope and cache the token until shortly before it expires. Threads resolving images at once
+share one Authenticator: a scope's token is fetched by one of them while the others wait for
+it (issue 12), and scopes of different repositories are fetched side by side.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -58,28 +61,56 @@ class Authenticator:
         self._credentials = credentials
         self._scheme: str | None = None
         self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()  # guards _locks, _scheme and _tokens
+        self._locks: dict[str, threading.Lock] = {}  # per scope: held while answering it
 
     def authorization(self, scope: str) -> str | None:
-        """The header value to send for `scope`, if we know one."""
-        if self._scheme == "basic":
-            return self._basic()
-        token = self._tokens.get(scope)
+        """The header value to send for `scope`, if we know one. While another thread is
+        fetching this scope's token, wait for it: asking without would only earn a 401."""
+        found = self._current(scope)
+        if found is None and self._scope_lock(scope).locked():
+            with self._scope_lock(scope):
+                found = self._current(scope)
+        return found
+
+    def _current(self, scope: str) -> str | None:
+        with self._lock:
+            if self._scheme == "basic":
+                return self._basic()
+            token = self._tokens.get(scope)
         if token and token[1] > time.monotonic():
             return f"Bearer {token[0]}"
         return None
 
-    def answer(self, response: requests.Response, scope: str, what: str) -> bool:
-        """Handle a 401 challenge; True if a retry with new credentials makes sense."""
-        scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-        if scheme == "basic":
-            if self._credentials is None or self._scheme == "basic":
+    def _scope_lock(self, scope: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(scope, threading.Lock())
+
+    def answer(self, response: requests.Response, scope: str, what: str,
+               sent: str | None | object = ...) -> bool:
+        """Handle a 401 challenge; True if a retry with new credentials makes sense.
+
+        `sent` is the Authorization the refused request carried (None: none); when what we
+        hold by now differs, another thread has answered meanwhile and its answer is used
+        instead of fetching again. Left out, every call answers the challenge itself.
+        """
+        with self._scope_lock(scope):
+            current = self._current(scope)
+            if sent is not ... and current is not None and current != sent:
+                return True
+            scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+            if scheme == "basic":
+                with self._lock:
+                    if self._credentials is None or self._scheme == "basic":
+                        return False
+                    self._scheme = "basic"
+                return True
+            if scheme != "bearer" or "realm" not in params:
                 return False
-            self._scheme = "basic"
+            token = self._fetch_token(params, scope, what)
+            with self._lock:
+                self._tokens[scope] = token
             return True
-        if scheme != "bearer" or "realm" not in params:
-            return False
-        self._tokens[scope] = self._fetch_token(params, scope, what)
-        return True
 
     def _basic(self) -> str:
         c = self._credentials

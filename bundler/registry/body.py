@@ -175,6 +175,33 @@ def error_body(response: requests.Response, timeout: float = DEFAULT_TIMEOUT) ->
     return b"".join(chunks)
 
 
+# A body declared this small is read to its end when we are done with a response (a HEAD's,
+# a redirect's, a 401 challenge's), so its connection carries the next request: a new one
+# costs a TCP (and TLS) handshake, a round trip or more over a real network (issue 12). A
+# larger or undeclared body is cut off by closing the connection, as before.
+MAX_DRAIN = 4 << 10
+
+
+def release(response: requests.Response, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Be done with `response`: its connection goes back to the session's pool if the rest of
+    its body is small and declared (read within BodyReader's bounds), else it is closed."""
+    length = response.headers.get("Content-Length", "")
+    small = length.isdigit() and int(length) <= MAX_DRAIN
+    if not (small or response.request.method == "HEAD"):
+        response.close()
+        return
+    reader = BodyReader(response, "drained body", limit=MAX_DRAIN + 1, timeout=timeout)
+    try:
+        while reader.read():
+            pass
+    except NetworkError:
+        pass  # nothing from this body was wanted; the connection is closed below
+    finally:
+        # At the end of the body urllib3 has already put the connection back in the pool,
+        # and this only closes the response; short of it, it closes the connection.
+        reader.close()
+
+
 def _range_start(content_range: str) -> int | None:
     m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", content_range.strip())
     return int(m.group(1)) if m else None

@@ -25,16 +25,18 @@ _MAX_REDIRECTS = 10
 
 
 class Client:
-    """Reads manifests and blobs from one registry endpoint."""
+    """Reads manifests and blobs from one registry endpoint; threads may share one Client
+    (give `pool` >= their number, so each keeps a connection alive for its next request)."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, endpoint: Endpoint, timeout: float = DEFAULT_TIMEOUT,
+                 pool: int = transport.POOL):
         self.endpoint = endpoint
         # A user:password@ in the URL is never sent, nor shown: credentials come from
         # registries.yaml `configs` or Docker's config.json, and messages name host_of().
         self._base = transport.without_userinfo(endpoint.url)
         self.host = transport.host_of(self._base)
         self._timeout = timeout
-        self._session = transport.new_session(endpoint.tls)
+        self._session = transport.new_session(endpoint.tls, pool)
         self._auth = Authenticator(self._session, self._base, endpoint.credentials, timeout)
 
     def manifest(self, repository: str, ref: str, what: str) -> tuple[bytes, str, str]:
@@ -61,7 +63,7 @@ class Client:
             if e.status in (401, 403) or e.status in retry.RETRY_STATUSES:
                 raise
             return None
-        response.close()
+        transport.release(response, self._timeout)
         said = response.headers.get("Docker-Content-Digest", "")
         return said in ("", digest)
 
@@ -75,7 +77,7 @@ class Client:
             if e.status in (401, 403, 404) or e.status in retry.RETRY_STATUSES:
                 raise  # the GET would get the same answer
             return None  # a registry that does not do HEAD (405, 501): the GET will tell
-        response.close()
+        transport.release(response, self._timeout)
         digest = response.headers.get("Docker-Content-Digest", "")
         return digest if DIGEST_RE.fullmatch(digest) else None
 
@@ -103,19 +105,22 @@ class Client:
         headers = {"Accept": ", ".join(accept)} if accept else {}
         if ranged_from > 0:
             headers["Range"] = f"bytes={ranged_from}-"
-        response = self._follow(method, url, headers, scope, what)
+        response, sent = self._follow(method, url, headers, scope, what)
         # Only the endpoint itself may ask for our credentials: a 401 from storage behind a
         # redirect could name any realm.
         if response.status_code == 401 and transport.origin(response.url) == transport.origin(
-                self._base) and self._auth.answer(response, scope, what):
-            response.close()
-            response = self._follow(method, url, headers, scope, what)
+                self._base) and self._auth.answer(response, scope, what, sent=sent):
+            transport.release(response, self._timeout)
+            response, _ = self._follow(method, url, headers, scope, what)
         if response.status_code != 200 and not (ranged_from > 0 and response.status_code == 206):
             raise _error(response, what, self.host, self._timeout)
         return response
 
     def _follow(self, method: str, url: str, headers: dict[str, str], scope: str, what: str
-                ) -> requests.Response:
+                ) -> tuple[requests.Response, str | None]:
+        """The first answer that is no redirect, and the Authorization the request for it
+        carried (so a 401 to a token another thread has since replaced is retried, not
+        answered again)."""
         # Redirects are followed by hand so Authorization goes only to the endpoint's own
         # origin (scheme, host, port): blob storage behind a redirect must never see the
         # registry's credentials, nor may a redirect to http:// on the same host name.
@@ -130,9 +135,9 @@ class Client:
                 self._session, method, url, sent, stream=True, timeout=self._timeout, what=what
             )
             if response.status_code not in (301, 302, 303, 307, 308):
-                return response
+                return response, sent.get("Authorization")
             location = response.headers.get("Location")
-            response.close()
+            transport.release(response, self._timeout)
             if not location:
                 break
             target = transport.without_userinfo(urljoin(url, location))

@@ -28,6 +28,7 @@ from bundler.registry.body import (  # noqa: F401
     TooSlow,
     error_body,
     read_small,
+    release,
 )
 from bundler.registry.targets import (  # noqa: F401
     check_target,
@@ -43,10 +44,15 @@ _again = retry.again
 USER_AGENT = f"bundler/{__version__}"
 
 log = logging.getLogger(__name__)
+# requests' own default number of idle connections kept per host.
+POOL = 10
 
 
-def new_session(tls: TLSConfig) -> requests.Session:
-    """A session speaking to one endpoint with its TLS settings."""
+def new_session(tls: TLSConfig, pool: int = POOL) -> requests.Session:
+    """A session speaking to one endpoint with its TLS settings, keeping up to `pool` idle
+    connections per host for reuse. Threads may share it: each request takes a connection of
+    its own from the pool; `pool` should be at least the number of threads, or the extra
+    connections are closed after one use."""
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     # Proxies come from the environment as usual; credentials never do. requests reads
@@ -55,7 +61,7 @@ def new_session(tls: TLSConfig) -> requests.Session:
     session.trust_env = True
     session.auth = _NoNetrc()
     for prefix in ("http://", "https://"):
-        session.mount(prefix, _Adapter())
+        session.mount(prefix, _Adapter(pool_maxsize=max(POOL, pool)))
     if tls.insecure_skip_verify:
         # Mirrors the K3s option; it disables certificate checks, so say so every run.
         log.warning("TLS certificate verification is off for this endpoint (insecure_skip_verify)")
@@ -186,7 +192,7 @@ def send(
         reason = f"{what + ': ' if what else ''}{method} {redact(url)}: {response.status_code}"
         if not _again(attempts, reason, after):
             return response
-        response.close()
+        release(response, timeout)
 
 
 
