@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 from bundler import mediatypes, platform
 from bundler.cache import BlobStore
 from bundler.config import DEFAULT_TIMEOUT, Endpoint, RegistriesConfig
 from bundler.digest import VerifyingReader
 from bundler.errors import BundlerError, PlatformError, RegistryError
+from bundler.fetch import DEFAULT_JOBS, resolve_all
 from bundler.image import Descriptor, Image, Layer, load_document, parse_config, parse_manifest
 from bundler.platform import Platform
 from bundler.reference import Reference
@@ -26,14 +29,25 @@ class RegistrySource:
         want: Platform,
         timeout: float = DEFAULT_TIMEOUT,
         store: BlobStore | None = None,
+        jobs: int = DEFAULT_JOBS,
     ):
         self._registries = registries
         self._want = want
         self._timeout = timeout
+        self._jobs = max(1, jobs)
+        # One client per endpoint, shared by every thread: its connections and tokens are
+        # reused by all of them.
         self._clients: dict[Endpoint, Client] = {}
+        self._clients_lock = threading.Lock()
         # Manifests and configs are kept here by digest; with them cached, a rebuild asks
         # the registry only which digest each tag points at (a HEAD).
         self._store = store
+
+    def images(self, refs: list[Reference]) -> list[Image]:
+        """[image(ref) for ref in refs], resolved `jobs` at a time (over a real network each
+        image costs several round trips, issue 12), in the order of `refs`; every failing
+        image is named in one error (fetch.resolve_all)."""
+        return resolve_all(self.image, refs, self._jobs)
 
     def image(self, ref: Reference) -> Image:
         """The image `ref` names, for our platform; errors name the reference."""
@@ -51,9 +65,11 @@ class RegistrySource:
         raise error
 
     def _client(self, endpoint: Endpoint) -> Client:
-        if endpoint not in self._clients:
-            self._clients[endpoint] = Client(endpoint, self._timeout)
-        return self._clients[endpoint]
+        with self._clients_lock:
+            if endpoint not in self._clients:
+                # Blob downloads (fetch.Fetcher) use as many threads as resolution does.
+                self._clients[endpoint] = Client(endpoint, self._timeout, pool=self._jobs)
+            return self._clients[endpoint]
 
     def _pull(self, client: Client, ref: Reference) -> Image:
         what = str(ref)

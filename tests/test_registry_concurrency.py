@@ -1,0 +1,136 @@
+"""Issue 12: images resolved several at a time against the real registry, sharing connections
+and bearer tokens, with every failing image named in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bundler.cache import BlobStore
+from bundler.config import load_registries
+from bundler.errors import EXIT_ENVIRONMENT, EXIT_FAILED, NetworkError, RegistryError
+from bundler.fetch import ImagesFailed
+from bundler.platform import for_arch
+from bundler.reference import parse
+from bundler.sources.registry import RegistrySource
+from tests import imagegen as gen
+from tests.netshape import NetShape
+from tests.registryseed import push_image
+from tests.servers import Registry, free_port, write_registries_yaml
+from tests.tokenserver import TokenServer
+
+REFS = ["docker.io/rancher/multilist:v1", "docker.io/rancher/ociindex:v1",
+        "docker.io/library/busybox:1.36.1", "docker.io/rancher/big:v1"]
+
+
+def _source(yaml: Path, store: BlobStore | None = None, jobs: int = 4) -> RegistrySource:
+    return RegistrySource(load_registries(str(yaml), False), for_arch("amd64"), 30, store,
+                          jobs=jobs)
+
+
+def _shape(image) -> tuple:
+    return (str(image.reference), str(image.platform), image.manifest, image.manifest_media_type,
+            image.config, image.index_digest,
+            [(layer.descriptor, layer.diff_id) for layer in image.layers])
+
+
+def test_concurrent_resolution_gives_the_sequential_images_in_order(fixture_registry, tmp_path):
+    yaml = fixture_registry.registries_yaml(tmp_path)
+    refs = [parse(r) for r in REFS * 2]  # a repeated reference is resolved by two threads
+    sequential = [_source(yaml).image(ref) for ref in refs]
+    for store in (None, BlobStore(tmp_path / "cache")):
+        for _ in range(2):  # with a store: cold, then warm (HEADs only, sent concurrently)
+            images = _source(yaml, store, jobs=8).images(refs)
+            assert [_shape(i) for i in images] == [_shape(i) for i in sequential]
+    layer = sequential[2].layers[0]
+    reader = layer.open()  # layers stay lazy and readable after concurrent resolution
+    try:
+        assert len(b"".join(iter(reader.read, b""))) == layer.descriptor.size
+    finally:
+        reader.close()
+
+
+def test_connections_are_kept_alive_and_shared(fixture_registry, tmp_path):
+    """One connection carries every request of a sequential resolution (HEADs included: each
+    closed its connection before); concurrent resolution opens at most one per thread."""
+    with NetShape(fixture_registry.registry.url, delay=0) as front:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+        pinned = fixture_registry.images["docker.io/library/busybox:1.36.1"].digest
+        refs = [parse(r) for r in [*REFS, f"busybox@{pinned}"]]  # warm, a pin is one HEAD
+        store = BlobStore(tmp_path / "cache")
+        source = _source(yaml, store, jobs=1)
+        for _ in range(2):  # cold, warm
+            source.images(refs)
+        assert front.requests >= 4 * len(refs)
+        assert front.connections == 1
+        before = front.connections
+        _source(yaml, store, jobs=3).images(refs * 3)
+        assert front.connections - before <= 3
+
+
+@pytest.fixture
+def token_registry(tmp_path):
+    """A registry behind the token server (the Docker Hub flow) holding library/busybox and
+    library/other, each under the tags t0..t5; the registry's front counts connections."""
+    data = tmp_path / "data"
+    plain = Registry(tmp_path / "plain", data=data).start()
+    try:
+        for repo, seed in (("library/busybox", 21), ("library/other", 22)):
+            img = gen.image([gen.tar_layer(gen.random_files(seed))])
+            for n in range(6):
+                push_image(plain.url, repo, img, f"t{n}")
+    finally:
+        plain.stop()
+    tokens = TokenServer(tmp_path).start()
+    registry = Registry(tmp_path / "reg", tokens.registry_config(), data=data).start()
+    front = NetShape(registry.url, delay=0.02).start()
+    yield tokens, front
+    front.stop()
+    registry.stop()
+    tokens.stop()
+
+
+def test_a_scope_token_is_fetched_once_by_concurrent_threads(token_registry, tmp_path):
+    tokens, front = token_registry
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+    refs = [parse(f"{repo}:t{n}") for n in range(6) for repo in ("busybox", "library/other")]
+    images = _source(yaml, jobs=6).images(refs)
+    assert [str(i.reference) for i in images] == [str(r) for r in refs]
+    scopes = sorted(r["query"]["scope"] for r in tokens.requests)
+    assert scopes == ["repository:library/busybox:pull", "repository:library/other:pull"]
+    # The 401 challenges were read to their end, so their connections carried the retries.
+    assert front.connections <= 6
+
+
+def test_every_failing_image_is_named_in_one_line(fixture_registry, tmp_path):
+    yaml = fixture_registry.registries_yaml(tmp_path)
+    refs = [parse(r) for r in ("rancher/missing:v1", "busybox:1.36.1", "rancher/armonly:v1",
+                               "rancher/absent:v2")]
+    with pytest.raises(ImagesFailed) as failed:
+        _source(yaml).images(refs)
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith("3 images failed: docker.io/rancher/missing:v1: ")
+    for name in ("docker.io/rancher/missing:v1", "docker.io/rancher/armonly:v1",
+                 "docker.io/rancher/absent:v2"):
+        assert name in message
+    assert "busybox" not in message
+    assert failed.value.exit_code == EXIT_FAILED
+    # One failure is raised as it is, as before.
+    with pytest.raises(RegistryError, match=r"^docker.io/rancher/missing:v1: not found"):
+        _source(yaml).images(refs[:2])
+
+
+def test_an_unreachable_registry_sets_the_exit_code(fixture_registry, tmp_path):
+    """The worst kind wins: an environment failure (3) over a missing image (1)."""
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {
+        "docker.io": [fixture_registry.registry.url],
+        "quay.io": [f"http://127.0.0.1:{free_port()}"]})
+    source = RegistrySource(load_registries(str(yaml), False), for_arch("amd64"), 2, jobs=2)
+    with pytest.raises(ImagesFailed) as failed:
+        source.images([parse("rancher/missing:v1"), parse("quay.io/x/y:1")])
+    assert failed.value.exit_code == EXIT_ENVIRONMENT
+    assert "docker.io/rancher/missing:v1: not found" in str(failed.value)
+    assert "quay.io/x/y:1: " in str(failed.value) and "cannot connect" in str(failed.value)
+    assert isinstance(failed.value.failures[1][1], NetworkError)
