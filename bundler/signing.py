@@ -109,10 +109,14 @@ def verify_signature(data: bytes, signature_b64: bytes, public_pem: bytes, *,
 
 
 def verify_file(signed: str | Path, key_path: str | Path,
-                signature: str | Path | None = None) -> bytes:
+                signature: str | Path | None = None, *, signed_found: bool = False) -> bytes:
     """Check the signature of the file `signed` (default: `signed`.sig beside it) under the
     public key in `key_path`; return the bytes that were checked, so the caller reads the
-    file once and uses exactly what the signature covers."""
+    file once and uses exactly what the signature covers.
+
+    Files found rather than named by the user (the .sig always, `signed` with signed_found)
+    are never read through a symlink, as verify treats every sidecar.
+    """
     public_pem = read_key(key_path)
     sig_path = Path(signature) if signature is not None else signature_path(signed)
     try:
@@ -123,7 +127,8 @@ def verify_file(signed: str | Path, key_path: str | Path,
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, str(sig_path)) from None
     try:
-        data = localfile.read_small(Path(signed), MAX_SIGNED, "signed file")
+        data = localfile.read_small(Path(signed), MAX_SIGNED, "signed file",
+                                    follow_symlinks=not signed_found)
     except FileNotFoundError:
         raise InputError(f"{signed}: no such file") from None
     except OSError as e:

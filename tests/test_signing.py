@@ -162,3 +162,11 @@ def test_a_planted_symlink_is_not_followed_for_the_found_signature(tmp_path):
     signing.signature_path(manifest).symlink_to(tmp_path / "elsewhere.sig")
     with pytest.raises(Exception, match="is a symbolic link; not followed"):
         signing.verify_file(manifest, pub)
+    signing.signature_path(manifest).unlink()
+    (tmp_path / "real.json").write_bytes(MANIFEST)
+    (tmp_path / "real.json.sig").write_bytes(signing.sign(MANIFEST, key.read_bytes()))
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    (tmp_path / "link.json.sig").write_bytes(signing.sign(MANIFEST, key.read_bytes()))
+    assert signing.verify_file(tmp_path / "link.json", pub) == MANIFEST  # named by the user
+    with pytest.raises(Exception, match="link.json: is a symbolic link; not followed"):
+        signing.verify_file(tmp_path / "link.json", pub, signed_found=True)
