@@ -612,8 +612,9 @@ def _walk(node: object, path: list[str], chart: _Chart, prefix: str, off: str | 
 def _is_image(key: str, node: dict) -> bool:
     """Rancher's image mapping: a `repository` text with a tag, digest or registry beside it,
     or under a key named like an image (`image`, `initImage`)."""
-    if not isinstance(node.get("repository"), str):
-        return False
+    repository = node.get("repository")
+    if not isinstance(repository, str) or "://" in repository:
+        return False  # a URL: a git or Helm repository beside a tag, not an image
     bare = key.split("[", 1)[0]
     return any(k in node for k in ("tag", "digest", "registry")) or bare.lower().endswith("image")
 

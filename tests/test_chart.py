@@ -209,6 +209,14 @@ def test_registry_and_digest_fields(tmp_path):
     assert got[0] == f"quay.io/rancher/hardened-multus-cni:v4.3.0-build20260722@{digest}"
 
 
+def test_a_url_repository_is_not_an_image(tmp_path):
+    top = make_chart(tmp_path)
+    (tmp_path / "v.yaml").write_text(
+        "source:\n  repository: https://github.com/k8snetworkplumbingwg/multus-cni\n"
+        "  tag: v4.3.0\n")
+    assert listed(top, f"--values={tmp_path / 'v.yaml'}") == SHIPPED
+
+
 def test_a_false_condition_wins_over_the_subcharts_own_enabled(tmp_path):
     top = make_chart(tmp_path)
     (top / "charts" / "rke2-whereabouts" / "values.yaml").write_text(
