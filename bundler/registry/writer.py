@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from typing import BinaryIO
 from urllib.parse import quote, urljoin
@@ -49,6 +50,7 @@ class Writer:
         self._timeout = timeout
         self._session = transport.new_session(endpoint.tls)
         self._auth = Authenticator(self._session, self._base, endpoint.credentials, timeout)
+        self._auth_lock = threading.Lock()
         self._monolithic_max = monolithic_max
         self._chunk_size = chunk_size
         self._policy = policy
@@ -184,23 +186,34 @@ class Writer:
                  data: object = None, headers: dict[str, str] | None = None
                  ) -> requests.Response:
         url = path_or_url if "://" in path_or_url else self._base + path_or_url
-        response = self._send(method, url, scope, what, data, headers or {})
+        sent = self._authorization(url, scope)
+        response = self._send(method, url, sent, what, data, headers or {})
         if response.status_code == 401 and transport.origin(url) == transport.origin(self._base):
             if isinstance(data, _Body) and data.sent:
                 return response  # its stream is spent; the caller's retry starts afresh
-            if self._auth.answer(response, scope, what):
+            # Several threads meet the same challenge; the Authenticator answers it once
+            # (a second answer() of a Basic challenge says no), so ask again whenever the
+            # header we now hold is not the one that was refused.
+            with self._auth_lock:
+                answered = self._auth.answer(response, scope, what) \
+                    if self._auth.authorization(scope) == sent else True
+            now = self._authorization(url, scope)
+            if answered and now != sent:
                 response.close()
-                response = self._send(method, url, scope, what, data, headers or {})
+                response = self._send(method, url, now, what, data, headers or {})
         return response
 
-    def _send(self, method: str, url: str, scope: str, what: str, data: object,
+    def _authorization(self, url: str, scope: str) -> str | None:
+        # Credentials only to the endpoint's own origin: an upload Location may name another.
+        if transport.origin(url) != transport.origin(self._base):
+            return None
+        return self._auth.authorization(scope)
+
+    def _send(self, method: str, url: str, authorization: str | None, what: str, data: object,
               headers: dict[str, str]) -> requests.Response:
         sent = dict(headers)
-        # Credentials only to the endpoint's own origin: an upload Location may name another.
-        if transport.origin(url) == transport.origin(self._base):
-            authorization = self._auth.authorization(scope)
-            if authorization:
-                sent["Authorization"] = authorization
+        if authorization:
+            sent["Authorization"] = authorization
         return transport.send(self._session, method, url, sent, stream=True,
                               timeout=self._timeout, what=what, policy=self._policy,
                               data=data)

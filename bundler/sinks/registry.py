@@ -168,7 +168,8 @@ class RegistrySink:
                                          image.manifest_media_type, what)
 
     def _what(self, blob: Blob, repo: str) -> str:
-        return f"blob {blob.digest} ({blob.size} bytes) in {repo}"
+        size = f" ({blob.size} bytes)" if blob.size else ""
+        return f"blob {blob.digest}{size} in {repo}"
 
 
 def _bytes_opener(data: bytes) -> Callable[[], BinaryIO]:

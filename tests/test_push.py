@@ -1,0 +1,344 @@
+"""bundler push into real registries (htpasswd over TLS, token auth), read back by containerd."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+import zstandard
+
+from bundler import config
+from tests import pki
+from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
+from tests.conftest import STEM
+from tests.servers import Registry, write_registries_yaml
+from tests.tokenserver import TokenServer
+
+USER, PASSWORD = "pusher", "pUsh-s3cret"
+ACCEPT = ("application/vnd.oci.image.manifest.v1+json, "
+          "application/vnd.docker.distribution.manifest.v2+json")
+
+
+def _bundle(builds, name: str = "p1") -> Path:
+    return builds[name] / f"{STEM}.tar.zst"
+
+
+class Front:
+    """A plain HTTP front for a registry that forwards every method, counts what reaches the
+    registry, and injects faults (`fault(method, path) -> status or None`)."""
+
+    def __init__(self, upstream: str, fault=None, hang_after_puts: int | None = None):
+        self.upstream, self.fault = upstream, fault
+        self.hang_after_puts = hang_after_puts
+        self.calls: list[tuple[str, str, int]] = []
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                front.handle(self)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+
+    def handle(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        path = h.path.split("?", 1)[0]
+        status = self.fault(h.command, h.path) if self.fault else None
+        if status is None and self.hang_after_puts is not None and h.command == "PUT" \
+                and "/blobs/uploads/" in path and self.blob_puts() >= self.hang_after_puts:
+            time.sleep(3600)  # the client is killed meanwhile
+        if status is not None:
+            self.calls.append((h.command, h.path, status))
+            self._reply(h, status, b'{"errors":[{"code":"DENIED","message":"injected"}]}', {})
+            return
+        headers = {k: v for k, v in h.headers.items()
+                   if k.lower() in ("accept", "content-type", "content-range", "authorization")}
+        r = requests.request(h.command, self.upstream + h.path, headers=headers, data=body,
+                             timeout=60, allow_redirects=False)
+        self.calls.append((h.command, h.path, r.status_code))
+        out = {k: v for k, v in r.headers.items()
+               if k.lower() not in ("connection", "transfer-encoding", "content-length",
+                                    "content-encoding")}
+        if "Location" in out:
+            out["Location"] = out["Location"].replace(self.upstream, f"http://{self.host}")
+        self._reply(h, r.status_code, r.content if h.command != "HEAD" else b"", out)
+
+    def blob_puts(self, done: bool = True) -> int:
+        return sum(1 for m, p, s in self.calls
+                   if m == "PUT" and "/blobs/uploads/" in p and (s == 201 or not done))
+
+    def uploaded_digests(self) -> list[str]:
+        return [p.split("digest=", 1)[1].replace("%3A", ":") for m, p, s in self.calls
+                if m == "PUT" and "/blobs/uploads/" in p and s == 201]
+
+    def manifest_puts(self) -> int:
+        return sum(1 for m, p, s in self.calls if m == "PUT" and "/manifests/" in p)
+
+    @staticmethod
+    def _reply(h, status: int, body: bytes, headers: dict) -> None:
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(body)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def registry(tmp_path):
+    reg = Registry(tmp_path / "reg").start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def front(registry):
+    made = []
+
+    def make(**kwargs) -> Front:
+        made.append(Front(registry.url, **kwargs))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.stop()
+
+
+@pytest.fixture
+def htpasswd_registry(tmp_path):
+    ca, cert, key = pki.server_tls(tmp_path)
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True,
+                                       text=True, check=True).stdout)
+    reg = Registry(tmp_path / "basic", f"auth:\n  htpasswd: {{realm: r, path: {htpasswd}}}\n",
+                   tls=(cert, key))
+    reg.start(verify=str(ca))
+    yield reg, ca
+    reg.stop()
+
+
+def _yaml(tmp: Path, host: str, password: str = PASSWORD, ca: Path | None = None) -> Path:
+    configs = {host: {"auth": {"username": USER, "password": password}}}
+    if ca:
+        configs[host]["tls"] = {"ca_file": str(ca)}
+    return write_registries_yaml(tmp / "push.yaml", {}, configs)
+
+
+def _digest_of(url: str, repo: str, ref: str, **kw) -> str | None:
+    r = requests.head(f"{url}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
+                      timeout=10, **kw)
+    return r.headers.get("Docker-Content-Digest") if r.status_code == 200 else None
+
+
+def _hosts_dir(tmp: Path, url: str, prefix: str = "", ca: Path | None = None) -> Path:
+    d = tmp / "certs.d"
+    (d / "docker.io").mkdir(parents=True, exist_ok=True)
+    host = f"{url}/v2/{prefix}" if prefix else url
+    lines = ['server = "https://registry-1.docker.io"', f'[host."{host}"]',
+             '  capabilities = ["pull", "resolve"]']
+    if prefix:
+        lines.append("  override_path = true")
+    if ca:
+        lines.append(f'  ca = "{ca}"')
+    (d / "docker.io" / "hosts.toml").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def test_push_basic_auth_then_containerd_pulls_by_name_and_digest(tmp_path, builds,
+                                                                   htpasswd_registry,
+                                                                   clean_containerd):
+    reg, ca = htpasswd_registry
+    bundle = _bundle(builds)
+    run = bundler("push", str(bundle), "--to", f"https://{reg.host}/mirror", "--registries",
+                  str(_yaml(tmp_path, reg.host, ca=ca)), "--print-registries")
+    assert run.code == 0, run.stderr
+    assert PASSWORD not in run.stdout + run.stderr
+    # --print-registries, read back by bundler's own registries.yaml reader.
+    (tmp_path / "k3s.yaml").write_text(run.stdout)
+    parsed = config.load_registries(str(tmp_path / "k3s.yaml"))
+    endpoint = parsed.endpoints("docker.io")[0]
+    assert endpoint.url == reg.url
+    assert endpoint.repository("rancher/multilist") == "mirror/rancher/multilist"
+    assert endpoint.tls.ca_file == str(ca)
+
+    want = {i["reference"]: i["manifestDigest"] for i in read_manifest(builds["p1"])["images"]}
+    hosts = _hosts_dir(tmp_path, reg.url, "mirror", ca)
+    for name, digest in want.items():
+        pulled = clean_containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "--user",
+                                      f"{USER}:{PASSWORD}", "--snapshotter", "native", name)
+        assert pulled.returncode == 0, pulled.stderr
+        assert clean_containerd.images()[name]["digest"] == digest
+        by_digest = f"{name.rsplit(':', 1)[0]}@{digest}"
+        pulled = clean_containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "--user",
+                                      f"{USER}:{PASSWORD}", "--snapshotter", "native",
+                                      by_digest)
+        assert pulled.returncode == 0, pulled.stderr
+
+
+def test_push_token_auth_compact_bundle(tmp_path, builds):
+    tokens = TokenServer(tmp_path).start()
+    reg = Registry(tmp_path / "tok", tokens.registry_config()).start()
+    try:
+        run = bundler("push", str(_bundle(builds, "u1")), "--to", reg.host, "--json")
+        assert run.code == 0, run.stderr
+        pushed = json.loads(run.stdout)
+        token = tokens.token("repository:rancher/multilist:pull")
+        auth = {"headers": {"Accept": ACCEPT, "Authorization": f"Bearer {token}"}}
+        for item in read_manifest(builds["u1"])["images"]:
+            ref = item["reference"].removeprefix("docker.io/")
+            repo, tag = ref.rsplit(":", 1)
+            token = tokens.token(f"repository:{repo}:pull")
+            auth["headers"]["Authorization"] = f"Bearer {token}"
+            r = requests.head(f"{reg.url}/v2/{repo}/manifests/{tag}", timeout=10, **auth)
+            assert r.headers.get("Docker-Content-Digest") == item["manifestDigest"]
+        assert pushed["uploaded"] > 0
+        # Push scopes were asked for.
+        scopes = [q["query"].get("scope", "") for q in tokens.requests]
+        assert any(s.endswith(":pull,push") for s in scopes), scopes
+    finally:
+        reg.stop()
+        tokens.stop()
+
+
+def test_repush_is_a_no_op(builds, registry, front):
+    f = front()
+    bundle = _bundle(builds)
+    assert bundler("push", str(bundle), "--to", f.host).code == 0
+    first = f.blob_puts()
+    assert first > 0 and f.manifest_puts() == 6  # 3 by digest, 3 tags
+    f.calls.clear()
+    run = bundler("push", str(bundle), "--to", f.host, "--json")
+    assert run.code == 0, run.stderr
+    assert f.blob_puts(done=False) == 0 and f.manifest_puts() == 0
+    assert not any(m in ("POST", "PATCH") for m, _, _ in f.calls)
+    assert json.loads(run.stdout)["uploaded"] == 0
+
+
+def test_killed_push_completes_without_resending(builds, registry, front):
+    f = front(hang_after_puts=2)
+    bundle = _bundle(builds)
+    proc = subprocess.Popen([sys.executable, "-m", "bundler", "push", str(bundle), "--to",
+                             f.host, "--jobs", "1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while f.blob_puts(done=False) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = set(f.uploaded_digests())
+    assert len(done) == 2
+    assert _digest_of(registry.url, "rancher/multilist", "v1") is None
+    f.hang_after_puts = None
+    f.calls.clear()
+    run = bundler("push", str(bundle), "--to", f.host)
+    assert run.code == 0, run.stderr
+    again = f.uploaded_digests()
+    assert again and not done & set(again)
+    for item in read_manifest(builds["p1"])["images"]:
+        repo, tag = item["reference"].removeprefix("docker.io/").rsplit(":", 1)
+        assert _digest_of(registry.url, repo, tag) == item["manifestDigest"]
+
+
+def _corrupt_layer(src: Path, dst: Path, digest: str) -> None:
+    """The bundle with one byte flipped inside one layer's data, recompressed."""
+    with open(src, "rb") as f:
+        tar = bytearray(zstandard.ZstdDecompressor().stream_reader(
+            f, read_across_frames=True).read())
+    name = f"blobs/sha256/{digest.split(':')[1]}".encode()
+    # The member's own header: a block that starts with its name (the metadata before it
+    # also mentions the name, but never at a block start).
+    at = next(i for i in range(0, len(tar), 512) if tar[i:i + len(name)] == name)
+    tar[at + 512 + 1000] ^= 0xFF
+    dst.write_bytes(zstandard.ZstdCompressor().compress(bytes(tar)))
+
+
+def test_corrupted_bundle_pushes_no_manifest(tmp_path, builds, registry):
+    item = read_manifest(builds["p1"])["images"][0]
+    bad = tmp_path / "bad" / f"{STEM}.tar.zst"
+    bad.parent.mkdir()
+    _corrupt_layer(_bundle(builds), bad, item["layers"][-1]["digest"])
+    run = bundler("push", str(bad), "--to", registry.host)
+    assert_one_line_error(run, str(bad), "does not verify")
+    assert run.code == 1
+    catalog = requests.get(f"{registry.url}/v2/_catalog", timeout=10).json()["repositories"]
+    for repo in catalog:
+        tags = requests.get(f"{registry.url}/v2/{repo}/tags/list", timeout=10).json()
+        assert not tags.get("tags"), (repo, tags)
+    for img in read_manifest(builds["p1"])["images"]:
+        repo = img["reference"].removeprefix("docker.io/").rsplit(":", 1)[0]
+        assert _digest_of(registry.url, repo, img["manifestDigest"]) is None
+
+
+def test_wrong_password_is_one_line_without_secret(tmp_path, builds, htpasswd_registry):
+    reg, ca = htpasswd_registry
+    run = bundler("push", str(_bundle(builds)), "--to", f"https://{reg.host}", "--registries",
+                  str(_yaml(tmp_path, reg.host, password="wrong-Secret9", ca=ca)))
+    assert_one_line_error(run, reg.host, "blob sha256:")
+    assert run.code == 1
+    assert "wrong-Secret9" not in run.stderr
+
+
+@pytest.mark.parametrize("status,fragment", [
+    (403, "push refused"), (413, "too large"), (503, "503")])
+def test_refusing_registry_fails_in_one_line(builds, registry, front, status, fragment):
+    f = front(fault=lambda method, path: status if method in ("POST", "PUT") else None)
+    run = bundler("push", str(_bundle(builds)), "--to", f.host)
+    assert_one_line_error(run, f.host, fragment, "blob sha256:")
+    assert run.code == 1
+    assert f.manifest_puts() == 0 or all(s == status for m, p, s in f.calls if m == "PUT")
+
+
+def test_bundle_source_to_registry_sink(builds, registry):
+    from bundler.sinks.registry import RegistrySink, parse_target
+    from bundler.sources.bundle import BundleSource
+
+    images = BundleSource(_bundle(builds)).images()
+    sink = RegistrySink(parse_target(f"{registry.host}/copy"), jobs=2)
+    sink.write(images)
+    for image in images:
+        repo = f"copy/{image.reference.repository}"
+        assert _digest_of(registry.url, repo, image.reference.tag) == image.manifest_digest
+
+
+def test_chunked_upload(builds, registry):
+    from bundler.registry.writer import Writer
+    from bundler.sinks.registry import RegistrySink, parse_target
+    from bundler.sources.bundle import BundleSource
+
+    target = parse_target(registry.host)
+    writer = Writer(target.endpoint, monolithic_max=10_000, chunk_size=7_000)
+    sink = RegistrySink(target, writer=writer)
+    images = BundleSource(_bundle(builds, "u1")).images()
+    sink.write(images)
+    assert writer.uploads > 0
+    for image in images:
+        assert _digest_of(registry.url, image.reference.repository,
+                          image.reference.tag) == image.manifest_digest
+
+
+def test_bad_target_is_a_usage_error(builds):
+    run = bundler("push", str(_bundle(builds)), "--to", "ftp://x/y")
+    assert_one_line_error(run, "--to")
+    assert run.code == 2
