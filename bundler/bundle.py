@@ -8,6 +8,7 @@ final name that was not there before, and no temporary is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from collections.abc import Callable
@@ -74,11 +75,32 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     registries = load_registries(opts.registries, opts.default_endpoint)
     names = OutputNames.of(opts.name, opts.arch)
     out_dir = Path(opts.output_dir)
+    created = _missing_dirs(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, str(out_dir)) from None
+    try:
+        return _build_into(out_dir, opts, refs, want, registries, names, progress)
+    except BaseException:
+        # A failed build leaves the disk as it was: directories it made go too (if empty).
+        for directory in created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
 
+
+def _missing_dirs(directory: Path) -> list[Path]:
+    """`directory` and its ancestors that do not exist yet, innermost first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
+def _build_into(out_dir: Path, opts: BuildOptions, refs: list[Reference], want, registries,
+                names: OutputNames, progress: Progress) -> dict:
     try:
         with AtomicOutputs(out_dir) as outputs:
             cache_dir = Path(opts.cache_dir) if opts.cache_dir else None

@@ -90,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
                          help=f"blob and compressed-frame cache kept across runs (default: "
                               f"{cache.default_dir()}, from $XDG_CACHE_HOME)")
     caching.add_argument("--no-cache", action="store_true", help="keep nothing across runs")
-    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--quiet", action="store_true",
+                   help="no progress bars, stage lines or closing line")
     b.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     b.set_defaults(run=_build)
 

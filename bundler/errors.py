@@ -6,6 +6,7 @@ Exit codes (documented in the README):
   2  usage or unreadable input: bad arguments, a malformed images.txt, registries.yaml or bundle
   3  the environment failed: a registry unreachable, a disk full, a permission denied
   130 interrupted (Ctrl-C)
+  129, 143 ended by SIGHUP, SIGTERM (128+N), cleaned up as for 130
 """
 
 from __future__ import annotations

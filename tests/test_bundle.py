@@ -153,7 +153,7 @@ def test_index_and_docker_manifest_agree(builds):
 def test_bad_image_fails_cleanly(fixture_registry, tmp_path, ref, fragments):
     run = bundler(*build_args(fixture_registry, tmp_path, ["busybox:1.36.1", ref]))
     assert_one_line_error(run, *fragments)
-    assert list((tmp_path / "dist").iterdir()) == []
+    assert not (tmp_path / "dist").exists()  # made by the build, removed with it
 
 
 def test_bad_images_line_names_file_and_line(fixture_registry, tmp_path):
@@ -173,7 +173,7 @@ def test_unreachable_registry(fixture_registry, tmp_path):
                   str(tmp_path / "dist"), "--registries", str(yaml), "--no-default-endpoint")
     assert_one_line_error(run, "cannot connect", "127.0.0.1")
     assert run.code == 3
-    assert list((tmp_path / "dist").iterdir()) == []
+    assert not (tmp_path / "dist").exists()
 
 
 def test_existing_outputs_survive_a_failed_build(fixture_registry, tmp_path):
@@ -230,7 +230,7 @@ def test_ctrl_c_leaves_nothing(fixture_registry, tmp_path):
         front.stop()
     assert proc.returncode == 130
     assert stderr.strip().splitlines() == ["bundler: error: interrupted"]
-    assert list((tmp_path / "dist").iterdir()) == []
+    assert not (tmp_path / "dist").exists()
     # The cache is intact: whatever is under a final name hashes to it (a download cut off
     # leaves at most a .partial temporary, which the next run removes).
     blobs = tmp_path / "cache" / "blobs" / "sha256"
@@ -247,4 +247,15 @@ def test_disk_full_is_one_line_and_leaves_nothing(fixture_registry, tmp_path):
         run = bundler(*build_args(fixture_registry, tmp_path, REFS, out="small/dist"))
         assert_one_line_error(run, "no space left on device", "small/dist")
         assert run.code == 3
-        assert list((small / "dist").iterdir()) == []
+        assert not (small / "dist").exists()
+
+
+def test_failed_build_keeps_an_output_dir_that_was_there(fixture_registry, tmp_path):
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / "other.txt").write_text("kept")
+    run = bundler(*build_args(fixture_registry, tmp_path, ["busybox:404"], out="dist/a/b"))
+    assert run.code == 1
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["other.txt"]
+    run = bundler(*build_args(fixture_registry, tmp_path, ["busybox:404"]))
+    assert run.code == 1
+    assert [p.name for p in (tmp_path / "dist").iterdir()] == ["other.txt"]
