@@ -108,7 +108,7 @@ def _build_into(out_dir: Path, opts: BuildOptions, refs: list[Reference], want, 
             frames = FrameCache(cache_dir / "frames") if cache_dir else None
             source = _source(opts, registries, want, store)
             progress.say(f"pulling {_count(len(refs), 'image')}")
-            upstream = [source.image(ref) for ref in refs]
+            upstream = source.images(refs)
             written, doc = _write_outputs(upstream, refs, outputs, store, frames, names, opts,
                                           progress)
     except OSError as e:
@@ -153,7 +153,7 @@ def _source(opts: BuildOptions, registries, want, store: BlobStore):
         return DockerSource(want, opts.pull, store)
     from bundler.sources.registry import RegistrySource
 
-    return RegistrySource(registries, want, opts.timeout, store)
+    return RegistrySource(registries, want, opts.timeout, store, jobs=opts.jobs)
 
 
 def _resolved(opts: BuildOptions) -> BuildOptions:
