@@ -284,7 +284,10 @@ def parse_yaml(data: bytes, where: str) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"{where}:{mark.line + 1}" if mark else where
-        raise ChartError(f"{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        # A reader error (a control character) has no mark, and its str() is two lines.
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)
+        problem = " ".join(str(problem).split())
+        raise ChartError(f"{at}: not valid YAML ({quoted(problem)[1:-1]})") from None
     except RecursionError:
         raise ChartError(f"{where}: nested too deeply") from None
     if doc is None:
