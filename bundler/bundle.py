@@ -15,7 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler import archive, checksums, compress, imagelist, mediatypes, mutate, platform
+from bundler import (
+    archive,
+    checksums,
+    compress,
+    imagelist,
+    mediatypes,
+    mutate,
+    platform,
+    sbom,
+    signing,
+)
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
 from bundler.config import DEFAULT_TIMEOUT, load_registries
@@ -46,6 +56,28 @@ class BuildOptions:
     timeout: float = DEFAULT_TIMEOUT
     jobs: int = DEFAULT_JOBS
     cache_dir: str | None = None  # None: no cache kept across runs
+    sign_key: str | None = None  # PEM private key: also write NAME-ARCH.manifest.json.sig
+    sbom: bool = False  # also write NAME-ARCH.spdx.json (and list it in the sha256sum file)
+
+
+@dataclass(frozen=True)
+class _Extras:
+    """What a build writes beside the four files when asked, checked before any download."""
+
+    key: bytes | None = None
+    password: bytes | None = None
+    key_name: str = ""
+    sbom_created: str | None = None
+
+    @classmethod
+    def of(cls, opts: BuildOptions) -> _Extras:
+        key = password = None
+        if opts.sign_key:
+            key, password = signing.read_key(opts.sign_key), signing.password_from_env()
+            # A wrong password or a key that is not P-256 fails now, not after the pull.
+            signing.sign(b"", key, password, key_name=opts.sign_key)
+        return cls(key, password, opts.sign_key or "",
+                   sbom.created_time() if opts.sbom else None)
 
 
 @dataclass(frozen=True)
@@ -74,6 +106,7 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     want = platform.for_arch(opts.arch)
     registries = load_registries(opts.registries, opts.default_endpoint)
     names = OutputNames.of(opts.name, opts.arch)
+    extras = _Extras.of(opts)
     out_dir = Path(opts.output_dir)
     created = _missing_dirs(out_dir)
     try:
@@ -81,7 +114,7 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, str(out_dir)) from None
     try:
-        return _build_into(out_dir, opts, refs, want, registries, names, progress)
+        return _build_into(out_dir, opts, refs, want, registries, names, extras, progress)
     except BaseException:
         # A failed build leaves the disk as it was: directories it made go too (if empty).
         for directory in created:
@@ -100,7 +133,7 @@ def _missing_dirs(directory: Path) -> list[Path]:
 
 
 def _build_into(out_dir: Path, opts: BuildOptions, refs: list[Reference], want, registries,
-                names: OutputNames, progress: Progress) -> dict:
+                names: OutputNames, extras: _Extras, progress: Progress) -> dict:
     try:
         with AtomicOutputs(out_dir) as outputs:
             cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
@@ -110,7 +143,7 @@ def _build_into(out_dir: Path, opts: BuildOptions, refs: list[Reference], want, 
             progress.say(f"pulling {_count(len(refs), 'image')}")
             upstream = source.images(refs)
             written, doc = _write_outputs(upstream, refs, outputs, store, frames, names, opts,
-                                          progress)
+                                          extras, progress)
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, f"writing to {out_dir}") from None
     return {**doc, "files": [str(p) for p in written]}
@@ -118,7 +151,8 @@ def _build_into(out_dir: Path, opts: BuildOptions, refs: list[Reference], want, 
 
 def _write_outputs(upstream: list[Image], refs: list[Reference], outputs: AtomicOutputs,
                    store: BlobStore, frames: FrameCache | None, names: OutputNames,
-                   opts: BuildOptions, progress: Progress) -> tuple[list[Path], dict]:
+                   opts: BuildOptions, extras: _Extras, progress: Progress
+                   ) -> tuple[list[Path], dict]:
     out_dir = outputs.directory
     bundle_path = outputs.temp(names.bundle)
     with progress.bar("pull") as pull, \
@@ -132,11 +166,17 @@ def _write_outputs(upstream: list[Image], refs: list[Reference], outputs: Atomic
     )
     list_text = imagelist.format_list(refs).encode()
     outputs.temp(names.image_list).write_bytes(list_text)
-    outputs.temp(names.manifest).write_bytes(checksums.dumps_manifest(doc))
-    sums = checksums.merged_sums(
-        checksums.read_sums(out_dir / names.sums),
-        {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))},
-    )
+    manifest = checksums.dumps_manifest(doc)
+    outputs.temp(names.manifest).write_bytes(manifest)
+    ours = {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))}
+    if extras.key is not None:
+        outputs.temp(signing.signature_path(names.manifest).name).write_bytes(
+            signing.sign(manifest, extras.key, extras.password, key_name=extras.key_name))
+    if extras.sbom_created is not None:
+        spdx = sbom.dumps(sbom.document(doc, created=extras.sbom_created))
+        outputs.temp(sbom.file_name(names.bundle)).write_bytes(spdx)
+        ours[sbom.file_name(names.bundle)] = hex_of(sha256_digest(spdx))
+    sums = checksums.merged_sums(checksums.read_sums(out_dir / names.sums), ours)
     outputs.temp(names.sums).write_bytes(sums)
     return outputs.commit(), doc
 

@@ -90,6 +90,12 @@ def parser() -> argparse.ArgumentParser:
                          help=f"blob and compressed-frame cache kept across runs (default: "
                               f"{cache.default_dir()}, from $XDG_CACHE_HOME)")
     caching.add_argument("--no-cache", action="store_true", help="keep nothing across runs")
+    b.add_argument("--sign-key", metavar="KEY.pem",
+                   help="also write NAME-ARCH.manifest.json.sig, an ECDSA P-256 signature of "
+                        "the checksum manifest as `cosign sign-blob --key` writes it (an "
+                        "encrypted key's password from $BUNDLER_KEY_PASSWORD)")
+    b.add_argument("--sbom", action="store_true",
+                   help="also write NAME-ARCH.spdx.json, an SPDX 2.3 bill of materials")
     b.add_argument("--quiet", action="store_true",
                    help="no progress bars, stage lines or closing line")
     b.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -112,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
                         f"than RATIO times its size, and at least "
                         f"{verify.INFLATION_FLOOR >> 30} GiB (default: "
                         f"{verify.DEFAULT_MAX_INFLATION:g})")
+    v.add_argument("--key", metavar="PUB.pem",
+                   help="require the checksum manifest to be signed with this public key "
+                        "(NAME.manifest.json.sig beside it)")
     v.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     v.set_defaults(run=_verify)
 
@@ -129,6 +138,8 @@ def parser() -> argparse.ArgumentParser:
                             "--distro rke2)")
     pl.add_argument("--distro", choices=sorted(place.DATA_DIRS), default="k3s",
                     help="which default data dir (default: k3s)")
+    pl.add_argument("--key", metavar="PUB.pem",
+                    help="place only a bundle whose checksum manifest is signed with this key")
     pl.add_argument("--dry-run", action="store_true", help="verify and say what would be done")
     pl.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     pl.set_defaults(run=_place)
@@ -205,7 +216,7 @@ def _build(args: argparse.Namespace) -> int:
         images=args.images, output_dir=args.output_dir, name=args.name, arch=args.arch,
         layers=args.layers, source=args.source, pull=args.pull or "missing",
         registries=args.registries,
-        default_endpoint=args.default_endpoint,
+        default_endpoint=args.default_endpoint, sign_key=args.sign_key, sbom=args.sbom,
         level=args.level, timeout=args.timeout, jobs=args.jobs,
         cache_dir=None if args.no_cache else (args.cache_dir or str(cache.default_dir())),
     )
@@ -228,7 +239,7 @@ def _verify(args: argparse.Namespace) -> int:
     if not args.max_inflation > 0:
         raise UsageError(f"--max-inflation {args.max_inflation:g}: want a positive ratio")
     report = verify.verify(args.bundle, args.manifest, require_checksum=args.require_checksum,
-                           max_inflation=args.max_inflation)
+                           max_inflation=args.max_inflation, key=args.key)
     _print_report(report, args.json)
     if report.inflation_limited and not args.json:
         print(f"bundler: note: if this bundle is expected to decompress that far, raise the "
@@ -238,7 +249,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _place(args: argparse.Namespace) -> int:
     target = place.images_dir(args.images_dir, args.data_dir, args.distro)
-    done = place.place(args.bundle, target, dry_run=args.dry_run)
+    done = place.place(args.bundle, target, dry_run=args.dry_run, key=args.key)
     if args.json:
         json.dump({"path": str(done.path), "size": done.size, "sha256": done.sha256,
                    "action": done.action}, sys.stdout, indent=2)

@@ -57,9 +57,10 @@ def images_dir(images_dir: str | None, data_dir: str | None, distro: str) -> Pat
 
 
 def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
-          report: verify.Report | None = None, *,
+          report: verify.Report | None = None, *, key: str | Path | None = None,
           before_rename: Callable[[str], object] | None = None) -> Placement:
-    """Verify `bundle`, then copy it atomically into `target_dir` (created if missing).
+    """Verify `bundle` (its checksum manifest signed with the public `key`, if given), then
+    copy it atomically into `target_dir` (created if missing).
 
     `before_rename` is a test hook: called with the temporary's name (in `target_dir`) after
     the copy is complete and before it is checked and renamed, where an attacker would act.
@@ -67,9 +68,9 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
     source = Path(bundle)
     if not source.name.endswith(IMPORTED_SUFFIXES[:-1]):
         raise InputError(f"{source}: K3s imports only {', '.join(IMPORTED_SUFFIXES[:-1])} files")
-    report = report or verify.verify(source)
+    report = report or verify.verify(source, key=key)
     if not report.ok:
-        more = len(report.problems) - 1
+        more = report.problem_count - 1
         also = f"; {more} more, see bundler verify" if more else ""
         raise VerificationFailed(
             f"{source}: did not verify ({report.problems[0]}{also}); nothing placed", report)

@@ -112,16 +112,19 @@ class _Budget:
 
 def verify(bundle: str | Path, manifest: str | Path | None = None, *,
            require_checksum: bool = False,
-           max_inflation: float = DEFAULT_MAX_INFLATION) -> Report:
+           max_inflation: float = DEFAULT_MAX_INFLATION,
+           key: str | Path | None = None) -> Report:
     """Verify `bundle`; InputError if it (or a given checksum manifest) cannot be read at all.
 
     `require_checksum`: a bundle no checksum file vouches for fails. `max_inflation`: how many
     times its own size the bundle may decompress to (tar plus layers), at least
-    INFLATION_FLOOR bytes; past that verify stops and fails.
+    INFLATION_FLOOR bytes; past that verify stops and fails. `key`: a public key the checksum
+    manifest must be signed with (signing.SignatureInvalid otherwise); the bundle is then
+    checked against exactly the bytes the signature covers.
     """
     path = Path(bundle)
     report = Report(str(path))
-    doc = _checksum_manifest(path, manifest, report)
+    doc = _checksum_manifest(path, manifest, report, key)
     sums = _sums_beside(path, report)
     try:
         f = localfile.open_regular(path)
@@ -169,12 +172,22 @@ def _check_format(f: BinaryIO, path: Path, report: Report) -> bool:
     return False
 
 
-def _checksum_manifest(path: Path, given: str | Path | None, report: Report) -> dict | None:
+def _checksum_manifest(path: Path, given: str | Path | None, report: Report,
+                       key: str | Path | None = None) -> dict | None:
     candidate = Path(given) if given else path.with_name(_stem(path) + ".manifest.json")
     try:
-        # One we found beside the bundle is never read through a symlink.
-        data = localfile.read_small(candidate, MAX_CHECKSUM_MANIFEST, "checksum manifest",
-                                    follow_symlinks=given is not None)
+        if key is not None:
+            from bundler import signing  # cryptography is loaded only to check a signature
+
+            if not given and not os.path.lexists(candidate):
+                raise signing.SignatureInvalid(
+                    f"{path.name}: no checksum manifest {candidate.name} beside it to check "
+                    "the signature of")
+            data = signing.verify_file(candidate, key, signed_found=given is None)
+        else:
+            # One we found beside the bundle is never read through a symlink.
+            data = localfile.read_small(candidate, MAX_CHECKSUM_MANIFEST, "checksum manifest",
+                                        follow_symlinks=given is not None)
     except FileNotFoundError:
         if given:
             raise InputError(f"{candidate}: no such checksum manifest") from None
