@@ -39,6 +39,7 @@ class Front:
         self.upstream, self.fault = upstream, fault
         self.hang_after_puts = hang_after_puts
         self.calls: list[tuple[str, str, int]] = []
+        self.hung = 0
         front = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,6 +64,7 @@ class Front:
         status = self.fault(h.command, h.path) if self.fault else None
         if status is None and self.hang_after_puts is not None and h.command == "PUT" \
                 and "/blobs/uploads/" in path and self.blob_puts() >= self.hang_after_puts:
+            self.hung += 1
             time.sleep(3600)  # the client is killed meanwhile
         if status is not None:
             self.calls.append((h.command, h.path, status))
@@ -243,8 +245,9 @@ def test_killed_push_completes_without_resending(builds, registry, front):
                              f.host, "--jobs", "1"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while f.blob_puts(done=False) < 3 and time.monotonic() < deadline:
+    while not f.hung and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert f.hung, "the push never reached its third upload"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = set(f.uploaded_digests())
@@ -256,6 +259,10 @@ def test_killed_push_completes_without_resending(builds, registry, front):
     assert run.code == 0, run.stderr
     again = f.uploaded_digests()
     assert again and not done & set(again)
+    # Neither uploaded nor mounted again: only HEADs mention the finished blobs.
+    for method, path, _ in f.calls:
+        if any(d.split(":")[1] in path for d in done):
+            assert method == "HEAD", (method, path)
     for item in read_manifest(builds["p1"])["images"]:
         repo, tag = item["reference"].removeprefix("docker.io/").rsplit(":", 1)
         assert _digest_of(registry.url, repo, tag) == item["manifestDigest"]
