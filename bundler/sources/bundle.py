@@ -202,13 +202,17 @@ def _first_member(f: BinaryIO) -> tuple[str, int] | None:
 
 
 class _MemberData:
-    """The data of one tar member, as a stream; closes the file with it."""
+    """The data of one tar member, as a stream; closes the file with it. A bundle that
+    cannot be decoded is the blob's fault: DigestMismatch, as for wrong bytes."""
 
-    def __init__(self, f: BinaryIO, tar: TarStream):
-        self._f, self._tar = f, tar
+    def __init__(self, f: BinaryIO, tar: TarStream, what: str = "blob"):
+        self._f, self._tar, self._what = f, tar, what
 
     def read(self, n: int = CHUNK) -> bytes:
-        return self._tar.read_data(n if n and n > 0 else CHUNK)
+        try:
+            return self._tar.read_data(n if n and n > 0 else CHUNK)
+        except (TarError, zstandard.ZstdError) as e:
+            raise DigestMismatch(f"{self._what}: cannot read ({e})") from None
 
     def close(self) -> None:
         self._f.close()
@@ -230,7 +234,7 @@ def open_blob(path: Path, digest: str, frames: dict[str, tuple[int, int]]) -> Bi
         name = archive.blob_path(digest)
         for member in wanted:
             if member.name == name and member.kind == REGULAR:
-                return _MemberData(f, tar)  # type: ignore[return-value]
+                return _MemberData(f, tar, f"{path}: {name}")  # type: ignore[return-value]
             if digest in frames:
                 break
     except (TarError, zstandard.ZstdError) as e:

@@ -1,0 +1,93 @@
+"""BundleSource: a bundle read back as images, checked as it is read."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from bundler import reference
+from bundler.errors import DigestMismatch, InputError
+from bundler.source import Source
+from bundler.sources.bundle import BundleSource, frame_index, read_metadata
+from tests.cli_helpers import read_manifest
+from tests.conftest import STEM
+
+
+def _read_all(stream) -> bytes:
+    chunks = []
+    try:
+        while chunk := stream.read(1 << 16):
+            chunks.append(chunk)
+    finally:
+        stream.close()
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("build", ["p1", "u1"])
+def test_images_match_the_checksum_manifest(builds, build):
+    source = BundleSource(builds[build] / f"{STEM}.tar.zst")
+    assert isinstance(source, Source)
+    recorded = {i["reference"]: i for i in read_manifest(builds[build])["images"]}
+    images = source.images()
+    assert [str(i.reference) for i in images] == list(recorded)
+    for image in images:
+        item = recorded[str(image.reference)]
+        assert image.manifest_digest == item["manifestDigest"]
+        assert image.config_descriptor.digest == item["configDigest"]
+        assert str(image.platform) == item["platform"]
+        assert [(x.descriptor.digest, x.descriptor.size, x.diff_id) for x in image.layers] == \
+            [(x["digest"], x["size"], x["diffID"]) for x in item["layers"]]
+        for layer in image.layers:
+            data = _read_all(layer.open())
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.descriptor.digest
+    # image(ref) finds one by its name.
+    ref = reference.parse("busybox:1.36.1")
+    assert source.image(ref).manifest_digest == recorded[str(ref)]["manifestDigest"]
+    with pytest.raises(InputError, match="not in"):
+        source.image(reference.parse("busybox:nope"))
+
+
+def test_preserve_blobs_each_start_a_frame_compact_ones_do_not(builds):
+    preserve = frame_index(builds["p1"] / f"{STEM}.tar.zst")
+    compact = frame_index(builds["u1"] / f"{STEM}.tar.zst")
+    layers = {x["digest"] for i in read_manifest(builds["p1"])["images"] for x in i["layers"]}
+    assert layers <= preserve.keys()
+    assert len(compact) <= 1  # only the first blob starts the one big frame
+
+
+def _flip_in_frame(src: Path, dst: Path, start: int, end: int) -> None:
+    # The middle of the frame: the layer's bytes (gzip, stored by zstd as they are), not
+    # the tar header at its start.
+    data = bytearray(src.read_bytes())
+    data[(start + end) // 2] ^= 0x55
+    dst.write_bytes(bytes(data))
+
+
+def test_a_corrupted_layer_fails_its_read_not_the_others(tmp_path, builds):
+    src = builds["p1"] / f"{STEM}.tar.zst"
+    frames = frame_index(src)
+    item = read_manifest(builds["p1"])["images"][0]
+    victim = item["layers"][-1]["digest"]
+    bad = tmp_path / f"{STEM}.tar.zst"
+    starts = sorted(offset for offset, _ in frames.values())
+    start = frames[victim][0]
+    _flip_in_frame(src, bad, start, starts[starts.index(start) + 1])
+    source = BundleSource(bad)
+    image = source.image(reference.parse(item["reference"]))
+    for layer in image.layers:
+        if layer.descriptor.digest == victim:
+            with pytest.raises(DigestMismatch):
+                _read_all(layer.open())
+        else:
+            _read_all(layer.open())
+
+
+def test_not_a_bundle_is_one_input_error(tmp_path):
+    plain = tmp_path / "x.tar.zst"
+    plain.write_bytes(b"not zstd at all")
+    with pytest.raises(InputError, match="x.tar.zst"):
+        read_metadata(plain)
+    with pytest.raises(InputError, match="cannot read"):
+        read_metadata(tmp_path / "missing.tar.zst")
