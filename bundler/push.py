@@ -61,8 +61,10 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
         uploads = _Uploads(sink, missing, Path(spool_dir), jobs)
         try:
             report, content = _stream_verified(path, uploads)
-        finally:
-            uploads.finish()
+        except BaseException:
+            uploads.finish(cancel=True)  # Ctrl-C or a local failure: start nothing more
+            raise
+        uploads.finish()
     if not report.ok:
         first = report.problems[0] if report.problems else "problems found"
         raise VerificationFailed(f"{path}: does not verify, nothing tagged or pushed as a "
@@ -128,8 +130,8 @@ class _Uploads:
             path.unlink(missing_ok=True)
             self._slots.release()
 
-    def finish(self) -> None:
-        self._pool.shutdown(wait=True)
+    def finish(self, cancel: bool = False) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
 
     def raise_first(self) -> None:
         for f in self._futures:

@@ -216,6 +216,8 @@ def test_push_token_auth_compact_bundle(tmp_path, builds):
             r = requests.head(f"{reg.url}/v2/{repo}/manifests/{tag}", timeout=10, **auth)
             assert r.headers.get("Docker-Content-Digest") == item["manifestDigest"]
         assert pushed["uploaded"] > 0
+        # multilist and ociindex share their base layer: sent once, mounted into the other.
+        assert pushed["mounted"] >= 1
         # Push scopes were asked for.
         scopes = [q["query"].get("scope", "") for q in tokens.requests]
         assert any(s.endswith(":pull,push") for s in scopes), scopes
@@ -349,3 +351,20 @@ def test_bad_target_is_a_usage_error(builds):
     run = bundler("push", str(_bundle(builds)), "--to", "ftp://x/y")
     assert_one_line_error(run, "--to")
     assert run.code == 2
+
+
+def test_passing_5xx_storm_is_retried_in_new_sessions(builds, registry, front):
+    posts = []
+
+    def storm(method, path):
+        if method == "POST":
+            posts.append(path)
+            return 503 if len(posts) <= 3 else None
+        return None
+
+    f = front(fault=storm)
+    run = bundler("push", str(_bundle(builds)), "--to", f.host, "--jobs", "1")
+    assert run.code == 0, run.stderr
+    for item in read_manifest(builds["p1"])["images"]:
+        repo, tag = item["reference"].removeprefix("docker.io/").rsplit(":", 1)
+        assert _digest_of(registry.url, repo, tag) == item["manifestDigest"]
