@@ -15,6 +15,7 @@ from bundler.platform import for_arch
 from bundler.reference import parse
 from bundler.sources.registry import RegistrySource
 from tests import imagegen as gen
+from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.netshape import NetShape
 from tests.registryseed import push_image
 from tests.servers import Registry, free_port, write_registries_yaml
@@ -134,3 +135,12 @@ def test_an_unreachable_registry_sets_the_exit_code(fixture_registry, tmp_path):
     assert "docker.io/rancher/missing:v1: not found" in str(failed.value)
     assert "quay.io/x/y:1: " in str(failed.value) and "cannot connect" in str(failed.value)
     assert isinstance(failed.value.failures[1][1], NetworkError)
+
+
+def test_build_names_every_failing_image_in_one_line(fixture_registry, tmp_path):
+    run = bundler(*build_args(fixture_registry, tmp_path, [
+        "rancher/missing:v1", "busybox:1.36.1", "rancher/wrongarch:v1"], "--jobs", "3"))
+    assert_one_line_error(run, "2 images failed: ", "docker.io/rancher/missing:v1: not found",
+                          "docker.io/rancher/wrongarch:v1: ")
+    assert run.code == EXIT_FAILED
+    assert not (tmp_path / "dist").exists()
