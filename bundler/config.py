@@ -106,14 +106,14 @@ class Endpoint:
     tls: TLSConfig = TLSConfig()
     credentials: Credentials | None = None
     rewrites: tuple[tuple[str, str], ...] = ()
-    # What `<repository>/manifests/...` goes after. K3s (containerd's override_path) takes a
-    # path other than / or /v2 as the whole API root: `https://m/prefix` is asked for
-    # `/prefix/<repository>/...`, with no /v2. Empty: `url` + /v2.
-    api_root: str = ""
+    # K3s (containerd's override_path) takes an endpoint path other than / or /v2 as the
+    # whole API root: `https://m/prefix` is asked for `/prefix/<repository>/...`, no /v2.
+    override_path: bool = False
 
-    def __post_init__(self) -> None:
-        if not self.api_root:
-            object.__setattr__(self, "api_root", f"{self.url}/v2")
+    @property
+    def api_root(self) -> str:
+        """What `<repository>/manifests/...` goes after."""
+        return self.url if self.override_path else f"{self.url}/v2"
 
     @property
     def host(self) -> str:
@@ -174,9 +174,10 @@ class RegistriesConfig:
     def _endpoint(self, api_root: str, rewrites: tuple[tuple[str, str], ...]) -> Endpoint:
         host = urlsplit(api_root).netloc
         config = self._host_config(host)
-        url = api_root[: -len("/v2")] if api_root.endswith("/v2") else api_root
+        override = not api_root.endswith("/v2")
+        url = api_root if override else api_root[: -len("/v2")]
         return Endpoint(url, config.tls, config.credentials or docker_credentials(host),
-                        rewrites, api_root)
+                        rewrites, override)
 
     def _host_config(self, host: str) -> HostConfig:
         names = [host, DOCKER_HUB] if host == HUB_API else [host]
@@ -187,9 +188,7 @@ class RegistriesConfig:
 
 
 def _described(endpoint: Endpoint) -> str:
-    # The URL as written, unless its path is the API root itself: then that, as K3s uses it.
-    shown = endpoint.url if endpoint.api_root == f"{endpoint.url}/v2" else endpoint.api_root
-    return f"{shown} (with rewrites)" if endpoint.rewrites else shown
+    return f"{endpoint.url} (with rewrites)" if endpoint.rewrites else endpoint.url
 
 
 def load_registries(path: str | None, default_endpoint: bool = True) -> RegistriesConfig:

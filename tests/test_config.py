@@ -86,7 +86,7 @@ configs:
     assert b.credentials == Credentials("bob", "pw:with:colons") and b.tls.insecure_skip_verify
     assert c.credentials == Credentials(identity_token="tok")
     assert hub.credentials == Credentials(identity_token="tok")
-    assert "pa" not in repr(a) and "tok" not in repr(c)
+    assert "password=" not in repr(a) and "'pa'" not in repr(a) and "tok" not in repr(c)
 
 
 @pytest.mark.parametrize(("text", "message"), [
