@@ -104,6 +104,18 @@ def test_a_scope_token_is_fetched_once_by_concurrent_threads(token_registry, tmp
     assert front.connections <= 6
 
 
+def test_a_new_repository_asks_the_realm_without_a_401_first(token_registry, tmp_path):
+    """Once the endpoint's challenge said where tokens come from, a new repository's token is
+    fetched before its first request: one 401 in all, not one per repository."""
+    tokens, front = token_registry
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+    refs = [parse(f"{repo}:t{n}") for n in range(2) for repo in ("busybox", "library/other")]
+    _source(yaml, jobs=1).images(refs)
+    # Each image is a manifest and a config (no index, no store); one challenge.
+    assert front.requests == 2 * len(refs) + 1
+    assert len(tokens.requests) == 2
+
+
 def test_every_failing_image_is_named_in_one_line(fixture_registry, tmp_path):
     yaml = fixture_registry.registries_yaml(tmp_path)
     refs = [parse(r) for r in ("rancher/missing:v1", "busybox:1.36.1", "rancher/armonly:v1",

@@ -61,7 +61,9 @@ class Authenticator:
         self._credentials = credentials
         self._scheme: str | None = None
         self._tokens: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()  # guards _locks, _scheme and _tokens
+        # The endpoint's last Bearer challenge, without its scope: where to ask for tokens.
+        self._bearer: dict[str, str] | None = None
+        self._lock = threading.Lock()  # guards _locks, _scheme, _bearer and _tokens
         self._locks: dict[str, threading.Lock] = {}  # per scope: held while answering it
 
     def authorization(self, scope: str) -> str | None:
@@ -72,6 +74,22 @@ class Authenticator:
             with self._scope_lock(scope):
                 found = self._current(scope)
         return found
+
+    def prepare(self, scope: str, what: str) -> None:
+        """Fetch `scope`'s token before the first request for it, once this endpoint's own
+        Bearer challenge (for another scope) has said where tokens come from: without, each
+        new repository costs a 401 round trip first (issue 12; containerd and
+        go-containerregistry ask the realm directly too). The realm was checked when the
+        challenge came and is checked again here, by the same rules."""
+        with self._lock:
+            params = self._bearer
+        if params is None or self._current(scope) is not None:
+            return
+        with self._scope_lock(scope):
+            if self._current(scope) is None:
+                token = self._fetch_token(params, scope, what)
+                with self._lock:
+                    self._tokens[scope] = token
 
     def _current(self, scope: str) -> str | None:
         with self._lock:
@@ -110,6 +128,7 @@ class Authenticator:
             token = self._fetch_token(params, scope, what)
             with self._lock:
                 self._tokens[scope] = token
+                self._bearer = {k: v for k, v in params.items() if k != "scope"}
             return True
 
     def _basic(self) -> str:

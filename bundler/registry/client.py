@@ -105,6 +105,7 @@ class Client:
         headers = {"Accept": ", ".join(accept)} if accept else {}
         if ranged_from > 0:
             headers["Range"] = f"bytes={ranged_from}-"
+        self._auth.prepare(scope, what)
         response, sent = self._follow(method, url, headers, scope, what)
         # Only the endpoint itself may ask for our credentials: a 401 from storage behind a
         # redirect could name any realm.
