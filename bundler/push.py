@@ -26,6 +26,7 @@ from bundler.config import DEFAULT_TIMEOUT, RegistriesConfig
 from bundler.digest import CHUNK, hash_rest
 from bundler.errors import BundlerError, InputError, VerificationFailed
 from bundler.image import Image, Layer, parse_config, parse_manifest
+from bundler.reference import Reference
 from bundler.sinks.registry import Blob, RegistrySink, Target, parse_target, registries_yaml
 from bundler.sources import bundle as bundle_source
 
@@ -57,6 +58,13 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
     blobs = _needed(meta, target)
     missing = {b.digest: b for b in sink.missing(blobs)}
     result = PushResult(to, skipped=len(blobs) - len(missing))
+    if not missing and _all_named(sink, meta, target):
+        # Everything is there already, under these digests: nothing would be pushed, so
+        # nothing unverified can enter the registry, and the stream is not read (a re-push
+        # costs a few HEADs). `bundler verify` checks the file itself.
+        result.images = [_pushed(target, e.reference, e.manifest.digest) for e in meta.entries]
+        result.registries_yaml = registries_yaml(target, [e.reference for e in meta.entries])
+        return result
     with tempfile.TemporaryDirectory(prefix="bundler-push-") as spool_dir:
         uploads = _Uploads(sink, missing, Path(spool_dir), jobs)
         try:
@@ -73,12 +81,27 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
     images = _images(content, meta, path)
     sink.put_manifests(images)
     result.uploaded, result.mounted = sink.writer.uploads, sink.writer.mounts
-    result.images = [{"reference": str(i.reference),
-                      "pushed": f"{target.host}/{target.repository(i.reference)}"
-                                f"@{i.manifest_digest}",
-                      "manifestDigest": i.manifest_digest} for i in images]
+    result.images = [_pushed(target, i.reference, i.manifest_digest) for i in images]
     result.registries_yaml = registries_yaml(target, images)
     return result
+
+
+def _pushed(target: Target, ref: Reference, digest: str) -> dict:
+    return {"reference": str(ref), "manifestDigest": digest,
+            "pushed": f"{target.host}/{target.repository(ref)}@{digest}"}
+
+
+def _all_named(sink: RegistrySink, meta: bundle_source.Metadata, target: Target) -> bool:
+    """Whether every manifest of the bundle is in its repository, and every tag names it."""
+    for e in meta.entries:
+        repo = target.repository(e.reference)
+        what = f"{e.reference}: manifest {e.manifest.digest} in {repo}"
+        if sink.writer.manifest_digest(repo, e.manifest.digest, what) is None:
+            return False
+        if e.reference.tag and sink.writer.manifest_digest(
+                repo, e.reference.tag, what) != e.manifest.digest:
+            return False
+    return True
 
 
 def _needed(meta: bundle_source.Metadata, target: Target) -> list[Blob]:
