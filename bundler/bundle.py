@@ -235,7 +235,7 @@ def frame_groups(segments: list[archive.Segment], mode: str, level: int
     """
     if mode == mutate.UNCOMPRESSED:
         return [compress.FrameGroup((segments[0],), level),
-                compress.FrameGroup(tuple(segments[1:]), level)]
+                compress.FrameGroup(tuple(segments[1:]), level, streamed=True)]
     return [compress.FrameGroup((s,), level if s.compressible else 1) for s in segments]
 
 

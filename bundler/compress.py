@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import threading
@@ -47,25 +48,60 @@ def check_level(level: int) -> int:
     return level
 
 
-def compressor(level: int = DEFAULT_LEVEL) -> zstandard.ZstdCompressor:
+def compressor(level: int = DEFAULT_LEVEL, size: int | None = None) -> zstandard.ZstdCompressor:
     """A compressor whose output does not depend on the number of cores.
 
-    zstd's multi-threaded mode gives the same bytes for any worker count >= 1 (it differs only
-    from single-threaded mode), so we always run it with at least one worker.
+    `size` is the exact size of the frame's content when it is known in advance; None for a
+    frame streamed from an iterator. See frame_params for what each gets.
     """
-    base = zstandard.ZstdCompressionParameters.from_level(check_level(level),
-                                                          window_log=WINDOW_LOG)
-    params = zstandard.ZstdCompressionParameters.from_level(
+    return zstandard.ZstdCompressor(compression_params=frame_params(level, size))
+
+
+def frame_params(level: int, size: int | None) -> zstandard.ZstdCompressionParameters:
+    """zstd's parameters for a frame of `size` bytes (None: not known in advance).
+
+    A frame smaller than one multi-threaded job is compressed single-threaded, with the
+    parameters zstd itself picks for that level and size (ZSTD_getCParams: tables sized to
+    the input) and a window just big enough for it. Workers would gain nothing on a frame that
+    is one job, and setting up a level-16, 2^25-window, multi-threaded context cost 50-90 ms
+    per frame, most of a many-image preserve build (issue 12). Everything else is compressed
+    multi-threaded with the full 2^25 window and long-distance matching; zstd's multi-threaded
+    mode gives the same bytes for any worker count >= 1 (they differ only from single-threaded
+    mode), so it always runs with at least one worker. Which of the two a frame gets depends
+    only on the level and the size, never on the machine, so the bytes do not either.
+    """
+    check_level(level)
+    if size is not None and size < single_thread_limit(level):
+        return zstandard.ZstdCompressionParameters.from_level(
+            level, source_size=max(size, 1), window_log=small_window_log(size),
+            write_checksum=True, write_content_size=False)
+    base = zstandard.ZstdCompressionParameters.from_level(level, window_log=WINDOW_LOG)
+    return zstandard.ZstdCompressionParameters.from_level(
         level,
         window_log=WINDOW_LOG,
         enable_ldm=True,
         threads=usable_cpus(),
-        job_size=min(_zstd_job_size(base.chain_log, base.strategy), MAX_JOB_SIZE),
+        job_size=_job_size(level, base),
         overlap_log=OVERLAP_LOG,
         write_checksum=True,
         write_content_size=False,
     )
-    return zstandard.ZstdCompressor(compression_params=params)
+
+
+def single_thread_limit(level: int) -> int:
+    """Frames below this size (one multi-threaded job at `level`) are single-threaded."""
+    base = zstandard.ZstdCompressionParameters.from_level(level, window_log=WINDOW_LOG)
+    return _job_size(level, base)
+
+
+def small_window_log(size: int) -> int:
+    """The smallest window that holds all of `size` bytes (zstd's minimum is 2^10): a frame
+    never refers further back than its own start, so a bigger window only costs memory."""
+    return min(WINDOW_LOG, max(10, math.ceil(math.log2(max(size, 1)))))
+
+
+def _job_size(level: int, base: zstandard.ZstdCompressionParameters) -> int:
+    return min(_zstd_job_size(base.chain_log, base.strategy), MAX_JOB_SIZE)
 
 
 def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
@@ -109,27 +145,38 @@ class Segment(Protocol):
 
 
 # Bumped whenever the way a group is compressed changes (cached frames key).
-_FRAME_FORMAT = "zstd-frame-v2"
+_FRAME_FORMAT = "zstd-frame-v3"
 
 
 @dataclass(frozen=True)
 class FrameGroup:
-    """Segments compressed together as one zstd frame, at one level."""
+    """Segments compressed together as one zstd frame, at one level. A `streamed` group is
+    compressed while its segments are still being produced (the compact bundle's body), so
+    its size is not known in advance and it gets the parameters of a frame of unknown size,
+    whatever its size turns out to be."""
 
     segments: tuple[Segment, ...]
     level: int
+    streamed: bool = False
 
     @property
     def key(self) -> str:
         """What determines the frame's bytes: our parameters, zstd's version, the contents."""
+        params = frame_params(self.level, self.size_hint)
         doc = {"format": _FRAME_FORMAT, "zstd": zstandard.ZSTD_VERSION, "level": self.level,
-               "windowLog": WINDOW_LOG, "maxJobSize": MAX_JOB_SIZE,
+               "windowLog": params.window_log, "threaded": params.threads > 0,
+               "ldm": bool(params.enable_ldm), "maxJobSize": MAX_JOB_SIZE,
                "overlapLog": OVERLAP_LOG, "segments": [s.key for s in self.segments]}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     @property
     def size(self) -> int:
         return sum(s.size for s in self.segments)
+
+    @property
+    def size_hint(self) -> int | None:
+        """The size the parameters are chosen for: None when streamed."""
+        return None if self.streamed else self.size
 
 
 def write_frames(groups: Sequence[FrameGroup], out: HashingWriter, cache=None,
@@ -157,7 +204,7 @@ def _compress_group(group: FrameGroup, out: BinaryIO, cache,
     pending = cache.writer(group.key) if cache else None
     try:
         compress_frame(group.segments, group.level, _Both(out, pending) if pending else out,
-                       on_bytes)
+                       on_bytes, size=group.size_hint)
         if pending:
             pending.commit()
     finally:
@@ -170,10 +217,14 @@ PROGRESS_INTERVAL = 0.25
 
 
 def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
-                   on_bytes: Callable[[int], object] | None = None) -> None:
+                   on_bytes: Callable[[int], object] | None = None, size: int | None = None
+                   ) -> None:
     """Compress the segments, in order (an iterator may still be producing them), as one
     frame onto `out`; on_bytes hears how many more bytes zstd has compressed, every
-    PROGRESS_INTERVAL while it works, and of every byte by the end.
+    PROGRESS_INTERVAL while it works, and of every byte by the end. `size`: the segments'
+    total, when known in advance (it picks the parameters, frame_params). The frame decodes
+    right whatever the size turns out to be (zstd never refers past its window); archive's
+    reader fails a blob that is not its stated size before the frame is finished.
 
     The work runs on a thread of its own, so that a signal is handled at once (issue 11):
     a write into zstd's multi-threaded compressor blocks until a worker takes the next job,
@@ -184,7 +235,7 @@ def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
     process exits. Progress comes from zstd's own count of what its workers consumed: the
     bytes handed in arrive a whole 12 MiB job at a time, every few seconds at level 16.
     """
-    frame = _FrameThread(segments, level, out)
+    frame = _FrameThread(segments, level, out, size)
     frame.start()
     reported = 0
     try:
@@ -206,11 +257,12 @@ def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
 
 
 class _FrameThread(threading.Thread):
-    def __init__(self, segments: Iterable[Segment], level: int, out: BinaryIO):
+    def __init__(self, segments: Iterable[Segment], level: int, out: BinaryIO,
+                 size: int | None):
         super().__init__(name="zstd-frame", daemon=True)
         self._segments = segments
         self._out = out
-        self._compressor = compressor(level)
+        self._compressor = compressor(level, size)
         self._abandoned = threading.Event()
         self._writing = False
         self.ingested = 0

@@ -6,6 +6,7 @@ import pytest
 import zstandard
 
 from bundler import compress
+from bundler.digest import HashingWriter
 from bundler.errors import InputError
 
 DATA = random.Random(1).randbytes(300_000) * 4
@@ -98,3 +99,74 @@ def test_garbage_is_a_frame_error():
 def test_level_bounds():
     with pytest.raises(InputError, match="--level 23"):
         compress.check_level(23)
+
+
+class _Seg:
+    def __init__(self, data: bytes, key: str = "k"):
+        self.data, self.size, self.key = data, len(data), key
+
+    def chunks(self):
+        yield self.data
+
+
+def _frame(data: bytes, level: int, size) -> bytes:
+    out = io.BytesIO()
+    compress.compress_frame([_Seg(data)], level, out, size=size)
+    return out.getvalue()
+
+
+def test_small_frames_get_a_window_their_size_single_threaded(monkeypatch):
+    # Issue 12: a level-16, 2^25-window, multi-threaded context cost 50-90 ms per frame.
+    data = _text(40_000)
+    outputs = set()
+    for cores in (1, 2, 8):
+        monkeypatch.setattr(compress, "usable_cpus", lambda cores=cores: cores)
+        frame = _frame(data, 16, len(data))
+        (header,) = compress.frames(io.BytesIO(frame))
+        assert header.window_size == 1 << 16  # 40,000 bytes fit in 2^16
+        assert zstandard.ZstdDecompressor().decompress(frame, max_output_size=len(data)) == data
+        outputs.add(frame)
+    assert len(outputs) == 1
+    params = compress.frame_params(16, len(data))
+    assert params.threads == 0 and params.window_log == 16
+    # Unknown size: the full window, multi-threaded, as before.
+    assert compress.frame_params(16, None).window_log == 25
+    assert compress.frame_params(16, None).threads >= 1
+
+
+def test_the_size_threshold_is_one_job_and_fixed(monkeypatch):
+    for level in (1, 3, 16, 19):
+        limit = compress.single_thread_limit(level)
+        assert limit <= compress.MAX_JOB_SIZE
+        below, at = compress.frame_params(level, limit - 1), compress.frame_params(level, limit)
+        assert below.threads == 0 and below.window_log <= 25
+        assert at.threads >= 1 and at.window_log == 25
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+        assert compress.single_thread_limit(level) == limit  # not the machine's
+        monkeypatch.undo()
+    assert compress.small_window_log(0) == compress.small_window_log(1000) == 10
+    assert compress.small_window_log(1025) == 11
+    assert compress.small_window_log(1 << 30) == 25
+
+
+def test_frame_key_follows_the_parameters():
+    small = compress.FrameGroup((_Seg(b"x" * 5000),), 16)
+    keys = {small.key, compress.FrameGroup(small.segments, 16, streamed=True).key,
+            compress.FrameGroup(small.segments, 15).key}
+    assert len(keys) == 3  # same contents, other parameters: other bytes, other key
+    # Only the window differs (both single-threaded): the key still tells them apart.
+    assert compress.FrameGroup((_Seg(b"x" * 50_000),), 16).key != small.key
+    assert small.key == compress.FrameGroup((_Seg(b"y" * 5000),), 16).key  # same segment key
+    assert _frame(b"x" * 5000, 16, 5000) != _frame(b"x" * 5000, 16, None)
+
+
+def test_group_frames_decode_and_streamed_groups_keep_the_big_window(tmp_path):
+    data = _text(300_000)
+    for streamed, window in ((False, 1 << 19), (True, 1 << 25)):
+        out = io.BytesIO()
+        compress.write_frames([compress.FrameGroup((_Seg(data),), 16, streamed=streamed)],
+                              HashingWriter(out))
+        (header,) = compress.frames(io.BytesIO(out.getvalue()))
+        assert header.window_size == window
+        assert zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out.getvalue())).read() \
+            == data
