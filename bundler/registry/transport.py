@@ -2,6 +2,9 @@
 
 Registry code never touches connection details; it gets a session from new_session() and sends
 through send(). Foreign exceptions are turned into NetworkError here, where they enter.
+Connections are kept alive and shared by the threads using a session: a response is either
+read to its end (body.read_small, BodyReader at its size, body.release) or closed, which
+is what gives its connection back to the pool or drops it (issue 12).
 """
 
 from __future__ import annotations
