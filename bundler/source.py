@@ -28,6 +28,11 @@ class Source(Protocol):
 
     def image(self, ref: Reference) -> Image: ...
 
+    def images(self, refs: list[Reference]) -> list[Image]:
+        """[image(ref) for ref in refs], in that order, perhaps several at a time; when any
+        fail, one error names every failing reference."""
+        ...
+
 
 @runtime_checkable
 class Sink(Protocol):

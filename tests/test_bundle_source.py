@@ -47,6 +47,10 @@ def test_images_match_the_checksum_manifest(builds, build):
     assert source.image(ref).manifest_digest == recorded[str(ref)]["manifestDigest"]
     with pytest.raises(InputError, match="not in"):
         source.image(reference.parse("busybox:nope"))
+    picked = source.images([ref, images[0].reference])
+    assert [i.reference for i in picked] == [ref, images[0].reference]
+    with pytest.raises(InputError, match="busybox:nope, docker.io/library/x:1: not in"):
+        source.images([reference.parse("busybox:nope"), reference.parse("x:1")])
 
 
 def test_preserve_blobs_each_start_a_frame_compact_ones_do_not(builds):

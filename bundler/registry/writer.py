@@ -46,6 +46,8 @@ class Writer:
                  monolithic_max: int = MONOLITHIC_MAX, chunk_size: int = CHUNK_SIZE,
                  policy: retry.Policy = retry.DEFAULT):
         self._base = transport.without_userinfo(endpoint.url)
+        # The API root: url + /v2, or the url itself for an override_path endpoint (K3s).
+        self._root = transport.without_userinfo(endpoint.api_root)
         self.host = transport.host_of(self._base)
         self._timeout = timeout
         self._session = transport.new_session(endpoint.tls)
@@ -60,7 +62,7 @@ class Writer:
     # -- blobs ---------------------------------------------------------------------------
 
     def has_blob(self, repo: str, digest: str, what: str) -> bool:
-        response = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", _scope(repo), what)
+        response = self._request("HEAD", f"/{repo}/blobs/{digest}", _scope(repo), what)
         response.close()
         if response.status_code == 200:
             return True
@@ -72,7 +74,7 @@ class Writer:
         """Whether the registry mounted the blob from `source` (201); anything else (202: a
         session was opened instead; a registry without mounts) is False and the caller
         uploads."""
-        path = f"/v2/{repo}/blobs/uploads/?mount={quote(digest)}&from={quote(source)}"
+        path = f"/{repo}/blobs/uploads/?mount={quote(digest)}&from={quote(source)}"
         response = self._request("POST", path, f"{_scope(repo)} repository:{source}:pull", what)
         response.close()
         if response.status_code == 201:
@@ -104,7 +106,7 @@ class Writer:
 
     def _upload_once(self, repo: str, digest: str, size: int, opener: Opener, what: str) -> None:
         scope = _scope(repo)
-        response = self._request("POST", f"/v2/{repo}/blobs/uploads/", scope, what)
+        response = self._request("POST", f"/{repo}/blobs/uploads/", scope, what)
         if response.status_code != 202:
             raise self._error(response, what)
         location = self._location(response, what)
@@ -146,7 +148,7 @@ class Writer:
 
     def manifest_digest(self, repo: str, ref: str, what: str) -> str | None:
         """The digest `ref` (tag or digest) points at in `repo`, or None when it is absent."""
-        response = self._request("HEAD", f"/v2/{repo}/manifests/{ref}", _scope(repo), what,
+        response = self._request("HEAD", f"/{repo}/manifests/{ref}", _scope(repo), what,
                                  headers={"Accept": ", ".join(_MANIFEST_TYPES)})
         response.close()
         if response.status_code == 200:
@@ -159,7 +161,7 @@ class Writer:
         attempts = retry.Attempts(self._policy)
         while True:
             try:
-                response = self._request("PUT", f"/v2/{repo}/manifests/{ref}", _scope(repo),
+                response = self._request("PUT", f"/{repo}/manifests/{ref}", _scope(repo),
                                          what, data=body, headers={"Content-Type": media_type})
             except NetworkError as e:
                 delay = attempts.wait()
@@ -185,7 +187,7 @@ class Writer:
     def _request(self, method: str, path_or_url: str, scope: str, what: str, *,
                  data: object = None, headers: dict[str, str] | None = None
                  ) -> requests.Response:
-        url = path_or_url if "://" in path_or_url else self._base + path_or_url
+        url = path_or_url if "://" in path_or_url else self._root + path_or_url
         sent = self._authorization(url, scope)
         response = self._send(method, url, sent, what, data, headers or {})
         if response.status_code == 401 and transport.origin(url) == transport.origin(self._base):

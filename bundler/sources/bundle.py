@@ -306,16 +306,29 @@ class BundleSource:
         self.frames = frame_index(self.path)
         self._documents: dict[str, bytes] | None = None
 
-    def images(self) -> list[Image]:
-        return [self._image(entry) for entry in self.metadata.entries]
+    def images(self, refs: list[Reference] | None = None) -> list[Image]:
+        """The images `refs` name, in that order; every image of the bundle, in index.json's
+        order, when None."""
+        if refs is None:
+            return [self._image(entry) for entry in self.metadata.entries]
+        missing = [str(r) for r in refs if not self._entry(r)]
+        if missing:
+            raise InputError(f"{', '.join(missing)}: not in {self.path}")
+        return [self.image(r) for r in refs]
 
     def image(self, ref: Reference) -> Image:
+        entry = self._entry(ref)
+        if entry is None:
+            raise InputError(f"{ref}: not in {self.path}")
+        return self._image(entry)
+
+    def _entry(self, ref: Reference) -> Entry | None:
         for entry in self.metadata.entries:
             if entry.reference.image_name == ref.image_name or (
                     ref.digest and entry.manifest.digest == ref.digest
                     and entry.reference.name == ref.name):
-                return self._image(entry)
-        raise InputError(f"{ref}: not in {self.path}")
+                return entry
+        return None
 
     def _docs(self) -> dict[str, bytes]:
         if self._documents is None:
