@@ -368,3 +368,23 @@ def test_passing_5xx_storm_is_retried_in_new_sessions(builds, registry, front):
     for item in read_manifest(builds["p1"])["images"]:
         repo, tag = item["reference"].removeprefix("docker.io/").rsplit(":", 1)
         assert _digest_of(registry.url, repo, tag) == item["manifestDigest"]
+
+
+def test_print_registries_without_prefix_and_for_two_registries(tmp_path):
+    from bundler import reference
+    from bundler.sinks.registry import parse_target, registries_yaml
+
+    target = parse_target("registry.example:5000")
+    refs = [reference.parse("rancher/x:1"), reference.parse("quay.io/a/b:2")]
+    (tmp_path / "r.yaml").write_text(registries_yaml(target, refs))
+    parsed = config.load_registries(str(tmp_path / "r.yaml"))
+    for registry, repo in (("docker.io", "rancher/x"), ("quay.io", "a/b")):
+        endpoint = parsed.endpoints(registry)[0]
+        assert endpoint.url == "https://registry.example:5000"
+        assert endpoint.repository(repo) == repo
+
+
+def test_plain_http_to_a_tls_registry_says_https(builds, htpasswd_registry):
+    reg, _ = htpasswd_registry
+    run = bundler("push", str(_bundle(builds)), "--to", reg.host)
+    assert_one_line_error(run, f"--to https://{reg.host}")

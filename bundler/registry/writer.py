@@ -238,6 +238,10 @@ class Writer:
                    f"credentials and that they may push there"
         elif status == 413:
             text = f"{what}: {self.host} refused it as too large (413 {detail})"
+        elif status == 400 and self._base.startswith("http://") and not code:
+            # What a TLS server answers to plain HTTP; --to picks http for loopback hosts.
+            text = f"{what}: {self.host} answered 400 {detail}; if it speaks TLS, write " \
+                   f"--to https://{self.host}"
         else:
             text = f"{what}: {self.host} answered {status} {detail}".rstrip()
         return RegistryError(text, status=status, code=code or None)
