@@ -55,6 +55,7 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
     target = parse_target(to, registries)
     sink = sink or RegistrySink(target, jobs=jobs, timeout=timeout)
     meta = bundle_source.read_metadata(path)
+    _check_collisions(meta, target)
     blobs = _needed(meta, target)
     missing = {b.digest: b for b in sink.missing(blobs)}
     result = PushResult(to, skipped=len(blobs) - len(missing))
@@ -102,6 +103,20 @@ def _all_named(sink: RegistrySink, meta: bundle_source.Metadata, target: Target)
                 repo, e.reference.tag, what) != e.manifest.digest:
             return False
     return True
+
+
+def _check_collisions(meta: bundle_source.Metadata, target: Target) -> None:
+    """Repository names drop the source registry: docker.io/a/b:1 and quay.io/a/b:1 would
+    both be PREFIX/a/b:1. Refused before any request, naming both."""
+    seen: dict[str, Reference] = {}
+    for e in meta.entries:
+        if not e.reference.tag:
+            continue
+        name = f"{target.repository(e.reference)}:{e.reference.tag}"
+        other = seen.setdefault(name, e.reference)
+        if other.registry != e.reference.registry:
+            raise InputError(f"{other} and {e.reference} would both be pushed as "
+                             f"{target.host}/{name}; push them with different prefixes")
 
 
 def _needed(meta: bundle_source.Metadata, target: Target) -> list[Blob]:
