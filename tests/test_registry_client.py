@@ -89,3 +89,23 @@ def test_digest_pin_of_another_repository_fails_warm_as_cold(fixture_registry, t
     assert good.code == 0, good.stderr
     manifest_requests = [r for r in front.requests if "/manifests/" in r[1]]
     assert len(manifest_requests) == 1, manifest_requests
+
+
+def test_an_endpoint_path_is_the_api_root_as_in_k3s(fixture_registry, tmp_path):
+    """`http://mirror/prefix` is asked for `/prefix/<repository>/...` (containerd's
+    override_path), as the config reads it; the front maps that prefix onto the registry."""
+    def unprefix(h, server):
+        if h.path.startswith("/prefix/"):
+            h.path = "/v2/" + h.path[len("/prefix/"):]
+        return False
+
+    front = RegistryFront(fixture_registry.registry.url, fault=unprefix)
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [f"{front.url}/prefix"]})
+        run = bundler(*build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml))
+    finally:
+        front.stop()
+    assert run.code == 0, run.stderr
+    paths = [path for _, path, _ in front.requests]
+    assert "/prefix/library/busybox/manifests/1.36.1" in paths
+    assert not [p for p in paths if p.startswith("/v2/") or p.startswith("/prefix/v2/")]

@@ -35,6 +35,8 @@ class Client:
         # registries.yaml `configs` or Docker's config.json, and messages name host_of().
         self._base = transport.without_userinfo(endpoint.url)
         self.host = transport.host_of(self._base)
+        # What repositories go after: `<url>/v2`, or the endpoint's own path as K3s takes it.
+        self._root = transport.without_userinfo(endpoint.api_root)
         self._timeout = timeout
         self._session = transport.new_session(endpoint.tls, pool)
         self._auth = Authenticator(self._session, self._base, endpoint.credentials, timeout)
@@ -100,7 +102,7 @@ class Client:
         ranged_from: int = -1, method: str = "GET",
     ) -> requests.Response:
         repo = self.endpoint.repository(repository)
-        url = f"{self._base}/v2/{repo}/{path}"
+        url = f"{self._root}/{repo}/{path}"
         scope = f"repository:{repo}:pull"
         headers = {"Accept": ", ".join(accept)} if accept else {}
         if ranged_from > 0:
