@@ -46,7 +46,10 @@ class TokenServer:
                 pass
 
             def do_GET(self):
-                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                parsed = parse_qs(urlsplit(self.path).query)
+                query = {k: v[0] for k, v in parsed.items()}
+                # Repeated scope parameters ask for all of them (distribution's token spec).
+                query["scope"] = " ".join(parsed.get("scope", []))
                 auth = self.headers.get("Authorization", "")
                 server.requests.append({"query": query, "authorization": auth})
                 if server.username:

@@ -140,7 +140,11 @@ class Authenticator:
     def _fetch_token(self, params: dict[str, str], scope: str, what: str) -> tuple[str, float]:
         realm = transport.without_userinfo(params["realm"])
         transport.check_target(realm, self._endpoint, what, "names as its token realm")
-        query = {"scope": params.get("scope") or scope}
+        # The challenge names what the refused request needed (a HEAD: pull); we ask for that
+        # and for our own scope too (a push: pull,push), as repeated scope parameters (token
+        # spec), so one token serves both and a push costs no second 401.
+        scopes = list(dict.fromkeys((params.get("scope") or "").split() + scope.split()))
+        query: dict[str, object] = {"scope": scopes}
         if params.get("service"):
             query["service"] = params["service"]
         c = self._credentials
