@@ -34,6 +34,47 @@ def bundler(*args: str, cwd: Path | None = None, timeout: float = 600,
     return Run(done.returncode, done.stdout, done.stderr)
 
 
+# Runs the command given after it and writes its exit code, peak RSS and time to a file. A child
+# forked straight from pytest would report pytest's own peak as its ru_maxrss (Linux records
+# the old address space's high-water mark at exec), so the command is started from this small
+# fresh interpreter instead.
+_LAUNCHER = """
+import json, os, subprocess, sys, threading, time
+report, timeout, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+started = time.monotonic()
+proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+killer = threading.Timer(timeout, proc.kill)
+killer.start()
+_, status, usage = os.wait4(proc.pid, 0)
+killer.cancel()
+with open(report, "w") as f:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "kib": usage.ru_maxrss,
+               "seconds": time.monotonic() - started}, f)
+"""
+
+
+@dataclass
+class Measured:
+    run: Run
+    peak_mib: float
+    seconds: float
+
+
+def measured(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
+             cwd: Path | None = None) -> Measured:
+    """Run `cmd` as a user would and measure its own peak memory (MiB) and wall time; it is
+    killed after `timeout` seconds."""
+    with tempfile.TemporaryDirectory(prefix="bundler-measure-") as d:
+        report = Path(d) / "report.json"
+        done = subprocess.run([sys.executable, "-c", _LAUNCHER, str(report), str(timeout), *cmd],
+                              capture_output=True, text=True, cwd=cwd,
+                              timeout=timeout + 30, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **(env or {})})
+        facts = json.loads(report.read_text())
+    return Measured(Run(facts["code"], done.stdout, done.stderr), facts["kib"] / 1024,
+                    facts["seconds"])
+
+
 def assert_one_line_error(run: Run, *fragments: str) -> None:
     assert run.code != 0, run
     lines = run.stderr.strip().splitlines()

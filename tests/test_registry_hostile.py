@@ -8,13 +8,7 @@ reaches the output or a place it must not go.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,7 +16,7 @@ import pytest
 from bundler.errors import RegistryError
 from bundler.registry import transport
 from tests import pki
-from tests.cli_helpers import Run, assert_one_line_error
+from tests.cli_helpers import Measured, assert_one_line_error, measured
 from tests.hostileserver import (
     REFERENCE,
     REPOSITORY,
@@ -41,13 +35,6 @@ USER, PASSWORD = "hostile-user", "pw-Never-Shown-7c1"
 PEAK_MIB = 150
 
 
-@dataclass
-class Measured:
-    run: Run
-    peak_mib: float
-    seconds: float
-
-
 def build(tmp: Path, endpoint: str, *extra: str, configs: dict | None = None,
           env: dict[str, str] | None = None, timeout: float = 60) -> Measured:
     """`bundler build` of the hostile image through `endpoint` only, measured."""
@@ -56,25 +43,8 @@ def build(tmp: Path, endpoint: str, *extra: str, configs: dict | None = None,
     args = ["build", "--images", str(tmp / "images.txt"), "--output-dir", str(tmp / "dist"),
             "--registries", str(yaml), "--no-default-endpoint", "--quiet",
             "--cache-dir", str(tmp / "cache"), *extra]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bundler", *args], stdout=out, stderr=err,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "DOCKER_CONFIG": str(tmp / "no-docker"), **(env or {})})
-        killer = threading.Timer(timeout, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        run = Run(proc.returncode, out.read().decode(errors="replace"),
-                  err.read().decode(errors="replace"))
-    return Measured(run, usage.ru_maxrss / 1024, seconds)
+    return measured([sys.executable, "-m", "bundler", *args], timeout=timeout,
+                    env={"DOCKER_CONFIG": str(tmp / "no-docker"), **(env or {})})
 
 
 def assert_bounded(m: Measured, seconds: float) -> None:
