@@ -167,15 +167,15 @@ def media_type_of(body: bytes, content_type: str = "") -> str:
 def _error(response: requests.Response, what: str, host: str,
            timeout: float = DEFAULT_TIMEOUT) -> RegistryError:
     status = response.status_code
-    code, message = _error_code(transport.error_body(response, timeout))
-    detail = f"{code}: {message}" if code else _printable(response.reason or "")
+    code, message = error_code(transport.error_body(response, timeout))
+    detail = f"{code}: {message}" if code else printable(response.reason or "")
     if status == 404:
         text = f"{what}: not found on {host} ({detail or 404})"
     elif status in (401, 403):
         text = f"{what}: access denied by {host} ({status} {detail}); check credentials"
     elif status == 429:
         # Docker Hub states its pull limit in these headers; show them so the user can tell.
-        limits = ", ".join(f"{_printable(k.lower())}: {_printable(v)}"
+        limits = ", ".join(f"{printable(k.lower())}: {printable(v)}"
                            for k, v in response.headers.items()
                            if k.lower().startswith("ratelimit-"))
         text = f"{what}: rate limited by {host} (429 {detail}){'; ' + limits if limits else ''}"
@@ -184,7 +184,7 @@ def _error(response: requests.Response, what: str, host: str,
     return RegistryError(text, status=status, code=code or None)
 
 
-def _error_code(body: bytes) -> tuple[str, str]:
+def error_code(body: bytes) -> tuple[str, str]:
     """code and message of the first entry of a distribution error document, shortened."""
     try:
         errors = json.loads(body).get("errors") or []
@@ -193,9 +193,9 @@ def _error_code(body: bytes) -> tuple[str, str]:
         return "", ""
     if not isinstance(code, str) or not isinstance(message, str):
         return "", ""
-    return _printable(code), _printable(message)
+    return printable(code), printable(message)
 
 
-def _printable(text: str, limit: int = 200) -> str:
+def printable(text: str, limit: int = 200) -> str:
     # One line, printable, short: the text is the registry's, and goes into our one line.
     return re.sub(r"[^\x20-\x7e]", "?", text[:limit])

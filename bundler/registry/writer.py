@@ -16,8 +16,6 @@ blob or image and the registry host, never credentials or query strings.
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 from collections.abc import Callable
 from typing import BinaryIO
@@ -30,6 +28,7 @@ from bundler.digest import CHUNK
 from bundler.errors import NetworkError, RegistryError
 from bundler.registry import retry, transport
 from bundler.registry.auth import Authenticator
+from bundler.registry.client import error_code, printable
 
 # Blobs up to this size go in one PUT; larger ones in PATCH chunks of CHUNK_SIZE (some
 # registries and proxies in front of them cap a request body; distribution does not).
@@ -231,8 +230,8 @@ class Writer:
 
     def _error(self, response: requests.Response, what: str) -> RegistryError:
         status = response.status_code
-        code, message = _error_code(transport.error_body(response, self._timeout))
-        detail = f"{code}: {message}" if code else _printable(response.reason or "")
+        code, message = error_code(transport.error_body(response, self._timeout))
+        detail = f"{code}: {message}" if code else printable(response.reason or "")
         if status in (401, 403):
             text = f"{what}: push refused by {self.host} ({status} {detail}); check the " \
                    f"credentials and that they may push there"
@@ -284,16 +283,3 @@ class _Body:
         return data
 
 
-def _error_code(body: bytes) -> tuple[str, str]:
-    try:
-        errors = json.loads(body).get("errors") or []
-        code, message = errors[0].get("code") or "", errors[0].get("message") or ""
-    except (ValueError, RecursionError, AttributeError, LookupError, TypeError):
-        return "", ""
-    if not isinstance(code, str) or not isinstance(message, str):
-        return "", ""
-    return _printable(code), _printable(message)
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    return re.sub(r"[^\x20-\x7e]", "?", text[:limit])
