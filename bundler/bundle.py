@@ -30,7 +30,7 @@ from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
 from bundler.config import DEFAULT_TIMEOUT, load_registries
 from bundler.digest import HashingWriter, hex_of, sha256_digest
-from bundler.errors import EnvironmentFailure, InputError
+from bundler.errors import BundlerError, EnvironmentFailure, InputError
 from bundler.fetch import DEFAULT_JOBS, Fetcher
 from bundler.image import Image
 from bundler.progress import Bar, Progress
@@ -98,14 +98,20 @@ class OutputNames:
 
 
 def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
-    """Build the bundle; returns the checksum manifest plus the paths written."""
+    """Build the bundle; returns the checksum manifest plus the paths written.
+
+    `opts.arch` may name several architectures, comma-separated (`amd64,arm64`): one bundle
+    each, with its own image list, checksum manifest and sha256sum-<arch>.txt, resolved from
+    the same indexes and cache; every image is resolved for every architecture before any
+    bundle is written, and the outputs of all of them appear together or not at all. The
+    result is then {"bundles": [one result per architecture]}.
+    """
     progress = progress or Progress(False)
     opts = _resolved(opts)
     _check_options(opts)
+    arches = architectures(opts.arch)
     refs = imagelist.read(opts.images)
-    want = platform.for_arch(opts.arch)
     registries = load_registries(opts.registries, opts.default_endpoint)
-    names = OutputNames.of(opts.name, opts.arch)
     extras = _Extras.of(opts)
     out_dir = Path(opts.output_dir)
     created = _missing_dirs(out_dir)
@@ -114,13 +120,32 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, str(out_dir)) from None
     try:
-        return _build_into(out_dir, opts, refs, want, registries, names, extras, progress)
+        results = _build_into(out_dir, opts, arches, refs, registries, extras, progress)
     except BaseException:
         # A failed build leaves the disk as it was: directories it made go too (if empty).
         for directory in created:
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
+    return results[0] if len(results) == 1 else {"bundles": results}
+
+
+def architectures(arch: str) -> list[str]:
+    """The architectures of `--arch` (one, or several comma-separated), each checked."""
+    arches = [a.strip() for a in arch.split(",")]
+    for a in arches:
+        platform.for_arch(a)  # InputError for an unknown one
+    if len(set(arches)) != len(arches):
+        raise InputError(f"architecture list {arch!r} names one twice")
+    return arches
+
+
+class ArchitecturesFailed(BundlerError):
+    """Images failed for several architectures; the one line says each architecture's."""
+
+    def __init__(self, failures: list[tuple[str, BundlerError]]):
+        super().__init__("; ".join(f"{arch}: {e}" for arch, e in failures))
+        self.exit_code = max(e.exit_code for _, e in failures)
 
 
 def _missing_dirs(directory: Path) -> list[Path]:
@@ -132,27 +157,44 @@ def _missing_dirs(directory: Path) -> list[Path]:
     return missing
 
 
-def _build_into(out_dir: Path, opts: BuildOptions, refs: list[Reference], want, registries,
-                names: OutputNames, extras: _Extras, progress: Progress) -> dict:
+def _build_into(out_dir: Path, opts: BuildOptions, arches: list[str], refs: list[Reference],
+                registries, extras: _Extras, progress: Progress) -> list[dict]:
     try:
         with AtomicOutputs(out_dir) as outputs:
             cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
             store = BlobStore(cache_dir / "blobs" if cache_dir else outputs.scratch_dir())
             frames = FrameCache(cache_dir / "frames") if cache_dir else None
-            source = _source(opts, registries, want, store)
-            progress.say(f"pulling {_count(len(refs), 'image')}")
-            upstream = source.images(refs)
-            written, doc = _write_outputs(upstream, refs, outputs, store, frames, names, opts,
-                                          extras, progress)
+            progress.say(f"pulling {_count(len(refs), 'image')}"
+                         + (f" for {', '.join(arches)}" if len(arches) > 1 else ""))
+            # Every architecture resolved first: one run names every image that lacks one, and
+            # the index of each image is fetched once (then found in `store` by its digest).
+            resolved, failures = [], []
+            for arch in arches:
+                source = _source(opts, registries, platform.for_arch(arch), store)
+                try:
+                    resolved.append((arch, source.images(refs)))
+                except BundlerError as e:
+                    failures.append((arch, e))
+            if failures:
+                raise failures[0][1] if len(arches) == 1 else ArchitecturesFailed(failures)
+            results = []
+            for arch, upstream in resolved:
+                doc, files = _write_outputs(upstream, refs, outputs, store, frames,
+                                            OutputNames.of(opts.name, arch),
+                                            replace(opts, arch=arch), extras, progress)
+                results.append({**doc, "files": [str(out_dir / f) for f in files]})
+            outputs.commit()
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, f"writing to {out_dir}") from None
-    return {**doc, "files": [str(p) for p in written]}
+    return results
 
 
 def _write_outputs(upstream: list[Image], refs: list[Reference], outputs: AtomicOutputs,
                    store: BlobStore, frames: FrameCache | None, names: OutputNames,
                    opts: BuildOptions, extras: _Extras, progress: Progress
-                   ) -> tuple[list[Path], dict]:
+                   ) -> tuple[dict, list[str]]:
+    """Write one architecture's files under temporary names, for the caller to commit; the
+    checksum manifest and the names of those files, the bundle first."""
     out_dir = outputs.directory
     bundle_path = outputs.temp(names.bundle)
     with progress.bar("pull") as pull, \
@@ -165,20 +207,25 @@ def _write_outputs(upstream: list[Image], refs: list[Reference], outputs: Atomic
         bundle_sha256=sha,
     )
     list_text = imagelist.format_list(refs).encode()
-    outputs.temp(names.image_list).write_bytes(list_text)
+    files = [names.bundle]
+
+    def write(name: str, data: bytes) -> None:
+        outputs.temp(name).write_bytes(data)
+        files.append(name)
+
+    write(names.image_list, list_text)
     manifest = checksums.dumps_manifest(doc)
-    outputs.temp(names.manifest).write_bytes(manifest)
+    write(names.manifest, manifest)
     ours = {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))}
     if extras.key is not None:
-        outputs.temp(signing.signature_path(names.manifest).name).write_bytes(
-            signing.sign(manifest, extras.key, extras.password, key_name=extras.key_name))
+        write(signing.signature_path(names.manifest).name,
+              signing.sign(manifest, extras.key, extras.password, key_name=extras.key_name))
     if extras.sbom_created is not None:
         spdx = sbom.dumps(sbom.document(doc, created=extras.sbom_created))
-        outputs.temp(sbom.file_name(names.bundle)).write_bytes(spdx)
+        write(sbom.file_name(names.bundle), spdx)
         ours[sbom.file_name(names.bundle)] = hex_of(sha256_digest(spdx))
-    sums = checksums.merged_sums(checksums.read_sums(out_dir / names.sums), ours)
-    outputs.temp(names.sums).write_bytes(sums)
-    return outputs.commit(), doc
+    write(names.sums, checksums.merged_sums(checksums.read_sums(out_dir / names.sums), ours))
+    return doc, files
 
 
 SOURCES = ("registry", "docker")

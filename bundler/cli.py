@@ -17,7 +17,6 @@ from bundler import (
     fetch,
     mutate,
     place,
-    platform,
     verify,
 )
 from bundler.errors import (
@@ -62,7 +61,9 @@ def parser() -> argparse.ArgumentParser:
                    help="where the bundle and its checksum files go (default: dist)")
     b.add_argument("--name", default=bundle.DEFAULT_NAME,
                    help=f"file name stem; files are NAME-ARCH.* (default: {bundle.DEFAULT_NAME})")
-    b.add_argument("--arch", default="amd64", help="linux architecture to pull (default: amd64)")
+    b.add_argument("--arch", default="amd64",
+                   help="linux architecture to pull, or several comma-separated "
+                        "(amd64,arm64): one bundle each (default: amd64)")
     b.add_argument("--layers", choices=mutate.LAYER_MODES,
                    help="preserve: upstream blobs and manifest digests (default with "
                         "--source registry); uncompressed: plain tar layers, smaller bundle, "
@@ -209,7 +210,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.pull and args.source != "docker":
         raise UsageError("--pull goes with --source docker: a registry build always pulls")
     try:
-        platform.for_arch(args.arch)
+        bundle.architectures(args.arch)
     except InputError as e:
         raise UsageError(f"--arch {args.arch!r}: {e}") from None
     opts = bundle.BuildOptions(
@@ -229,9 +230,10 @@ def _build(args: argparse.Namespace) -> int:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif not args.quiet:
-        b = result["bundle"]
-        print(f"wrote {result['files'][0]}: {_count(len(result['images']), 'image')}, "
-              f"{b['size']} bytes, sha256 {b['sha256']}", file=sys.stderr)
+        for one in result.get("bundles", [result]):
+            b = one["bundle"]
+            print(f"wrote {one['files'][0]}: {_count(len(one['images']), 'image')}, "
+                  f"{b['size']} bytes, sha256 {b['sha256']}", file=sys.stderr)
     return 0
 
 
