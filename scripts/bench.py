@@ -72,6 +72,8 @@ PY_COMPRESS = [sys.executable, "-c", (
     "    compressor(int(sys.argv[3])).copy_stream(f, out)\n")]
 # What any registry build pays before its first request: interpreter and imports.
 PY_IMPORTS = [sys.executable, "-c", "import bundler.cli, bundler.sources.registry, yaml"]
+# What any bundler command pays before its first byte (what `python -m bundler` imports).
+PY_CLI_IMPORTS = [sys.executable, "-c", "import bundler.__main__, bundler.cli"]
 
 
 def run_once(command: str, env: dict | None = None) -> tuple[float, int]:
@@ -85,7 +87,8 @@ def run_once(command: str, env: dict | None = None) -> tuple[float, int]:
                          text=True, check=True, env={**os.environ, **(env or {})})
     elapsed, peak, code = out.stdout.split()
     if code != "0":
-        raise SystemExit(f"bench: command failed ({code}): {command}")
+        said = " | ".join(out.stderr.strip().splitlines()[-3:])
+        raise SystemExit(f"bench: command failed ({code}): {command}\n  it said: {said}")
     return float(elapsed), int(peak)
 
 
@@ -161,6 +164,7 @@ def main() -> int:
             standins.seed(registry.url)
             if not args.no_main:
                 _main_cases(r, registry, w, args.runs)
+                _phase(r, "stand-ins", started)
             if not (args.no_many and args.no_front):
                 t = time.monotonic()
                 n = FRONT_MANY if args.no_many else args.many
@@ -178,10 +182,12 @@ def main() -> int:
                 cases.update(_front_cases(r, front, w))
             if cases:
                 r.update(measure_rounds(cases, args.slow_runs))
+                _phase(r, "many images and front", started)
                 _sizes(r, w, ("many_preserve", "skopeo_many", "front_many_preserve",
                               "skopeo_front_many"))
             if not args.no_huge:
                 _huge(r, registry, w)
+                _phase(r, "1 GiB layer", started)
         finally:
             if front:
                 front.stop()
@@ -193,6 +199,12 @@ def main() -> int:
     r["wall_s"] = round(time.monotonic() - started, 1)
     _report(r, args.json)
     return 0
+
+
+def _phase(r: dict, name: str, started: float) -> None:
+    """Seconds since the start when each part ended: the default run is meant to stay under
+    ~15 minutes on 2 idle CPUs, and this says which part to cut when it does not."""
+    r.setdefault("phases_ended_at_s", {})[name] = round(time.monotonic() - started, 1)
 
 
 def _revision() -> str:
@@ -294,6 +306,9 @@ def _many_cases(r: dict, registry: Registry, w: Path) -> dict:
     cases["verify_many"] = (" ".join([*BUNDLER, "verify", str(bundle)]), None)
     cases["floor_verify_many"] = (f"zstd -dc --long=25 {bundle} | sha256sum", None)
     cases["floor_py_verify_many"] = (shlex.join([*PY_VERIFY, str(bundle)]), None)
+    # What every `python -m bundler` pays before reading a byte: next to a 0.1 s floor, it
+    # says whether a goal is within a Python CLI's reach at all.
+    cases["floor_py_cli_imports"] = (shlex.join(PY_CLI_IMPORTS), None)
     return cases
 
 
@@ -552,6 +567,8 @@ def _report(r: dict, path: str) -> None:
          _ratio(r, "verify_many", "floor_verify_many"), "<= 1.3"),
         (f"  Python floor / zstd -dc | sha256sum, {n}-image bundle",
          _ratio(r, "floor_py_verify_many", "floor_verify_many"), "(floor)"),
+        (f"  interpreter + bundler's imports alone / zstd -dc | sha256sum, {n}-image bundle",
+         _ratio(r, "floor_py_cli_imports", "floor_verify_many"), "(floor)"),
         (f"peak RSS: {n}-image build / 10-image build",
          _ratio(r, "many_cold_preserve", "many10_cold_preserve", "peak_rss_kib"), "<= 1.15"),
         (f"{FRONT_MANY} images {via}, cold / skopeo loop, same front",
@@ -582,6 +599,8 @@ def _report(r: dict, path: str) -> None:
         print(f"{key:<28} {r[key] / 1e6:8.2f} MB")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(r, indent=2) + "\n")
+    for name, at in r.get("phases_ended_at_s", {}).items():
+        print(f"{name} done at {at:.0f} s")
     print(f"\nwrote {path}")
 
 
