@@ -195,6 +195,7 @@ def main() -> int:
                 r["front"].update(requests=front.requests, connections=front.connections,
                                   bytes_down=front.bytes_down)
             registry.stop()
+    r.pop("many_refs", None)  # 200 names the JSON's readers do not need
     r["machine"]["load_at_end"] = os.getloadavg()[0]
     r["wall_s"] = round(time.monotonic() - started, 1)
     _report(r, args.json)
