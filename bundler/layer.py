@@ -6,7 +6,6 @@ and the diff_id (sha256 of the uncompressed tar, OCI image-spec config.md).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import zlib
 from collections.abc import Callable
@@ -63,17 +62,81 @@ def decompressed(raw: BinaryIO) -> BinaryIO:
     """The uncompressed tar stream of a layer blob, whatever its compression (sniffed)."""
     peek = raw if isinstance(raw, Peek) else Peek(raw)
     if peek.head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=peek, mode="rb")
+        return GzipReader(peek)
     if peek.head.startswith(ZSTD_MAGIC):
         return zstandard.ZstdDecompressor().stream_reader(peek, read_across_frames=True)
     return peek
+
+
+class GzipError(Exception):
+    """The gzip stream is malformed or cut short."""
+
+
+class GzipReader:
+    """A gzip stream's content, members one after another, as Python's gzip module reads it.
+
+    zlib parses each member's header and checks its trailer (CRC-32 and ISIZE) in C: the gzip
+    module's Python layers cost as much as inflating itself on the small layers of many images
+    (issue 12), and read a long FNAME field one byte at a time. Accepted as gzip.GzipFile
+    accepts: several members in a row, and zero bytes after a member (padding). zlib is stricter
+    in two places only, as Go's compress/gzip (containerd's reader) is in the first: a header
+    CRC (FHCRC) that does not match, and reserved flag bits set, are refused.
+    """
+
+    def __init__(self, raw: BinaryIO, read_size: int = CHUNK):
+        self._raw = raw
+        self._read_size = read_size
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._pending = b""  # compressed bytes read but not yet given to zlib
+        self._in_member = True
+        self._eof = False
+
+    def read(self, n: int = CHUNK) -> bytes:
+        if n is None or n < 0:
+            n = CHUNK
+        while not self._eof and n:
+            if not self._in_member:
+                self._next_member()
+                continue
+            before = len(self._pending)
+            data = self._inflate.decompress(self._pending, n)
+            # Input zlib did not take yet (output capped at n) comes back first next time.
+            self._pending = self._inflate.unconsumed_tail
+            if self._inflate.eof:
+                # All of what this call gave past the member's end (unconsumed_tail may still
+                # hold a stale copy of part of it).
+                self._pending = self._inflate.unused_data
+                self._in_member = False
+            if data:
+                return data
+            if self._in_member and (not self._pending or len(self._pending) == before):
+                # zlib gave all it had (output it held back under the cap included): it
+                # needs more input.
+                more = self._raw.read(self._read_size)
+                if not more:
+                    raise GzipError("ended inside a gzip member")
+                self._pending += more
+        return b""
+
+    def _next_member(self) -> None:
+        """After a member: end of stream, zero padding, or the next member's header."""
+        while True:
+            self._pending = self._pending.lstrip(b"\0")
+            if self._pending:
+                break
+            self._pending = self._raw.read(self._read_size)
+            if not self._pending:
+                self._eof = True
+                return
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._in_member = True
 
 
 def read_plain(plain: BinaryIO, what: str) -> bytes:
     # Only decoder errors are the layer's fault; an OSError such as a full disk is not.
     try:
         return plain.read(CHUNK)
-    except (gzip.BadGzipFile, EOFError, zlib.error, zstandard.ZstdError) as e:
+    except (GzipError, zlib.error, zstandard.ZstdError) as e:
         raise DigestMismatch(f"{what}: cannot decompress ({e})") from None
 
 

@@ -1,0 +1,104 @@
+"""layer.GzipReader against Python's gzip module: the same content, the same refusals."""
+
+import gzip
+import io
+import random
+import struct
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bundler import layer
+from bundler.errors import DigestMismatch
+
+
+def _ours(blob: bytes, n: int = 1 << 20, read_size: int = 1 << 20) -> bytes:
+    reader = layer.GzipReader(io.BytesIO(blob), read_size)
+    out = []
+    while chunk := layer.read_plain(_Capped(reader, n), "L"):
+        assert len(chunk) <= n
+        out.append(chunk)
+    return b"".join(out)
+
+
+class _Capped:
+    def __init__(self, reader, n):
+        self._reader, self._n = reader, n
+
+    def read(self, n):
+        return self._reader.read(min(n, self._n))
+
+
+def _theirs(blob: bytes) -> bytes:
+    return gzip.GzipFile(fileobj=io.BytesIO(blob)).read()
+
+
+def _member(data: bytes, **kw) -> bytes:
+    return gzip.compress(data, mtime=0, **kw)
+
+
+def _with_header(flags: int, extra: bytes, data: bytes) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = c.compress(data) + c.flush()
+    return (b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\0\xff" + extra + body
+            + struct.pack("<II", zlib.crc32(data), len(data)))
+
+
+DATA = random.Random(5).randbytes(200_000) + b"text " * 100_000
+CASES = {
+    "one member": _member(DATA),
+    "empty member": _member(b""),
+    "three members": _member(DATA[:1000]) + _member(b"") + _member(DATA),
+    "zero padding": _member(DATA) + bytes(1000),
+    "member, zeros, member": _member(b"abc") + bytes(7) + _member(b"def"),
+    "FNAME": _with_header(0x08, b"A" * 100_000 + b"\0", DATA[:5000]),
+    "FEXTRA and FCOMMENT": _with_header(0x14, b"\x03\0xyz" + b"comment\0", b"hello"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_reads_what_gzip_reads(name):
+    blob = CASES[name]
+    assert _ours(blob) == _theirs(blob)
+    assert _ours(blob, n=1000, read_size=333) == _theirs(blob)
+
+
+BAD = {
+    "truncated": _member(DATA)[:-3],
+    "cut in the deflate stream": _member(DATA)[:5000],
+    "bad CRC": _member(DATA)[:-8] + b"\0\0\0\0" + _member(DATA)[-4:],
+    "bad ISIZE": _member(DATA)[:-4] + b"\0\0\0\0",
+    "garbage after a member": _member(DATA) + b"garbage",
+    "half a second header": _member(DATA) + b"\x1f",
+    "not deflate": b"\x1f\x8b\x07" + _member(b"x")[3:],
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_refuses_what_gzip_refuses(name):
+    blob = BAD[name]
+    with pytest.raises((gzip.BadGzipFile, EOFError, zlib.error)):
+        _theirs(blob)
+    with pytest.raises(DigestMismatch, match="L: cannot decompress"):
+        _ours(blob)
+
+
+@settings(max_examples=150, deadline=None)
+@given(parts=st.lists(st.tuples(st.binary(max_size=3000), st.integers(0, 3)), min_size=1,
+                      max_size=4),
+       cut=st.integers(0, 10_000), n=st.integers(1, 5000), read_size=st.integers(1, 4000))
+def test_same_as_gzip_on_any_cut(parts, cut, n, read_size):
+    blob = b"".join(_member(d) + bytes(z) for d, z in parts)
+    blob = blob[: len(blob) - cut % (len(blob) + 1)]
+    try:
+        want = _theirs(blob)
+    except (gzip.BadGzipFile, EOFError, zlib.error):
+        want = None
+    if want is None or not blob:
+        if blob:
+            with pytest.raises(DigestMismatch):
+                _ours(blob, n, read_size)
+        return
+    assert _ours(blob, n, read_size) == want
