@@ -6,9 +6,12 @@ and the diff_id (sha256 of the uncompressed tar, OCI image-spec config.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import zstandard
@@ -146,23 +149,97 @@ def drain(reader: BinaryIO) -> None:
 
 
 def uncompressed_digest(raw: BinaryIO, what: str,
-                        on_plain: Callable[[bytes], object] | None = None) -> str:
+                        on_plain: Callable[[bytes], object] | None = None,
+                        pipelined: bool = False) -> str:
     """Read a layer blob to its end; the sha256 of its uncompressed content (the diff_id it
     should have). `on_plain` gets every uncompressed chunk. A decode error is raised only
     after `raw` was read to its end: if `raw` checks its own digest, a blob that fails it is
-    the better explanation and is raised instead."""
+    the better explanation and is raised instead.
+
+    `pipelined`: `raw` is read and decompressed on a thread of its own while this one hashes
+    and hands on the plain bytes, so a big layer is staged on two cores (zlib, zstd and
+    hashlib release the GIL on big buffers). The result, and every error, are the same."""
     h = hashlib.sha256()
-    plain = decompressed(raw)
+    chunks = _Inflater(raw, what) if pipelined else None
     try:
-        while chunk := read_plain(plain, what):
+        read = chunks.read if chunks else _inflate(raw, what).__next__
+        while True:
+            try:
+                chunk = read()
+            except StopIteration:
+                break
+            if chunk is None:
+                break
             h.update(chunk)
             if on_plain:
                 on_plain(chunk)
+    finally:
+        if chunks:
+            chunks.stop()
+    return "sha256:" + h.hexdigest()
+
+
+def _inflate(raw: BinaryIO, what: str) -> Iterator[bytes]:
+    """The plain chunks of `raw`, then `raw` read to its end (see uncompressed_digest)."""
+    plain = decompressed(raw)
+    try:
+        while chunk := read_plain(plain, what):
+            yield chunk
     except DigestMismatch:
         drain(raw)
         raise
     drain(raw)
-    return "sha256:" + h.hexdigest()
+
+
+# Plain chunks the inflating thread may be ahead of the hashing one: bounded memory.
+_PIPELINE_DEPTH = 4
+
+
+class _Inflater:
+    """_inflate(raw) run on a daemon thread, its chunks (then None, or its error) queued."""
+
+    def __init__(self, raw: BinaryIO, what: str):
+        self._queue: queue.Queue = queue.Queue(_PIPELINE_DEPTH)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(raw, what), daemon=True,
+                                        name="inflate")
+        self._thread.start()
+
+    def _run(self, raw: BinaryIO, what: str) -> None:
+        try:
+            for chunk in _inflate(raw, what):
+                if not self._put(chunk):
+                    return
+            self._put(None)
+        except BaseException as e:  # noqa: BLE001 - raised in the reading thread
+            self._put(e)
+
+    def _put(self, item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(self) -> bytes | None:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        """The reader is done (or failed): the thread ends at its next chunk."""
+        self._stopped.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+
+
+# Layers from this size (as stored) are staged on two threads; below it a thread's start
+# costs more than it saves.
+PIPELINE_SIZE = 4 << 20
 
 
 def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> None:
@@ -172,7 +249,8 @@ def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> None
     try:
         with store.writer() as pending:
             tee = Tee(src, None if uncompressed else pending.write)
-            actual = uncompressed_digest(tee, what, pending.write if uncompressed else None)
+            actual = uncompressed_digest(tee, what, pending.write if uncompressed else None,
+                                         pipelined=layer.descriptor.size >= PIPELINE_SIZE)
             if actual != layer.diff_id:
                 raise DigestMismatch(
                     f"{what}: diff_id mismatch: config says {layer.diff_id}, "

@@ -102,3 +102,58 @@ def test_same_as_gzip_on_any_cut(parts, cut, n, read_size):
                 _ours(blob, n, read_size)
         return
     assert _ours(blob, n, read_size) == want
+
+
+class _Checked:
+    """A raw blob reader that fails at its end, as a VerifyingReader of a wrong blob does."""
+
+    def __init__(self, data: bytes, bad: bool):
+        self._f, self._bad = io.BytesIO(data), bad
+
+    def read(self, n=1 << 20):
+        data = self._f.read(n)
+        if not data and self._bad:
+            raise DigestMismatch("L: digest mismatch (the blob's own)")
+        return data
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_uncompressed_digest_pipelined_or_not(pipelined):
+    import hashlib
+
+    import zstandard
+
+    plain = DATA * 20  # 30 MB: several chunks ahead of the hashing thread
+    want = "sha256:" + hashlib.sha256(plain).hexdigest()
+    for blob in (_member(plain, compresslevel=1), zstandard.ZstdCompressor().compress(plain),
+                 plain):
+        got = []
+        assert layer.uncompressed_digest(io.BytesIO(blob), "L", got.append,
+                                         pipelined=pipelined) == want
+        assert b"".join(got) == plain
+    broken = _member(plain, compresslevel=1)[:-100]
+    with pytest.raises(DigestMismatch, match="L: cannot decompress"):
+        layer.uncompressed_digest(_Checked(broken, False), "L", pipelined=pipelined)
+    # A blob that fails its own digest is the better explanation than its decode error.
+    with pytest.raises(DigestMismatch, match="the blob's own"):
+        layer.uncompressed_digest(_Checked(broken, True), "L", pipelined=pipelined)
+    with pytest.raises(DigestMismatch, match="the blob's own"):
+        layer.uncompressed_digest(_Checked(_member(plain), True), "L", pipelined=pipelined)
+
+
+def test_a_failing_consumer_stops_the_inflating_thread():
+    import threading
+
+    def full(_chunk):
+        raise OSError(28, "No space left on device")
+
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space"):
+        layer.uncompressed_digest(io.BytesIO(_member(DATA * 20, compresslevel=1)), "L", full,
+                                  pipelined=True)
+    import time
+
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
