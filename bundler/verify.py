@@ -16,10 +16,13 @@ at most MAX_MEMBERS members.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
+import queue
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -287,8 +290,14 @@ class _Content:
         """Read the whole tar; when the stream itself breaks, `complete` stays False and
         nothing is cross-checked: what follows a break would only repeat it."""
         dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
-        plain = dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True)
+        plain = _ReadAhead(dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True))
         tar = TarStream(layer.Tee(plain, self.budget.spend))
+        try:
+            self._members_of(tar)
+        finally:
+            plain.stop()  # before verify() reads the rest of the file for its checksum
+
+    def _members_of(self, tar: TarStream) -> None:
         try:
             for member in tar:
                 self._members += 1
@@ -520,6 +529,66 @@ class _Content:
                     img["config"].split(":", 1)[1]
         if repos != expected_repos:
             self.problem(f"{archive.REPOSITORIES}: disagrees with {archive.INDEX}")
+
+
+class _ReadAhead:
+    """Reads `plain` (the file, hashed, then zstd-decompressed) on a thread of its own, a few
+    chunks ahead: decompressing the bundle then overlaps checking its members on the other
+    core (zstd and hashlib release the GIL). The chunks come out as `plain` gave them, its
+    errors where it raised them."""
+
+    _DEPTH = 4  # chunks of CHUNK bytes ahead, at most
+
+    def __init__(self, plain: BinaryIO):
+        self._plain = plain
+        self._queue: queue.Queue = queue.Queue(self._DEPTH)
+        self._stopped = threading.Event()
+        self._buffer = memoryview(b"")
+        self._end: BaseException | bool = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="verify-read")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while data := self._plain.read(CHUNK):
+                if not self._put(data):
+                    return
+            self._put(True)
+        except BaseException as e:  # noqa: BLE001 - raised in the reading thread
+            self._put(e)
+
+    def _put(self, item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(self, n: int = CHUNK) -> bytes:
+        while not self._buffer:
+            if self._end is True:
+                return b""
+            if self._end:
+                raise self._end
+            item = self._queue.get()
+            if isinstance(item, bytes):
+                self._buffer = memoryview(item)
+            else:
+                self._end = item
+        data = self._buffer[:n].tobytes()
+        self._buffer = self._buffer[n:]
+        return data
+
+    def stop(self) -> None:
+        """Stop reading ahead and wait for the thread: the file is ours again."""
+        self._stopped.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
+            self._thread.join(0.05)
 
 
 class _MemberReader:
