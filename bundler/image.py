@@ -80,7 +80,12 @@ class Image:
 
 def parse_manifest(body: bytes, what: str) -> tuple[Descriptor, list[Descriptor]]:
     """The config and layer descriptors of an image manifest."""
-    doc = load_document(body, f"{what}: manifest", strictjson.MANIFEST)
+    return manifest_descriptors(load_document(body, f"{what}: manifest", strictjson.MANIFEST),
+                                what)
+
+
+def manifest_descriptors(doc: object, what: str) -> tuple[Descriptor, list[Descriptor]]:
+    """parse_manifest of a manifest already parsed (load_document)."""
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise RegistryError(f"{what}: not a schema 2 image manifest")
     config = Descriptor.from_json(doc.get("config"), f"{what}: config")

@@ -16,28 +16,64 @@ while containerd imports another, so those inputs are refused instead:
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
+from dataclasses import dataclass
 
-# The Go structs whose fields verify relies on, as (field names, struct-typed fields). Only
-# these objects are checked for folded keys: maps (annotations, labels) keep their keys as
-# they are in Go too, so "Size" and "size" there are two keys to both readers.
-Schema = tuple[frozenset, dict]
-_PLATFORM: Schema = (frozenset({"architecture", "os", "os.version", "os.features", "variant",
-                                "features"}), {})
-_DESCRIPTOR: Schema = (frozenset({"mediaType", "digest", "size", "urls", "annotations", "data",
-                                  "platform", "artifactType"}), {"platform": _PLATFORM})
-INDEX: Schema = (frozenset({"schemaVersion", "mediaType", "artifactType", "manifests",
-                            "subject", "annotations"}),
-                 {"manifests": _DESCRIPTOR, "subject": _DESCRIPTOR})
-MANIFEST: Schema = (frozenset({"schemaVersion", "mediaType", "artifactType", "config",
-                               "layers", "subject", "annotations"}),
-                    {"config": _DESCRIPTOR, "layers": _DESCRIPTOR, "subject": _DESCRIPTOR})
-CONFIG: Schema = (frozenset({"created", "author", "architecture", "os", "os.version",
-                             "os.features", "variant", "config", "rootfs", "history"}),
-                  {"rootfs": (frozenset({"type", "diff_ids"}), {})})
-DOCKER_MANIFEST: Schema = (frozenset({"Config", "RepoTags", "Layers", "Parent",
-                                      "LayerSources"}), {})
-OCI_LAYOUT: Schema = (frozenset({"imageLayoutVersion"}), {})
+# The Go types containerd decodes these documents into (opencontainers image-spec's Index,
+# Manifest, Descriptor, Platform and Image; docker save's manifest.json entries): a value Go
+# cannot decode into its field's type fails the whole import, so it is refused here too. Only
+# struct objects are checked for folded keys: maps (annotations, labels) keep their keys as
+# they are in Go too, so "Size" and "size" there are two keys to both readers. null decodes
+# into any type in Go (it leaves the zero value), so it is accepted everywhere.
+STR, INT, BOOL, TIME, OBJECT, STRMAP = "string", "integer", "boolean", "RFC 3339 time", \
+    "object", "object of strings"
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: object
+
+
+@dataclass(frozen=True)
+class Struct:
+    fields: dict
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+_ARTICLE = {INT: "an", OBJECT: "an", STRMAP: "an", TIME: "an"}
+STRLIST = ListOf(STR)
+_PLATFORM = Struct({"architecture": STR, "os": STR, "os.version": STR,
+                    "os.features": STRLIST, "variant": STR, "features": STRLIST})
+_DESCRIPTOR = Struct({"mediaType": STR, "digest": STR, "size": INT, "urls": STRLIST,
+                      "annotations": STRMAP, "data": STR, "platform": _PLATFORM,
+                      "artifactType": STR})
+INDEX = Struct({"schemaVersion": INT, "mediaType": STR, "artifactType": STR,
+                "manifests": ListOf(_DESCRIPTOR), "subject": _DESCRIPTOR,
+                "annotations": STRMAP})
+MANIFEST = Struct({"schemaVersion": INT, "mediaType": STR, "artifactType": STR,
+                   "config": _DESCRIPTOR, "layers": ListOf(_DESCRIPTOR),
+                   "subject": _DESCRIPTOR, "annotations": STRMAP})
+_HISTORY = Struct({"created": TIME, "created_by": STR, "author": STR, "comment": STR,
+                   "empty_layer": BOOL})
+CONFIG = Struct({"created": TIME, "author": STR, "architecture": STR, "os": STR,
+                 "os.version": STR, "os.features": STRLIST, "variant": STR,
+                 "config": OBJECT, "rootfs": Struct({"type": STR, "diff_ids": STRLIST}),
+                 "history": ListOf(_HISTORY)})
+DOCKER_MANIFEST = ListOf(Struct({"Config": STR, "RepoTags": STRLIST, "Layers": STRLIST,
+                                 "Parent": STR, "LayerSources": OBJECT}))
+OCI_LAYOUT = Struct({"imageLayoutVersion": STR})
+Schema = Struct | ListOf
+
+# Go's time.Time reads RFC 3339 with optional fractional seconds, and nothing else.
+_TIME_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?"
+                      r"(Z|[+-](\d{2}):(\d{2}))")
+# Objects one document may hold: each costs Python far more memory than its bytes; real
+# manifests and configs hold a few hundred (a 30,000-layer manifest, 30,000).
+MAX_OBJECTS = 100_000
 
 MAX_INT = (1 << 63) - 1
 _BOM = b"\xef\xbb\xbf"
@@ -56,8 +92,16 @@ def loads(data: bytes, schema: Schema | None = None) -> object:
         text = data.decode("utf-8")  # strict: no surrogates, no invalid bytes
     except UnicodeDecodeError as e:
         raise StrictJSONError(f"not UTF-8 (byte {e.start})") from None
+    count = [0]
+
+    def make_object(pairs: list[tuple[str, object]]) -> dict:
+        count[0] += 1
+        if count[0] > MAX_OBJECTS:
+            raise StrictJSONError(f"more than {MAX_OBJECTS} objects")
+        return _object(pairs)
+
     try:
-        doc = json.loads(text, object_pairs_hook=_object, parse_constant=_constant,
+        doc = json.loads(text, object_pairs_hook=make_object, parse_constant=_constant,
                          parse_int=_int)
     except RecursionError:
         raise StrictJSONError("nested too deeply") from None
@@ -67,7 +111,7 @@ def loads(data: bytes, schema: Schema | None = None) -> object:
         raise StrictJSONError(str(e)) from None
     _no_surrogates(doc)
     if schema is not None:
-        _check_struct(doc, schema)
+        _check(doc, schema, "")
     return doc
 
 
@@ -83,17 +127,59 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
-def _check_struct(doc: object, schema: Schema) -> None:
-    fields, nested = schema
-    if isinstance(doc, list):
-        for item in doc:
-            _check_struct(item, schema)
+def _check(value: object, kind: object, where: str) -> None:
+    """Raise unless Go decodes `value` into a field of type `kind` as Python reads it."""
+    if value is None:
         return
-    if not isinstance(doc, _Object):
-        return  # a wrong type is for the caller to report
-    folded_fields = {f.casefold(): f for f in fields}
+    if isinstance(kind, Struct):
+        if not isinstance(value, _Object):
+            raise StrictJSONError(f"{where or 'the document'} is not an object")
+        _check_keys(value, kind, where)
+        for field, inner in kind.fields.items():
+            if field in value:
+                _check(value[field], inner, f"{where}.{field}" if where else field)
+    elif isinstance(kind, ListOf):
+        if not isinstance(value, list):
+            raise StrictJSONError(f"{where or 'the document'} is not a list")
+        for i, item in enumerate(value):
+            _check(item, kind.item, f"{where}[{i}]")
+    elif not _is(value, kind):
+        raise StrictJSONError(f"{where} is not {_ARTICLE.get(kind, 'a')} {kind}")
+
+
+def _is(value: object, kind: object) -> bool:
+    if kind == STR:
+        return isinstance(value, str)
+    if kind == INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == BOOL:
+        return isinstance(value, bool)
+    if kind == OBJECT:
+        return isinstance(value, dict)
+    if kind == STRMAP:
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    if kind == TIME:
+        return isinstance(value, str) and _is_time(value)
+    raise AssertionError(f"unknown field type {kind!r}")
+
+
+def _is_time(text: str) -> bool:
+    m = _TIME_RE.fullmatch(text)
+    if not m:
+        return False
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)
+    except ValueError:  # Go checks the ranges too (month 13, February 30, hour 24)
+        return False
+    zone = m.group(9), m.group(10)
+    return zone == (None, None) or (int(zone[0]) < 24 and int(zone[1]) < 60)
+
+
+def _check_keys(obj: _Object, kind: Struct, where: str) -> None:
+    folded_fields = {f.casefold(): f for f in kind.fields}
     seen: dict[str, str] = {}
-    for key in doc.written:
+    for key in obj.written:
         folded = key.casefold()
         if folded in seen:
             raise StrictJSONError(f"duplicate key {key!r} (as {seen[folded]!r})")
@@ -101,9 +187,6 @@ def _check_struct(doc: object, schema: Schema) -> None:
         field = folded_fields.get(folded)
         if field is not None and key != field:
             raise StrictJSONError(f"key {key!r} is read as {field!r} by Go, not by Python")
-    for field, inner in nested.items():
-        if field in doc:
-            _check_struct(doc[field], inner)
 
 
 def _constant(name: str) -> object:

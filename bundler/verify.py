@@ -29,18 +29,27 @@ from typing import BinaryIO
 
 import zstandard
 
-from bundler import archive, compress, layer, localfile, platform, reference, strictjson
+from bundler import (
+    archive,
+    compress,
+    layer,
+    localfile,
+    mediatypes,
+    platform,
+    reference,
+    strictjson,
+)
 from bundler.checksums import read_sums
 from bundler.digest import CHUNK, hash_rest
 from bundler.errors import BundlerError, InputError
-from bundler.image import Descriptor, parse_config, parse_manifest
+from bundler.image import Descriptor, load_document, manifest_descriptors, parse_config
 from bundler.platform import Platform
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 
 # Metadata members and JSON blobs are small; a larger one is refused, not buffered.
 MAX_METADATA = 4 << 20
 # All JSON documents kept together; a bundle of three images needs a few hundred KiB.
-MAX_KEPT = 64 << 20
+MAX_KEPT = 16 << 20
 # Ours has a few hundred members; 100,000 keeps verify's bookkeeping in tens of MiB.
 MAX_MEMBERS = 100_000
 # A bundle may decompress (tar, then the layers in it) to this many times its own size, and
@@ -48,7 +57,7 @@ MAX_MEMBERS = 100_000
 DEFAULT_MAX_INFLATION = 100
 INFLATION_FLOOR = 1 << 30
 # The checksum manifest of a few hundred images is well under 1 MiB.
-MAX_CHECKSUM_MANIFEST = 16 << 20
+MAX_CHECKSUM_MANIFEST = 4 << 20
 # Problems kept in a report; the rest are counted (a hostile bundle can make millions).
 MAX_PROBLEMS_KEPT = 1000
 _BLOB_RE = re.compile(r"blobs/sha256/([a-f0-9]{64})")
@@ -92,6 +101,14 @@ class _Blob:
     size: int
     content_digest: str  # sha256 of the decompressed content (= the blob's for plain blobs)
     data: bytes | None  # kept when small enough to be a manifest or config
+    compression: str = "plain"  # "gzip", "zstd" or "plain", as sniffed
+    tar_head: bytes = b""  # the first 512 bytes of the content, decompressed
+
+
+# What containerd unpacks each layer media type with; anything else it cannot unpack.
+_LAYER_COMPRESSION = {mediatypes.OCI_LAYER: "plain", mediatypes.DOCKER_LAYER: "plain",
+                      mediatypes.OCI_LAYER_GZIP: "gzip", mediatypes.DOCKER_LAYER_GZIP: "gzip",
+                      mediatypes.OCI_LAYER_ZSTD: "zstd"}
 
 
 class InflationLimit(BundlerError):
@@ -126,6 +143,8 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     checked against exactly the bytes the signature covers.
     """
     path = Path(bundle)
+    if path.name in ("", ".", ".."):
+        raise InputError(f"{str(bundle)!r}: not a bundle file")
     report = Report(str(path))
     doc = _checksum_manifest(path, manifest, report, key)
     sums = _sums_beside(path, report)
@@ -281,7 +300,8 @@ class _Content:
         self.complete = False
         self._kept = 0  # bytes of JSON blobs kept
         self._members = 0
-        self._checked: dict[tuple[str, object], dict | None] = {}  # manifests checked once
+        self._checked: dict[tuple, dict | None] = {}  # manifests checked once
+        self._names: set[str] = set()
 
     def problem(self, text: str) -> None:
         self.report.problem(text)
@@ -365,23 +385,27 @@ class _Content:
         head = layer.Peek(layer.Tee(data, own.update))
         if not head.head.lstrip().startswith(b"{"):
             data.keep = None
+        first = _First(512)
         if layer.is_compressed(head.head):
             try:
-                content_digest = layer.uncompressed_digest(head, name, self.budget.spend)
+                content_digest = layer.uncompressed_digest(
+                    head, name, lambda chunk: (self.budget.spend(chunk), first.update(chunk)))
             except InflationLimit:
                 raise
             except BundlerError as e:
                 self.problem(str(e))
                 content_digest = "undecodable"
         else:
-            layer.drain(head)
+            layer.drain(layer.Tee(head, first.update))
             content_digest = "sha256:" + own.hexdigest()
         actual = "sha256:" + own.hexdigest()
         if actual != digest:
             self.problem(f"{name}: content hashes to {actual}")
         kept = b"".join(data.keep) if data.keep is not None else None
         self._kept += len(kept or b"")
-        self.blobs[digest] = _Blob(size, content_digest, kept)
+        compression = "gzip" if head.head.startswith(layer.GZIP_MAGIC) else \
+            "zstd" if head.head.startswith(layer.ZSTD_MAGIC) else "plain"
+        self.blobs[digest] = _Blob(size, content_digest, kept, compression, first.data)
         self.report.blobs += 1
 
     # -- after the stream --------------------------------------------------------------
@@ -432,13 +456,22 @@ class _Content:
         except InputError as e:
             self.problem(f"{where}: {archive.ANNOTATION_IMAGE_NAME} {_short(name)}: {e}")
             return None
+        if name in self._names:
+            # containerd keeps the first entry of a name, a reader of the last another image
+            self.problem(f"{where}: {name} is named by an earlier entry too")
+            return None
+        self._names.add(name)
         try:
             desc = Descriptor.from_json(entry, where)
         except BundlerError as e:
             self.problem(str(e))
             return None
+        if desc.media_type not in mediatypes.IMAGE_MANIFESTS:
+            self.problem(f"{where}: mediaType {_short(desc.media_type)} is not an image "
+                         "manifest's (containerd refuses the import)")
+            return None
         # index.json may name one manifest many times (several tags): it is checked once.
-        key = (desc.digest, desc.size)
+        key = (desc.digest, desc.size, desc.media_type)
         if key not in self._checked:
             self._checked[key] = self._manifest(desc, f"{where} ({name})", referenced)
         checked = self._checked[key]
@@ -462,9 +495,18 @@ class _Content:
         if manifest is None:
             return None
         try:
-            config_desc, layer_descs = parse_manifest(manifest, f"{what}: manifest")
+            doc = load_document(manifest, f"{what}: manifest", strictjson.MANIFEST)
+            config_desc, layer_descs = manifest_descriptors(doc, f"{what}: manifest")
         except BundlerError as e:
             self.problem(str(e))
+            return None
+        # containerd's validateMediaType: the document must be what its descriptor says
+        if doc.get("mediaType") not in (None, "", desc.media_type):
+            self.problem(f"{what}: manifest says mediaType {_short(doc.get('mediaType'))}, "
+                         f"{archive.INDEX} says {desc.media_type}")
+            return None
+        if "manifests" in doc or "fsLayers" in doc:
+            self.problem(f"{what}: manifest has an index's or schema 1's fields")
             return None
         config = self._document(config_desc, f"{what}: config", referenced)
         if config is None:
@@ -478,6 +520,7 @@ class _Content:
             self._layer(f"{what}: layer {n} ({archive.blob_path(layer_desc.digest)})",
                         layer_desc, diff_id, referenced)
         return {"config": config_desc.digest, "layers": [d.digest for d in layer_descs],
+                "layer_sizes": [{"digest": d.digest, "size": d.size} for d in layer_descs],
                 "manifest": desc.digest, "platform": have}
 
     def _document(self, desc: Descriptor, what: str, referenced: set[str]) -> bytes | None:
@@ -504,6 +547,15 @@ class _Content:
         if blob.content_digest != diff_id:
             self.problem(f"{what}: diff_id mismatch: config says {diff_id}, "
                          f"uncompressed layer is {blob.content_digest}")
+        wanted = _LAYER_COMPRESSION.get(desc.media_type)
+        if wanted is None:
+            self.problem(f"{what}: mediaType {_short(desc.media_type)} is not a layer type "
+                         "containerd unpacks")
+        elif wanted != blob.compression:
+            self.problem(f"{what}: mediaType {desc.media_type} but the blob is "
+                         f"{blob.compression}")
+        elif not _is_tar_start(blob.tar_head):
+            self.problem(f"{what}: not a tar archive")
 
     def _docker_views(self, images: list[dict]) -> None:
         docker = _json(self.metadata.get(archive.DOCKER_MANIFEST, b"[]"),
@@ -591,6 +643,33 @@ class _ReadAhead:
             self._thread.join(0.05)
 
 
+class _First:
+    """Keeps the first `n` bytes handed to update()."""
+
+    def __init__(self, n: int):
+        self._n = n
+        self.data = b""
+
+    def update(self, chunk: bytes) -> None:
+        if len(self.data) < self._n:
+            self.data += chunk[: self._n - len(self.data)]
+
+
+def _is_tar_start(head: bytes) -> bool:
+    """Whether a layer's content can begin a tar: empty, an end-of-archive block, or a header
+    whose checksum is right (Go's archive/tar accepts the unsigned or the signed sum)."""
+    if not head or head == bytes(len(head)):
+        return True
+    if len(head) < 512:
+        return False
+    field = head[148:156].rstrip(b" \0").lstrip(b" ")
+    if not field or not all(48 <= c <= 55 for c in field):
+        return False
+    rest = head[:148] + b" " * 8 + head[156:]
+    signed = sum(c - 256 if c > 127 else c for c in rest)
+    return int(field, 8) in (sum(rest), signed)
+
+
 class _MemberReader:
     """A member's data as a stream, optionally keeping a copy (for small JSON blobs)."""
 
@@ -629,8 +708,11 @@ def _obj(value: object) -> dict:
 
 
 def _short(value: object) -> str:
-    text = repr(value) if not isinstance(value, (str, int)) or isinstance(value, bool) \
-        else str(value)
+    """`value` for a one-line message: plain when it is a printable string or a number,
+    else its repr (no control character from a bundle reaches the terminal)."""
+    plain = isinstance(value, int) and not isinstance(value, bool) or \
+        isinstance(value, str) and value.isprintable() and value.isascii()
+    text = str(value) if plain else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -686,6 +768,8 @@ def _against_manifest(doc: dict, content: _Content, report: Report) -> None:
             report.problem(f"{name}: in the checksum manifest but not in the bundle")
             continue
         digest = entry.get("digest")
+        if not isinstance(digest, str):
+            continue  # cross_check has said what is wrong with the entry
         if digest != item.get("manifestDigest"):
             report.problem(f"{name}: manifest digest {_short(digest)}, checksum manifest says "
                            f"{_short(item.get('manifestDigest'))}")
@@ -708,12 +792,8 @@ def _against_manifest(doc: dict, content: _Content, report: Report) -> None:
 
 
 def _layers_of(content: _Content, digest: str) -> tuple[str, list[dict]] | None:
-    """(config digest, [{digest, size}] of the layers) of a manifest in the bundle."""
-    manifest = content.blobs.get(digest)
-    if manifest is None or manifest.data is None:
-        return None
-    try:
-        config, layer_descs = parse_manifest(manifest.data, digest)
-    except BundlerError:
-        return None
-    return config.digest, [{"digest": d.digest, "size": d.size} for d in layer_descs]
+    """(config digest, [{digest, size}] of the layers) of a manifest cross_check read."""
+    for (checked_digest, _, _), checked in content._checked.items():
+        if checked_digest == digest and checked is not None:
+            return checked["config"], checked["layer_sizes"]
+    return None

@@ -158,14 +158,21 @@ def _index(entry_changes: dict | None = None, raw: bytes | None = None) -> bytes
 
 
 @pytest.mark.parametrize(("mutate", "fragment"), [
-    (lambda e: e.update(annotations="docker.io/x:1"), "annotations is not an object"),
-    (lambda e: e.update(platform=["linux"]), "platform is not an object"),
-    (lambda e: e.update(size=float(e["size"])), "not a byte count"),
-    (lambda e: e.update(digest=["sha256:x"]), "is not sha256:<hex>"),
-    (lambda e: e["annotations"].update({"io.containerd.image.name": 7}), "not a string"),
+    (lambda e: e.update(annotations="docker.io/x:1"),
+     "manifests[0].annotations is not an object of strings"),
+    (lambda e: e.update(platform=["linux"]), "manifests[0].platform is not an object"),
+    (lambda e: e.update(size=float(e["size"])), "manifests[0].size is not an integer"),
+    (lambda e: e.update(digest=["sha256:x"]), "manifests[0].digest is not a string"),
+    (lambda e: e["annotations"].update({"io.containerd.image.name": 7}),
+     "annotations is not an object of strings"),
     (lambda e: e.update(Digest=e["digest"]), "duplicate key"),
     (lambda e: e.update(Annotations=e.pop("annotations")), "read as 'annotations' by Go"),
-    (lambda e: e.update(platform={"architecture": "amd64", "os": 5}), "platform (not strings)"),
+    (lambda e: e.update(platform={"architecture": "amd64", "os": 5}),
+     "manifests[0].platform.os is not a string"),
+    (lambda e: e.update(urls=[1]), "manifests[0].urls[0] is not a string"),
+    (lambda e: e.update(mediaType="application/vnd.oci.image.index.v1+json"),
+     "is not an image manifest's"),
+    (lambda e: e.pop("mediaType"), "is not an image manifest's"),
 ])
 def test_index_entries_of_the_wrong_shape_are_problems(builds, tmp_path, mutate, fragment):
     bundle = builds["p1"] / BUNDLE
@@ -180,9 +187,10 @@ def test_index_entries_of_the_wrong_shape_are_problems(builds, tmp_path, mutate,
 @pytest.mark.parametrize(("data", "fragment"), [
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b'{"schemaVersion": 2, "manifests": NaN}', "NaN"),
-    (b'"just a string"', "lists no manifests"),
-    (b'{"manifests": {"a": 1}}', "lists no manifests"),
-    (b'{"manifests": [1, "x", null]}', "not an object"),
+    (b'"just a string"', "the document is not an object"),
+    (b'{"manifests": {"a": 1}}', "manifests is not a list"),
+    (b'{"manifests": [1, "x", null]}', "manifests[0] is not an object"),
+    (b'{"schemaVersion": "2", "manifests": []}', "schemaVersion is not an integer"),
 ])
 def test_index_json_of_the_wrong_shape_is_a_problem(builds, tmp_path, data, fragment):
     path = _replaced(builds["p1"] / BUNDLE, "index.json", data, tmp_path / BUNDLE)
@@ -275,29 +283,96 @@ def test_files_that_are_not_zstd_say_what_they_are(tmp_path, content, fragment):
     assert "FAILED" in run.stdout and "1 problem\n" in run.stdout
 
 
-def test_singular_counts(tmp_path):
-    layer = b"plain layer tar bytes"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def _small_bundle(path: Path, *, layer: bytes | None = None, layer_type: str = OCI_LAYER,
+                  manifest_extra: dict | None = None, config_extra: dict | None = None,
+                  names: tuple[str, ...] = ("docker.io/rancher/x:1",),
+                  entry_extra: dict | None = None) -> Path:
+    """A one-image bundle in bundler's layout, made by hand, with the given twists."""
+    layer = _tar([("etc/hostname", b"x\n")]) if layer is None else layer
+    diff_id = _sha(gzip.decompress(layer) if layer[:2] == b"\x1f\x8b" else layer)
     config = json.dumps({"os": "linux", "architecture": "amd64",
-                         "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]}}).encode()
-    manifest = json.dumps({"schemaVersion": 2, "mediaType":
-                           "application/vnd.oci.image.manifest.v1+json",
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                         **(config_extra or {})}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                            "config": {"mediaType": "", "digest": _sha(config),
                                       "size": len(config)},
-                           "layers": [{"mediaType": "", "digest": _sha(layer),
-                                       "size": len(layer)}]}).encode()
-    name = "docker.io/rancher/x:1"
-    index = json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _sha(manifest),
-        "size": len(manifest), "annotations": {"io.containerd.image.name": name}}]}).encode()
+                           "layers": [{"mediaType": layer_type, "digest": _sha(layer),
+                                       "size": len(layer)}],
+                           **(manifest_extra or {})}).encode()
+    entries = [{"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest),
+                "annotations": {"io.containerd.image.name": name}, **(entry_extra or {})}
+               for name in names]
+    index = json.dumps({"schemaVersion": 2, "manifests": entries}).encode()
     docker = json.dumps([{"Config": f"blobs/sha256/{_sha(config)[7:]}", "RepoTags": [name],
-                          "Layers": [f"blobs/sha256/{_sha(layer)[7:]}"]}]).encode()
-    repos = json.dumps({"docker.io/rancher/x": {"1": _sha(config)[7:]}}).encode()
-    path = _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
-                      ("manifest.json", docker), ("repositories", repos), _blob(layer),
-                      _blob(config), _blob(manifest)]), tmp_path / BUNDLE)
-    run = bundler("verify", str(path))
+                          "Layers": [f"blobs/sha256/{_sha(layer)[7:]}"]}
+                         for name in names]).encode()
+    repos: dict = {}
+    for name in names:
+        repo, tag = name.rsplit(":", 1)
+        repos.setdefault(repo, {})[tag] = _sha(config)[7:]
+    blobs = {_blob(b) for b in (layer, config, manifest)}
+    return _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
+                      ("manifest.json", docker), ("repositories", json.dumps(repos).encode()),
+                      *sorted(blobs)]), path)
+
+
+def test_singular_counts(tmp_path):
+    run = bundler("verify", str(_small_bundle(tmp_path / BUNDLE)))
     assert run.code == 0, run
     assert ": 1 image, 3 blobs, " in run.stdout
+
+
+@pytest.mark.parametrize(("twist", "fragment"), [
+    # what containerd 1.6 refuses or reads otherwise, found by an attacker's review
+    (dict(names=("docker.io/rancher/x:1", "docker.io/rancher/x:1")),
+     "docker.io/rancher/x:1 is named by an earlier entry too"),
+    (dict(manifest_extra={"mediaType": "application/vnd.oci.image.index.v1+json"}),
+     "manifest says mediaType application/vnd.oci.image.index.v1+json"),
+    (dict(manifest_extra={"manifests": []}), "has an index's or schema 1's fields"),
+    (dict(layer=gzip.compress(_tar([("a", b"b")]), mtime=0)), "but the blob is gzip"),
+    (dict(layer_type="application/vnd.oci.image.layer.v1.tar+gzip"), "but the blob is plain"),
+    (dict(layer_type="application/x-mystery"), "is not a layer type containerd unpacks"),
+    (dict(layer=b"not a tar at all" * 40), "not a tar archive"),
+    (dict(config_extra={"created": "yesterday"}), "created is not an RFC 3339 time"),
+    (dict(config_extra={"created": "2024-02-30T00:00:00Z"}), "created is not an RFC 3339"),
+    (dict(config_extra={"config": ["Env"]}), "config is not an object"),
+    (dict(manifest_extra={"annotations": {"a": 1}}), "annotations is not an object of str"),
+    (dict(entry_extra={"annotations": {"io.containerd.image.name": "docker.io/rancher/x:1",
+                                       "n": 5}}), "annotations is not an object of strings"),
+])
+def test_what_containerd_reads_otherwise_is_refused(tmp_path, twist, fragment):
+    report = verify(_small_bundle(tmp_path / BUNDLE, **twist))
+    assert not report.ok
+    assert any(fragment in p for p in report.problems), report.problems
+
+
+def test_control_characters_from_a_bundle_never_reach_the_terminal(tmp_path):
+    evil = "\x1b[2J\x1b[HOK fake.tar.zst: 3 images\x1b[8m"
+    path = _small_bundle(tmp_path / BUNDLE, entry_extra={"digest": evil})
+    run = bundler("verify", str(path))
+    assert run.code == 1
+    assert "\x1b" not in run.stdout + run.stderr
+    assert "FAILED" in run.stdout
+
+
+def test_a_checksum_manifest_with_a_list_for_a_digest_is_a_problem(tmp_path):
+    path = _small_bundle(tmp_path / BUNDLE, entry_extra={"digest": ["x"]})
+    (tmp_path / f"{STEM}.manifest.json").write_text(json.dumps({
+        "schemaVersion": 1, "bundle": {}, "images": [
+            {"reference": "docker.io/rancher/x:1", "manifestDigest": ["x"]}]}))
+    run = bundler("verify", str(path))
+    assert run.code == 1 and "Traceback" not in run.stderr, run
+
+
+@pytest.mark.parametrize("arg", [".", "/", ""])
+def test_paths_without_a_file_name_are_one_line(arg, tmp_path):
+    run = bundler("verify", arg, cwd=tmp_path)
+    assert_one_line_error(run)
+    assert run.code == 2
 
 
 @pytest.mark.parametrize("name", ["blobs//sha256/" + "a" * 64, "blobs/./sha256/" + "a" * 64,
