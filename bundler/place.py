@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundler import verify
+from bundler import localfile, verify
 from bundler.atomic import remove_stale, temp_name
 from bundler.digest import CHUNK, HashingWriter, hash_rest
 from bundler.errors import EnvironmentFailure, InputError, VerificationFailed
@@ -32,6 +31,7 @@ DATA_DIRS = {"k3s": "/var/lib/rancher/k3s", "rke2": "/var/lib/rancher/rke2"}
 # as a list of images to pull: none of our temporary names may end in one of these.
 IMPORTED_SUFFIXES = (".tar", ".tar.lz4", ".tar.bz2", ".tbz", ".tar.gz", ".tgz", ".tar.zst",
                      ".tzst", ".txt")
+ZSTD_SUFFIXES = (".tar.zst", ".tzst")
 # Room left free beyond the bundle itself, so placing never fills the disk K3s runs on.
 _HEADROOM = 64 << 20
 _HEADROOM_TEXT = "64 MiB"
@@ -66,8 +66,11 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
     the copy is complete and before it is checked and renamed, where an attacker would act.
     """
     source = Path(bundle)
-    if not source.name.endswith(IMPORTED_SUFFIXES[:-1]):
-        raise InputError(f"{source}: K3s imports only {', '.join(IMPORTED_SUFFIXES[:-1])} files")
+    if not source.name.lower().endswith(ZSTD_SUFFIXES):
+        # K3s (wharfie's tarfile.go) picks the decompressor by the suffix, case-insensitively:
+        # our zstd bytes under .tar.gz or .tar would be read as gzip or plain tar and fail.
+        raise InputError(f"{source}: a bundle is zstd, and K3s reads zstd only from "
+                         f"{' or '.join(ZSTD_SUFFIXES)} files")
     report = report or verify.verify(source, key=key)
     if not report.ok:
         more = report.problem_count - 1
@@ -91,7 +94,7 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
             return Placement(final, report.size, report.sha256, f"would be {action}")
         remove_stale(target_dir, dir_fd=dir_fd)
         _check_space(dir_fd, target_dir, report.size)
-        _copy(source, dir_fd, target_dir, name, report.sha256, before_rename)
+        _copy(source, dir_fd, target_dir, name, report.size, report.sha256, before_rename)
     except OSError as e:
         if isinstance(e.filename, str) and "/" not in e.filename:
             e.filename = str(target_dir / e.filename)  # a name relative to dir_fd
@@ -178,7 +181,7 @@ def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and stat.S_ISREG(b.st_mode)
 
 
-def _copy(source: Path, dir_fd: int, directory: Path, name: str, sha256: str,
+def _copy(source: Path, dir_fd: int, directory: Path, name: str, size: int, sha256: str,
           before_rename: Callable[[str], object] | None) -> None:
     temp = temp_name(Path(name)).name
     fd = None
@@ -186,10 +189,18 @@ def _copy(source: Path, dir_fd: int, directory: Path, name: str, sha256: str,
         # Inside the try: a Ctrl-C that lands as open() returns still removes the file.
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=dir_fd)
-        with open(source, "rb") as src, os.fdopen(fd, "wb", closefd=False) as dst:
+        # The source is opened again: it may have been swapped since it was verified (for a
+        # FIFO, which would hang us, or /dev/zero, which would fill the disk), so only a
+        # regular file is read, and only as many bytes as were verified.
+        with localfile.open_regular(source) as src, \
+                os.fdopen(fd, "wb", closefd=False) as dst:
             copied = HashingWriter(dst)
-            shutil.copyfileobj(src, copied, CHUNK)
-        if copied.hash.hexdigest() != sha256:
+            left = size
+            while left and (chunk := src.read(min(CHUNK, left))):
+                copied.write(chunk)
+                left -= len(chunk)
+            longer = bool(src.read(1))
+        if left or longer or copied.hash.hexdigest() != sha256:
             # The source changed after it was verified: what we copied is not what we checked.
             raise VerificationFailed(f"{source}: changed while being placed; nothing placed")
         os.fchmod(fd, 0o644)

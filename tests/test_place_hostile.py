@@ -210,3 +210,31 @@ def test_a_file_where_the_directory_should_be(builds, tmp_path):
     run = bundler("place", str(builds["p1"] / BUNDLE), "--images-dir", str(target))
     assert_one_line_error(run, f"{target}: is not a directory")
     assert run.code == 3
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar", ".tar.lz4", ".tgz"])
+def test_a_zstd_bundle_under_another_importable_suffix_is_refused(builds, tmp_path, suffix):
+    # K3s picks the decompressor by the suffix: zstd bytes named .tar.gz would fail to import
+    renamed = tmp_path / f"bundle{suffix}"
+    shutil.copy(builds["p1"] / f"{STEM}.tar.zst", renamed)
+    run = bundler("place", str(renamed), "--images-dir", str(tmp_path / "images"))
+    assert_one_line_error(run, str(renamed), "K3s reads zstd only from .tar.zst or .tzst")
+    assert run.code == 2
+    assert not (tmp_path / "images").exists()
+
+
+@pytest.mark.parametrize("swap", ["fifo", "zero"])
+def test_a_source_swapped_after_verify_is_not_read_forever(builds, tmp_path, swap):
+    source = tmp_path / "src" / f"{STEM}.tar.zst"
+    source.parent.mkdir()
+    shutil.copy(builds["p1"] / f"{STEM}.tar.zst", source)
+    report = place.verify.verify(builds["p1"] / f"{STEM}.tar.zst")
+    source.unlink()
+    if swap == "fifo":
+        os.mkfifo(source)  # an open() without O_NONBLOCK would wait for a writer forever
+    else:
+        source.symlink_to("/dev/zero")  # endless: copying to EOF would fill the disk
+    images = tmp_path / "images"
+    with pytest.raises(place.InputError, match="not a regular file"):
+        place.place(source, images, report=report)
+    assert not images.exists() or list(images.iterdir()) == []
