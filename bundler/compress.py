@@ -33,6 +33,16 @@ MAX_WINDOW = 1 << WINDOW_LOG
 # Memory grows with the job size (159, 180, 226, 237 MiB for 12, 16, 24, 32 MiB jobs), and a
 # build must stay within 1.2x of the zstd CLI's memory on the same work (scripts/bench). Both
 # values are constants, never derived from the machine, so the bytes do not depend on it.
+# Measured again for issue 12 (size, time and memory together; python-zstandard 0.25 with
+# libzstd 1.5.7 compressing the same 126 MB tar alone, peak RSS of that process; the zstd 1.5.4
+# CLI `-T0 -16 --long=25` on it: 33.02 MB, 165 MiB, 18.1 / 24.9 s in two quiet rounds):
+#   12 MiB, overlap_log 6: 32.58 MB (0.987 of the CLI's), 164 MiB (0.99x), 15.2 / 13.6 s
+#   16 MiB, overlap_log 6: 32.51 MB, 187 MiB, 15.2 / 12.7 s
+#   16 MiB, overlap_log 8: 32.44 MB, 187 MiB;  24 MiB, overlap_log 6: 31.90 MB, 232 MiB
+#   32 MiB, overlap_log 6: 31.93 MB, 238 MiB, 15.2 / 13.3 s
+# A build adds ~20 MiB of interpreter and HTTP stack to the compressor's memory, so only the
+# 12 MiB jobs keep it within 1.2x of the CLI's (197 MiB); they are also smaller than the CLI's
+# output. Bigger jobs would buy 0.2-2% at 1.4x the memory.
 MAX_JOB_SIZE = 12 << 20
 OVERLAP_LOG = 6  # overlap = window >> (9 - 6); zstd's default for levels below lazy2
 DEFAULT_LEVEL = 16
