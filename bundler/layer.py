@@ -57,16 +57,29 @@ class Tee:
         return data
 
 
+def compression(head: bytes) -> str:
+    """"gzip", "zstd" or "plain", sniffed from a blob's first 4 bytes as containerd sniffs
+    them: a zstd stream may start with a skippable frame (magic 0x184D2A5?), which
+    containerd's DetectCompression takes for zstd, and so must we."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC) or (len(head) >= 4 and head[0] & 0xF0 == 0x50
+                                       and head[1:4] == b"\x2a\x4d\x18"):
+        return "zstd"
+    return "plain"
+
+
 def is_compressed(head: bytes) -> bool:
-    return head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
+    return compression(head) != "plain"
 
 
 def decompressed(raw: BinaryIO) -> BinaryIO:
     """The uncompressed tar stream of a layer blob, whatever its compression (sniffed)."""
     peek = raw if isinstance(raw, Peek) else Peek(raw)
-    if peek.head.startswith(GZIP_MAGIC):
+    kind = compression(peek.head)
+    if kind == "gzip":
         return GzipReader(peek)
-    if peek.head.startswith(ZSTD_MAGIC):
+    if kind == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(peek, read_across_frames=True)
     return peek
 
@@ -76,15 +89,20 @@ class GzipError(Exception):
 
 
 class GzipReader:
-    """A gzip stream's content, members one after another, as Python's gzip module reads it.
+    """A gzip stream's content, members one after another, as Go's compress/gzip (which
+    containerd unpacks layers with) reads it, or refused.
 
     zlib parses each member's header and checks its trailer (CRC-32 and ISIZE) in C: the gzip
     module's Python layers cost as much as inflating itself on the small layers of many images
-    (issue 12), and read a long FNAME field one byte at a time. Accepted as gzip.GzipFile
-    accepts: several members in a row, and zero bytes after a member (padding). zlib is stricter
-    in two places only, as Go's compress/gzip (containerd's reader) is in the first: a header
-    CRC (FHCRC) that does not match, and reserved flag bits set, are refused.
+    (issue 12), and read a long FNAME field one byte at a time. Where Python's gzip module and
+    Go's disagree, the input is refused: anything after a member other than another member
+    (Python skips zero padding, Go fails), an FNAME or FCOMMENT of 512 bytes or more (Go's
+    limit), a header CRC that does not match, reserved flag bits. At most MAX_MEMBERS members:
+    an empty member inflates to nothing, so the inflation limit alone would not bound them.
     """
+
+    MAX_MEMBERS = 10_000
+    _FEXTRA, _FNAME, _FCOMMENT = 4, 8, 16
 
     def __init__(self, raw: BinaryIO, read_size: int = CHUNK):
         self._raw = raw
@@ -93,10 +111,15 @@ class GzipReader:
         self._pending = b""  # compressed bytes read but not yet given to zlib
         self._in_member = True
         self._eof = False
+        self._members = 1
+        self._started = False  # the first header is checked on the first read
 
     def read(self, n: int = CHUNK) -> bytes:
         if n is None or n < 0:
             n = CHUNK
+        if not self._started:
+            self._started = True
+            self._check_header()
         while not self._eof and n:
             if not self._in_member:
                 self._next_member()
@@ -122,17 +145,46 @@ class GzipReader:
         return b""
 
     def _next_member(self) -> None:
-        """After a member: end of stream, zero padding, or the next member's header."""
-        while True:
-            self._pending = self._pending.lstrip(b"\0")
-            if self._pending:
-                break
+        """After a member: the end of the stream, or the next member's header."""
+        if not self._pending:
             self._pending = self._raw.read(self._read_size)
             if not self._pending:
                 self._eof = True
                 return
+        self._members += 1
+        if self._members > self.MAX_MEMBERS:
+            raise GzipError(f"more than {self.MAX_MEMBERS} gzip members")
         self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
         self._in_member = True
+        self._check_header()
+
+    def _check_header(self) -> None:
+        """Refuse a member header Go reads otherwise (zlib checks the rest of it)."""
+        self._fill(10)
+        head = self._pending
+        if head[:2] != GZIP_MAGIC:
+            raise GzipError("data after a gzip member that is not another member")
+        flags, pos = head[3], 10
+        if flags & self._FEXTRA:
+            self._fill(pos + 2)
+            pos += 2 + int.from_bytes(self._pending[pos:pos + 2], "little")
+        for flag in (self._FNAME, self._FCOMMENT):
+            if flags & flag:
+                # Go reads these NUL-terminated strings into a 512-byte buffer.
+                self._fill(pos + 512)
+                end = self._pending.find(b"\0", pos, pos + 512)
+                if end < 0:
+                    raise GzipError("gzip header name or comment of 512 bytes or more")
+                pos = end + 1
+
+    def _fill(self, n: int) -> None:
+        while len(self._pending) < n:
+            more = self._raw.read(max(self._read_size, n - len(self._pending)))
+            if not more:
+                if len(self._pending) < 10:
+                    raise GzipError("ended inside a gzip header")
+                return
+            self._pending += more
 
 
 def read_plain(plain: BinaryIO, what: str) -> bytes:

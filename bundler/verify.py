@@ -403,9 +403,8 @@ class _Content:
             self.problem(f"{name}: content hashes to {actual}")
         kept = b"".join(data.keep) if data.keep is not None else None
         self._kept += len(kept or b"")
-        compression = "gzip" if head.head.startswith(layer.GZIP_MAGIC) else \
-            "zstd" if head.head.startswith(layer.ZSTD_MAGIC) else "plain"
-        self.blobs[digest] = _Blob(size, content_digest, kept, compression, first.data)
+        self.blobs[digest] = _Blob(size, content_digest, kept, layer.compression(head.head),
+                                   first.data)
         self.report.blobs += 1
 
     # -- after the stream --------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""layer.GzipReader against Python's gzip module: the same content, the same refusals."""
+"""layer.GzipReader against Python's gzip module: the same content, the same refusals, except
+where Go's compress/gzip (containerd's reader) refuses what Python accepts: then refused."""
 
 import gzip
 import io
@@ -51,11 +52,29 @@ CASES = {
     "one member": _member(DATA),
     "empty member": _member(b""),
     "three members": _member(DATA[:1000]) + _member(b"") + _member(DATA),
-    "zero padding": _member(DATA) + bytes(1000),
-    "member, zeros, member": _member(b"abc") + bytes(7) + _member(b"def"),
-    "FNAME": _with_header(0x08, b"A" * 100_000 + b"\0", DATA[:5000]),
+    "FNAME": _with_header(0x08, b"A" * 511 + b"\0", DATA[:5000]),
     "FEXTRA and FCOMMENT": _with_header(0x14, b"\x03\0xyz" + b"comment\0", b"hello"),
 }
+# Python's gzip module reads these; Go's refuses them (containerd: "gzip: invalid header").
+GO_REFUSES = {
+    "zero padding": (_member(DATA) + bytes(1000), "not another member"),
+    "member, zeros, member": (_member(b"abc") + bytes(7) + _member(b"def"),
+                              "not another member"),
+    "FNAME of 512 bytes": (_with_header(0x08, b"A" * 512 + b"\0", DATA[:5000]), "512 bytes"),
+    "FCOMMENT of 100,000 bytes": (_with_header(0x10, b"A" * 100_000 + b"\0", b"x"),
+                                  "512 bytes"),
+    "10,001 members": (_member(b"") * 10_001, "more than 10000 gzip members"),
+}
+
+
+@pytest.mark.parametrize("name", GO_REFUSES)
+def test_refuses_what_go_refuses(name):
+    blob, fragment = GO_REFUSES[name]
+    _theirs(blob)  # Python reads it
+    with pytest.raises(DigestMismatch, match=fragment):
+        _ours(blob)
+    with pytest.raises(DigestMismatch, match=fragment):
+        _ours(blob, n=1000, read_size=333)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -86,7 +105,7 @@ def test_refuses_what_gzip_refuses(name):
 
 
 @settings(max_examples=150, deadline=None)
-@given(parts=st.lists(st.tuples(st.binary(max_size=3000), st.integers(0, 3)), min_size=1,
+@given(parts=st.lists(st.tuples(st.binary(max_size=3000), st.just(0)), min_size=1,
                       max_size=4),
        cut=st.integers(0, 10_000), n=st.integers(1, 5000), read_size=st.integers(1, 4000))
 def test_same_as_gzip_on_any_cut(parts, cut, n, read_size):

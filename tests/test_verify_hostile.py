@@ -290,10 +290,10 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 def _small_bundle(path: Path, *, layer: bytes | None = None, layer_type: str = OCI_LAYER,
                   manifest_extra: dict | None = None, config_extra: dict | None = None,
                   names: tuple[str, ...] = ("docker.io/rancher/x:1",),
-                  entry_extra: dict | None = None) -> Path:
+                  entry_extra: dict | None = None, diff_id: str | None = None) -> Path:
     """A one-image bundle in bundler's layout, made by hand, with the given twists."""
     layer = _tar([("etc/hostname", b"x\n")]) if layer is None else layer
-    diff_id = _sha(gzip.decompress(layer) if layer[:2] == b"\x1f\x8b" else layer)
+    diff_id = diff_id or _sha(gzip.decompress(layer) if layer[:2] == b"\x1f\x8b" else layer)
     config = json.dumps({"os": "linux", "architecture": "amd64",
                          "rootfs": {"type": "layers", "diff_ids": [diff_id]},
                          **(config_extra or {})}).encode()
@@ -348,6 +348,32 @@ def test_what_containerd_reads_otherwise_is_refused(tmp_path, twist, fragment):
     report = verify(_small_bundle(tmp_path / BUNDLE, **twist))
     assert not report.ok
     assert any(fragment in p for p in report.problems), report.problems
+
+
+SKIPPABLE = b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"skip"
+
+
+def test_a_zstd_layer_that_starts_with_a_skippable_frame_is_zstd(tmp_path):
+    """containerd takes a skippable frame's magic for zstd and decompresses the layer: so must
+    verify, or it checks the diff_id against the compressed bytes."""
+    tar = _tar([("etc/hostname", b"x\n")])
+    layer = SKIPPABLE + zstandard.ZstdCompressor().compress(tar)
+    zstd_type = "application/vnd.oci.image.layer.v1.tar+zstd"
+    good = _small_bundle(tmp_path / "good" / BUNDLE, layer=layer, layer_type=zstd_type,
+                         diff_id=_sha(tar))
+    assert verify(good).ok, verify(good).problems
+    # a config that names the compressed bytes as the diff_id: containerd would fail to unpack
+    bad = _small_bundle(tmp_path / "bad" / BUNDLE, layer=layer, layer_type=zstd_type,
+                        diff_id=_sha(layer))
+    assert any("diff_id mismatch" in p for p in verify(bad).problems)
+
+
+def test_a_gzip_layer_go_refuses_is_refused(tmp_path):
+    tar = _tar([("etc/hostname", b"x\n")])
+    padded = gzip.compress(tar, mtime=0) + bytes(16)  # Python skips the zeros; Go refuses
+    report = verify(_small_bundle(tmp_path / BUNDLE, layer=padded, layer_type=(
+        "application/vnd.oci.image.layer.v1.tar+gzip"), diff_id=_sha(tar)))
+    assert any("not another member" in p for p in report.problems), report.problems
 
 
 def test_control_characters_from_a_bundle_never_reach_the_terminal(tmp_path):
