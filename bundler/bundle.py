@@ -9,32 +9,18 @@ final name that was not there before, and no temporary is left behind.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler import (
-    archive,
-    checksums,
-    compress,
-    imagelist,
-    mediatypes,
-    mutate,
-    platform,
-    sbom,
-    signing,
-)
+from bundler import compress, imagelist, mutate, platform
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
 from bundler.config import DEFAULT_TIMEOUT, load_registries
-from bundler.digest import HashingWriter, hex_of, sha256_digest
 from bundler.errors import BundlerError, EnvironmentFailure, InputError
-from bundler.fetch import DEFAULT_JOBS, Fetcher
-from bundler.image import Image
-from bundler.progress import Bar, Progress
+from bundler.fetch import DEFAULT_JOBS
+from bundler.progress import Progress
 from bundler.reference import Reference
+from bundler.sinks.bundle import OutputNames, _Extras, _write_outputs
 
 DEFAULT_NAME = "k3s-airgap-images-multus"
 
@@ -58,43 +44,6 @@ class BuildOptions:
     cache_dir: str | None = None  # None: no cache kept across runs
     sign_key: str | None = None  # PEM private key: also write NAME-ARCH.manifest.json.sig
     sbom: bool = False  # also write NAME-ARCH.spdx.json (and list it in the sha256sum file)
-
-
-@dataclass(frozen=True)
-class _Extras:
-    """What a build writes beside the four files when asked, checked before any download."""
-
-    key: bytes | None = None
-    password: bytes | None = None
-    key_name: str = ""
-    sbom_created: str | None = None
-
-    @classmethod
-    def of(cls, opts: BuildOptions) -> _Extras:
-        key = password = None
-        if opts.sign_key:
-            key, password = signing.read_key(opts.sign_key), signing.password_from_env()
-            # A wrong password or a key that is not P-256 fails now, not after the pull.
-            signing.sign(b"", key, password, key_name=opts.sign_key)
-        return cls(key, password, opts.sign_key or "",
-                   sbom.created_time() if opts.sbom else None)
-
-
-@dataclass(frozen=True)
-class OutputNames:
-    """The four files a build writes into the output directory."""
-
-    bundle: str
-    image_list: str
-    manifest: str
-    sums: str
-
-    @classmethod
-    def of(cls, name: str, arch: str) -> OutputNames:
-        suffix = arch.replace("/", "-")
-        stem = f"{name}-{suffix}"
-        return cls(f"{stem}.tar.zst", f"{stem}.txt", f"{stem}.manifest.json",
-                   f"sha256sum-{suffix}.txt")
 
 
 def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
@@ -189,45 +138,6 @@ def _build_into(out_dir: Path, opts: BuildOptions, arches: list[str], refs: list
     return results
 
 
-def _write_outputs(upstream: list[Image], refs: list[Reference], outputs: AtomicOutputs,
-                   store: BlobStore, frames: FrameCache | None, names: OutputNames,
-                   opts: BuildOptions, extras: _Extras, progress: Progress
-                   ) -> tuple[dict, list[str]]:
-    """Write one architecture's files under temporary names, for the caller to commit; the
-    checksum manifest and the names of those files, the bundle first."""
-    out_dir = outputs.directory
-    bundle_path = outputs.temp(names.bundle)
-    with progress.bar("pull") as pull, \
-            Fetcher(store, opts.layers == mutate.UNCOMPRESSED, opts.jobs, pull.feed()) as fetcher:
-        size, sha, images = _write_bundle(upstream, bundle_path, opts, fetcher, frames,
-                                          outputs.scratch_dir(), progress, pull)
-    doc = checksums.manifest_document(
-        images, upstream, arch=opts.arch, layers=opts.layers, level=opts.level,
-        window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
-        bundle_sha256=sha,
-    )
-    list_text = imagelist.format_list(refs).encode()
-    files = [names.bundle]
-
-    def write(name: str, data: bytes) -> None:
-        outputs.temp(name).write_bytes(data)
-        files.append(name)
-
-    write(names.image_list, list_text)
-    manifest = checksums.dumps_manifest(doc)
-    write(names.manifest, manifest)
-    ours = {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))}
-    if extras.key is not None:
-        write(signing.signature_path(names.manifest).name,
-              signing.sign(manifest, extras.key, extras.password, key_name=extras.key_name))
-    if extras.sbom_created is not None:
-        spdx = sbom.dumps(sbom.document(doc, created=extras.sbom_created))
-        write(sbom.file_name(names.bundle), spdx)
-        ours[sbom.file_name(names.bundle)] = hex_of(sha256_digest(spdx))
-    write(names.sums, checksums.merged_sums(checksums.read_sums(out_dir / names.sums), ours))
-    return doc, files
-
-
 SOURCES = ("registry", "docker")
 
 
@@ -266,191 +176,6 @@ def _check_options(opts: BuildOptions) -> None:
         raise InputError(f"--jobs {opts.jobs}: want at least 1")
     if opts.timeout <= 0:
         raise InputError(f"--timeout {opts.timeout}: want a positive number of seconds")
-
-
-def frame_groups(segments: list[archive.Segment], mode: str, level: int
-                 ) -> list[compress.FrameGroup]:
-    """How the tar is cut into zstd frames.
-
-    preserve: one frame per segment, so each blob's frame is cached and reused on its own, and
-    already-compressed (gzip/zstd) layers get level 1: zstd at level 16 gains under 0.3% on
-    them at 20 times the time (measured on the stand-in images: 43.40 vs 43.48 MB, 5.9 vs
-    0.3 s). uncompressed: the metadata, then everything else as one frame, so zstd's long
-    window also finds what layers share (per-layer frames measured 3% larger, with zstd's
-    own job size: 33.40 vs 32.44 MB), and the big frame can be compressed while layers still
-    arrive.
-    """
-    if mode == mutate.UNCOMPRESSED:
-        return [compress.FrameGroup((segments[0],), level),
-                compress.FrameGroup(tuple(segments[1:]), level, streamed=True)]
-    return [compress.FrameGroup((s,), level if s.compressible else 1) for s in segments]
-
-
-def _write_bundle(upstream: list[Image], path: Path, opts: BuildOptions, fetcher: Fetcher,
-                  frames: FrameCache | None, scratch: Path, progress: Progress, pull: Bar
-                  ) -> tuple[int, str, list[Image]]:
-    with open(path, "wb") as f, progress.bar("compress") as bar:
-        hashed = HashingWriter(f)
-        if fetcher.uncompressed:
-            images = _write_compact(upstream, hashed, opts.level, fetcher, frames, scratch,
-                                    pull, bar)
-        else:
-            images = [mutate.staged(image, fetcher) for image in upstream]
-            groups = frame_groups(archive.segments(images), opts.layers, opts.level)
-            missing = [g for g in groups if not (frames and frames.lookup(g.key))]
-            sizes = {layer.descriptor.digest: layer.descriptor.size
-                     for image in upstream for layer in image.layers}
-            to_pull = {s.digest for g in missing for s in g.segments
-                       if s.digest in sizes and not fetcher.store.has(s.digest)}
-            _start_pull(pull, sum(sizes[d] for d in to_pull))
-            total = sum(g.size for g in groups)
-            bar.start(total, f"compressing {_mb(total)}")
-            # Start every download a missing frame needs, so they overlap the compression.
-            for group in missing:
-                for segment in group.segments:
-                    if segment.digest:
-                        fetcher.prefetch(segment.digest)
-            compress.write_frames(groups, hashed, frames, on_bytes=bar.update)
-    return hashed.size, hashed.hash.hexdigest(), images
-
-
-def _start_pull(pull: Bar, size: int) -> None:
-    pull.start(size, f"downloading {_mb(size)} of layers" if size else
-               "downloading nothing: every layer is cached")
-
-
-def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetcher: Fetcher,
-                   frames: FrameCache | None, scratch: Path, pull: Bar, bar: Bar
-                   ) -> list[Image]:
-    """The uncompressed-layers bundle, its big frame compressed while layers still arrive.
-
-    The metadata (which needs every layer's size) is its own first frame; the rest is
-    compressed to a scratch file layer by layer, in tar order, as each one is staged, and
-    appended after it.
-    """
-    wanted = {}
-    for image in upstream:
-        for i, layer in enumerate(image.layers):
-            wanted.setdefault(layer.diff_id, (layer, mutate.layer_what(image, i)))
-    store = fetcher.store
-    _start_pull(pull, sum(layer.descriptor.size for d, (layer, _) in wanted.items()
-                          if not store.has(d)))
-    weights, exact = _layer_weights(wanted, store)
-    total = sum(weights.values())
-    bar.start(total, f"compressing {_mb(total)} of layers" + (
-        "" if exact else " (counted as sized in the registry: gzip until pulled)"))
-    if frames and all(store.has(d) for d in wanted):
-        # Everything staged before: if both frames are cached too, this is a copy.
-        images = [mutate.staged(image, fetcher) for image in upstream]
-        groups = frame_groups(archive.segments(images), mutate.UNCOMPRESSED, level)
-        if all(frames.lookup(g.key) for g in groups):
-            compress.write_frames(groups, out, frames)
-            bar.update(total)
-            return images
-    order = sorted(wanted)
-    for digest in order:
-        fetcher.ensure(*wanted[digest])
-    meter = _ByLayer(bar)
-
-    def arriving_layers():
-        for digest in order:
-            layer, what = wanted[digest]
-            fetcher.ensure(layer, what).result()
-            segment = archive.blob_segment(digest, store.size(digest),
-                                           fetcher.opener(layer, what), True)
-            meter.add(segment.size, weights[digest])
-            yield segment
-
-    big = scratch / "frame.zst"
-    images, segments = _compress_body(big, level, arriving_layers(), upstream, fetcher, meter)
-    head, body = frame_groups(segments, mutate.UNCOMPRESSED, level)
-    compress.write_frames([head], out, frames)
-    if frames:
-        frames.put(body.key, big)
-    with open(big, "rb") as f:
-        shutil.copyfileobj(f, out, 1 << 20)
-    return images
-
-
-def _layer_weights(wanted: dict, store) -> tuple[dict[str, int], bool]:
-    """What each layer counts for on the compress bar, and whether that is its real size.
-
-    The compressor reads uncompressed layers, but their size is known only once a layer is
-    pulled (a manifest gives the gzip blob's size). When every layer is already staged, or
-    stored uncompressed upstream, the bar counts real bytes; otherwise every layer counts as
-    its blob's size, so the total is known before the first byte and stays put.
-    """
-    sizes = {}
-    for digest, (layer, _) in wanted.items():
-        if store.has(digest):
-            sizes[digest] = store.size(digest)
-        elif not mediatypes.is_compressed_layer(layer.descriptor.media_type):
-            sizes[digest] = layer.descriptor.size
-    if len(sizes) == len(wanted):
-        return sizes, True
-    return {digest: layer.descriptor.size for digest, (layer, _) in wanted.items()}, False
-
-
-class _ByLayer:
-    """Turns bytes compressed (in tar order) into the compress bar's units: each layer's tar
-    member counts as its weight, spread over its bytes; what follows the layers counts 0."""
-
-    def __init__(self, bar: Bar):
-        self._bar = bar
-        self._spans: list[tuple[int, int, int]] = []  # (start, size, weight), in tar order
-        self._end = 0
-        self._pos = 0
-        self._shown = 0
-        self._lock = threading.Lock()
-
-    def add(self, size: int, weight: int) -> None:
-        with self._lock:
-            self._spans.append((self._end, size, weight))
-            self._end += size
-
-    def __call__(self, n: int) -> None:
-        with self._lock:
-            self._pos += n
-            done = 0
-            for start, size, weight in self._spans:
-                if self._pos >= start + size:
-                    done += weight
-                elif self._pos > start:
-                    done += weight * (self._pos - start) // size
-            step, self._shown = done - self._shown, max(done, self._shown)
-        if step > 0:
-            self._bar.update(step)
-
-
-def _compress_body(big: Path, level: int, arriving, upstream: list[Image], fetcher: Fetcher,
-                   on_bytes: Callable[[int], object]
-                   ) -> tuple[list[Image], list[archive.Segment]]:
-    """Compress the layers as they arrive, then the configs, manifests and end, into `big`.
-
-    A function of its own so the compressor (its context is most of our memory) is freed
-    before the metadata frame gets one of its own.
-    """
-    done: dict = {}
-
-    def body():
-        written = []
-        for segment in arriving:
-            written.append(segment.key)
-            yield segment
-        # Every layer is staged now: the images, and so the rest of the tar, are known.
-        done["images"] = [mutate.staged(image, fetcher) for image in upstream]
-        done["segments"] = segments = archive.segments(done["images"])
-        if [s.key for s in segments[1 : 1 + len(written)]] != written:
-            raise AssertionError("archive.segments() no longer puts layers first, sorted")
-        yield from segments[1 + len(written):]
-
-    with open(big, "wb") as f:
-        compress.compress_frame(body(), level, f, on_bytes)
-    return done["images"], done["segments"]
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 def _count(n: int, noun: str) -> str:
