@@ -1,9 +1,11 @@
-"""`bundler build`: images.txt -> one zstd-compressed image tarball plus its checksum files.
+"""`bundler build`: images.txt -> a source -> the bundle sink -> checksum files.
 
-Data flow: image list -> registry source (manifests, configs) -> blob store (layers, both
-digests checked) -> archive writer -> zstd -> checksum manifest. All outputs are written under
-temporary names and renamed together at the end: when build() raises, no file exists under a
-final name that was not there before, and no temporary is left behind.
+The image list is read and every option checked first; then every architecture's images are
+resolved through the source (sources.from_options: a registry or a Docker daemon), then each
+architecture's are written by a BundleSink (sinks/bundle.py: the .tar.zst, its image list,
+checksum manifest and sha256sum file) under temporary names, and all of them are renamed
+together at the end: when build() raises, no file exists under a final name that was not there
+before, no temporary is left behind, and an output directory the build created is removed.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler import compress, imagelist, mutate, platform
+from bundler import compress, imagelist, mutate, platform, sources
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
-from bundler.config import DEFAULT_TIMEOUT, load_registries
+from bundler.config import DEFAULT_TIMEOUT
 from bundler.errors import BundlerError, EnvironmentFailure, InputError
 from bundler.fetch import DEFAULT_JOBS
+from bundler.image import Image
 from bundler.progress import Progress
 from bundler.reference import Reference
-from bundler.sinks.bundle import OutputNames, _Extras, _write_outputs
+from bundler.sinks.bundle import BundleSink, Extras
+from bundler.sources import SOURCES
+
+__all__ = ["DEFAULT_NAME", "SOURCES", "ArchitecturesFailed", "BuildOptions", "architectures",
+           "build"]
 
 DEFAULT_NAME = "k3s-airgap-images-multus"
 
@@ -60,8 +67,10 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     _check_options(opts)
     arches = architectures(opts.arch)
     refs = imagelist.read(opts.images)
-    registries = load_registries(opts.registries, opts.default_endpoint)
-    extras = _Extras.of(opts)
+    open_source = sources.from_options(
+        opts.source, registries=opts.registries, default_endpoint=opts.default_endpoint,
+        timeout=opts.timeout, jobs=opts.jobs, pull=opts.pull)
+    extras = Extras.of(opts.sign_key, opts.sbom)
     out_dir = Path(opts.output_dir)
     created = _missing_dirs(out_dir)
     try:
@@ -69,7 +78,7 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, str(out_dir)) from None
     try:
-        results = _build_into(out_dir, opts, arches, refs, registries, extras, progress)
+        results = _build_into(out_dir, opts, arches, refs, open_source, extras, progress)
     except BaseException:
         # A failed build leaves the disk as it was: directories it made go too (if empty).
         for directory in created:
@@ -107,7 +116,7 @@ def _missing_dirs(directory: Path) -> list[Path]:
 
 
 def _build_into(out_dir: Path, opts: BuildOptions, arches: list[str], refs: list[Reference],
-                registries, extras: _Extras, progress: Progress) -> list[dict]:
+                open_source: sources.Opener, extras: Extras, progress: Progress) -> list[dict]:
     try:
         with AtomicOutputs(out_dir) as outputs:
             cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
@@ -115,49 +124,39 @@ def _build_into(out_dir: Path, opts: BuildOptions, arches: list[str], refs: list
             frames = FrameCache(cache_dir / "frames") if cache_dir else None
             progress.say(f"pulling {_count(len(refs), 'image')}"
                          + (f" for {', '.join(arches)}" if len(arches) > 1 else ""))
-            # Every architecture resolved first: one run names every image that lacks one, and
-            # the index of each image is fetched once (then found in `store` by its digest).
-            resolved, failures = [], []
-            for arch in arches:
-                source = _source(opts, registries, platform.for_arch(arch), store)
-                try:
-                    resolved.append((arch, source.images(refs)))
-                except BundlerError as e:
-                    failures.append((arch, e))
-            if failures:
-                raise failures[0][1] if len(arches) == 1 else ArchitecturesFailed(failures)
             results = []
-            for arch, upstream in resolved:
-                doc, files = _write_outputs(upstream, refs, outputs, store, frames,
-                                            OutputNames.of(opts.name, arch),
-                                            replace(opts, arch=arch), extras, progress)
-                results.append({**doc, "files": [str(out_dir / f) for f in files]})
+            for arch, images in _resolve_all(arches, refs, open_source, store):
+                sink = BundleSink(outputs, store, name=opts.name, arch=arch, layers=opts.layers,
+                                  level=opts.level, jobs=opts.jobs, frames=frames,
+                                  extras=extras, progress=progress)
+                sink.write(images)
+                results.append({**sink.manifest,
+                                "files": [str(out_dir / f) for f in sink.files]})
             outputs.commit()
     except OSError as e:
         raise EnvironmentFailure.from_os_error(e, f"writing to {out_dir}") from None
     return results
 
 
-SOURCES = ("registry", "docker")
-
-
-def _source(opts: BuildOptions, registries, want, store: BlobStore):
-    # Imported here: the registry stack (requests) and the docker SDK are heavy, and verify
-    # and place, which run on small airgapped nodes, import this module without them.
-    if opts.source == "docker":
-        from bundler.sources.docker import DockerSource
-
-        return DockerSource(want, opts.pull, store)
-    from bundler.sources.registry import RegistrySource
-
-    return RegistrySource(registries, want, opts.timeout, store, jobs=opts.jobs)
+def _resolve_all(arches: list[str], refs: list[Reference], open_source: sources.Opener,
+                 store: BlobStore) -> list[tuple[str, list[Image]]]:
+    """Every architecture's images, before any is written: one run names every image that
+    lacks one, and the index of each image is fetched once (then found in `store`)."""
+    resolved, failures = [], []
+    for arch in arches:
+        source = open_source(platform.for_arch(arch), store)
+        try:
+            resolved.append((arch, source.images(refs)))
+        except BundlerError as e:
+            failures.append((arch, e))
+    if failures:
+        raise failures[0][1] if len(arches) == 1 else ArchitecturesFailed(failures)
+    return resolved
 
 
 def _resolved(opts: BuildOptions) -> BuildOptions:
     """Options with the layer mode settled, checked before any network or disk work."""
-    if opts.source not in SOURCES:
-        raise InputError(f"--source {opts.source!r}: want one of {', '.join(SOURCES)}")
-    if opts.source == "docker":
+    if sources.check_kind(opts.source) == "docker":
         if opts.layers == mutate.PRESERVE:
             raise InputError("--layers preserve needs --source registry: a Docker daemon "
                              "exports uncompressed layers")

@@ -1,18 +1,18 @@
-"""The bundle writer: images -> NAME-ARCH.tar.zst and the files beside it (cf. ggcr's
-tarball.Write).
+"""The bundle writer (cf. ggcr's tarball.Write): images -> NAME-ARCH.tar.zst and the files
+beside it, its image list, checksum manifest, sha256sum-ARCH.txt (and, when asked, the
+manifest's signature and an SPDX SBOM).
 
-Every file is written under a temporary name through the AtomicOutputs it is given; the caller
-commits (several architectures commit together, bundle._build_into).
+Every file is written under a temporary name through the AtomicOutputs the sink is given and
+the caller commits: several architectures' files are committed together (bundle._build_into).
 """
 
 from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bundler import (
     archive,
@@ -27,16 +27,13 @@ from bundler import (
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
 from bundler.digest import HashingWriter, hex_of, sha256_digest
-from bundler.fetch import Fetcher
+from bundler.fetch import DEFAULT_JOBS, Fetcher
 from bundler.image import Image
 from bundler.progress import Bar, Progress
-from bundler.reference import Reference
 
-if TYPE_CHECKING:
-    from bundler.bundle import BuildOptions
 
 @dataclass(frozen=True)
-class _Extras:
+class Extras:
     """What a build writes beside the four files when asked, checked before any download."""
 
     key: bytes | None = None
@@ -45,14 +42,13 @@ class _Extras:
     sbom_created: str | None = None
 
     @classmethod
-    def of(cls, opts: BuildOptions) -> _Extras:
+    def of(cls, sign_key: str | None = None, with_sbom: bool = False) -> Extras:
         key = password = None
-        if opts.sign_key:
-            key, password = signing.read_key(opts.sign_key), signing.password_from_env()
+        if sign_key:
+            key, password = signing.read_key(sign_key), signing.password_from_env()
             # A wrong password or a key that is not P-256 fails now, not after the pull.
-            signing.sign(b"", key, password, key_name=opts.sign_key)
-        return cls(key, password, opts.sign_key or "",
-                   sbom.created_time() if opts.sbom else None)
+            signing.sign(b"", key, password, key_name=sign_key)
+        return cls(key, password, sign_key or "", sbom.created_time() if with_sbom else None)
 
 
 @dataclass(frozen=True)
@@ -72,43 +68,96 @@ class OutputNames:
                    f"sha256sum-{suffix}.txt")
 
 
-def _write_outputs(upstream: list[Image], refs: list[Reference], outputs: AtomicOutputs,
-                   store: BlobStore, frames: FrameCache | None, names: OutputNames,
-                   opts: BuildOptions, extras: _Extras, progress: Progress
-                   ) -> tuple[dict, list[str]]:
-    """Write one architecture's files under temporary names, for the caller to commit; the
-    checksum manifest and the names of those files, the bundle first."""
-    out_dir = outputs.directory
-    bundle_path = outputs.temp(names.bundle)
-    with progress.bar("pull") as pull, \
-            Fetcher(store, opts.layers == mutate.UNCOMPRESSED, opts.jobs, pull.feed()) as fetcher:
-        size, sha, images = _write_bundle(upstream, bundle_path, opts, fetcher, frames,
-                                          outputs.scratch_dir(), progress, pull)
-    doc = checksums.manifest_document(
-        images, upstream, arch=opts.arch, layers=opts.layers, level=opts.level,
-        window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
-        bundle_sha256=sha,
-    )
-    list_text = imagelist.format_list(refs).encode()
-    files = [names.bundle]
+class BundleSink:
+    """One architecture's bundle and the files beside it (the Sink protocol, bundler.source).
 
-    def write(name: str, data: bytes) -> None:
-        outputs.temp(name).write_bytes(data)
-        files.append(name)
+    write(images) stages every layer in `store` (each checked against its digests), writes
+    the files under temporary names through `outputs`, and leaves the checksum manifest in
+    `manifest` and the file names, the bundle first, in `files`. Nothing has a final name
+    until the caller's outputs.commit(); if write raises, the AtomicOutputs block removes every
+    temporary, and `store` keeps only blobs checked against their digests.
+    `layers` is mutate.PRESERVE or mutate.UNCOMPRESSED: the source's layers as they are, or
+    plain tars (new manifest digests). `images` must be linux/`arch` images.
+    """
 
-    write(names.image_list, list_text)
-    manifest = checksums.dumps_manifest(doc)
-    write(names.manifest, manifest)
-    ours = {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))}
-    if extras.key is not None:
-        write(signing.signature_path(names.manifest).name,
-              signing.sign(manifest, extras.key, extras.password, key_name=extras.key_name))
-    if extras.sbom_created is not None:
-        spdx = sbom.dumps(sbom.document(doc, created=extras.sbom_created))
-        write(sbom.file_name(names.bundle), spdx)
-        ours[sbom.file_name(names.bundle)] = hex_of(sha256_digest(spdx))
-    write(names.sums, checksums.merged_sums(checksums.read_sums(out_dir / names.sums), ours))
-    return doc, files
+    def __init__(self, outputs: AtomicOutputs, store: BlobStore, *, name: str, arch: str,
+                 layers: str, level: int = compress.DEFAULT_LEVEL, jobs: int = DEFAULT_JOBS,
+                 frames: FrameCache | None = None, extras: Extras = Extras(),
+                 progress: Progress | None = None):
+        self._outputs = outputs
+        self._store = store
+        self._frames = frames  # compressed frames kept across runs, by content
+        self.names = OutputNames.of(name, arch)
+        self._arch, self._layers, self._level, self._jobs = arch, layers, level, jobs
+        self._extras = extras
+        self._progress = progress or Progress(False)
+        self.manifest: dict = {}
+        self.files: list[str] = []
+
+    def write(self, images: Sequence[Image]) -> None:
+        upstream, names, outputs = list(images), self.names, self._outputs
+        bundle_path = outputs.temp(names.bundle)
+        with self._progress.bar("pull") as pull, \
+                Fetcher(self._store, self._layers == mutate.UNCOMPRESSED, self._jobs,
+                        pull.feed()) as fetcher:
+            size, sha, staged = self._write_bundle(upstream, bundle_path, fetcher, pull)
+        doc = checksums.manifest_document(
+            staged, upstream, arch=self._arch, layers=self._layers, level=self._level,
+            window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
+            bundle_sha256=sha,
+        )
+        # Sources return one image per reference, in the list's order (Source.images).
+        list_text = imagelist.format_list([image.reference for image in upstream]).encode()
+        files = [names.bundle]
+
+        def put(name: str, data: bytes) -> None:
+            outputs.temp(name).write_bytes(data)
+            files.append(name)
+
+        put(names.image_list, list_text)
+        manifest = checksums.dumps_manifest(doc)
+        put(names.manifest, manifest)
+        ours = {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))}
+        extras = self._extras
+        if extras.key is not None:
+            put(signing.signature_path(names.manifest).name,
+                signing.sign(manifest, extras.key, extras.password, key_name=extras.key_name))
+        if extras.sbom_created is not None:
+            spdx = sbom.dumps(sbom.document(doc, created=extras.sbom_created))
+            put(sbom.file_name(names.bundle), spdx)
+            ours[sbom.file_name(names.bundle)] = hex_of(sha256_digest(spdx))
+        # Other architectures' lines in an existing sha256sum file stay (checksums.merged_sums).
+        old = checksums.read_sums(outputs.directory / names.sums)
+        put(names.sums, checksums.merged_sums(old, ours))
+        self.manifest, self.files = doc, files
+
+    def _write_bundle(self, upstream: list[Image], path: Path, fetcher: Fetcher, pull: Bar
+                      ) -> tuple[int, str, list[Image]]:
+        """Size and sha256 of the bundle written to `path`, and the images as written."""
+        frames, level = self._frames, self._level
+        with open(path, "wb") as f, self._progress.bar("compress") as bar:
+            hashed = HashingWriter(f)
+            if fetcher.uncompressed:
+                images = _write_compact(upstream, hashed, level, fetcher, frames,
+                                        self._outputs.scratch_dir(), pull, bar)
+            else:
+                images = [mutate.staged(image, fetcher) for image in upstream]
+                groups = frame_groups(archive.segments(images), self._layers, level)
+                missing = [g for g in groups if not (frames and frames.lookup(g.key))]
+                sizes = {layer.descriptor.digest: layer.descriptor.size
+                         for image in upstream for layer in image.layers}
+                to_pull = {s.digest for g in missing for s in g.segments
+                           if s.digest in sizes and not fetcher.store.has(s.digest)}
+                _start_pull(pull, sum(sizes[d] for d in to_pull))
+                total = sum(g.size for g in groups)
+                bar.start(total, f"compressing {_mb(total)}")
+                # Start every download a missing frame needs, so they overlap the compression.
+                for group in missing:
+                    for segment in group.segments:
+                        if segment.digest:
+                            fetcher.prefetch(segment.digest)
+                compress.write_frames(groups, hashed, frames, on_bytes=bar.update)
+        return hashed.size, hashed.hash.hexdigest(), images
 
 
 def frame_groups(segments: list[archive.Segment], mode: str, level: int
@@ -127,34 +176,6 @@ def frame_groups(segments: list[archive.Segment], mode: str, level: int
         return [compress.FrameGroup((segments[0],), level),
                 compress.FrameGroup(tuple(segments[1:]), level, streamed=True)]
     return [compress.FrameGroup((s,), level if s.compressible else 1) for s in segments]
-
-
-def _write_bundle(upstream: list[Image], path: Path, opts: BuildOptions, fetcher: Fetcher,
-                  frames: FrameCache | None, scratch: Path, progress: Progress, pull: Bar
-                  ) -> tuple[int, str, list[Image]]:
-    with open(path, "wb") as f, progress.bar("compress") as bar:
-        hashed = HashingWriter(f)
-        if fetcher.uncompressed:
-            images = _write_compact(upstream, hashed, opts.level, fetcher, frames, scratch,
-                                    pull, bar)
-        else:
-            images = [mutate.staged(image, fetcher) for image in upstream]
-            groups = frame_groups(archive.segments(images), opts.layers, opts.level)
-            missing = [g for g in groups if not (frames and frames.lookup(g.key))]
-            sizes = {layer.descriptor.digest: layer.descriptor.size
-                     for image in upstream for layer in image.layers}
-            to_pull = {s.digest for g in missing for s in g.segments
-                       if s.digest in sizes and not fetcher.store.has(s.digest)}
-            _start_pull(pull, sum(sizes[d] for d in to_pull))
-            total = sum(g.size for g in groups)
-            bar.start(total, f"compressing {_mb(total)}")
-            # Start every download a missing frame needs, so they overlap the compression.
-            for group in missing:
-                for segment in group.segments:
-                    if segment.digest:
-                        fetcher.prefetch(segment.digest)
-            compress.write_frames(groups, hashed, frames, on_bytes=bar.update)
-    return hashed.size, hashed.hash.hexdigest(), images
 
 
 def _start_pull(pull: Bar, size: int) -> None:

@@ -1,1 +1,59 @@
-"""Image sources: each yields image.Image values for the bundle writer."""
+"""Image sources: each yields image.Image values through the Source protocol (bundler.source).
+
+from_options() is where a build's settings are handed out: registry settings reach only the
+registry source, the daemon's pull policy only the Docker source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bundler.config import DEFAULT_TIMEOUT, load_registries
+from bundler.errors import InputError
+from bundler.fetch import DEFAULT_JOBS
+
+if TYPE_CHECKING:
+    from bundler.cache import BlobStore
+    from bundler.platform import Platform
+    from bundler.source import Source
+
+SOURCES = ("registry", "docker")
+
+# Opens a source for one platform; its manifests, configs and blobs are kept in the BlobStore.
+Opener = Callable[["Platform", "BlobStore"], "Source"]
+
+
+def check_kind(kind: str) -> str:
+    """`kind` if it names a source from_options can open."""
+    if kind not in SOURCES:
+        raise InputError(f"--source {kind!r}: want one of {', '.join(SOURCES)}")
+    return kind
+
+
+def from_options(kind: str, *, registries: str | None = None, default_endpoint: bool = True,
+                 timeout: float = DEFAULT_TIMEOUT, jobs: int = DEFAULT_JOBS,
+                 pull: str = "missing") -> Opener:
+    """How to open the `kind` source ("registry" or "docker") for one platform.
+
+    Called before any download: an unknown kind and a bad registries.yaml (`registries`, read
+    whichever the kind, as it always was) fail here. `default_endpoint`: also try each
+    registry itself after its mirrors, as K3s does. `pull` is the Docker source's policy
+    (missing, always, never); `timeout` and `jobs` are the registry source's.
+    """
+    check_kind(kind)
+    config = load_registries(registries, default_endpoint)
+
+    # Imported when opened: the registry stack (requests) and the docker SDK are heavy, and
+    # verify and place, which run on small airgapped nodes, import bundler without them.
+    def docker(want: Platform, store: BlobStore) -> Source:
+        from bundler.sources.docker import DockerSource
+
+        return DockerSource(want, pull, store)
+
+    def registry(want: Platform, store: BlobStore) -> Source:
+        from bundler.sources.registry import RegistrySource
+
+        return RegistrySource(config, want, timeout, store, jobs=jobs)
+
+    return docker if kind == "docker" else registry
