@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import posixpath
 import queue
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import zstandard
 
@@ -42,7 +44,14 @@ from bundler import (
 from bundler.checksums import read_sums
 from bundler.digest import CHUNK, hash_rest
 from bundler.errors import BundlerError, InputError
-from bundler.image import Descriptor, load_document, manifest_descriptors, parse_config
+from bundler.image import (
+    Descriptor,
+    Image,
+    Layer,
+    load_document,
+    manifest_descriptors,
+    parse_config,
+)
 from bundler.platform import Platform
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 
@@ -79,6 +88,9 @@ class Report:
     checked_against: list[str] = field(default_factory=list)
     problem_count: int = 0  # problems found, kept or not
     inflation_limited: bool = False  # stopped at the inflation limit
+    # The small JSON blobs (manifests, configs) verify kept, by digest, each checked against
+    # it: a caller (push) builds the images from them without reading the bundle again.
+    documents: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +123,14 @@ _LAYER_COMPRESSION = {mediatypes.OCI_LAYER: "plain", mediatypes.DOCKER_LAYER: "p
                       mediatypes.OCI_LAYER_ZSTD: "zstd"}
 
 
+class BlobWriter(Protocol):
+    """Where on_blob sends one blob's bytes as verify streams them."""
+
+    def write(self, data: bytes) -> object: ...
+
+    def close(self) -> None: ...
+
+
 class InflationLimit(BundlerError):
     """The bundle decompresses to more than verify was allowed to read."""
 
@@ -133,14 +153,18 @@ class _Budget:
 def verify(bundle: str | Path, manifest: str | Path | None = None, *,
            require_checksum: bool = False,
            max_inflation: float = DEFAULT_MAX_INFLATION,
-           key: str | Path | None = None) -> Report:
+           key: str | Path | None = None,
+           on_blob: Callable[[str, int], BlobWriter | None] | None = None) -> Report:
     """Verify `bundle`; InputError if it (or a given checksum manifest) cannot be read at all.
 
     `require_checksum`: a bundle no checksum file vouches for fails. `max_inflation`: how many
     times its own size the bundle may decompress to (tar plus layers), at least
     INFLATION_FLOOR bytes; past that verify stops and fails. `key`: a public key the checksum
     manifest must be signed with (signing.SignatureInvalid otherwise); the bundle is then
-    checked against exactly the bytes the signature covers.
+    checked against exactly the bytes the signature covers. `on_blob(digest, size)`: called
+    as each blob member starts; the bytes of the blob are also written to the writer it
+    returns (if any) as verify reads them, and the writer is closed when the member ends,
+    whether or not it was whole (the writer checks what it got; the report says why not).
     """
     path = Path(bundle)
     if path.name in ("", ".", ".."):
@@ -155,7 +179,7 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     with f:
         size = os.fstat(f.fileno()).st_size
         budget = _Budget(max(int(size * max_inflation), INFLATION_FLOOR), path.name)
-        content = _Content(report, budget)
+        content = _Content(report, budget, on_blob)
         if _check_format(f, path, report):
             _check_frames(f, report)
             f.seek(0)
@@ -168,6 +192,7 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
             outer = hash_rest(f)
         report.size = f.tell()
     report.sha256 = outer.hexdigest()
+    report.documents = {d: b.data for d, b in content.blobs.items() if b.data is not None}
     _check_outer(path, report, doc, sums, require_checksum)
     if content.complete:
         want = _expected_platform(doc, report)
@@ -291,9 +316,11 @@ def _check_outer(path: Path, report: Report, doc: dict | None, sums: dict[str, s
 class _Content:
     """Collects what the tar holds while it streams, then cross-checks it."""
 
-    def __init__(self, report: Report, budget: _Budget):
+    def __init__(self, report: Report, budget: _Budget,
+                 on_blob: Callable[[str, int], BlobWriter | None] | None = None):
         self.report = report
         self.budget = budget
+        self._on_blob = on_blob
         self.metadata: dict[str, bytes] = {}
         self.blobs: dict[str, _Blob] = {}
         self.seen: set[str] = set()
@@ -374,9 +401,17 @@ class _Content:
         if not m:
             self.problem(f"{where}: unexpected member")
             return
-        self._blob(name, "sha256:" + m.group(1), member.size, tar)
+        digest = "sha256:" + m.group(1)
+        writer = self._on_blob(digest, member.size) if self._on_blob else None
+        if writer is None:
+            self._blob(name, digest, member.size, tar)
+            return
+        try:
+            self._blob(name, digest, member.size, _TeeTar(tar, writer))
+        finally:
+            writer.close()
 
-    def _blob(self, name: str, digest: str, size: int, tar: TarStream) -> None:
+    def _blob(self, name: str, digest: str, size: int, tar: TarStream | _TeeTar) -> None:
         own = hashlib.sha256()
         # Only JSON documents (manifests, configs) are kept for the cross-checks, and only so
         # many of them: memory must not grow with the bundle.
@@ -486,7 +521,9 @@ class _Content:
             elif _platform_of(declared) != have:
                 self.problem(f"{where}: platform {_platform_of(declared)} but the config says "
                              f"{have}")
-        return {**checked, "name": name, "ref": ref}
+        return {"name": name, "platform": have, "image": _Read(
+            ref, have, checked["manifest"], desc.media_type, checked["config"],
+            checked["layers"], config_read=checked["config_desc"])}
 
     def _manifest(self, desc: Descriptor, what: str, referenced: set[str]) -> dict | None:
         """The manifest, its config and layers checked against the blobs (once per digest)."""
@@ -518,9 +555,10 @@ class _Content:
         for n, (layer_desc, diff_id) in enumerate(zip(layer_descs, diff_ids, strict=True)):
             self._layer(f"{what}: layer {n} ({archive.blob_path(layer_desc.digest)})",
                         layer_desc, diff_id, referenced)
-        return {"config": config_desc.digest, "layers": [d.digest for d in layer_descs],
-                "layer_sizes": [{"digest": d.digest, "size": d.size} for d in layer_descs],
-                "manifest": desc.digest, "platform": have}
+        layers = tuple(Layer(d, diff_id, _not_reopened)
+                       for d, diff_id in zip(layer_descs, diff_ids, strict=True))
+        return {"manifest": manifest, "config": config, "config_desc": config_desc,
+                "layers": layers, "platform": have}
 
     def _document(self, desc: Descriptor, what: str, referenced: set[str]) -> bytes | None:
         referenced.add(desc.digest)
@@ -557,29 +595,45 @@ class _Content:
             self.problem(f"{what}: not a tar archive")
 
     def _docker_views(self, images: list[dict]) -> None:
+        """manifest.json and repositories against what archive.py writes for these images:
+        the layout rules live there only."""
         docker = _json(self.metadata.get(archive.DOCKER_MANIFEST, b"[]"),
                        archive.DOCKER_MANIFEST, self)
         if not isinstance(docker, list) or len(docker) != len(images):
             self.problem(f"{archive.DOCKER_MANIFEST}: does not list the {len(images)} images "
                          f"of {archive.INDEX}")
         else:
-            # Compared one entry at a time: an index naming one big manifest many times must
-            # not build many copies of its layer list.
+            # One entry at a time, and only for an entry listing as many layers as its image:
+            # an index naming one big manifest many times then costs what manifest.json
+            # itself holds, not a copy of the layer list per name.
             for i, (have, img) in enumerate(zip(docker, images, strict=True)):
-                expected = {"Config": archive.blob_path(img["config"]),
-                            "RepoTags": [img["ref"].tagged_name] if img["ref"].tag else [],
-                            "Layers": [archive.blob_path(d) for d in img["layers"]]}
-                if have != expected:
+                image = img["image"]
+                layers = have.get("Layers") if isinstance(have, dict) else None
+                if not isinstance(layers, list) or len(layers) != len(image.layers) or \
+                        have != json.loads(archive.manifest_json([image]))[0]:
                     self.problem(f"{archive.DOCKER_MANIFEST}: entry {i} disagrees with "
                                  f"{archive.INDEX} ({img['name']})")
         repos = _json(self.metadata.get(archive.REPOSITORIES, b"{}"), archive.REPOSITORIES, self)
-        expected_repos: dict[str, dict[str, str]] = {}
-        for img in images:
-            if img["ref"].tag:
-                expected_repos.setdefault(img["ref"].name, {})[img["ref"].tag] = \
-                    img["config"].split(":", 1)[1]
-        if repos != expected_repos:
+        if repos != json.loads(archive.repositories_json([img["image"] for img in images])):
             self.problem(f"{archive.REPOSITORIES}: disagrees with {archive.INDEX}")
+
+
+@dataclass(frozen=True)
+class _Read(Image):
+    """An image as verify read it back from the bundle, to hand to archive.py's writers.
+    It carries the config descriptor verify parsed: Image.config_descriptor parses the
+    manifest on every call, and index.json may name one large manifest under many names."""
+
+    config_read: Descriptor | None = None
+
+    @property
+    def config_descriptor(self) -> Descriptor:
+        assert self.config_read is not None
+        return self.config_read
+
+
+def _not_reopened() -> BinaryIO:
+    raise BundlerError("verify: a layer of a bundle is read once, as it streams")
 
 
 class _ReadAhead:
@@ -669,10 +723,23 @@ def _is_tar_start(head: bytes) -> bool:
     return int(field, 8) in (sum(rest), signed)
 
 
+class _TeeTar:
+    """A TarStream whose member data also goes to an on_blob writer."""
+
+    def __init__(self, tar: TarStream, writer: BlobWriter):
+        self._tar, self._writer = tar, writer
+
+    def read_data(self, n: int = CHUNK) -> bytes:
+        data = self._tar.read_data(n)
+        if data:
+            self._writer.write(data)
+        return data
+
+
 class _MemberReader:
     """A member's data as a stream, optionally keeping a copy (for small JSON blobs)."""
 
-    def __init__(self, tar: TarStream, keep: list[bytes] | None):
+    def __init__(self, tar: TarStream | _TeeTar, keep: list[bytes] | None):
         self._tar = tar
         self.keep = keep
 
@@ -794,5 +861,7 @@ def _layers_of(content: _Content, digest: str) -> tuple[str, list[dict]] | None:
     """(config digest, [{digest, size}] of the layers) of a manifest cross_check read."""
     for (checked_digest, _, _), checked in content._checked.items():
         if checked_digest == digest and checked is not None:
-            return checked["config"], checked["layer_sizes"]
+            return checked["config_desc"].digest, [
+                {"digest": x.descriptor.digest, "size": x.descriptor.size}
+                for x in checked["layers"]]
     return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import random
 import shutil
 import tarfile
@@ -262,3 +264,97 @@ def test_read_ahead_raises_the_error_where_it_happened():
     with pytest.raises(zstandard.ZstdError, match="broken frame"):
         ahead.read(10)
     ahead.stop()
+
+
+def _with_member(tar: bytes, name: str, data: bytes) -> bytes:
+    """The bundle's tar with member `name` holding `data` instead (members in their order)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(tar)) as src, \
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+        for info in src.getmembers():
+            body = src.extractfile(info).read() if info.isfile() else b""
+            if info.name == name:
+                body, info.size = data, len(data)
+            dst.addfile(info, io.BytesIO(body) if info.isfile() else None)
+    return out.getvalue()
+
+
+def _docker_twists() -> list:
+    def entry0(change):
+        return lambda docs: (change(docs[0]), docs)[1]
+
+    return [
+        ("manifest.json", entry0(lambda e: e.update(RepoTags=[])), "entry 0 disagrees"),
+        ("manifest.json", entry0(lambda e: e.update(RepoTags=["docker.io/x/y:1"])),
+         "entry 0 disagrees"),
+        ("manifest.json", entry0(lambda e: e["Layers"].reverse() or e["Layers"].append(
+            e["Layers"][0])), "entry 0 disagrees"),
+        ("manifest.json", entry0(lambda e: e["Layers"].reverse()), "entry 0 disagrees"),
+        ("manifest.json", entry0(lambda e: e.update(Config=e["Layers"][0])),
+         "entry 0 disagrees"),
+        ("manifest.json", entry0(lambda e: e.update(Parent="")), "entry 0 disagrees"),
+        ("manifest.json", lambda docs: docs[:-1], "does not list the 3 images"),
+        ("manifest.json", lambda docs: docs[::-1], "disagrees"),
+        ("repositories", lambda repos: {}, "repositories: disagrees"),
+        ("repositories", lambda repos: {k: {t: "0" * 64 for t in v} for k, v in repos.items()},
+         "repositories: disagrees"),
+        ("repositories", lambda repos: {**repos, "docker.io/x/y": {"1": "0" * 64}},
+         "repositories: disagrees"),
+    ]
+
+
+@pytest.mark.parametrize(("name", "twist", "fragment"), _docker_twists())
+def test_docker_views_must_be_what_the_writer_writes(builds, tmp_path, name, twist, fragment):
+    """manifest.json and repositories are checked against archive.py's own output for the
+    images index.json names: any other entry, order, tag, layer list or extra key fails."""
+    tar = _tar_bytes(builds["u1"] / BUNDLE)
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        doc = json.loads(t.extractfile(name).read())
+    changed = json.dumps(twist(json.loads(json.dumps(doc)))).encode()
+    report = verify(_zst(_with_member(tar, name, changed), tmp_path / BUNDLE))
+    assert any(fragment in p for p in report.problems), report.problems
+    # the same documents, only written differently, still verify
+    same = json.dumps(doc, indent=1).encode()
+    assert verify(_zst(_with_member(tar, name, same), tmp_path / "same.tar.zst")).ok
+
+
+def test_on_blob_writers_get_each_blob_as_verify_reads_it(builds, tmp_path):
+    """push's hook: every blob's bytes, in order, to the writer on_blob gave for it (none
+    when it gave None), the writer closed at the member's end, even when the bundle is bad."""
+    got: dict[str, tuple[int, bytes]] = {}
+
+    class Writer:
+        def __init__(self, digest: str, size: int):
+            self.digest, self.size, self.parts = digest, size, []
+
+        def write(self, data: bytes) -> None:
+            self.parts.append(data)
+
+        def close(self) -> None:
+            got[self.digest] = (self.size, b"".join(self.parts))
+
+    asked: list[str] = []
+
+    def on_blob(digest: str, size: int) -> Writer | None:
+        asked.append(digest)
+        return Writer(digest, size) if len(asked) % 2 else None
+
+    report = verify(builds["p1"] / BUNDLE, on_blob=on_blob)
+    assert report.ok and len(asked) == report.blobs == len(set(asked))
+    assert sorted(got) == sorted(asked[::2])
+    for digest, (size, data) in got.items():
+        assert len(data) == size and "sha256:" + hashlib.sha256(data).hexdigest() == digest
+    # the documents verify kept are the manifests and configs, each under its digest
+    assert len(report.documents) >= 6
+    for digest, data in report.documents.items():
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+        assert data.startswith(b"{")
+    # a member cut short: its writer is still closed, with what came
+    tar = _tar_bytes(builds["u1"] / BUNDLE)
+    last = max((m for m in _members(tar) if m.isfile()), key=lambda m: m.offset_data)
+    got.clear()
+    asked.clear()
+    cut = _zst(tar[:last.offset_data + last.size // 2], tmp_path / BUNDLE)
+    report = verify(cut, on_blob=lambda d, n: (asked.append(d), Writer(d, n))[1])
+    assert not report.ok
+    assert len(got) == len(asked) and got[asked[-1]][1] != b""
