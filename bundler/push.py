@@ -1,9 +1,9 @@
 """`bundler push`: a bundle into a registry, verified on the way, in one pass over the file.
 
-bundle source -> registry sink. The bundle is read once, front to back, and checked exactly as
-`bundler verify` checks it (verify's own reader: every member, blob digest, diff_id and the
-cross-checks of index.json, manifest.json, repositories and the checksum files). Each blob
-the registry lacks is copied to a spool file as it streams past and uploaded from there, at
+bundle source -> registry sink. The bundle is read once, front to back, by verify.verify itself
+(every member, blob digest, diff_id and the cross-checks of index.json, manifest.json,
+repositories and the checksum files); its on_blob hook hands each blob the registry lacks to
+a spool file as it streams past, which is uploaded from there, at
 most `jobs` at a time (the stream waits when 2 x jobs spools are pending), and only if its
 bytes match its digest. Manifests and tags are pushed only when the whole bundle verified:
 a bundle that fails verification pushes no manifest (orphan blobs may stay; they are
@@ -13,19 +13,18 @@ content-addressed and a registry's garbage collection removes them).
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler import archive, layer, localfile, verify
+from bundler import verify
 from bundler.config import DEFAULT_TIMEOUT, RegistriesConfig
-from bundler.digest import CHUNK, hash_rest
 from bundler.errors import BundlerError, InputError, VerificationFailed
-from bundler.image import Image, Layer, parse_config, parse_manifest
+from bundler.image import Descriptor
 from bundler.reference import Reference
 from bundler.sinks.registry import Blob, RegistrySink, Target, parse_target, registries_yaml
 from bundler.sources import bundle as bundle_source
@@ -69,7 +68,7 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
     with tempfile.TemporaryDirectory(prefix="bundler-push-") as spool_dir:
         uploads = _Uploads(sink, missing, Path(spool_dir), jobs)
         try:
-            report, content = _stream_verified(path, uploads)
+            report = verify.verify(path, on_blob=uploads.open)
         except BaseException:
             uploads.finish(cancel=True)  # Ctrl-C or a local failure: start nothing more
             raise
@@ -79,7 +78,7 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
         raise VerificationFailed(f"{path}: does not verify, nothing tagged or pushed as a "
                                  f"manifest: {first}", report)
     uploads.raise_first()
-    images = _images(content, meta, path)
+    images = [bundle_source.image_of(e, report.documents, _unopenable) for e in meta.entries]
     sink.put_manifests(images)
     result.uploaded, result.mounted = sink.writer.uploads, sink.writer.mounts
     result.images = [_pushed(target, i.reference, i.manifest_digest) for i in images]
@@ -178,6 +177,10 @@ class _Uploads:
 
 
 class _Spool:
+    """One blob's bytes on their way to the registry (verify's on_blob writer). It hashes
+    what it got itself: verify's report says that the bundle is bad, not which blob bytes
+    may still be uploaded."""
+
     def __init__(self, uploads: _Uploads, digest: str, size: int, path: Path):
         self.uploads, self.digest, self.size, self.path = uploads, digest, size, path
         self._file = open(path, "wb")
@@ -195,89 +198,9 @@ class _Spool:
         self.uploads.done(self, good)
 
 
-class _TeeTar:
-    """A TarStream whose member data is also written to a spool (verify reads through it)."""
-
-    def __init__(self, tar, spool: _Spool):
-        self._tar, self._spool = tar, spool
-
-    def read_data(self, n: int = CHUNK) -> bytes:
-        data = self._tar.read_data(n)
-        if data:
-            self._spool.write(data)
-        return data
-
-
-class _Content(verify._Content):
-    """verify's content checks, handing each blob's bytes to the uploads as they pass."""
-
-    def __init__(self, report: verify.Report, budget: verify._Budget, uploads: _Uploads):
-        super().__init__(report, budget)
-        self._uploads = uploads
-
-    def _blob(self, name: str, digest: str, size: int, tar) -> None:
-        spool = self._uploads.open(digest, size)
-        if spool is None:
-            super()._blob(name, digest, size, tar)
-            return
-        try:
-            super()._blob(name, digest, size, _TeeTar(tar, spool))
-        finally:
-            spool.close()
-
-
-def _stream_verified(path: Path, uploads: _Uploads) -> tuple[verify.Report, _Content]:
-    # verify.verify()'s body, with our _Content: see the report for the hook verify should
-    # grow so that this copy goes away.
-    report = verify.Report(str(path))
-    doc = verify._checksum_manifest(path, None, report)
-    sums = verify._sums_beside(path, report)
-    try:
-        f: BinaryIO = localfile.open_regular(path)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        budget = verify._Budget(max(int(size * verify.DEFAULT_MAX_INFLATION),
-                                    verify.INFLATION_FLOOR), path.name)
-        content = _Content(report, budget, uploads)
-        if verify._check_format(f, path, report):
-            verify._check_frames(f, report)
-            f.seek(0)
-            outer = hashlib.sha256()
-            raw = layer.Tee(f, outer.update)
-            content.stream(raw)
-            layer.drain(raw)
-        else:
-            f.seek(0)
-            outer = hash_rest(f)
-        report.size = f.tell()
-    report.sha256 = outer.hexdigest()
-    verify._check_outer(path, report, doc, sums, False)
-    if content.complete:
-        content.cross_check(verify._expected_platform(doc, report))
-        if doc is not None:
-            verify._against_manifest(doc, content, report)
-    return report, content
-
-
-def _images(content: _Content, meta: bundle_source.Metadata, path: Path) -> list[Image]:
-    """The verified images, from the documents verify kept (layers are not reopened)."""
-    images = []
-    for e in meta.entries:
-        what = str(e.reference)
-        manifest = content.blobs[e.manifest.digest].data
-        if manifest is None:
-            raise BundlerError(f"{path}: {archive.blob_path(e.manifest.digest)}: not kept")
-        config_desc, layer_descs = parse_manifest(manifest, what)
-        config = content.blobs[config_desc.digest].data or b""
-        plat, diff_ids = parse_config(config, len(layer_descs), what)
-        layers = tuple(Layer(d, i, _unopenable) for d, i in zip(layer_descs, diff_ids,
-                                                                   strict=True))
-        images.append(Image(e.reference, plat, manifest, e.manifest.media_type, config, layers))
-    return images
-
-
-def _unopenable() -> BinaryIO:
-    raise BundlerError("push: layers were uploaded from the stream and are not reopened")
+def _unopenable(desc: Descriptor, what: str) -> Callable[[], BinaryIO]:
+    def refuse() -> BinaryIO:
+        raise BundlerError(f"{what}: layer {desc.digest} was uploaded from the stream; "
+                           "push does not read it again")
+    return refuse
 

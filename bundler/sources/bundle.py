@@ -12,7 +12,7 @@ digest (VerifyingReader) before its stream ends.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -296,6 +296,32 @@ def _document(stream: BinaryIO, digest: str, path: Path) -> bytes:
 # -- the source ----------------------------------------------------------------------------
 
 
+def image_of(entry: Entry, documents: Mapping[str, bytes],
+             opener: Callable[[Descriptor, str], Callable[[], BinaryIO]]) -> Image:
+    """The image `entry` names, built from its manifest and config in `documents` (checked
+    blobs by digest: read_documents', or those verify kept while streaming); `opener(layer
+    descriptor, image)` says how its layers are read. DigestMismatch when a document is not
+    there or the manifest names another config than manifest.json."""
+    what = str(entry.reference)
+    manifest = _kept(documents, entry.manifest.digest, what)
+    config_desc, layer_descs = parse_manifest(manifest, what)
+    if config_desc.digest != entry.config_digest:
+        raise DigestMismatch(f"{what}: manifest names config {config_desc.digest}, "
+                             f"{archive.DOCKER_MANIFEST} says {entry.config_digest}")
+    config = _kept(documents, config_desc.digest, what)
+    plat, diff_ids = parse_config(config, len(layer_descs), what)
+    layers = tuple(Layer(d, diff_id, opener(d, what))
+                   for d, diff_id in zip(layer_descs, diff_ids, strict=True))
+    return Image(entry.reference, plat, manifest, entry.manifest.media_type, config, layers)
+
+
+def _kept(documents: Mapping[str, bytes], digest: str, what: str) -> bytes:
+    data = documents.get(digest)
+    if data is None:
+        raise DigestMismatch(f"{what}: {archive.blob_path(digest)} was not read as a document")
+    return data
+
+
 class BundleSource:
     """The images of one bundle file (Source protocol): image(ref) for one name,
     images() for all of them in index.json's order."""
@@ -338,20 +364,9 @@ class BundleSource:
         return self._documents
 
     def _image(self, entry: Entry) -> Image:
-        what = str(entry.reference)
-        docs = self._docs()
-        manifest = docs[entry.manifest.digest]
-        config_desc, layer_descs = parse_manifest(manifest, what)
-        if config_desc.digest != entry.config_digest:
-            raise DigestMismatch(f"{what}: manifest names config {config_desc.digest}, "
-                                 f"{archive.DOCKER_MANIFEST} says {entry.config_digest}")
-        config = docs[config_desc.digest]
-        plat, diff_ids = parse_config(config, len(layer_descs), what)
-        layers = tuple(Layer(d, diff_id, self._opener(d, what))
-                       for d, diff_id in zip(layer_descs, diff_ids, strict=True))
-        return Image(entry.reference, plat, manifest, entry.manifest.media_type, config, layers)
+        return image_of(entry, self._docs(), self._opener)
 
-    def _opener(self, d: Descriptor, what: str):
+    def _opener(self, d: Descriptor, what: str) -> Callable[[], BinaryIO]:
         def open_layer() -> BinaryIO:
             raw = open_blob(self.path, d.digest, self.frames)
             return VerifyingReader(raw, d.digest, d.size,  # type: ignore[return-value]
