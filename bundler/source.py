@@ -36,7 +36,7 @@ class Source(Protocol):
 
 @runtime_checkable
 class Sink(Protocol):
-    """Where images go (the bundle writer, sinks/registry.py).
+    """Where images go (sinks/bundle.py, sinks/registry.py).
 
     `write(images)` is called once with every image; a sink reads each layer through its
     opener, at most once unless a retry needs it again. Call order inside is the sink's, but
@@ -44,7 +44,9 @@ class Sink(Protocol):
     named (a manifest written, a tag set, a file renamed to its final name) only after every
     blob it refers to is stored and checked. If write raises, nothing is named that was not
     named before the call; blobs already stored may stay (they are content-addressed, and a
-    re-run skips them), but no half-written blob is ever stored under its digest.
+    re-run skips them), but no half-written blob is ever stored under its digest. A sink may
+    leave the naming to its caller: BundleSink writes under temporary names that the caller's
+    AtomicOutputs.commit() renames, so several architectures' files appear together.
     """
 
     def write(self, images: Sequence[Image]) -> None: ...
