@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from bundler import reference
 from bundler.errors import DigestMismatch, InputError
 from bundler.source import Source
-from bundler.sources.bundle import BundleSource, frame_index, read_metadata
+from bundler.sources.bundle import BundleSource, frame_index, image_of, read_metadata
+from bundler.verify import verify
 from tests.cli_helpers import read_manifest
 from tests.conftest import STEM
 
@@ -95,3 +97,29 @@ def test_not_a_bundle_is_one_input_error(tmp_path):
         read_metadata(plain)
     with pytest.raises(InputError, match="cannot read"):
         read_metadata(tmp_path / "missing.tar.zst")
+
+
+def test_images_from_what_verify_kept_are_the_sources_images(builds):
+    """push builds its images from verify's documents with image_of: the same images
+    BundleSource reads, and a missing document or a config manifest.json does not name is
+    refused."""
+    path = builds["p1"] / f"{STEM}.tar.zst"
+    report = verify(path)
+    entries = read_metadata(path).entries
+    refused = []
+
+    def opener(desc, what):
+        return lambda: refused.append(desc.digest)
+
+    kept = [image_of(e, report.documents, opener) for e in entries]
+    read = BundleSource(path).images()
+    assert [(i.reference, i.manifest, i.config, i.platform, i.layers) for i in kept] == \
+        [(i.reference, i.manifest, i.config, i.platform, i.layers) for i in read]
+    kept[0].layers[0].open()
+    assert refused == [kept[0].layers[0].descriptor.digest]
+    missing = {d: b for d, b in report.documents.items() if d != entries[0].config_digest}
+    with pytest.raises(DigestMismatch, match="was not read as a document"):
+        image_of(entries[0], missing, opener)
+    other = dataclasses.replace(entries[0], config_digest=entries[1].config_digest)
+    with pytest.raises(DigestMismatch, match="manifest.json says"):
+        image_of(other, report.documents, opener)
