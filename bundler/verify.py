@@ -3,9 +3,11 @@
 Reads what archive.py writes. Every byte is accounted for: the compressed file against the
 checksum files beside it, every zstd frame against K3s's window limit, every tar member
 against the layout, every blob against its name, every layer (decompressed) against its
-config's diff_id, and index.json, manifest.json and repositories against each other and the
+config's diff_id, manifest.json and repositories against what archive.py writes for the
+images index.json names (the layout rules live there only), and the images against the
 checksum manifest. Memory stays flat: blobs are hashed as they stream; only small JSON
-documents (manifests, configs, metadata) are kept.
+documents (manifests, configs, metadata) are kept. push streams a bundle through this same
+pass, taking each blob's bytes through on_blob.
 
 Everything in a bundle may be hostile. JSON is read as Go reads it (strictjson), the tar as
 Go's archive/tar reads it (tarstream), and the work is bounded: each distinct manifest is
