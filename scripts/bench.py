@@ -134,6 +134,7 @@ def main() -> int:
     ap.add_argument("--many", type=int, default=200, metavar="N",
                     help="generated images in the many-images case (default: 200)")
     ap.add_argument("--no-many", action="store_true", help="skip the many-images case")
+    ap.add_argument("--no-push", action="store_true", help="skip the push cases")
     ap.add_argument("--no-main", action="store_true",
                     help="skip the three stand-ins from the loopback registry (classic, skopeo, "
                          "floors): only the issue-12 cases and the 1 GiB layer")
@@ -185,6 +186,9 @@ def main() -> int:
                 _phase(r, "many images and front", started)
                 _sizes(r, w, ("many_preserve", "skopeo_many", "front_many_preserve",
                               "skopeo_front_many"))
+            if not args.no_push:
+                _push_cases(r, registry, w, args.slow_runs)
+                _phase(r, "push", started)
             if not args.no_huge:
                 _huge(r, registry, w)
                 _phase(r, "1 GiB layer", started)
@@ -276,6 +280,37 @@ def _main_cases(r: dict, registry: Registry, w: Path, runs: int) -> None:
         if path.exists():
             r[key] = path.stat().st_size
     tar.unlink()
+
+
+def _push_cases(r: dict, registry: Registry, w: Path, runs: int) -> None:
+    """bundler push of the stand-ins' preserve bundle into an empty registry, then again into
+    the same one, against what people run today on the same bundle: zstd -d, then one skopeo
+    copy per image. skopeo's oci-archive: transport refuses the Docker media types of the
+    index, so its docker-archive: one reads the bundle's manifest.json (digests not kept)."""
+    mirrors = write_registries_yaml(w / "r-push.yaml", {"docker.io": [registry.url]})
+    images = _images_file(w / "push.txt", REFS)
+    out = w / "push-src"
+    run_once(build_cmd(mirrors, images, "preserve", out, w / "cache-push"))
+    bundle = out / BUNDLE
+    target = Registry(w / "push-registry").start()
+    data = target.dir / "data"
+    try:
+        push = " ".join([*BUNDLER, "push", str(bundle), "--to", f"{target.host}/mirror"])
+        copies = " && ".join(
+            f"skopeo copy -q --dest-tls-verify=false docker-archive:{w}/push.tar:"
+            f"docker.io/{repo}:{tag} docker://{target.host}/peer/{repo}:{tag}"
+            for repo, tag in standins.IMAGES.items())
+        r.update(measure_rounds({
+            # An emptied storage directory is an empty registry: distribution keeps no cache
+            # of what is on disk in the configuration tests.servers writes.
+            "push_cold": (f"rm -rf {data} && {push}", None),
+            "push_again": (push, None),
+            "skopeo_push": (f"rm -rf {data} && zstd -dqf --long=25 {bundle} -o {w}/push.tar "
+                            f"&& {copies}", None),
+            "floor_py_imports": (shlex.join(PY_IMPORTS), None),
+        }, runs))
+    finally:
+        target.stop()
 
 
 def _sizes(r: dict, w: Path, names: tuple[str, ...]) -> None:
@@ -514,6 +549,11 @@ def _report(r: dict, path: str) -> None:
     via = (f"through the front (+{front['delay_ms']:g} ms, {front['rate_mbs']:g} MB/s)"
            if front else "through the front")
     rows = [
+        ("push / zstd -d + skopeo copy per image", _ratio(r, "push_cold", "skopeo_push"),
+         "<= 0.5"),
+        ("re-push / first push", _ratio(r, "push_again", "push_cold"), "<= 0.1"),
+        ("  interpreter + imports alone / first push",
+         _ratio(r, "floor_py_imports", "push_cold"), "(floor)"),
         ("compact build / docker pull+save+zstd (classic)", _ratio(r, "build_cold_uncompressed",
                                                              "classic"), "<= 0.85"),
         ("  compact bundle size / classic size",
