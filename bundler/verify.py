@@ -90,8 +90,9 @@ class Report:
     checked_against: list[str] = field(default_factory=list)
     problem_count: int = 0  # problems found, kept or not
     inflation_limited: bool = False  # stopped at the inflation limit
-    # The small JSON blobs (manifests, configs) verify kept, by digest, each checked against
-    # it: a caller (push) builds the images from them without reading the bundle again.
+    # The small JSON blobs (manifests, configs) verify kept, by digest (one that does not
+    # hash to it is a problem above): when ok, a caller (push) builds the images from them
+    # without reading the bundle again.
     documents: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
