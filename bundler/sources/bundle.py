@@ -2,7 +2,7 @@
 
 archive.py puts the metadata members (oci-layout, index.json, manifest.json, repositories)
 first, in their own zstd frame; so what a bundle holds is known after decompressing that frame
-alone. A preserve bundle has one frame per blob member (bundle.frame_groups), so any one blob
+alone. A preserve bundle has one frame per blob member (sinks.bundle.frame_groups), so any one blob
 can be read by seeking to its frame; a compact bundle has the blobs in one frame, read from
 its start. The tar is read with TarStream and the JSON with strictjson, as verify reads them:
 every byte is untrusted, and every blob read through this source is checked against its
@@ -156,21 +156,6 @@ def _json(data: bytes, name: str, schema: strictjson.Schema, path: Path) -> obje
 # -- blobs at frame starts (preserve bundles) ----------------------------------------------
 
 
-class _Seeking:
-    """Lets compress.frames skip block contents by seeking instead of reading them."""
-
-    def __init__(self, f: BinaryIO):
-        self._f = f
-
-    def read(self, n: int) -> bytes:
-        if n > 4096:
-            here = self._f.tell()
-            end = self._f.seek(0, 2)
-            self._f.seek(min(here + n, end))
-            return b"\0" * (min(here + n, end) - here)
-        return self._f.read(n)
-
-
 def frame_index(path: Path) -> dict[str, tuple[int, int]]:
     """blob digest -> (offset of the zstd frame whose tar bytes start with that blob's member,
     the member's size). In a preserve bundle that is every blob; in a compact one, at most
@@ -178,7 +163,7 @@ def frame_index(path: Path) -> dict[str, tuple[int, int]]:
     found: dict[str, tuple[int, int]] = {}
     with _open(path) as f:
         try:
-            offsets = [fr.offset for fr in compress.frames(_Seeking(f)) if not fr.skippable]
+            offsets = [fr.offset for fr in compress.frames(compress.Seeking(f)) if not fr.skippable]
         except compress.FrameError as e:
             raise InputError(f"{path}: zstd: {e}") from None
         for offset in offsets[1:]:
