@@ -6,10 +6,7 @@ and the diff_id (sha256 of the uncompressed tar, OCI image-spec config.md).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import queue
-import threading
 import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -20,6 +17,7 @@ from bundler.cache import BlobStore
 from bundler.digest import CHUNK
 from bundler.errors import DigestMismatch
 from bundler.image import Layer
+from bundler.readahead import Ahead
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -212,9 +210,9 @@ def uncompressed_digest(raw: BinaryIO, what: str,
     and hands on the plain bytes, so a big layer is staged on two cores (zlib, zstd and
     hashlib release the GIL on big buffers). The result, and every error, are the same."""
     h = hashlib.sha256()
-    chunks = _Inflater(raw, what) if pipelined else None
+    chunks = Ahead(_inflate(raw, what), "inflate") if pipelined else None
     try:
-        read = chunks.read if chunks else _inflate(raw, what).__next__
+        read = chunks.next if chunks else _inflate(raw, what).__next__
         while True:
             try:
                 chunk = read()
@@ -241,52 +239,6 @@ def _inflate(raw: BinaryIO, what: str) -> Iterator[bytes]:
         drain(raw)
         raise
     drain(raw)
-
-
-# Plain chunks the inflating thread may be ahead of the hashing one: bounded memory.
-_PIPELINE_DEPTH = 4
-
-
-class _Inflater:
-    """_inflate(raw) run on a daemon thread, its chunks (then None, or its error) queued."""
-
-    def __init__(self, raw: BinaryIO, what: str):
-        self._queue: queue.Queue = queue.Queue(_PIPELINE_DEPTH)
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(raw, what), daemon=True,
-                                        name="inflate")
-        self._thread.start()
-
-    def _run(self, raw: BinaryIO, what: str) -> None:
-        try:
-            for chunk in _inflate(raw, what):
-                if not self._put(chunk):
-                    return
-            self._put(None)
-        except BaseException as e:  # noqa: BLE001 - raised in the reading thread
-            self._put(e)
-
-    def _put(self, item: object) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read(self) -> bytes | None:
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def stop(self) -> None:
-        """The reader is done (or failed): the thread ends at its next chunk."""
-        self._stopped.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()
 
 
 # Layers from this size (as stored) are staged on two threads; below it a thread's start

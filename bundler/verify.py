@@ -18,14 +18,11 @@ at most MAX_MEMBERS members.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import posixpath
-import queue
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +52,7 @@ from bundler.image import (
     parse_config,
 )
 from bundler.platform import Platform
+from bundler.readahead import AheadReader
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 
 # Metadata members and JSON blobs are small; a larger one is refused, not buffered.
@@ -325,7 +323,9 @@ class _Content:
         """Read the whole tar; when the stream itself breaks, `complete` stays False and
         nothing is cross-checked: what follows a break would only repeat it."""
         dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
-        plain = _ReadAhead(dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True))
+        # Read, hashed and decompressed on a thread of its own, overlapping the member checks.
+        plain = AheadReader(dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True),
+                            "verify-read")
         tar = TarStream(layer.Tee(plain, self.budget.spend))
         try:
             self._members_of(tar)
@@ -622,66 +622,6 @@ class _Read(Image):
 
 def _not_reopened() -> BinaryIO:
     raise BundlerError("verify: a layer of a bundle is read once, as it streams")
-
-
-class _ReadAhead:
-    """Reads `plain` (the file, hashed, then zstd-decompressed) on a thread of its own, a few
-    chunks ahead: decompressing the bundle then overlaps checking its members on the other
-    core (zstd and hashlib release the GIL). The chunks come out as `plain` gave them, its
-    errors where it raised them."""
-
-    _DEPTH = 4  # chunks of CHUNK bytes ahead, at most
-
-    def __init__(self, plain: BinaryIO):
-        self._plain = plain
-        self._queue: queue.Queue = queue.Queue(self._DEPTH)
-        self._stopped = threading.Event()
-        self._buffer = memoryview(b"")
-        self._end: BaseException | bool = False
-        self._thread = threading.Thread(target=self._run, daemon=True, name="verify-read")
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while data := self._plain.read(CHUNK):
-                if not self._put(data):
-                    return
-            self._put(True)
-        except BaseException as e:  # noqa: BLE001 - raised in the reading thread
-            self._put(e)
-
-    def _put(self, item: object) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read(self, n: int = CHUNK) -> bytes:
-        while not self._buffer:
-            if self._end is True:
-                return b""
-            if self._end:
-                raise self._end
-            item = self._queue.get()
-            if isinstance(item, bytes):
-                self._buffer = memoryview(item)
-            else:
-                self._end = item
-        data = self._buffer[:n].tobytes()
-        self._buffer = self._buffer[n:]
-        return data
-
-    def stop(self) -> None:
-        """Stop reading ahead and wait for the thread: the file is ours again."""
-        self._stopped.set()
-        while self._thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._queue.get_nowait()
-            self._thread.join(0.05)
 
 
 class _First:

@@ -218,54 +218,6 @@ def test_file_checksum_covers_the_whole_file_when_the_tar_breaks_early(builds, t
     assert report.size == path.stat().st_size
 
 
-def test_read_ahead_gives_the_stream_back_stopped():
-    import threading
-    import time
-
-    from bundler.verify import _ReadAhead
-
-    class Slow:
-        def __init__(self):
-            self.f = io.BytesIO(bytes(range(256)) * 200_000)
-            self.reading = threading.Event()
-
-        def read(self, n):
-            self.reading.set()
-            time.sleep(0.05)
-            return self.f.read(n)
-
-    src = Slow()
-    ahead = _ReadAhead(src)
-    assert ahead.read(10) == bytes(range(10))
-    assert ahead.read(300)[:3] == bytes([10, 11, 12])
-    src.reading.clear()
-    assert src.reading.wait(5)  # it is reading ahead right now
-    ahead.stop()
-    here = src.f.tell()
-    time.sleep(0.2)
-    assert src.f.tell() == here  # nothing reads the stream after stop() returned
-
-
-def test_read_ahead_raises_the_error_where_it_happened():
-    from bundler.verify import _ReadAhead
-
-    class Failing:
-        def __init__(self):
-            self.n = 0
-
-        def read(self, n):
-            self.n += 1
-            if self.n == 3:
-                raise zstandard.ZstdError("broken frame")
-            return b"x" * 1000
-
-    ahead = _ReadAhead(Failing())
-    assert ahead.read(2000) == b"x" * 1000 and ahead.read(2000) == b"x" * 1000
-    with pytest.raises(zstandard.ZstdError, match="broken frame"):
-        ahead.read(10)
-    ahead.stop()
-
-
 def _with_member(tar: bytes, name: str, data: bytes) -> bytes:
     """The bundle's tar with member `name` holding `data` instead (members in their order)."""
     out = io.BytesIO()
