@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from bundler.atomic import remove_stale, temp_name
 from bundler.digest import CHUNK, HashingWriter, VerifyingReader, hash_rest, hex_of
-from bundler.errors import EnvironmentFailure
+from bundler.errors import EnvironmentFailure, non_directory
 
 
 class CacheUnusable(EnvironmentFailure):
@@ -44,7 +44,8 @@ def _prepare(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise CacheUnusable(_not_a_directory(directory), "not a directory") from None
+        raise CacheUnusable(non_directory(str(directory)) or directory, "not a directory"
+                            ) from None
     except OSError as e:
         # What cannot be written to is the directory the new one would go into.
         where = Path(e.filename).parent if e.filename and e.errno == errno.EACCES else None
@@ -57,14 +58,6 @@ def _prepare(directory: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise CacheUnusable(directory, _reason(e)) from None
-
-
-def _not_a_directory(directory: Path) -> Path:
-    """The first component of `directory` that exists and is not a directory."""
-    for path in [*reversed(directory.parents), directory]:
-        if path.exists() and not path.is_dir():
-            return path
-    return directory
 
 
 def _reason(e: OSError) -> str:

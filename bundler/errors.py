@@ -70,13 +70,13 @@ class EnvironmentFailure(BundlerError):
         elif e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename:
             # mkdir over a file says "File exists", or "Not a directory" naming the child:
             # name the file that stands where a directory should be.
-            blocker = _non_directory(str(e.filename))
+            blocker = non_directory(str(e.filename))
             if blocker:
                 where, reason = blocker, "not a directory"
         return cls(f"{where}: {reason}" if where else reason)
 
 
-def _non_directory(path: str) -> str | None:
+def non_directory(path: str) -> str | None:
     """`path` or its nearest ancestor that exists and is not a directory."""
     while path and path != os.path.dirname(path):
         if os.path.lexists(path):
