@@ -169,8 +169,8 @@ def parser() -> argparse.ArgumentParser:
     pu.add_argument("--registries", metavar="FILE",
                     help="K3s registries.yaml: configs.<host> gives auth and TLS for the "
                          "target")
-    pu.add_argument("--jobs", type=int, default=4, metavar="N",
-                    help="parallel blob uploads (default: 4)")
+    pu.add_argument("--jobs", type=int, default=fetch.DEFAULT_JOBS, metavar="N",
+                    help=f"parallel blob uploads (default: {fetch.DEFAULT_JOBS})")
     pu.add_argument("--timeout", type=float, default=config.DEFAULT_TIMEOUT, metavar="SECONDS",
                     help=f"connect and read timeout per request (default: "
                          f"{config.DEFAULT_TIMEOUT:g})")
