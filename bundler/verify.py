@@ -324,8 +324,10 @@ class _Content:
         nothing is cross-checked: what follows a break would only repeat it."""
         dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
         # Read, hashed and decompressed on a thread of its own, overlapping the member checks.
+        # One chunk ahead is enough to overlap the two cores; each more costs 1 MiB of peak
+        # memory (compact stand-ins: 62 MiB at depth 1, 66 MiB at 4, the same time).
         plain = AheadReader(dctx.stream_reader(raw, read_size=CHUNK, read_across_frames=True),
-                            "verify-read")
+                            "verify-read", depth=1)
         tar = TarStream(layer.Tee(plain, self.budget.spend))
         try:
             self._members_of(tar)
