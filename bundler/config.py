@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bundler.errors import EnvironmentFailure, InputError
+from bundler import localfile
+from bundler.errors import InputError
 from bundler.reference import DOCKER_HUB, quoted, valid_repository
 
 log = logging.getLogger(__name__)
@@ -208,22 +209,8 @@ def load_registries(path: str | None, default_endpoint: bool = True) -> Registri
 def _read_yaml(path: str) -> object:
     import yaml  # imported when used: most builds and every verify never read YAML
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_REGISTRIES_YAML + 1)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such registries file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a registries file") from None
-    except OSError as e:
-        raise EnvironmentFailure(f"{path}: {e.strerror}") from None
-    if len(data) > MAX_REGISTRIES_YAML:
-        raise InputError(f"{path}: larger than {MAX_REGISTRIES_YAML >> 20} MiB; "
-                         "not a registries.yaml")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = localfile.read_text(path, MAX_REGISTRIES_YAML, "registries file",
+                               "a registries file")
     try:
         return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:

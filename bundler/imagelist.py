@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bundler import reference
-from bundler.errors import EnvironmentFailure, InputError
+from bundler import localfile, reference
+from bundler.errors import InputError
 from bundler.reference import Reference, quoted
 
 # Thousands of references fit in far less; a larger file is something else given by mistake
@@ -15,21 +15,7 @@ MAX_IMAGE_LIST = 1 << 20
 
 def read(path: str | Path) -> list[Reference]:
     """Parse an image list; errors name `file:line`. Duplicates (after normalizing) collapse."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_IMAGE_LIST + 1)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such image list") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not an image list") from None
-    except OSError as e:
-        raise EnvironmentFailure(f"{path}: {e.strerror}") from None
-    if len(data) > MAX_IMAGE_LIST:
-        raise InputError(f"{path}: larger than {MAX_IMAGE_LIST >> 20} MiB; not an image list")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = localfile.read_text(path, MAX_IMAGE_LIST, "image list", "an image list")
     return parse(text, str(path))
 
 

@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler.errors import InputError
+from bundler.errors import EnvironmentFailure, InputError
 
 
 def open_regular(path: Path, *, follow_symlinks: bool = True) -> BinaryIO:
@@ -49,6 +49,27 @@ def read_small(path: Path, cap: int, kind: str, *, follow_symlinks: bool = True)
     if len(data) > cap:
         raise InputError(f"{path}: more than {cap} bytes, too large for a {kind}")
     return data
+
+
+def read_text(path: str | Path, cap: int, kind: str, a_kind: str) -> str:
+    """The UTF-8 text of a file the user named (an image list, a registries.yaml), at most
+    `cap` bytes; one-line errors that say what the file should have been (`kind`, and with
+    its article `a_kind`). Followed as the shell gives it: `--images <(...)` is a FIFO."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(cap + 1)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {kind}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not {a_kind}") from None
+    except OSError as e:
+        raise EnvironmentFailure(f"{path}: {e.strerror}") from None
+    if len(data) > cap:
+        raise InputError(f"{path}: larger than {cap >> 20} MiB; not {a_kind}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _kind(mode: int) -> str:
