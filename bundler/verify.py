@@ -5,8 +5,9 @@ checksum files beside it, every zstd frame against K3s's window limit, every tar
 against the layout, every blob against its name, every layer (decompressed) against its
 config's diff_id, manifest.json and repositories against what archive.py writes for the
 images index.json names (the layout rules live there only), and the images against the
-checksum manifest. Memory stays flat: blobs are hashed as they stream; only small JSON
-documents (manifests, configs, metadata) are kept. push streams a bundle through this same
+checksum manifest (checksums.py reads and compares those files, as it writes them). Memory
+stays flat: blobs are hashed as they stream; only small JSON documents (manifests, configs,
+metadata) are kept. push streams a bundle through this same
 pass, taking each blob's bytes through on_blob.
 
 Everything in a bundle may be hostile. JSON is read as Go reads it (strictjson), the tar as
@@ -32,6 +33,7 @@ import zstandard
 
 from bundler import (
     archive,
+    checksums,
     compress,
     layer,
     localfile,
@@ -40,7 +42,6 @@ from bundler import (
     reference,
     strictjson,
 )
-from bundler.checksums import read_sums
 from bundler.digest import CHUNK, hash_rest
 from bundler.errors import BundlerError, InputError
 from bundler.image import (
@@ -53,6 +54,7 @@ from bundler.image import (
 )
 from bundler.platform import Platform
 from bundler.readahead import AheadReader
+from bundler.strictjson import object_or_empty, shown
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 
 # Metadata members and JSON blobs are small; a larger one is refused, not buffered.
@@ -65,13 +67,10 @@ MAX_MEMBERS = 100_000
 # always to INFLATION_FLOOR. Real bundles: ~4x (uncompressed layers), ~5x (gzip layers inside).
 DEFAULT_MAX_INFLATION = 100
 INFLATION_FLOOR = 1 << 30
-# The checksum manifest of a few hundred images is well under 1 MiB.
-MAX_CHECKSUM_MANIFEST = 4 << 20
 # Problems kept in a report; the rest are counted (a hostile bundle can make millions).
 MAX_PROBLEMS_KEPT = 1000
 _BLOB_RE = re.compile(r"blobs/sha256/([a-f0-9]{64})")
 _DIRS = {"blobs", "blobs/sha256"}
-BUNDLE_SUFFIX = ".tar.zst"
 
 
 @dataclass
@@ -171,8 +170,12 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     if path.name in ("", ".", ".."):
         raise InputError(f"{str(bundle)!r}: not a bundle file")
     report = Report(str(path))
-    doc = _checksum_manifest(path, manifest, report, key)
-    sums = _sums_beside(path, report)
+    doc = None
+    if found := checksums.read_manifest(path, manifest, key):
+        doc, read_from = found
+        report.checked_against.append(str(read_from))
+    sums = checksums.sums_beside(path)
+    report.checked_against += sums
     try:
         f = localfile.open_regular(path)
     except OSError as e:
@@ -194,12 +197,22 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
         report.size = f.tell()
     report.sha256 = outer.hexdigest()
     report.documents = {d: b.data for d, b in content.blobs.items() if b.data is not None}
-    _check_outer(path, report, doc, sums, require_checksum)
+    problems, notes = checksums.check_file(path, report.size, report.sha256, doc, sums,
+                                           require_checksum=require_checksum)
+    for text in problems:
+        report.problem(text)
+    report.notes += notes
     if content.complete:
-        want = _expected_platform(doc, report)
+        try:
+            want = checksums.platform_of(doc)
+        except InputError as e:
+            report.problem(str(e))
+            want = None
         content.cross_check(want)
         if doc is not None:
-            _against_manifest(doc, content, report)
+            for text in checksums.check_images(doc, content.index_digests(),
+                                               content.layers_of):
+                report.problem(text)
     return report
 
 
@@ -220,53 +233,6 @@ def _check_format(f: BinaryIO, path: Path, report: Report) -> bool:
     return False
 
 
-def _checksum_manifest(path: Path, given: str | Path | None, report: Report,
-                       key: str | Path | None = None) -> dict | None:
-    candidate = Path(given) if given else path.with_name(_stem(path) + ".manifest.json")
-    try:
-        if key is not None:
-            from bundler import signing  # cryptography is loaded only to check a signature
-
-            if not given and not os.path.lexists(candidate):
-                raise signing.SignatureInvalid(
-                    f"{path.name}: no checksum manifest {candidate.name} beside it to check "
-                    "the signature of")
-            data = signing.verify_file(candidate, key, signed_found=given is None)
-        else:
-            # One we found beside the bundle is never read through a symlink.
-            data = localfile.read_small(candidate, MAX_CHECKSUM_MANIFEST, "checksum manifest",
-                                        follow_symlinks=given is not None)
-    except FileNotFoundError:
-        if given:
-            raise InputError(f"{candidate}: no such checksum manifest") from None
-        return None
-    except OSError as e:
-        raise InputError(f"{candidate}: cannot read ({e.strerror})") from None
-    try:
-        doc = strictjson.loads(data)
-    except strictjson.StrictJSONError as e:
-        raise InputError(f"{candidate}: not JSON ({e}); not a checksum manifest") from None
-    if not isinstance(doc, dict) or doc.get("schemaVersion") != 1:
-        raise InputError(f"{candidate}: not a bundler checksum manifest (schemaVersion 1)")
-    report.checked_against.append(str(candidate))
-    return doc
-
-
-def _sums_beside(path: Path, report: Report) -> dict[str, str]:
-    found = {}
-    for sums in sorted(path.parent.glob("sha256sum-*.txt")):
-        entries = read_sums(sums, follow_symlinks=False)
-        if path.name in entries:
-            found[str(sums)] = entries[path.name]
-            report.checked_against.append(str(sums))
-    return found
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(BUNDLE_SUFFIX)] if name.endswith(BUNDLE_SUFFIX) else path.stem
-
-
 def _check_frames(f: BinaryIO, report: Report) -> None:
     try:
         for frame in compress.frames(compress.Seeking(f)):
@@ -276,27 +242,6 @@ def _check_frames(f: BinaryIO, report: Report) -> None:
                     f"exceeds 2^{compress.WINDOW_LOG}, the most K3s decodes")
     except compress.FrameError as e:
         report.problem(f"zstd: {e}")
-
-
-def _check_outer(path: Path, report: Report, doc: dict | None, sums: dict[str, str],
-                 require_checksum: bool) -> None:
-    for source, hex_digest in sums.items():
-        if hex_digest != report.sha256:
-            report.problem(
-                f"{path.name}: sha256 is {report.sha256}, {Path(source).name} says {hex_digest}")
-    if doc is not None:
-        recorded = _obj(doc.get("bundle"))
-        if recorded.get("sha256") != report.sha256 or recorded.get("size") != report.size:
-            report.problem(
-                f"{path.name}: {report.size} bytes with sha256 {report.sha256}, the checksum "
-                f"manifest says {_short(recorded.get('size'))} bytes with sha256 "
-                f"{_short(recorded.get('sha256'))}")
-    if doc is None and not sums:
-        if require_checksum:
-            report.problem(f"{path.name}: no checksum file vouches for it (looked for "
-                           f"{_stem(path)}.manifest.json and sha256sum-*.txt beside it)")
-        else:
-            report.notes.append(f"no checksum file beside {path.name}: checked its content only")
 
 
 class _Content:
@@ -478,7 +423,7 @@ class _Content:
             if ref.image_name != name:
                 raise InputError(f"not a full name (want {ref.image_name})")
         except InputError as e:
-            self.problem(f"{where}: {archive.ANNOTATION_IMAGE_NAME} {_short(name)}: {e}")
+            self.problem(f"{where}: {archive.ANNOTATION_IMAGE_NAME} {shown(name)}: {e}")
             return None
         if name in self._names:
             # containerd keeps the first entry of a name, a reader of the last another image
@@ -491,7 +436,7 @@ class _Content:
             self.problem(str(e))
             return None
         if desc.media_type not in mediatypes.IMAGE_MANIFESTS:
-            self.problem(f"{where}: mediaType {_short(desc.media_type)} is not an image "
+            self.problem(f"{where}: mediaType {shown(desc.media_type)} is not an image "
                          "manifest's (containerd refuses the import)")
             return None
         # index.json may name one manifest many times (several tags): it is checked once.
@@ -528,7 +473,7 @@ class _Content:
             return None
         # containerd's validateMediaType: the document must be what its descriptor says
         if doc.get("mediaType") not in (None, "", desc.media_type):
-            self.problem(f"{what}: manifest says mediaType {_short(doc.get('mediaType'))}, "
+            self.problem(f"{what}: manifest says mediaType {shown(doc.get('mediaType'))}, "
                          f"{archive.INDEX} says {desc.media_type}")
             return None
         if "manifests" in doc or "fsLayers" in doc:
@@ -576,13 +521,35 @@ class _Content:
                          f"uncompressed layer is {blob.content_digest}")
         wanted = _LAYER_COMPRESSION.get(desc.media_type)
         if wanted is None:
-            self.problem(f"{what}: mediaType {_short(desc.media_type)} is not a layer type "
+            self.problem(f"{what}: mediaType {shown(desc.media_type)} is not a layer type "
                          "containerd unpacks")
         elif wanted != blob.compression:
             self.problem(f"{what}: mediaType {desc.media_type} but the blob is "
                          f"{blob.compression}")
         elif not _is_tar_start(blob.tar_head):
             self.problem(f"{what}: not a tar archive")
+
+    def index_digests(self) -> dict[str, object]:
+        """Image name -> the digest index.json gives it, for the entries that name one."""
+        index = object_or_empty(_json(self.metadata.get(archive.INDEX, b"{}"), archive.INDEX,
+                                      self))
+        entries: dict[str, object] = {}
+        manifests = index.get("manifests")
+        for e in manifests if isinstance(manifests, list) else []:
+            name = object_or_empty(object_or_empty(e).get("annotations")).get(
+                archive.ANNOTATION_IMAGE_NAME)
+            if isinstance(name, str):
+                entries[name] = e.get("digest")
+        return entries
+
+    def layers_of(self, digest: str) -> tuple[str, list[dict]] | None:
+        """(config digest, [{digest, size}] of the layers) of a manifest cross_check read."""
+        for (checked_digest, _, _), checked in self._checked.items():
+            if checked_digest == digest and checked is not None:
+                return checked["config_desc"].digest, [
+                    {"digest": x.descriptor.digest, "size": x.descriptor.size}
+                    for x in checked["layers"]]
+        return None
 
     def _docker_views(self, images: list[dict]) -> None:
         """manifest.json and repositories against what archive.py writes for these images:
@@ -698,100 +665,8 @@ def _json(data: bytes, what: str, content: _Content) -> object:
         return None
 
 
-def _obj(value: object) -> dict:
-    """`value` if it is a JSON object, else an empty one (the caller reports what is absent)."""
-    return value if isinstance(value, dict) else {}
-
-
-def _short(value: object) -> str:
-    """`value` for a one-line message: plain when it is a printable string or a number,
-    else its repr (no control character from a bundle reaches the terminal)."""
-    plain = isinstance(value, int) and not isinstance(value, bool) or \
-        isinstance(value, str) and value.isprintable() and value.isascii()
-    text = str(value) if plain else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _platform_of(obj: dict) -> Platform | str:
     fields = [obj.get(key) or "" for key in ("os", "architecture", "variant")]
     if not all(isinstance(f, str) for f in fields):
         return "(not strings)"
     return Platform(fields[0], fields[1], fields[2] or None)
-
-
-def _expected_platform(doc: dict | None, report: Report) -> Platform | None:
-    if doc and "arch" in doc:
-        try:
-            if not isinstance(doc["arch"], str):
-                raise InputError("not a string")
-            return platform.for_arch(doc["arch"])
-        except InputError:
-            report.problem(f"checksum manifest: bad arch {_short(doc['arch'])}")
-    return None
-
-
-def _against_manifest(doc: dict, content: _Content, report: Report) -> None:
-    recorded = doc.get("images")
-    if not isinstance(recorded, list):
-        report.problem("checksum manifest: no images list")
-        return
-    index = _obj(_json(content.metadata.get(archive.INDEX, b"{}"), archive.INDEX, content))
-    entries: dict[str, dict] = {}
-    manifests = index.get("manifests")
-    for e in manifests if isinstance(manifests, list) else []:
-        name = _obj(_obj(e).get("annotations")).get(archive.ANNOTATION_IMAGE_NAME)
-        if isinstance(name, str):
-            entries[name] = e
-    seen = set()
-    layer_lists: dict[str, tuple[str, list[dict]] | None] = {}  # per manifest digest, parsed once
-    for item in recorded:
-        if not isinstance(item, dict):
-            report.problem("checksum manifest: an image entry is not an object")
-            continue
-        try:
-            if not isinstance(item.get("reference"), str):
-                raise InputError("an image entry has no reference")
-            name = reference.parse(item["reference"]).image_name
-        except InputError as e:
-            report.problem(f"checksum manifest: {e}")
-            continue
-        if name in seen:
-            report.problem(f"checksum manifest: {name} is listed twice")
-            continue
-        seen.add(name)
-        entry = entries.get(name)
-        if entry is None:
-            report.problem(f"{name}: in the checksum manifest but not in the bundle")
-            continue
-        digest = entry.get("digest")
-        if not isinstance(digest, str):
-            continue  # cross_check has said what is wrong with the entry
-        if digest != item.get("manifestDigest"):
-            report.problem(f"{name}: manifest digest {_short(digest)}, checksum manifest says "
-                           f"{_short(item.get('manifestDigest'))}")
-            continue
-        if digest not in layer_lists:
-            layer_lists[digest] = _layers_of(content, digest)
-        if layer_lists[digest] is None:
-            continue  # cross_check has said what is wrong with it
-        config_digest, have = layer_lists[digest]
-        if config_digest != item.get("configDigest"):
-            report.problem(f"{name}: config digest {config_digest}, checksum manifest says "
-                           f"{_short(item.get('configDigest'))}")
-        layers = item.get("layers")
-        said = [{"digest": x.get("digest"), "size": x.get("size")}
-                for x in (layers if isinstance(layers, list) else []) if isinstance(x, dict)]
-        if have != said:
-            report.problem(f"{name}: layers differ from the checksum manifest")
-    for name in sorted(set(entries) - seen):
-        report.problem(f"{name}: in the bundle but not in the checksum manifest")
-
-
-def _layers_of(content: _Content, digest: str) -> tuple[str, list[dict]] | None:
-    """(config digest, [{digest, size}] of the layers) of a manifest cross_check read."""
-    for (checked_digest, _, _), checked in content._checked.items():
-        if checked_digest == digest and checked is not None:
-            return checked["config_desc"].digest, [
-                {"digest": x.descriptor.digest, "size": x.descriptor.size}
-                for x in checked["layers"]]
-    return None
