@@ -59,7 +59,9 @@ class VerifyingReader:
         self._done = False
 
     def read(self, n: int = CHUNK) -> bytes:
-        if self._done or (self._size is not None and self._read > self._size):
+        # read(0) is b"" (io's meaning), not the end: passed on as raw.read(0) it would
+        # return b"" and be taken for EOF, failing a good stream as too short.
+        if n == 0 or self._done or (self._size is not None and self._read > self._size):
             return b""  # never ask `raw` for read(0), which some readers take as read-all
         if n is None or n < 0:
             n = CHUNK

@@ -3,7 +3,15 @@ import io
 
 import pytest
 
-from bundler.digest import HashingWriter, VerifyingReader
+from bundler.digest import (
+    CHUNK,
+    HashingWriter,
+    VerifyingReader,
+    check,
+    hash_rest,
+    hex_of,
+    sha256_digest,
+)
 from bundler.errors import DigestMismatch
 
 DATA = b"layer bytes" * 1000
@@ -40,3 +48,116 @@ def test_rewind_takes_back_what_was_written_since_mark(tmp_path):
     assert (tmp_path / "out").read_bytes() == b"kept after"
     assert w.size == len(b"kept after")
     assert w.digest == "sha256:" + hashlib.sha256(b"kept after").hexdigest()
+
+
+class Recording(io.BytesIO):
+    """A stream that remembers what each read asked for, to check the reader's bounds."""
+
+    def __init__(self, data: bytes, piece: int = -1):
+        super().__init__(data)
+        self.asked: list[int | None] = []
+        self.given: list[int] = []
+        self._piece = piece  # the most one read returns, as a socket gives what has arrived
+
+    def read(self, n=-1):
+        self.asked.append(n)
+        if self._piece > 0 and (n is None or n < 0 or n > self._piece):
+            n = self._piece
+        data = super().read(n)
+        self.given.append(len(data))
+        return data
+
+
+def _read_all(reader, n):
+    parts = []
+    while part := reader.read(n):
+        assert n is None or n < 0 or len(part) <= n
+        parts.append(part)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("size", [len(DATA), None])
+@pytest.mark.parametrize("n", [1, 100, 4096, -1, None])
+def test_read_returns_the_bytes_in_pieces_of_at_most_n(size, n):
+    raw = Recording(DATA)
+    reader = VerifyingReader(raw, GOOD, size, "blob")
+    assert _read_all(reader, n) == DATA
+    # Past the end: b"" again, and `raw` is not asked again (a socket could block).
+    asked = len(raw.asked)
+    assert reader.read(n) == b"" and reader.read() == b""
+    assert len(raw.asked) == asked
+
+
+@pytest.mark.parametrize("piece", [-1, 1000])
+def test_raw_is_asked_for_bounded_pieces_and_one_byte_past_the_end(piece):
+    raw = Recording(DATA + b"trailing bytes the registry should not have sent", piece)
+    reader = VerifyingReader(raw, GOOD, len(DATA), "blob")
+    with pytest.raises(DigestMismatch, match="more than the expected"):
+        _read_all(reader, -1)
+    got = 0
+    for asked, given in zip(raw.asked, raw.given, strict=True):
+        assert isinstance(asked, int) and 0 < asked <= min(CHUNK, len(DATA) - got + 1)
+        got += given
+    assert got == len(DATA) + 1
+    # After the refusal nothing more is read, and never read(0) (some streams read all).
+    asked = len(raw.asked)
+    assert reader.read() == b""
+    assert len(raw.asked) == asked and 0 not in raw.asked
+
+
+def test_unsized_reads_ask_for_a_chunk_at_most():
+    raw = Recording(bytes(3 * CHUNK))
+    reader = VerifyingReader(raw, sha256_digest(bytes(3 * CHUNK)), None, "blob")
+    assert len(_read_all(reader, None)) == 3 * CHUNK
+    assert raw.asked and all(asked == CHUNK for asked in raw.asked)
+
+
+def test_read_zero_is_empty_and_not_the_end():
+    raw = Recording(DATA)
+    reader = VerifyingReader(raw, GOOD, len(DATA), "blob")
+    assert reader.read(10) == DATA[:10]
+    assert reader.read(0) == b""
+    assert 0 not in raw.asked
+    assert reader.read(10) + _read_all(reader, 100) == DATA[10:]
+
+
+def test_unsized_stream_is_still_checked_against_its_digest():
+    _read_all(VerifyingReader(io.BytesIO(DATA), GOOD, None, "blob"), 100)
+    with pytest.raises(DigestMismatch, match=f"blob: digest mismatch: expected {GOOD}, got "
+                                             f"{sha256_digest(DATA[:-1])}"):
+        _read_all(VerifyingReader(io.BytesIO(DATA[:-1]), GOOD, None, "blob"), 100)
+
+
+def test_close_closes_the_raw_stream_and_tolerates_one_without_close():
+    raw = io.BytesIO(DATA)
+    VerifyingReader(raw, GOOD, len(DATA), "blob").close()
+    assert raw.closed
+
+    class NoClose:
+        def read(self, n):
+            return b""
+
+    VerifyingReader(NoClose(), GOOD, 0, "blob").close()
+
+
+EMPTY = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_sha256_digest_hex_of_and_check():
+    assert sha256_digest(b"") == EMPTY
+    assert sha256_digest(DATA) == GOOD
+    assert hex_of(EMPTY) == EMPTY[len("sha256:"):]
+    assert hex_of("sha256:a:b") == "a:b"
+    check(DATA, GOOD, "config")
+    with pytest.raises(DigestMismatch) as e:
+        check(DATA + b"x", GOOD, "img: config")
+    assert str(e.value) == (f"img: config: digest mismatch: expected {GOOD}, "
+                            f"got {sha256_digest(DATA + b'x')}")
+
+
+def test_hash_rest_hashes_what_is_left_in_chunks():
+    data = bytes(range(256)) * (CHUNK // 128 + 3)  # more than two chunks, not a multiple
+    raw = Recording(data)
+    raw.read(7)
+    assert "sha256:" + hash_rest(raw).hexdigest() == sha256_digest(data[7:])
+    assert raw.asked[1:] and all(asked == CHUNK for asked in raw.asked[1:])
