@@ -1,11 +1,15 @@
-"""`bundler inspect`: what a bundle holds, from the metadata at its front.
+"""`bundler inspect`: what a bundle holds, read from the bundle alone.
 
 Images, platforms and manifest, config and layer digests come from index.json and
-manifest.json, the first frame. Layer sizes are in the manifests, which sit at the end of the
-tar: a preserve bundle has each in its own frame, read alone (and checked against its digest);
-a compact bundle would have to be decompressed whole, so its sizes come from the checksum
-manifest beside it when there is one that lists the same manifest digests, and are otherwise
-left out (null). Nothing here proves the bundle whole: that is `verify`'s job.
+manifest.json, the first frame. Layer sizes are only in the manifests (manifest.json lists
+paths, not sizes), and the manifests sit at the end of the tar. A preserve bundle has each
+manifest in its own zstd frame, found by walking the frame headers and read alone (checked
+against its digest). A compact bundle (`--layers uncompressed`) has every blob in one frame:
+zstd cannot skip into a frame, so its manifests are reached only by decompressing all of it
+(about four times the file). That happens only when asked (`sizes=True`); otherwise the
+sizes are reported as not read, never guessed, and never taken from a file beside the bundle:
+inspect describes the file it is given. Nothing here proves the bundle whole: that is
+`verify`'s job.
 """
 
 from __future__ import annotations
@@ -13,37 +17,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bundler import localfile, strictjson
 from bundler.errors import BundlerError, InputError
 from bundler.image import parse_manifest
 from bundler.sources import bundle as source
 
-_SUFFIX = ".tar.zst"
+# Why the sizes of a compact bundle are missing, in the JSON and in the text.
+NEEDS_DECOMPRESSION = "needs decompression"
 
 
-def inspect(path: str | Path) -> dict:
-    """A JSON-ready description of the bundle at `path`; InputError if it cannot be read."""
+def inspect(path: str | Path, *, sizes: bool = False) -> dict:
+    """A JSON-ready description of the bundle at `path`; InputError (one line naming the
+    file) if it cannot be read. `sizes`: read a compact bundle's layer sizes too, by
+    decompressing it whole (a preserve bundle's are read anyway, from their own frames)."""
     path = Path(path)
     meta = source.read_metadata(path)
     frames = source.frame_index(path)
     manifests = {e.manifest.digest for e in meta.entries}
-    sizes_from = None
+    per_blob = manifests <= frames.keys()
     layer_sizes: dict[str, list[int]] = {}
-    if manifests <= frames.keys():
-        try:
-            docs = source.read_documents(path, manifests, frames)
-        except BundlerError as e:
-            raise InputError(str(e)) from None
-        for digest, body in docs.items():
-            _, layers = parse_manifest(body, f"{path}: manifest {digest}")
-            layer_sizes[digest] = [d.size for d in layers]
-        sizes_from = "bundle"
-    else:
-        layer_sizes = _sizes_beside(path, manifests)
-        sizes_from = "checksum manifest" if layer_sizes else None
+    if per_blob or sizes:
+        layer_sizes = _layer_sizes(path, meta, frames)
     images = []
     for e in meta.entries:
-        sizes = layer_sizes.get(e.manifest.digest)
+        got = layer_sizes.get(e.manifest.digest)
         images.append({
             "reference": e.reference.image_name,
             "platform": str(e.platform) if e.platform else None,
@@ -51,31 +47,37 @@ def inspect(path: str | Path) -> dict:
             "manifestMediaType": e.manifest.media_type,
             "configDigest": e.config_digest,
             "layerCount": len(e.layer_digests),
-            "layers": [{"digest": d, "size": sizes[i] if sizes else None}
+            "layers": [{"digest": d, "size": got[i] if got else None}
                        for i, d in enumerate(e.layer_digests)],
-            "size": sum(sizes) if sizes else None,
+            "size": sum(got) if got is not None else None,
         })
     return {"file": str(path), "size": path.stat().st_size,
-            "framing": "per-blob" if manifests <= frames.keys() else "single",
-            "sizesFrom": sizes_from, "images": images}
+            "framing": "per-blob" if per_blob else "single",
+            "sizesFrom": "bundle" if layer_sizes else None,
+            "sizesMissing": None if layer_sizes else NEEDS_DECOMPRESSION,
+            "decompressedWhole": bool(layer_sizes) and not per_blob,
+            "images": images}
 
 
-def _sizes_beside(path: Path, manifests: set[str]) -> dict[str, list[int]]:
-    name = path.name[: -len(_SUFFIX)] if path.name.endswith(_SUFFIX) else path.stem
-    candidate = path.with_name(name + ".manifest.json")
-    try:
-        doc = strictjson.loads(localfile.read_small(candidate, 16 << 20, "checksum manifest",
-                                                    follow_symlinks=False))
-    except (OSError, BundlerError, strictjson.StrictJSONError):
-        return {}
+def _layer_sizes(path: Path, meta: source.Metadata, frames: dict[str, tuple[int, int]]
+                 ) -> dict[str, list[int]]:
+    """manifest digest -> its layers' sizes, from the manifests (each checked against its
+    digest), which must list the layers manifest.json lists."""
     found: dict[str, list[int]] = {}
-    for item in doc.get("images", []) if isinstance(doc, dict) else []:
-        layers = item.get("layers") if isinstance(item, dict) else None
-        digest = item.get("manifestDigest") if isinstance(item, dict) else None
-        if digest in manifests and isinstance(layers, list) and all(
-                isinstance(x, dict) and strictjson.is_count(x.get("size")) for x in layers):
-            found[digest] = [x["size"] for x in layers]
-    return found if set(found) == manifests else {}
+    try:
+        docs = source.read_documents(path, {e.manifest.digest for e in meta.entries}, frames)
+        for e in meta.entries:
+            _, layers = parse_manifest(docs[e.manifest.digest],
+                                       f"{path}: manifest {e.manifest.digest}")
+            if [d.digest for d in layers] != list(e.layer_digests):
+                raise InputError(f"{path}: {e.reference}: its manifest and manifest.json list "
+                                 "different layers")
+            found[e.manifest.digest] = [d.size for d in layers]
+    except InputError:
+        raise
+    except BundlerError as e:
+        raise InputError(str(e)) from None
+    return found
 
 
 def render_text(info: dict) -> str:
@@ -95,11 +97,13 @@ def render_text(info: dict) -> str:
         for layer in img["layers"]:
             shown = f"  {_mb(layer['size'])}" if layer["size"] is not None else ""
             lines.append(f"    {layer['digest']}{shown}")
-    if info["sizesFrom"] is None:
-        lines += ["", "layer sizes are not in the metadata of a compact bundle and no checksum "
-                  "manifest lists them; `bundler verify` reads the whole bundle"]
-    elif info["sizesFrom"] == "checksum manifest":
-        lines += ["", "layer sizes as the checksum manifest beside the bundle records them"]
+    if info["sizesMissing"] == NEEDS_DECOMPRESSION:
+        lines += ["", "layer sizes not shown: this compact bundle keeps them in the manifests "
+                  "at the end of its single zstd frame, which only decompressing the whole "
+                  "bundle reaches (`bundler inspect --sizes` does that)"]
+    elif info["decompressedWhole"]:
+        lines += ["", "layer sizes read from the manifests, after decompressing the whole "
+                  "bundle"]
     return "\n".join(lines) + "\n"
 
 

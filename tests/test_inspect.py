@@ -1,11 +1,17 @@
-"""bundler inspect on preserve and compact bundles, text and JSON."""
+"""bundler inspect on preserve and compact bundles, text and JSON, from the bundle alone."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import pytest
+import zstandard
+
+from bundler import inspection
+from bundler.errors import InputError
 from bundler.sources.bundle import frame_index
+from tests import tarcraft
 from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
 from tests.conftest import STEM
 
@@ -16,6 +22,7 @@ def _expected(out_dir) -> list[dict]:
 
 def _check_json(info: dict, out_dir, sizes_from: str) -> None:
     assert info["sizesFrom"] == sizes_from
+    assert info["sizesMissing"] is None
     want = _expected(out_dir)
     assert [i["reference"] for i in info["images"]] == [i["reference"] for i in want]
     for have, item in zip(info["images"], want, strict=True):
@@ -28,34 +35,67 @@ def _check_json(info: dict, out_dir, sizes_from: str) -> None:
         assert have["size"] == sum(x["size"] for x in item["layers"])
 
 
+def _check_no_sizes(info: dict, out_dir) -> None:
+    assert info["framing"] == "single"
+    assert info["sizesFrom"] is None and info["sizesMissing"] == "needs decompression"
+    assert info["decompressedWhole"] is False
+    want = _expected(out_dir)
+    for have, item in zip(info["images"], want, strict=True):
+        assert have["manifestDigest"] == item["manifestDigest"]
+        assert have["configDigest"] == item["configDigest"]
+        assert [x["digest"] for x in have["layers"]] == [x["digest"] for x in item["layers"]]
+        assert all(x["size"] is None for x in have["layers"])
+        assert have["size"] is None
+
+
+def _alone(tmp_path, out_dir):
+    """The bundle copied into a directory of its own: no checksum manifest beside it."""
+    lone = tmp_path / "alone" / f"{STEM}.tar.zst"
+    lone.parent.mkdir()
+    shutil.copy(out_dir / f"{STEM}.tar.zst", lone)
+    return lone
+
+
 def test_preserve_json(builds):
     run = bundler("inspect", str(builds["p1"] / f"{STEM}.tar.zst"), "--json")
     assert run.code == 0, run.stderr
     info = json.loads(run.stdout)
     assert info["framing"] == "per-blob"
+    assert info["decompressedWhole"] is False
     _check_json(info, builds["p1"], "bundle")
 
 
-def test_compact_json_sizes_from_the_checksum_manifest(builds):
-    run = bundler("inspect", str(builds["u1"] / f"{STEM}.tar.zst"), "--json")
-    assert run.code == 0, run.stderr
-    info = json.loads(run.stdout)
-    assert info["framing"] == "single"
-    _check_json(info, builds["u1"], "checksum manifest")
+def test_preserve_alone_is_the_same(tmp_path, builds):
+    beside = inspection.inspect(builds["p1"] / f"{STEM}.tar.zst")
+    alone = inspection.inspect(_alone(tmp_path, builds["p1"]))
+    assert {**alone, "file": ""} == {**beside, "file": ""}
 
 
-def test_compact_alone_has_digests_but_no_sizes(tmp_path, builds):
-    lone = tmp_path / f"{STEM}.tar.zst"
-    shutil.copy(builds["u1"] / f"{STEM}.tar.zst", lone)
-    info = json.loads(bundler("inspect", str(lone), "--json").stdout)
-    assert info["sizesFrom"] is None
-    want = _expected(builds["u1"])
-    for have, item in zip(info["images"], want, strict=True):
-        assert have["manifestDigest"] == item["manifestDigest"]
-        assert [x["digest"] for x in have["layers"]] == [x["digest"] for x in item["layers"]]
-        assert have["size"] is None
-    text = bundler("inspect", str(lone)).stdout
-    assert "layer sizes are not in the metadata" in text
+def test_compact_json_says_sizes_need_decompression(tmp_path, builds):
+    """With or without the checksum manifest beside it: inspect describes the bundle, and a
+    compact bundle's front holds no sizes."""
+    beside = bundler("inspect", str(builds["u1"] / f"{STEM}.tar.zst"), "--json")
+    alone = bundler("inspect", str(_alone(tmp_path, builds["u1"])), "--json")
+    for run in (beside, alone):
+        assert run.code == 0, run.stderr
+        _check_no_sizes(json.loads(run.stdout), builds["u1"])
+    assert {**json.loads(alone.stdout), "file": ""} == {**json.loads(beside.stdout), "file": ""}
+
+
+@pytest.mark.parametrize("where", ["beside", "alone"])
+def test_compact_sizes_when_asked(tmp_path, builds, where):
+    path = builds["u1"] / f"{STEM}.tar.zst" if where == "beside" else _alone(tmp_path,
+                                                                             builds["u1"])
+    info = inspection.inspect(path, sizes=True)
+    assert info["framing"] == "single" and info["decompressedWhole"] is True
+    _check_json(info, builds["u1"], "bundle")
+    assert "after decompressing the whole bundle" in inspection.render_text(info)
+
+
+def test_sizes_asked_of_a_preserve_bundle_reads_no_more(builds):
+    info = inspection.inspect(builds["p1"] / f"{STEM}.tar.zst", sizes=True)
+    assert info["decompressedWhole"] is False
+    _check_json(info, builds["p1"], "bundle")
 
 
 def test_text(builds):
@@ -65,8 +105,21 @@ def test_text(builds):
         assert item["reference"] in run.stdout
         assert f"manifest   {item['manifestDigest']}" in run.stdout
         assert f"config     {item['configDigest']}" in run.stdout
-        assert f"layers     {len(item['layers'])}" in run.stdout
+        assert f"layers     {len(item['layers'])}, " in run.stdout
+        for layer in item["layers"]:
+            assert layer["digest"] in run.stdout
     assert "3 images" in run.stdout.splitlines()[0]
+    assert "decompress" not in run.stdout
+
+
+def test_compact_text(builds):
+    run = bundler("inspect", str(builds["u1"] / f"{STEM}.tar.zst"))
+    assert run.code == 0, run.stderr
+    for item in _expected(builds["u1"]):
+        assert f"manifest   {item['manifestDigest']}" in run.stdout
+        assert f"layers     {len(item['layers'])}\n" in run.stdout
+    assert "layer sizes not shown" in run.stdout
+    assert "--sizes" in run.stdout
 
 
 def test_preserve_inspect_reads_no_layer(tmp_path, builds):
@@ -92,3 +145,76 @@ def test_not_a_bundle(tmp_path):
     run = bundler("inspect", str(bad))
     assert_one_line_error(run, str(bad))
     assert run.code == 2
+
+
+@pytest.mark.parametrize("name", ["p1", "u1"])
+@pytest.mark.parametrize("keep", [0.5, 0.999, 200])
+def test_truncated_bundle_is_one_line(tmp_path, builds, name, keep):
+    """Cut inside the metadata frame (200 bytes), in the middle, or just before the end:
+    the frame walk or the tar reader says so, naming the file, whatever the layout."""
+    data = (builds[name] / f"{STEM}.tar.zst").read_bytes()
+    cut = tmp_path / f"{STEM}.tar.zst"
+    cut.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
+    for args in ((), ("--json",)):
+        run = bundler("inspect", str(cut), *args)
+        assert_one_line_error(run, str(cut))
+        assert run.code == 2
+        assert run.stdout == ""
+
+
+def _recompressed_with(tar: bytes, path) -> None:
+    path.write_bytes(zstandard.ZstdCompressor(level=1).compress(tar))
+
+
+def _plain_tar(path) -> bytearray:
+    with open(path, "rb") as f:
+        return bytearray(zstandard.ZstdDecompressor().stream_reader(
+            f, read_across_frames=True).read())
+
+
+def test_compact_with_a_damaged_manifest(tmp_path, builds):
+    """Without --sizes the manifests are not read (the front still describes the bundle);
+    with it, a manifest that does not hash to its digest is one line naming it."""
+    item = _expected(builds["u1"])[0]
+    tar = _plain_tar(builds["u1"] / f"{STEM}.tar.zst")
+    name = f"blobs/sha256/{item['manifestDigest'].split(':')[1]}".encode()
+    at = next(i for i in range(0, len(tar), 512) if tar[i:i + len(name)] == name)
+    tar[at + 512 + 20] ^= 0x01
+    bad = tmp_path / f"{STEM}.tar.zst"
+    _recompressed_with(bytes(tar), bad)
+    _check_no_sizes(inspection.inspect(bad), builds["u1"])
+    with pytest.raises(InputError) as e:
+        inspection.inspect(bad, sizes=True)
+    assert str(bad) in str(e.value) and item["manifestDigest"].split(":")[1] in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_front_that_never_ends_is_refused(tmp_path):
+    """A zstd bomb of directory entries where the metadata should be: inspect stops after
+    what four metadata documents could take, instead of walking gigabytes."""
+    bomb = tmp_path / f"{STEM}.tar.zst"
+    entry = tarcraft.member("blobs", typeflag=b"5")
+    with open(bomb, "wb") as f, zstandard.ZstdCompressor(level=1).stream_writer(f) as w:
+        for _ in range(64):  # 64 x 1 MiB of directory headers, about 20 KB compressed
+            w.write(entry * (1 << 11))
+    assert bomb.stat().st_size < 1 << 20
+    run = bundler("inspect", str(bomb))
+    assert_one_line_error(run, str(bomb), "decompresses to more than")
+    assert run.code == 2
+
+
+def test_index_naming_a_manifest_that_is_not_there(tmp_path, builds):
+    """index.json names a manifest digest the bundle does not hold: the front alone cannot
+    tell (inspect says what it read); asked for sizes, inspect says which one is missing."""
+    tar = _plain_tar(builds["p1"] / f"{STEM}.tar.zst")
+    digest = _expected(builds["p1"])[0]["manifestDigest"].split(":")[1].encode()
+    head = bytes(tar[:64 << 10])  # the metadata members; index.json is the first to name it
+    tar[: len(head)] = head.replace(digest, b"0" * 64, 1)
+    bad = tmp_path / f"{STEM}.tar.zst"
+    _recompressed_with(bytes(tar), bad)  # same length: the tar stays well-formed
+    info = inspection.inspect(bad)
+    assert info["images"][0]["manifestDigest"] == "sha256:" + "0" * 64
+    assert info["sizesMissing"] == "needs decompression"
+    with pytest.raises(InputError) as e:
+        inspection.inspect(bad, sizes=True)
+    assert str(bad) in str(e.value) and "0" * 64 + " is missing" in str(e.value)

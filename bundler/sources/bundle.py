@@ -12,6 +12,7 @@ digest (VerifyingReader) before its stream ends.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,10 @@ from bundler.tarstream import REGULAR, TarError, TarStream
 MAX_DOCUMENT = 4 << 20
 # The blob member headers at the front of each frame: a header and perhaps a pax header.
 _HEAD = 3 * 512
+# What the metadata at the front may decompress to: its four members, each with a pax
+# header, and the reader's 1 MiB read-ahead; a hostile front cannot make read_metadata walk
+# a zstd bomb of directory entries.
+_FRONT_LIMIT = len(archive.METADATA) * (MAX_DOCUMENT + (1 << 20)) + (2 << 20)
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,39 @@ def _open(path: Path) -> BinaryIO:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def _plain(f: BinaryIO) -> BinaryIO:
+def _plain(f: BinaryIO, path: Path, limit: int | None = None) -> BinaryIO:
+    """The tar in `f`, from where `f` stands, decompressed across frames; at most `limit`
+    bytes of it (default: what verify allows the whole bundle, inflation_limit)."""
     dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
-    return dctx.stream_reader(f, read_size=CHUNK, read_across_frames=True)
+    plain = dctx.stream_reader(f, read_size=CHUNK, read_across_frames=True)
+    if limit is None:
+        limit = inflation_limit(os.fstat(f.fileno()).st_size)
+    return _Capped(plain, limit, path)  # type: ignore[return-value]
+
+
+def inflation_limit(size: int) -> int:
+    """How much a bundle of `size` bytes may decompress to before a reader gives up: a zstd
+    frame can expand some 30,000-fold, and a reader that walks the tar must end in time.
+    verify's bound, so a bundle verify accepts is never refused here."""
+    from bundler import verify  # its constants; verify itself is not run here
+
+    return max(int(size * verify.DEFAULT_MAX_INFLATION), verify.INFLATION_FLOOR)
+
+
+class _Capped:
+    """A stream that fails once more than `limit` bytes have come out of it."""
+
+    def __init__(self, raw: BinaryIO, limit: int, path: Path):
+        self._raw, self._left, self._limit, self._path = raw, limit, limit, path
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._left -= len(data)
+        if self._left < 0:
+            raise InputError(f"{self._path}: decompresses to more than {self._limit} bytes "
+                             "before what was asked for; stopped reading (not a bundle bundler "
+                             "wrote?)")
+        return data
 
 
 def read_metadata(path: Path) -> Metadata:
@@ -67,7 +102,7 @@ def read_metadata(path: Path) -> Metadata:
     decompressed. InputError naming the file when it is not a bundle bundler can read."""
     with _open(path) as f:
         try:
-            members = _front(TarStream(_plain(f)), path)
+            members = _front(TarStream(_plain(f, path, _FRONT_LIMIT)), path)
         except TarError as e:
             raise InputError(f"{path}: tar: {e}") from None
         except zstandard.ZstdError as e:
@@ -214,7 +249,7 @@ def open_blob(path: Path, digest: str, frames: dict[str, tuple[int, int]]) -> Bi
             tar = TarStream(dctx.stream_reader(f, read_size=CHUNK))
             wanted = iter(tar)
         else:
-            tar = TarStream(_plain(f))
+            tar = TarStream(_plain(f, path))
             wanted = iter(tar)
         name = archive.blob_path(digest)
         for member in wanted:
@@ -245,7 +280,7 @@ def read_documents(path: Path, digests: set[str], frames: dict[str, tuple[int, i
             rest.add(digest)
     if rest:
         with _open(path) as f:
-            tar = TarStream(_plain(f))
+            tar = TarStream(_plain(f, path))
             try:
                 for member in tar:
                     digest = "sha256:" + member.name[len(archive.BLOB_DIR):]
