@@ -1,24 +1,21 @@
-"""The command line: argument parsing, and the one handler that turns errors into exit codes."""
+"""The command line: argument parsing, and the one handler that turns errors into exit codes.
+
+Each subcommand imports only the modules it uses, when it runs (issues 12 and 13): verify,
+place and inspect run on small airgapped nodes and never load requests, yaml, docker, tqdm or
+cryptography; a warm rebuild spends most of its time starting up. A subcommand's arguments
+are added only when that subcommand is parsed (_Command), since their defaults and help come
+from the modules that do its work. tests/test_imports.py holds every subcommand to this.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from bundler import (
-    __version__,
-    bundle,
-    cache,
-    compress,
-    config,
-    fetch,
-    mutate,
-    place,
-    verify,
-)
+from bundler import __version__
 from bundler.errors import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
@@ -27,11 +24,43 @@ from bundler.errors import (
     EnvironmentFailure,
     InputError,
 )
-from bundler.progress import Progress
+
+if TYPE_CHECKING:
+    from bundler.verify import Report
 
 # A bundle broken everywhere would print thousands of lines; the count says the rest.
 _MAX_PROBLEMS = 50
 _DISTRO_NAMES = {"k3s": "K3s", "rke2": "RKE2"}
+
+
+class _Command(argparse.ArgumentParser):
+    """A subcommand's parser whose arguments are added the first time it parses or shows help.
+
+    `bundler verify X` then never imports build's modules for build's defaults. argparse
+    hands a subcommand its arguments through parse_known_args (Python 3.10 to 3.14 alike).
+    """
+
+    def __init__(self, *args, arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self._arguments = arguments
+
+    def complete(self) -> None:
+        add, self._arguments = self._arguments, None
+        if add is not None:
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.complete()
+        return super().format_help()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,13 +77,54 @@ def parser() -> argparse.ArgumentParser:
                               "(on stderr)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also say what is retried and why (on stderr)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=_Command)
 
-    b = sub.add_parser("build", parents=[verbose],
-                       help="pull the images of an image list into one .tar.zst bundle",
-                       description="Pull the images of an image list for one platform and write "
-                                   "one zstd-compressed image tarball K3s imports, with its "
-                                   "image list and checksum files.")
+    sub.add_parser("build", parents=[verbose], arguments=_build_arguments,
+                   help="pull the images of an image list into one .tar.zst bundle",
+                   description="Pull the images of an image list for one platform and write "
+                               "one zstd-compressed image tarball K3s imports, with its "
+                               "image list and checksum files.").set_defaults(run=_build)
+    sub.add_parser("verify", parents=[verbose], arguments=_verify_arguments,
+                   help="check a bundle offline: checksums, zstd, tar, digests",
+                   description="Check a bundle in one streaming pass, with no network: its "
+                               "checksum files, zstd frames, tar members, every blob and "
+                               "layer digest, and the image metadata.").set_defaults(run=_verify)
+    sub.add_parser("place", parents=[verbose], arguments=_place_arguments,
+                   help="verify a bundle and put it into K3s's agent/images",
+                   description="Verify a bundle, then copy it into the directory K3s (or "
+                               "RKE2) imports images from, atomically: K3s never sees a "
+                               "partial file. The .txt image list is not copied."
+                   ).set_defaults(run=_place)
+    sub.add_parser("inspect", parents=[verbose], arguments=_inspect_arguments,
+                   help="list the images of a bundle from its metadata",
+                   description="Show the images of a bundle (platform, manifest and "
+                               "config digests, layers and sizes) from the metadata at "
+                               "its front, without decompressing it whole. Use verify "
+                               "to check it.").set_defaults(run=_inspect)
+    sub.add_parser("push", parents=[verbose], arguments=_push_arguments,
+                   help="verify a bundle and push its images into a registry",
+                   description="Stream a bundle once, verifying it as verify does, and "
+                               "push every blob, then every manifest by digest, then the "
+                               "tags, into a registry; images keep their manifest "
+                               "digests. A bundle that does not verify pushes no "
+                               "manifest.").set_defaults(run=_push)
+    sub.add_parser("images", parents=[verbose], arguments=_images_arguments,
+                   help="list the images a Helm chart pins in its values (templates are "
+                        "not rendered)",
+                   description="Print, in images.txt format, the images a Helm chart pins "
+                               "in its values and its subcharts' values (repository + tag, "
+                               "registry, digest; global.systemDefaultRegistry; a missing "
+                               "tag is the chart's appVersion), with Helm's rules for "
+                               "--values and --set. Templates are NOT rendered: an image "
+                               "written only inside a template is not found."
+                   ).set_defaults(run=_images)
+    return p
+
+
+def _build_arguments(b: argparse.ArgumentParser) -> None:
+    from bundler import bundle, cache, compress, config, fetch, mutate
+
     b.add_argument("--images", default="images.txt", metavar="FILE",
                    help="image list, one reference a line (default: images.txt)")
     b.add_argument("--output-dir", default="dist", metavar="DIR",
@@ -100,13 +170,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true",
                    help="no progress bars, stage lines or closing line")
     b.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    b.set_defaults(run=_build)
 
-    v = sub.add_parser("verify", parents=[verbose],
-                       help="check a bundle offline: checksums, zstd, tar, digests",
-                       description="Check a bundle in one streaming pass, with no network: its "
-                                   "checksum files, zstd frames, tar members, every blob and "
-                                   "layer digest, and the image metadata.")
+
+def _verify_arguments(v: argparse.ArgumentParser) -> None:
+    from bundler import verify
+
     v.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to check")
     v.add_argument("--manifest", metavar="FILE",
                    help="checksum manifest (default: NAME.manifest.json beside the bundle)")
@@ -123,13 +191,11 @@ def parser() -> argparse.ArgumentParser:
                    help="require the checksum manifest to be signed with this public key "
                         "(NAME.manifest.json.sig beside it)")
     v.add_argument("--json", action="store_true", help="print a JSON report on stdout")
-    v.set_defaults(run=_verify)
 
-    pl = sub.add_parser("place", parents=[verbose],
-                        help="verify a bundle and put it into K3s's agent/images",
-                        description="Verify a bundle, then copy it into the directory K3s (or "
-                                    "RKE2) imports images from, atomically: K3s never sees a "
-                                    "partial file. The .txt image list is not copied.")
+
+def _place_arguments(pl: argparse.ArgumentParser) -> None:
+    from bundler import place
+
     pl.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to place")
     where = pl.add_mutually_exclusive_group()
     where.add_argument("--images-dir", metavar="DIR", help="the target directory itself")
@@ -143,25 +209,16 @@ def parser() -> argparse.ArgumentParser:
                     help="place only a bundle whose checksum manifest is signed with this key")
     pl.add_argument("--dry-run", action="store_true", help="verify and say what would be done")
     pl.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    pl.set_defaults(run=_place)
 
-    ins = sub.add_parser("inspect", parents=[verbose],
-                         help="list the images of a bundle from its metadata",
-                         description="Show the images of a bundle (platform, manifest and "
-                                     "config digests, layers and sizes) from the metadata at "
-                                     "its front, without decompressing it whole. Use verify "
-                                     "to check it.")
+
+def _inspect_arguments(ins: argparse.ArgumentParser) -> None:
     ins.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to inspect")
     ins.add_argument("--json", action="store_true", help="print JSON on stdout")
-    ins.set_defaults(run=_inspect)
 
-    pu = sub.add_parser("push", parents=[verbose],
-                        help="verify a bundle and push its images into a registry",
-                        description="Stream a bundle once, verifying it as verify does, and "
-                                    "push every blob, then every manifest by digest, then the "
-                                    "tags, into a registry; images keep their manifest "
-                                    "digests. A bundle that does not verify pushes no "
-                                    "manifest.")
+
+def _push_arguments(pu: argparse.ArgumentParser) -> None:
+    from bundler import config, fetch
+
     pu.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to push")
     pu.add_argument("--to", required=True, metavar="HOST[/PREFIX]",
                     help="registry host[:port], optionally with a repository prefix "
@@ -178,17 +235,9 @@ def parser() -> argparse.ArgumentParser:
                     help="after the push, print on stdout the registries.yaml that makes K3s "
                          "pull these images from there")
     pu.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    pu.set_defaults(run=_push)
 
-    im = sub.add_parser("images", parents=[verbose],
-                        help="list the images a Helm chart pins in its values (templates are "
-                             "not rendered)",
-                        description="Print, in images.txt format, the images a Helm chart pins "
-                                    "in its values and its subcharts' values (repository + tag, "
-                                    "registry, digest; global.systemDefaultRegistry; a missing "
-                                    "tag is the chart's appVersion), with Helm's rules for "
-                                    "--values and --set. Templates are NOT rendered: an image "
-                                    "written only inside a template is not found.")
+
+def _images_arguments(im: argparse.ArgumentParser) -> None:
     im.add_argument("--chart", required=True, metavar="CHART",
                     help="the chart: a .tgz (never extracted to disk) or a directory")
     im.add_argument("--values", action="append", default=[], metavar="FILE",
@@ -202,11 +251,13 @@ def parser() -> argparse.ArgumentParser:
     im.add_argument("--check", metavar="IMAGES_TXT",
                     help="compare with this image list instead of printing: one line per "
                          "drift and exit 1, exit 0 when in step")
-    im.set_defaults(run=_images)
-    return p
 
 
 def _build(args: argparse.Namespace) -> int:
+    from bundler import bundle, cache
+    from bundler.progress import Progress
+
+    _log_to_stderr(args.verbose)
     if args.pull and args.source != "docker":
         raise UsageError("--pull goes with --source docker: a registry build always pulls")
     try:
@@ -238,6 +289,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from bundler import verify
+
     if not args.max_inflation > 0:
         raise UsageError(f"--max-inflation {args.max_inflation:g}: want a positive ratio")
     report = verify.verify(args.bundle, args.manifest, require_checksum=args.require_checksum,
@@ -250,6 +303,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _place(args: argparse.Namespace) -> int:
+    from bundler import place
+
     target = place.images_dir(args.images_dir, args.data_dir, args.distro)
     done = place.place(args.bundle, target, dry_run=args.dry_run, key=args.key)
     if args.json:
@@ -266,7 +321,7 @@ def _place(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report: verify.Report, as_json: bool) -> None:
+def _print_report(report: Report, as_json: bool) -> None:
     if as_json:
         json.dump(report.as_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -296,10 +351,6 @@ class UsageError(InputError):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run bundler; every error ends here as one line on stderr and an exit code."""
     args = parser().parse_args(argv)
-    logging.basicConfig(format="bundler: %(levelname)s: %(message)s",
-                        level=logging.INFO if args.verbose else logging.WARNING)
-    logging.addLevelName(logging.INFO, "note")
-    logging.addLevelName(logging.WARNING, "warning")
     try:
         return args.run(args)
     except BundlerError as e:
@@ -316,6 +367,17 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _log_to_stderr(verbose: bool) -> None:
+    """What the registry modules log (retries, endpoints, warnings), as bundler's own lines.
+    Only build and push log; verify, place, inspect and images do not load logging at all."""
+    import logging
+
+    logging.basicConfig(format="bundler: %(levelname)s: %(message)s",
+                        level=logging.INFO if verbose else logging.WARNING)
+    logging.addLevelName(logging.INFO, "note")
+    logging.addLevelName(logging.WARNING, "warning")
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from bundler import inspection
 
@@ -326,8 +388,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from bundler import push
+    from bundler import config, push
 
+    _log_to_stderr(args.verbose)
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: want at least 1")
     if not args.timeout > 0:

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bundler.config import DEFAULT_TIMEOUT, load_registries
 from bundler.errors import InputError
-from bundler.fetch import DEFAULT_JOBS
 
 if TYPE_CHECKING:
     from bundler.cache import BlobStore
@@ -32,17 +30,25 @@ def check_kind(kind: str) -> str:
 
 
 def from_options(kind: str, *, registries: str | None = None, default_endpoint: bool = True,
-                 timeout: float = DEFAULT_TIMEOUT, jobs: int = DEFAULT_JOBS,
+                 timeout: float | None = None, jobs: int | None = None,
                  pull: str = "missing") -> Opener:
     """How to open the `kind` source ("registry" or "docker") for one platform.
 
     Called before any download: an unknown kind and a bad registries.yaml (`registries`, read
     whichever the kind, as it always was) fail here. `default_endpoint`: also try each
     registry itself after its mirrors, as K3s does. `pull` is the Docker source's policy
-    (missing, always, never); `timeout` and `jobs` are the registry source's.
+    (missing, always, never); `timeout` and `jobs` are the registry source's (None: its
+    defaults, config.DEFAULT_TIMEOUT and fetch.DEFAULT_JOBS).
     """
+    # Imported here, not above: push and inspect read bundles through sources.bundle, which
+    # loads this package, and need neither the registries.yaml reader nor the fetcher.
+    from bundler.config import DEFAULT_TIMEOUT, load_registries
+    from bundler.fetch import DEFAULT_JOBS
+
     check_kind(kind)
     config = load_registries(registries, default_endpoint)
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    jobs = DEFAULT_JOBS if jobs is None else jobs
 
     # Imported when opened: the registry stack (requests) and the docker SDK are heavy, and
     # verify and place, which run on small airgapped nodes, import bundler without them.

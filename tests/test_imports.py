@@ -1,0 +1,162 @@
+"""Each subcommand loads only what it uses (issues 12 and 13).
+
+A warm rebuild or a re-push spends most of its time starting up, and verify, place and inspect
+run on small airgapped nodes: none of them should pay for requests, yaml, docker, tqdm or
+cryptography it never calls. Each case runs the real command in a fresh interpreter, the way
+`python -m bundler` does, and reads sys.modules as the run ends; an eager import added back
+anywhere on a command's path turns its case red, naming the module.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import build_args
+from tests.servers import Registry
+
+# Runs bundler as `python -m bundler` does, then writes the names of the modules loaded. It
+# imports nothing itself, so whatever is listed was loaded by bundler.
+_LAUNCHER = """
+import sys
+from bundler.__main__ import run
+try:
+    sys.exit(run(sys.argv[2:]))
+finally:  # --help and --version end in SystemExit from argparse
+    with open(sys.argv[1], "w") as f:
+        f.write("\\n".join(sorted(sys.modules)))
+"""
+
+# What no command needs unless asked for: the network stack, YAML, the Docker SDK, progress
+# bars, signatures, and bundler's own modules of the other commands.
+NETWORK = {"requests", "urllib3", "charset_normalizer", "bundler.registry.client",
+           "bundler.registry.transport", "bundler.sources.registry", "bundler.registry.writer"}
+OPTIONAL = {"yaml", "docker", "tqdm", "cryptography", "jsonschema", "bundler.sources.docker",
+            "bundler.signing", "bundler.chart"}
+BUILD_ONLY = {"bundler.bundle", "bundler.sinks.bundle", "bundler.fetch", "bundler.config",
+              "bundler.sbom", "bundler.progress", "bundler.mutate"}
+PUSH_ONLY = {"bundler.push", "bundler.sinks.registry"}
+# Only build and push log (retries, endpoints); loading logging costs the others ~5 ms.
+OFFLINE_ABSENT = NETWORK | OPTIONAL | BUILD_ONLY | PUSH_ONLY | {"logging"}
+
+STEM = "k3s-airgap-images-multus-amd64"
+REFS = ["rancher/multilist:v1", "busybox:1.36.1"]
+
+
+def modules_of(*args: str, cwd: Path | None = None, env: dict | None = None
+               ) -> tuple[set[str], subprocess.CompletedProcess]:
+    """The modules loaded by the time `bundler ARGS` ends, and how the run went."""
+    with tempfile.TemporaryDirectory(prefix="bundler-imports-") as d:
+        listing = Path(d) / "modules.txt"
+        run = subprocess.run([sys.executable, "-c", _LAUNCHER, str(listing), *args],
+                             capture_output=True, text=True, cwd=cwd, timeout=300,
+                             stdin=subprocess.DEVNULL,
+                             env={**os.environ, "XDG_CACHE_HOME": d, **(env or {})})
+        loaded = set(listing.read_text().split("\n")) if listing.exists() else set()
+    assert loaded, f"bundler {' '.join(args)} wrote no module list: {run.stderr}"
+    return loaded, run
+
+
+def loaded_of(names: set[str], loaded: set[str]) -> list[str]:
+    """Those of `names` that are loaded, or a submodule of them is."""
+    return sorted(n for n in names if n in loaded or any(m.startswith(n + ".") for m in loaded))
+
+
+@pytest.fixture(scope="module")
+def built(fixture_registry, tmp_path_factory) -> dict:
+    """A preserve bundle built from the fixture registry, signed (the key's public half kept
+    for verify --key), and the modules that build loaded."""
+    tmp = tmp_path_factory.mktemp("imports")
+    key, pub = _keypair(tmp)
+    loaded, run = modules_of(*build_args(fixture_registry, tmp, REFS, "--sign-key", str(key)))
+    assert run.returncode == 0, run.stderr
+    return {"dir": tmp / "dist", "bundle": tmp / "dist" / f"{STEM}.tar.zst", "pub": pub,
+            "signed_build": loaded, "tmp": tmp}
+
+
+def _keypair(d: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (d / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (d / "key.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return d / "key.pem", d / "key.pub"
+
+
+def test_the_launcher_sees_what_is_imported_late(built):
+    # cryptography is imported inside signing's functions, only when a key is given: seeing it
+    # here shows that a module loaded late, inside a command, is caught too.
+    assert loaded_of({"cryptography", "bundler.signing"}, built["signed_build"]) == [
+        "bundler.signing", "cryptography"]
+
+
+@pytest.mark.parametrize("command", ["verify", "place", "inspect"])
+def test_offline_commands_load_no_network_yaml_docker_bars_or_crypto(built, tmp_path, command):
+    extra = ["--images-dir", str(tmp_path / "images")] if command == "place" else []
+    loaded, run = modules_of(command, str(built["bundle"]), *extra)
+    assert run.returncode == 0, run.stderr
+    assert loaded_of(OFFLINE_ABSENT, loaded) == []
+
+
+def test_verify_with_a_key_loads_cryptography_and_nothing_else_extra(built):
+    loaded, run = modules_of("verify", str(built["bundle"]), "--key", str(built["pub"]))
+    assert run.returncode == 0, run.stderr
+    assert loaded_of(OFFLINE_ABSENT, loaded) == ["bundler.signing", "cryptography"]
+
+
+def test_a_registry_build_loads_no_docker_chart_bars_or_crypto(fixture_registry, tmp_path):
+    loaded, run = modules_of(*build_args(fixture_registry, tmp_path, REFS))
+    assert run.returncode == 0, run.stderr
+    # (bundler.signing itself is loaded by sinks/bundle.py, cryptography only with a key.)
+    assert loaded_of({"docker", "tqdm", "cryptography", "jsonschema", "bundler.sources.docker",
+                      "bundler.chart", "bundler.verify"} | PUSH_ONLY, loaded) == []
+    assert loaded_of({"requests", "bundler.sources.registry"}, loaded) == [
+        "bundler.sources.registry", "requests"]
+
+
+def test_push_loads_no_yaml_docker_bars_crypto_or_build(built, tmp_path):
+    target = Registry(tmp_path / "target").start()
+    try:
+        loaded, run = modules_of("push", str(built["bundle"]), "--to", f"{target.host}/m")
+    finally:
+        target.stop()
+    assert run.returncode == 0, run.stderr
+    # (config: the target's auth and TLS; fetch: --jobs's default, the project's one count.)
+    assert loaded_of(OPTIONAL | BUILD_ONLY - {"bundler.config", "bundler.fetch",
+                                              "bundler.progress"}, loaded) == []
+
+
+def test_images_loads_no_network_zstd_or_other_commands(tmp_path):
+    chart = tmp_path / "c"
+    chart.mkdir()
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 1.0.0\n"
+                                      "appVersion: v1\n")
+    (chart / "values.yaml").write_text("image:\n  repository: rancher/x\n  tag: v2\n")
+    loaded, run = modules_of("images", "--chart", str(chart))
+    assert run.returncode == 0, run.stderr
+    assert "rancher/x:v2" in run.stdout
+    assert loaded_of(NETWORK | OPTIONAL - {"yaml", "bundler.chart"} | BUILD_ONLY | PUSH_ONLY
+                     | {"zstandard", "bundler.verify", "logging"}, loaded) == []
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"]])
+def test_help_and_version_load_no_command(args):
+    loaded, run = modules_of(*args)
+    assert run.returncode == 0, run.stderr
+    assert loaded_of(OFFLINE_ABSENT | {"zstandard", "bundler.verify"}, loaded) == []
+
+
+def test_a_commands_help_loads_only_that_command():
+    loaded, run = modules_of("verify", "--help")
+    assert run.returncode == 0, run.stderr
+    assert "--max-inflation RATIO" in run.stdout
+    assert loaded_of(OFFLINE_ABSENT, loaded) == []
