@@ -8,6 +8,10 @@ most `jobs` at a time (the stream waits when 2 x jobs spools are pending), and o
 bytes match its digest. Manifests and tags are pushed only when the whole bundle verified:
 a bundle that fails verification pushes no manifest (orphan blobs may stay; they are
 content-addressed and a registry's garbage collection removes them).
+
+Before the stream, one round of HEADs (`jobs` at a time: every blob in every repository, and
+every tag) says what the registry lacks. When it lacks nothing, nothing is sent and the
+bundle is not read past its metadata: a re-push costs that round and the start-up.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler import verify
 from bundler.config import DEFAULT_TIMEOUT, RegistriesConfig
 from bundler.errors import BundlerError, InputError, VerificationFailed
 from bundler.image import Descriptor
@@ -37,11 +40,14 @@ class PushResult:
     uploaded: int = 0  # blobs sent
     mounted: int = 0
     skipped: int = 0  # blobs every repository already held
+    # Whether the bundle was read and verified: False when the registry already held
+    # everything, so nothing was sent (the file was read only up to its metadata).
+    verified: bool = False
     registries_yaml: str = ""
 
     def as_json(self) -> dict:
         return {"target": self.target, "images": self.images, "uploaded": self.uploaded,
-                "mounted": self.mounted, "skipped": self.skipped}
+                "mounted": self.mounted, "skipped": self.skipped, "verified": self.verified}
 
 
 def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = None,
@@ -56,15 +62,21 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
     meta = bundle_source.read_metadata(path)
     _check_collisions(meta, target)
     blobs = _needed(meta, target)
-    missing = {b.digest: b for b in sink.missing(blobs)}
+    names = sink.names((e.reference, e.manifest.digest) for e in meta.entries)
+    found, unnamed = sink.survey(blobs, names)
+    missing = {b.digest: b for b in found}
     result = PushResult(to, skipped=len(blobs) - len(missing))
-    if not missing and _all_named(sink, meta, target):
-        # Everything is there already, under these digests: nothing would be pushed, so
-        # nothing unverified can enter the registry, and the stream is not read (a re-push
-        # costs a few HEADs). `bundler verify` checks the file itself.
+    if not missing and not unnamed:
+        # Every blob is there and every tag already names its manifest: nothing would be
+        # sent, so nothing unverified can enter the registry, and the bundle is not read
+        # past its metadata (a re-push is one round of HEADs). Anything to send, a tag
+        # included, goes through the whole verifying pass first. `bundler verify` checks
+        # the file itself.
         result.images = [_pushed(target, e.reference, e.manifest.digest) for e in meta.entries]
         result.registries_yaml = registries_yaml(target, [e.reference for e in meta.entries])
         return result
+    from bundler import verify  # the streaming pass; a re-push that sends nothing never loads it
+
     with tempfile.TemporaryDirectory(prefix="bundler-push-") as spool_dir:
         uploads = _Uploads(sink, missing, Path(spool_dir), jobs)
         try:
@@ -79,7 +91,8 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
                                  f"manifest: {first}", report)
     uploads.raise_first()
     images = [bundle_source.image_of(e, report.documents, _unopenable) for e in meta.entries]
-    sink.put_manifests(images)
+    sink.put_manifests(images, unnamed)
+    result.verified = True
     result.uploaded, result.mounted = sink.writer.uploads, sink.writer.mounts
     result.images = [_pushed(target, i.reference, i.manifest_digest) for i in images]
     result.registries_yaml = registries_yaml(target, images)
@@ -89,19 +102,6 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
 def _pushed(target: Target, ref: Reference, digest: str) -> dict:
     return {"reference": str(ref), "manifestDigest": digest,
             "pushed": f"{target.host}/{target.repository(ref)}@{digest}"}
-
-
-def _all_named(sink: RegistrySink, meta: bundle_source.Metadata, target: Target) -> bool:
-    """Whether every manifest of the bundle is in its repository, and every tag names it."""
-    for e in meta.entries:
-        repo = target.repository(e.reference)
-        what = f"{e.reference}: manifest {e.manifest.digest} in {repo}"
-        if sink.writer.manifest_digest(repo, e.manifest.digest, what) is None:
-            return False
-        if e.reference.tag and sink.writer.manifest_digest(
-                repo, e.reference.tag, what) != e.manifest.digest:
-            return False
-    return True
 
 
 def _check_collisions(meta: bundle_source.Metadata, target: Target) -> None:

@@ -35,11 +35,15 @@ class Front:
     """A plain HTTP front for a registry that forwards every method, counts what reaches the
     registry, and injects faults (`fault(method, path) -> status or None`)."""
 
-    def __init__(self, upstream: str, fault=None, hang_after_puts: int | None = None):
+    def __init__(self, upstream: str, fault=None, hang_after_puts: int | None = None,
+                 head_delay: float = 0.0):
         self.upstream, self.fault = upstream, fault
         self.hang_after_puts = hang_after_puts
+        self.head_delay = head_delay  # seconds each HEAD is held, so overlaps show
         self.calls: list[tuple[str, str, int]] = []
         self.hung = 0
+        self.in_flight = self.most_in_flight = 0
+        self._count = threading.Lock()
         front = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,6 +62,18 @@ class Front:
         self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
+        with self._count:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if h.command == "HEAD" and self.head_delay:
+                time.sleep(self.head_delay)
+            self._handle(h)
+        finally:
+            with self._count:
+                self.in_flight -= 1
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         path = h.path.split("?", 1)[0]
@@ -244,6 +260,81 @@ def test_repush_is_a_no_op(builds, registry, front):
     assert f.blob_puts(done=False) == 0 and f.manifest_puts() == 0
     assert not any(m in ("POST", "PATCH") for m, _, _ in f.calls)
     assert json.loads(run.stdout)["uploaded"] == 0
+
+
+def _blob_heads(out_dir: Path) -> int:
+    """How many (blob, repository) pairs the images of a build need: one HEAD each."""
+    pairs = set()
+    for item in read_manifest(out_dir)["images"]:
+        repo = item["reference"].removeprefix("docker.io/").rsplit(":", 1)[0]
+        pairs |= {(x["digest"], repo) for x in item["layers"]} | {(item["configDigest"], repo)}
+    return len(pairs)
+
+
+def test_repush_is_one_round_of_heads_at_most_jobs_at_a_time(builds, registry, front):
+    """A re-push asks one HEAD per blob and repository and one per tag, nothing else, and
+    they overlap (each HEAD is held 0.2 s by the front), never more than --jobs at once."""
+    bundle = _bundle(builds)
+    assert bundler("push", str(bundle), "--to", registry.host).code == 0
+    f = front(head_delay=0.2)
+    run = bundler("push", str(bundle), "--to", f.host, "--jobs", "3", "--json")
+    assert run.code == 0, run.stderr
+    assert json.loads(run.stdout)["verified"] is False
+    assert {m for m, _, _ in f.calls} == {"HEAD"}
+    images = len(read_manifest(builds["p1"])["images"])
+    assert len(f.calls) == _blob_heads(builds["p1"]) + images
+    assert sum("/manifests/" in p for _, p, _ in f.calls) == images  # the tags, not digests
+    assert 1 < f.most_in_flight <= 3
+
+
+def _damaged_layers(builds, dst: Path) -> None:
+    """The preserve bundle with a byte flipped in every layer's frame: its front and its
+    manifests are intact, so only the verifying pass can tell."""
+    from bundler.sources.bundle import frame_index
+
+    src = _bundle(builds)
+    frames = frame_index(src)
+    data = bytearray(src.read_bytes())
+    for item in read_manifest(builds["p1"])["images"]:
+        for layer in item["layers"]:
+            data[frames[layer["digest"]][0] + 300] ^= 0xFF
+    dst.write_bytes(bytes(data))
+
+
+def test_repush_reads_only_the_front_but_any_tag_to_set_needs_the_whole_pass(
+        tmp_path, builds, registry):
+    """Nothing to send: a damaged copy of a pushed bundle 'pushes' (nothing, verified:
+    false). Once one tag points elsewhere, setting it back needs the bundle verified, and the
+    damaged copy sets nothing."""
+    assert bundler("push", str(_bundle(builds)), "--to", registry.host).code == 0
+    bad = tmp_path / "bad" / f"{STEM}.tar.zst"
+    bad.parent.mkdir()
+    _damaged_layers(builds, bad)
+    run = bundler("push", str(bad), "--to", registry.host, "--json")
+    assert run.code == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["verified"] is False and out["uploaded"] == 0
+    # Move one tag to another image's manifest (same repository, a digest it holds).
+    items = read_manifest(builds["p1"])["images"]
+    repo, tag = items[0]["reference"].removeprefix("docker.io/").rsplit(":", 1)
+    body = requests.get(f"{registry.url}/v2/{repo}/manifests/{items[0]['manifestDigest']}",
+                        headers={"Accept": ACCEPT}, timeout=10)
+    requests.put(f"{registry.url}/v2/{repo}/manifests/other", data=body.content, timeout=10,
+                 headers={"Content-Type": body.headers["Content-Type"]}).raise_for_status()
+    other = json.loads(body.content)
+    other["annotations"] = {"moved": "yes"}
+    moved = json.dumps(other).encode()
+    requests.put(f"{registry.url}/v2/{repo}/manifests/{tag}", data=moved, timeout=10,
+                 headers={"Content-Type": body.headers["Content-Type"]}).raise_for_status()
+    moved_digest = _digest_of(registry.url, repo, tag)
+    assert moved_digest != items[0]["manifestDigest"]
+    run = bundler("push", str(bad), "--to", registry.host)
+    assert_one_line_error(run, str(bad), "does not verify")
+    assert _digest_of(registry.url, repo, tag) == moved_digest
+    run = bundler("push", str(_bundle(builds)), "--to", registry.host, "--json")
+    assert run.code == 0, run.stderr
+    assert json.loads(run.stdout)["verified"] is True
+    assert _digest_of(registry.url, repo, tag) == items[0]["manifestDigest"]
 
 
 def test_killed_push_completes_without_resending(builds, registry, front):

@@ -78,6 +78,17 @@ class Blob:
     repos: tuple[str, ...]  # every repository that needs it
 
 
+@dataclass(frozen=True)
+class Name:
+    """A reference a push leaves in `repo`: `ref` (a tag, or the digest itself) resolving to
+    manifest `digest`."""
+
+    repo: str
+    ref: str
+    digest: str
+    what: str  # for messages
+
+
 class RegistrySink:
     """Pushes images to `target` (Sink protocol), `jobs` blobs at a time."""
 
@@ -99,12 +110,12 @@ class RegistrySink:
             for layer in image.layers:
                 openers.setdefault(layer.descriptor.digest, layer.open)
             openers.setdefault(image.config_descriptor.digest, _bytes_opener(image.config))
-        blobs = self.blobs_of(images)
-        missing = self.missing(blobs)
+        missing, unnamed = self.survey(self.blobs_of(images), self.names(
+            (image.reference, image.manifest_digest) for image in images))
         with ThreadPoolExecutor(self.jobs) as pool:
             for f in [pool.submit(self.put_blob, b, openers[b.digest]) for b in missing]:
                 f.result()
-        self.put_manifests(images)
+        self.put_manifests(images, unnamed)
 
     # -- the steps -------------------------------------------------------------------------
 
@@ -121,17 +132,43 @@ class RegistrySink:
                     repos[d.digest].append(repo)
         return [Blob(d, sizes[d], tuple(r)) for d, r in repos.items()]
 
-    def missing(self, blobs: Sequence[Blob]) -> list[Blob]:
-        """The blobs some repository lacks (one HEAD per blob and repository, `jobs` at a
-        time); what each repository holds is remembered for mounts."""
+    def names(self, images: Iterable[tuple[Reference, str]]) -> list[Name]:
+        """What must resolve after a push of these (reference, manifest digest) pairs: the
+        tag, or for a reference without one, the manifest by its digest."""
+        out = []
+        for ref, digest in images:
+            repo = self.target.repository(ref)
+            if ref.tag:
+                out.append(Name(repo, ref.tag, digest, f"{ref}: tag {repo}:{ref.tag}"))
+            else:
+                out.append(Name(repo, digest, digest, f"{ref}: manifest {digest} in {repo}"))
+        return out
+
+    def survey(self, blobs: Sequence[Blob], names: Sequence[Name]
+               ) -> tuple[list[Blob], list[Name]]:
+        """What the registry lacks, in one round of HEADs, `jobs` at a time: the blobs some
+        repository does not hold (one HEAD per blob and repository; what each holds is
+        remembered for mounts), and the names that do not yet resolve to their digest (a tag
+        that does, names a manifest the registry holds: no HEAD by digest is needed)."""
         pairs = [(b, repo) for b in blobs for repo in b.repos]
+        heads: list[Callable[[], object]] = [
+            (lambda b=b, repo=repo: self.writer.has_blob(repo, b.digest, self._what(b, repo)))
+            for b, repo in pairs]
+        heads += [(lambda n=n: self.writer.manifest_digest(n.repo, n.ref, n.what))
+                  for n in names]
         with ThreadPoolExecutor(self.jobs) as pool:
-            found = list(pool.map(lambda p: self.writer.has_blob(
-                p[1], p[0].digest, self._what(p[0], p[1])), pairs))
-        for (b, repo), present in zip(pairs, found, strict=True):
+            found = list(pool.map(lambda head: head(), heads))
+        for (b, repo), present in zip(pairs, found, strict=False):
             if present:
                 self._have.setdefault(b.digest, set()).add(repo)
-        return [b for b in blobs if set(b.repos) - self._have.get(b.digest, set())]
+        missing = [b for b in blobs if set(b.repos) - self._have.get(b.digest, set())]
+        resolved = found[len(pairs):]
+        return missing, [n for n, digest in zip(names, resolved, strict=True)
+                         if digest != n.digest]
+
+    def missing(self, blobs: Sequence[Blob]) -> list[Blob]:
+        """The blobs some repository lacks (survey() without names)."""
+        return self.survey(blobs, [])[0]
 
     def put_blob(self, blob: Blob, opener: Callable[[], BinaryIO]) -> None:
         """Put `blob` into every repository that lacks it: mounted from one that has it,
@@ -148,24 +185,30 @@ class RegistrySink:
             with self._lock:
                 self._have.setdefault(blob.digest, set()).add(repo)
 
-    def put_manifests(self, images: Sequence[Image]) -> None:
+    def put_manifests(self, images: Sequence[Image], unnamed: Sequence[Name] | None = None
+                      ) -> None:
         """Every manifest by digest, then every tag: a tag never names a manifest that is
-        not there yet. Those already in place are left alone (a re-push sends nothing)."""
-        for image in images:
-            repo = self.target.repository(image.reference)
-            what = f"{image.reference}: manifest {image.manifest_digest} in {repo}"
-            if self.writer.manifest_digest(repo, image.manifest_digest, what) is None:
-                self.writer.put_manifest(repo, image.manifest_digest, image.manifest,
-                                         image.manifest_media_type, what)
-        for image in images:
-            if not image.reference.tag:
-                continue
-            repo = self.target.repository(image.reference)
-            what = f"{image.reference}: tag {repo}:{image.reference.tag}"
-            if self.writer.manifest_digest(repo, image.reference.tag, what) != \
-                    image.manifest_digest:
-                self.writer.put_manifest(repo, image.reference.tag, image.manifest,
-                                         image.manifest_media_type, what)
+        not there yet. `unnamed`: survey()'s names that did not resolve (None: HEAD them
+        now); the rest are left alone, so a re-push sends nothing. The manifests go `jobs`
+        at a time, then the tags."""
+        if unnamed is None:
+            _, unnamed = self.survey([], self.names(
+                (image.reference, image.manifest_digest) for image in images))
+        by_digest = {(self.target.repository(i.reference), i.manifest_digest): i
+                     for i in images}
+        manifests = {(n.repo, n.digest): by_digest[n.repo, n.digest] for n in unnamed}
+        tags = [n for n in unnamed if n.ref != n.digest]
+        with ThreadPoolExecutor(self.jobs) as pool:
+            for f in [pool.submit(self._put_manifest, repo, digest, image,
+                                  f"{image.reference}: manifest {digest} in {repo}")
+                      for (repo, digest), image in manifests.items()]:
+                f.result()
+            for f in [pool.submit(self._put_manifest, n.repo, n.ref,
+                                  by_digest[n.repo, n.digest], n.what) for n in tags]:
+                f.result()
+
+    def _put_manifest(self, repo: str, ref: str, image: Image, what: str) -> None:
+        self.writer.put_manifest(repo, ref, image.manifest, image.manifest_media_type, what)
 
     def _what(self, blob: Blob, repo: str) -> str:
         size = f" ({blob.size} bytes)" if blob.size else ""
