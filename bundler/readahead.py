@@ -70,10 +70,12 @@ class Ahead:
 
 
 class AheadReader:
-    """A file-like view of `raw` read CHUNK bytes ahead on a thread of its own."""
+    """A file-like view of `raw` read `chunk` bytes at a time, up to `depth` chunks ahead, on
+    a thread of its own. At most depth + 2 chunks are alive at once (queued, being produced,
+    being consumed)."""
 
-    def __init__(self, raw: BinaryIO, name: str, depth: int = DEPTH):
-        self._ahead = Ahead(iter(lambda: raw.read(CHUNK), b""), name, depth)
+    def __init__(self, raw: BinaryIO, name: str, depth: int = DEPTH, chunk: int = CHUNK):
+        self._ahead = Ahead(iter(lambda: raw.read(chunk), b""), name, depth)
         self._buffer = memoryview(b"")
         self._ended = False
 

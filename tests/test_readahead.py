@@ -57,6 +57,27 @@ def test_reader_gives_the_bytes_in_any_read_sizes():
     reader.stop()
 
 
+def test_reader_asks_for_its_chunk_size_and_holds_few_of_them():
+    """verify's memory depends on it: the pieces in flight are what it costs above zstd's
+    window."""
+    asked = []
+
+    class Recording(io.BytesIO):
+        def read(self, n=-1):
+            asked.append(n)
+            return super().read(n)
+
+    data = bytes(range(256)) * 4096  # 1 MiB
+    reader = AheadReader(Recording(data), "t", depth=1, chunk=64 << 10)
+    time.sleep(0.2)
+    assert len(asked) <= 3, asked  # one queued, one being put, none taken yet
+    assert reader.read(1 << 20) == data[: 64 << 10]  # one chunk at a time
+    rest = b"".join(iter(reader.read, b""))
+    assert data[64 << 10:] == rest
+    assert set(asked) == {64 << 10}
+    reader.stop()
+
+
 def test_read_ahead_gives_the_stream_back_stopped():
     import threading
     import time

@@ -109,6 +109,37 @@ def test_index_naming_one_huge_manifest_many_times_costs_it_once(builds, tmp_pat
     assert took < 60, took
 
 
+_FLOOR_IN_CHILD = """
+import hashlib, zstandard
+h = hashlib.sha256()
+with open(sys.argv[1], "rb") as f:
+    r = zstandard.ZstdDecompressor(max_window_size=1 << 25).stream_reader(
+        f, read_across_frames=True)
+    while b := r.read(1 << 20):
+        h.update(b)
+OUT = None
+"""
+
+
+def test_verify_needs_no_more_memory_than_decompressing_and_hashing(tmp_path):
+    """Above its imports, verify's peak is the Python floor's (zstd's 32 MiB window and the
+    1 MiB it reads at a time): the pieces of the stream in flight between its two threads
+    and in the member checks stay within 1 MiB (at 1 MiB pieces: 2.8 MiB more than the floor)."""
+    layer = os.urandom(40 << 20)
+    tar = _tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), _blob(layer)])
+    params = zstandard.ZstdCompressionParameters.from_level(1, window_log=25)
+    path = tmp_path / BUNDLE
+    path.write_bytes(zstandard.ZstdCompressor(compression_params=params).compress(tar))
+    del layer, tar
+    _, imports = _peak("from bundler.verify import verify\nOUT = None")
+    _, bare = _peak("import hashlib, zstandard\nOUT = None")
+    out, rss = _peak(_VERIFY_IN_CHILD, str(path))
+    assert not out["ok"]  # index.json is missing: all the same, the stream was read whole
+    _, floor = _peak(_FLOOR_IN_CHILD, str(path))
+    print(f"verify {rss:.1f} MiB ({imports:.1f} imports), floor {floor:.1f} ({bare:.1f})")
+    assert rss - imports <= floor - bare + 1, (rss, imports, floor, bare)
+
+
 def _inflating_layer(size: int) -> bytes:
     zeros = bytes(1 << 20)
     out = io.BytesIO()
