@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import logging
+import random
 import socket
 import threading
 import time
@@ -10,6 +12,7 @@ import time
 import pytest
 import requests
 
+from bundler.errors import DigestMismatch, RegistryError
 from bundler.registry import retry
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.conftest import REFS, STEM
@@ -239,3 +242,109 @@ def _sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+# -- the policy itself, without a network: what README says (6 tries, 0.25 s doubling, at most
+# 20 s a wait, 180 s in all, Retry-After honoured) ------------------------------------------
+
+def test_the_default_policy_is_the_one_the_readme_states():
+    assert retry.DEFAULT == retry.Policy(attempts=6, base=0.25, cap=20.0, budget=180.0)
+    assert retry.RETRY_STATUSES == {408, 429, 500, 502, 503, 504}
+    assert retry.IDEMPOTENT == {"GET", "HEAD"}
+
+
+def test_backoff_is_full_jitter_up_to_base_doubled_and_capped():
+    state = random.getstate()
+    random.seed(1)
+    try:
+        policy = retry.Policy(base=0.25, cap=20.0)
+        for attempt in range(10):
+            bound = min(20.0, 0.25 * 2**attempt)
+            delays = [policy.delay(attempt) for _ in range(300)]
+            # Uniform over [0, bound]: all inside, and both ends come near.
+            assert all(0 <= d <= bound for d in delays), attempt
+            assert max(delays) > 0.95 * bound and min(delays) < 0.05 * bound, attempt
+    finally:
+        random.setstate(state)
+
+
+@pytest.mark.parametrize(("asked", "delay"), [(0.0, 0.0), (2.5, 2.5), (-3.0, 0.0), (60.0, 60.0)])
+def test_retry_after_is_the_delay_as_asked_never_negative(asked, delay):
+    assert retry.Policy(cap=1.0).delay(4, asked) == delay
+
+
+class Recorded(retry.Policy):
+    """The default policy, but remembering which attempt number each delay was asked for."""
+
+    def delay(self, attempt, retry_after=None):
+        self.__dict__.setdefault("asked", []).append((attempt, retry_after))
+        return 0.0 if retry_after is None else retry_after
+
+
+def test_attempts_allows_the_policys_tries_numbering_the_waits_from_zero():
+    policy = Recorded(attempts=4)
+    attempts = retry.Attempts(policy)
+    assert [attempts.wait(), attempts.wait(0.01), attempts.wait()] == [0.0, 0.01, 0.0]
+    assert attempts.wait() is None  # the fourth try was the last
+    assert attempts.count == 4
+    assert policy.asked == [(0, None), (1, 0.01), (2, None)]
+
+
+def test_attempts_sleeps_the_delay_and_stops_rather_than_overrun_the_budget():
+    attempts = retry.Attempts(retry.Policy(attempts=10, budget=1.0))
+    started = time.monotonic()
+    assert attempts.wait(0.2) == 0.2
+    assert time.monotonic() - started >= 0.2
+    # 0.2 s spent of 1 s: a wait of 0.9 s would end past the budget, so none is made.
+    assert attempts.wait(0.9) is None
+    assert time.monotonic() - started < 0.5
+
+
+def test_one_attempt_policy_never_waits():
+    assert retry.Attempts(retry.Policy(attempts=1)).wait(0.0) is None
+
+
+def test_again_says_what_is_retried_and_when(caplog):
+    attempts = retry.Attempts(retry.Policy(attempts=3))
+    with caplog.at_level(logging.INFO, logger=retry.__name__):
+        assert retry.again(attempts, "GET /v2/x: 503", 0.05) is True
+        assert retry.again(attempts, "GET /v2/x: 503", 0.0) is True
+        assert retry.again(attempts, "GET /v2/x: 503", 0.0) is False
+    assert caplog.messages == ["GET /v2/x: 503; retrying after 0.1s (attempt 2 of 3)",
+                               "GET /v2/x: 503; retrying after 0.0s (attempt 3 of 3)"]
+
+
+def test_refetch_once_fetches_again_after_a_mismatch_and_not_after_two(caplog):
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise DigestMismatch("img: layer 0: digest mismatch")
+        return b"good"
+
+    with caplog.at_level(logging.INFO, logger=retry.__name__):
+        assert retry.refetch_once(flaky) == b"good"
+    assert len(calls) == 2
+    assert caplog.messages == ["img: layer 0: digest mismatch; fetching it again from the start"]
+
+    def broken():
+        calls.append(1)
+        raise DigestMismatch("the same twice")
+
+    calls.clear()
+    with pytest.raises(DigestMismatch, match="the same twice"):
+        retry.refetch_once(broken)
+    assert len(calls) == 2
+
+
+def test_refetch_once_does_not_repeat_other_errors():
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise RegistryError("img: 404")
+
+    with pytest.raises(RegistryError):
+        retry.refetch_once(refused)
+    assert len(calls) == 1
