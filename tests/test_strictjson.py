@@ -118,3 +118,24 @@ def test_any_text_parses_or_raises_strict_json_error(text):
         strictjson.loads(text.encode("utf-8", "surrogatepass"))
     except StrictJSONError:
         pass
+
+
+@pytest.mark.parametrize(("created", "ok"), [
+    ("2024-02-29T23:59:59Z", True), ("2023-02-29T00:00:00Z", False),
+    ("2000-02-29T00:00:00Z", True), ("1900-02-29T00:00:00Z", False),
+    ("2024-04-31T00:00:00Z", False), ("2024-12-31T00:00:00.5+05:30", True),
+    ("2024-13-01T00:00:00Z", False), ("2024-00-01T00:00:00Z", False),
+    ("2024-01-00T00:00:00Z", False), ("0000-01-01T00:00:00Z", False),
+    ("2024-01-01T24:00:00Z", False), ("2024-01-01T00:60:00Z", False),
+    ("2024-01-01T00:00:60Z", False), ("2024-01-01T00:00:00+24:00", False),
+    ("2024-01-01T00:00:00-01:60", False), ("2024-01-01 00:00:00Z", False),
+])
+def test_created_is_a_real_rfc_3339_time(created, ok):
+    """Go's time.Time checks the calendar: a config with February 30 fails containerd's
+    import, so it fails verify too."""
+    doc = json.dumps({"created": created}).encode()
+    if ok:
+        strictjson.loads(doc, strictjson.CONFIG)
+    else:
+        with pytest.raises(StrictJSONError, match="not an RFC 3339 time"):
+            strictjson.loads(doc, strictjson.CONFIG)
