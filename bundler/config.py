@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import ipaddress
 import json
 import logging
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -413,6 +411,8 @@ class _Checker:
 
 
 def _close_match(key: str, keys: tuple[str, ...]) -> str | None:
+    import difflib  # here: only a misspelt key needs it, and every build loads this module
+
     close = difflib.get_close_matches(key.lower(), keys, n=1)
     if close:
         return close[0]
@@ -589,6 +589,8 @@ def _config_host(key: str) -> str:
 def _from_helper(helper: str, server: str) -> Credentials | None:
     """Ask `docker-credential-<helper> get`; on any failure warn and go anonymous. Its output
     is never quoted: a helper that failed half-way may have printed a secret."""
+    import subprocess  # here: most runs ask no helper, and every build loads this module
+
     program = f"docker-credential-{helper}"
     if not re.fullmatch(r"[A-Za-z0-9._-]+", helper) or shutil.which(program) is None:
         _warn_once(f"credential helper {program} (from Docker config.json) not found; "
