@@ -66,7 +66,7 @@ def for_arch(arch: str) -> Platform:
     """
     name, slash, variant = arch.partition("/")
     if name not in ARCHITECTURES:
-        hint = _ALIASES.get(arch.lower()) or _ALIASES.get(name.lower())
+        hint = _ALIASES.get(name.lower())  # no alias has a slash: `name` is the whole alias
         raise InputError(f"unknown architecture {arch!r} ("
                          + (f"did you mean {hint}? " if hint else "")
                          + f"known: {', '.join(ARCHITECTURES)})")

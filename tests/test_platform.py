@@ -44,6 +44,8 @@ def test_missing_platform_lists_what_is_there():
     ("x86_64", "unknown architecture 'x86_64' (did you mean amd64? known: amd64, "),
     ("armhf", "unknown architecture 'armhf' (did you mean arm/v7? known: "),
     ("aarch64/v8", "unknown architecture 'aarch64/v8' (did you mean arm64? known: "),
+    ("X86_64", "unknown architecture 'X86_64' (did you mean amd64? known: "),
+    ("ARMv7L/x", "unknown architecture 'ARMv7L/x' (did you mean arm/v7? known: "),
     ("amd 64", "unknown architecture 'amd 64' (known: "),
     ("", "unknown architecture '' (known: "),
     ("arm/v9", "unknown variant 'arm/v9' (known: arm, arm/v5, arm/v6, arm/v7, arm/v8)"),
@@ -95,6 +97,11 @@ def test_bogus_arch_fails_before_any_request(tmp_path):
      "img:1: index entry 0: platform is not an object of strings"),
     ({"manifests": [{"digest": "sha256:a", "platform": {"os": "linux", "architecture": 1}}]},
      "img:1: index entry 0: platform is not an object of strings"),
+    ({"manifests": [{"digest": "sha256:a", "platform": {"os": 1, "architecture": "amd64"}}]},
+     "img:1: index entry 0: platform is not an object of strings"),
+    ({"manifests": [_entry("arm64"), {"digest": "sha256:a", "platform": {
+        "os": "linux", "architecture": "arm", "variant": ["v7"]}}]},
+     "img:1: index entry 1: platform is not an object of strings"),
     ({"manifests": [{"digest": "sha256:a", "annotations": "x"}]},
      "img:1: index entry 0: annotations is not an object"),
 ])
@@ -102,3 +109,32 @@ def test_an_index_of_the_wrong_shape_is_a_registry_error(index, message):
     with pytest.raises(RegistryError) as e:
         platform.select(index, platform.for_arch("amd64"), "img:1")
     assert str(e.value) == message
+
+
+def test_an_attestation_is_skipped_by_its_annotation_whatever_its_platform():
+    index = {"manifests": [
+        _entry("amd64", **{"vnd.docker.reference.type": "attestation-manifest"}),
+        {**_entry("amd64"), "digest": "sha256:image"}]}
+    assert platform.select(index, platform.for_arch("amd64"), "x")["digest"] == "sha256:image"
+
+
+def test_only_unknown_os_and_architecture_together_mark_an_attestation():
+    assert platform.is_attestation(_entry("unknown", "unknown"))
+    assert not platform.is_attestation(_entry("unknown", "linux"))
+    assert not platform.is_attestation(_entry("amd64", "unknown"))
+    assert not platform.is_attestation({"digest": "sha256:a"})
+
+
+@pytest.mark.parametrize("index", [{}, {"manifests": []}, {"manifests": [
+    _entry("unknown", "unknown")]}])
+def test_an_index_with_no_image_says_none_is_available(index):
+    with pytest.raises(PlatformError) as e:
+        platform.select(index, platform.for_arch("amd64"), "img:1")
+    assert str(e.value) == "img:1: no linux/amd64 manifest; available: none"
+
+
+def test_of_reads_absent_fields_as_empty():
+    assert platform.of({}) == platform.Platform("", "", None)
+    assert platform.of({"os": "linux", "architecture": "arm", "variant": ""}) == \
+        platform.Platform("linux", "arm", None)
+    assert platform.of({"os": "linux", "architecture": "arm", "variant": "v6"}).variant == "v6"
