@@ -43,6 +43,7 @@ class Front:
         self.calls: list[tuple[str, str, int]] = []
         self.hung = 0
         self.in_flight = self.most_in_flight = 0
+        self.connections = 0
         self._count = threading.Lock()
         front = self
 
@@ -51,6 +52,11 @@ class Front:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                with front._count:
+                    front.connections += 1
 
             def _any(self):
                 front.handle(self)
@@ -285,6 +291,8 @@ def test_repush_is_one_round_of_heads_at_most_jobs_at_a_time(builds, registry, f
     assert len(f.calls) == _blob_heads(builds["p1"]) + images
     assert sum("/manifests/" in p for _, p, _ in f.calls) == images  # the tags, not digests
     assert 1 < f.most_in_flight <= 3
+    # Each connection is given back after its HEAD and used again, not one per request.
+    assert f.connections <= 3
 
 
 def _damaged_layers(builds, dst: Path) -> None:

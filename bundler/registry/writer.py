@@ -62,7 +62,7 @@ class Writer:
 
     def has_blob(self, repo: str, digest: str, what: str) -> bool:
         response = self._request("HEAD", f"/{repo}/blobs/{digest}", _scope(repo), what)
-        response.close()
+        self._done(response)
         if response.status_code == 200:
             return True
         if response.status_code == 404:
@@ -75,7 +75,7 @@ class Writer:
         uploads."""
         path = f"/{repo}/blobs/uploads/?mount={quote(digest)}&from={quote(source)}"
         response = self._request("POST", path, f"{_scope(repo)} repository:{source}:pull", what)
-        response.close()
+        self._done(response)
         if response.status_code == 201:
             self.mounts += 1
             return True
@@ -109,7 +109,7 @@ class Writer:
         if response.status_code != 202:
             raise self._error(response, what)
         location = self._location(response, what)
-        response.close()
+        self._done(response)
         stream = opener()
         try:
             if size > self._monolithic_max:
@@ -125,7 +125,7 @@ class Writer:
             getattr(stream, "close", lambda: None)()
         if response.status_code not in (201, 204):
             raise self._error(response, what)
-        response.close()
+        self._done(response)
 
     def _patch_chunks(self, location: str, scope: str, stream: BinaryIO, size: int, what: str
                       ) -> str:
@@ -139,7 +139,7 @@ class Writer:
             if response.status_code != 202:
                 raise self._error(response, what)
             location = self._location(response, what)
-            response.close()
+            self._done(response)
             start += n
         return location
 
@@ -149,7 +149,7 @@ class Writer:
         """The digest `ref` (tag or digest) points at in `repo`, or None when it is absent."""
         response = self._request("HEAD", f"/{repo}/manifests/{ref}", _scope(repo), what,
                                  headers={"Accept": ", ".join(_MANIFEST_TYPES)})
-        response.close()
+        self._done(response)
         if response.status_code == 200:
             return response.headers.get("Docker-Content-Digest") or ""
         if response.status_code == 404:
@@ -169,7 +169,7 @@ class Writer:
                 retry.log.info("%s; sending the manifest again after %.1fs", e, delay)
                 continue
             if response.status_code in (200, 201):
-                response.close()
+                self._done(response)
                 return
             if response.status_code in retry.RETRY_STATUSES:
                 after = retry.retry_after(response.headers.get("Retry-After"))
@@ -182,6 +182,11 @@ class Writer:
             raise self._error(response, what)
 
     # -- requests ------------------------------------------------------------------------
+
+    def _done(self, response: requests.Response) -> None:
+        # Read to its (empty or small) end, a response gives its connection back to the
+        # pool; close() would drop it, and every HEAD of a re-push would open a new one.
+        transport.release(response, self._timeout)
 
     def _request(self, method: str, path_or_url: str, scope: str, what: str, *,
                  data: object = None, headers: dict[str, str] | None = None
@@ -200,7 +205,7 @@ class Writer:
                     if self._auth.authorization(scope) == sent else True
             now = self._authorization(url, scope)
             if answered and now != sent:
-                response.close()
+                transport.release(response, self._timeout)
                 response = self._send(method, url, now, what, data, headers or {})
         return response
 
