@@ -76,6 +76,10 @@ _DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 MAX_OBJECTS = 100_000
 
 MAX_INT = (1 << 63) - 1
+# Strict UTF-8 holds no surrogate, so one in a parsed document came from an escape, \ud800
+# to \udfff: this finds every such escape (and a few look-alikes after an escaped backslash,
+# which the exact walk then clears), so documents without one skip the walk.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -109,7 +113,8 @@ def loads(data: bytes, schema: Schema | None = None) -> object:
         raise
     except ValueError as e:
         raise StrictJSONError(str(e)) from None
-    _no_surrogates(doc)
+    if _SURROGATE_ESCAPE.search(text):  # else none can be in it: the text is strict UTF-8
+        _no_surrogates(doc)
     if schema is not None:
         _check(doc, schema, "")
     return doc

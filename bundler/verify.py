@@ -262,6 +262,7 @@ class _Content:
         self._kept = 0  # bytes of JSON blobs kept
         self._members = 0
         self._checked: dict[tuple, dict | None] = {}  # manifests checked once
+        self._good: dict[str, dict] | None = None  # of those read whole, by digest
         self._names: set[str] = set()
 
     def problem(self, text: str) -> None:
@@ -549,13 +550,18 @@ class _Content:
         return entries
 
     def layers_of(self, digest: str) -> tuple[str, list[dict]] | None:
-        """(config digest, [{digest, size}] of the layers) of a manifest cross_check read."""
-        for (checked_digest, _, _), checked in self._checked.items():
-            if checked_digest == digest and checked is not None:
-                return checked["config_desc"].digest, [
-                    {"digest": x.descriptor.digest, "size": x.descriptor.size}
-                    for x in checked["layers"]]
-        return None
+        """(config digest, [{digest, size}] of the layers) of a manifest cross_check read
+        whole (the first, if index.json gave its digest with several sizes or types)."""
+        if self._good is None:  # one pass, not one per image: bundles hold hundreds
+            self._good = {}
+            for (checked_digest, _, _), checked in self._checked.items():
+                if checked is not None:
+                    self._good.setdefault(checked_digest, checked)
+        checked = self._good.get(digest)
+        if checked is None:
+            return None
+        return checked["config_desc"].digest, [
+            {"digest": x.descriptor.digest, "size": x.descriptor.size} for x in checked["layers"]]
 
     def _docker_views(self, images: list[dict]) -> None:
         """manifest.json and repositories against what archive.py writes for these images:
@@ -622,8 +628,12 @@ def _is_tar_start(head: bytes) -> bool:
     if not field or not all(48 <= c <= 55 for c in field):
         return False
     rest = head[:148] + b" " * 8 + head[156:]
-    signed = sum(c - 256 if c > 127 else c for c in rest)
-    return int(field, 8) in (sum(rest), signed)
+    unsigned = sum(rest)
+    signed = unsigned - 256 * (len(rest) - len(rest.translate(None, _HIGH_BYTES)))
+    return int(field, 8) in (unsigned, signed)
+
+
+_HIGH_BYTES = bytes(range(128, 256))  # the bytes a signed char reads as negative
 
 
 class _TeeTar:

@@ -139,3 +139,13 @@ def test_created_is_a_real_rfc_3339_time(created, ok):
     else:
         with pytest.raises(StrictJSONError, match="not an RFC 3339 time"):
             strictjson.loads(doc, strictjson.CONFIG)
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\uD800", "\\udbff", "\\uDc00", "\\uDFFF",
+                                    "\\uDAbC"])
+@pytest.mark.parametrize("where", ['{"a": "x%s"}', '{"%s": 1}', '[[{"b": ["%s"]}]]'])
+def test_every_lone_surrogate_escape_is_refused(escape, where):
+    with pytest.raises(StrictJSONError, match="lone UTF-16 surrogate"):
+        strictjson.loads((where % escape).encode())
+    # after an escaped backslash it is text, not an escape
+    assert strictjson.loads((where % ("\\\\" + escape[1:])).encode())

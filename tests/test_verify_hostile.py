@@ -381,6 +381,29 @@ def test_what_containerd_reads_otherwise_is_refused(tmp_path, twist, fragment):
     assert any(fragment in p for p in report.problems), report.problems
 
 
+def _with_checksum(header: bytes, value: int) -> bytes:
+    return header[:148] + b"%06o\0 " % value + header[156:]
+
+
+def test_a_layer_header_summed_as_signed_bytes_is_a_tar(tmp_path):
+    """Go's archive/tar (containerd) takes a header whose checksum is the sum of its bytes
+    read as unsigned or as signed chars (old tars wrote the latter): both are a tar; a
+    checksum that is neither sum is not."""
+    tar = _tar([("etc/hostname", b"x\n")])
+    header = tar[:265] + b"\xe9" * 8 + tar[273:512]  # a user name with high bytes
+    blank = header[:148] + b" " * 8 + header[156:]
+    unsigned = sum(blank)
+    signed = unsigned - 256 * sum(1 for c in blank if c > 127)
+    assert signed != unsigned
+    for value, fragment in ((unsigned, None), (signed, None), (unsigned + 1, "not a tar")):
+        layer = _with_checksum(header, value) + tar[512:]
+        report = verify(_small_bundle(tmp_path / f"{value}" / BUNDLE, layer=layer))
+        if fragment is None:
+            assert report.ok, report.problems
+        else:
+            assert any(fragment in p for p in report.problems), report.problems
+
+
 SKIPPABLE = b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"skip"
 
 
