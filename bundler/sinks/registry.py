@@ -166,10 +166,6 @@ class RegistrySink:
         return missing, [n for n, digest in zip(names, resolved, strict=True)
                          if digest != n.digest]
 
-    def missing(self, blobs: Sequence[Blob]) -> list[Blob]:
-        """The blobs some repository lacks (survey() without names)."""
-        return self.survey(blobs, [])[0]
-
     def put_blob(self, blob: Blob, opener: Callable[[], BinaryIO]) -> None:
         """Put `blob` into every repository that lacks it: mounted from one that has it,
         else uploaded once and mounted into the rest."""
