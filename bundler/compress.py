@@ -261,7 +261,13 @@ def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
         frame.abandon()
         raise
     if frame.error is not None:
-        raise frame.error
+        error, frame.error = frame.error, None
+        try:
+            raise error
+        finally:
+            # No cycle through this frame: a caller that handles the error (the compact
+            # bundle restarts its body) frees the compressor with it, without a gc pass.
+            del error
     if on_bytes and frame.ingested > reported:
         on_bytes(frame.ingested - reported)
 

@@ -13,10 +13,12 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
+from pathlib import Path
 from typing import BinaryIO
 
 from bundler import layer as layers
 from bundler.cache import BlobStore, CacheUnusable
+from bundler.digest import CHUNK, hex_of
 from bundler.errors import BundlerError
 from bundler.image import Image, Layer
 from bundler.progress import CountingReader
@@ -30,12 +32,13 @@ class Fetcher:
     """Stages layers into `store`, as stored or uncompressed, `jobs` at a time."""
 
     def __init__(self, store: BlobStore, uncompressed: bool, jobs: int = DEFAULT_JOBS,
-                 bar=None):
+                 bar=None, scratch: Path | None = None):
         self.store = store
         self.uncompressed = uncompressed
         self._bar = bar
+        self._scratch = scratch  # where download() puts blobs; only a compact build needs it
         self._jobs: queue.Queue = queue.Queue()
-        self._futures: dict[tuple[str, bool], Future] = {}
+        self._futures: dict[tuple[str, object], Future] = {}  # (digest, check or "download")
         self._known: dict[str, tuple[Layer, str]] = {}
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._work, daemon=True)
@@ -55,8 +58,35 @@ class Fetcher:
             future = self._futures.get(key) or self._futures.get((key[0], True))
             if future is None:
                 future = self._futures[key] = Future()
-                self._jobs.put((future, layer, what, check))
+                self._jobs.put((future, lambda: self._stage(layer, what, check)))
         return future
+
+    def download(self, layer: Layer, what: str) -> Future:
+        """Download the blob as stored into the scratch directory, checked against its digest
+        but not decompressed; the future's result is the file (layer.StreamedLayer reads it).
+        """
+        key = (layer.descriptor.digest, "download")
+        with self._lock:
+            future = self._futures.get(key)
+            if future is None:
+                future = self._futures[key] = Future()
+                self._jobs.put((future, lambda: self._download(layer)))
+        return future
+
+    def stage_file(self, layer: Layer, what: str, path: Path) -> None:
+        """Stage the layer the normal way from its blob downloaded to `path` (a streamed layer
+        that did not go as predicted); later ensure() calls find it done."""
+        with_file = replace(layer, open=lambda: open(path, "rb"))
+        layers.stage(with_file, self.store, self.uncompressed, what)
+        self.mark_staged(layer)
+
+    def mark_staged(self, layer: Layer) -> None:
+        """The layer was staged and checked outside this fetcher (layer.StreamedLayer, or
+        stage_file): ensure() need not look at it again."""
+        done: Future = Future()
+        done.set_result(None)
+        with self._lock:
+            self._futures[(self.target(layer), True)] = done
 
     def opener(self, layer: Layer, what: str) -> Callable[[], BinaryIO]:
         """Opens the staged layer, waiting for (and if need be starting) its download."""
@@ -78,27 +108,43 @@ class Fetcher:
             job = self._jobs.get()
             if job is None:
                 return
-            future, layer, what, check = job
+            future, work = job
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                self._stage(layer, what, check)
+                result = work()
             except BaseException as e:  # noqa: BLE001 - handed to whoever waits
                 future.set_exception(e)
             else:
-                future.set_result(None)
+                future.set_result(result)
 
     def _stage(self, layer: Layer, what: str, check: bool) -> None:
         target = self.target(layer)
         if self.store.has(target) and (not check or self.store.verified(target)):
             return
-        source = layer
-        if self._bar is not None:
-            with self._lock:
-                self._bar.total = (self._bar.total or 0) + layer.descriptor.size
-                self._bar.refresh()
-            source = replace(layer, open=lambda: CountingReader(layer.open(), self._bar))
+        source = self._counted(layer)
         retry.refetch_once(lambda: layers.stage(source, self.store, self.uncompressed, what))
+        self._refresh()
+
+    def _download(self, layer: Layer) -> Path:
+        if self._scratch is None:
+            raise ValueError("Fetcher.download needs a scratch directory")
+        path = self._scratch / hex_of(layer.descriptor.digest)
+        source = self._counted(layer)
+        retry.refetch_once(lambda: _copy(source.open(), path))
+        self._refresh()
+        return path
+
+    def _counted(self, layer: Layer) -> Layer:
+        """`layer`, its bytes counted on the pull bar as they are read."""
+        if self._bar is None:
+            return layer
+        with self._lock:
+            self._bar.total = (self._bar.total or 0) + layer.descriptor.size
+            self._bar.refresh()
+        return replace(layer, open=lambda: CountingReader(layer.open(), self._bar))
+
+    def _refresh(self) -> None:
         if self._bar is not None:
             self._bar.refresh()  # tqdm redraws at most every 0.1 s: show where it ended
 
@@ -113,6 +159,16 @@ class Fetcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _copy(src: BinaryIO, path: Path) -> None:
+    """All of `src` (a reader that checks its digest at its end) into the file `path`."""
+    try:
+        with open(path, "wb") as f:
+            while chunk := src.read(CHUNK):
+                f.write(chunk)
+    finally:
+        getattr(src, "close", lambda: None)()
 
 
 class ImagesFailed(BundlerError):

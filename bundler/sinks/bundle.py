@@ -8,6 +8,8 @@ the caller commits: several architectures' files are committed together (bundle.
 
 from __future__ import annotations
 
+import gc
+import logging
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -24,12 +26,15 @@ from bundler import (
     sbom,
     signing,
 )
+from bundler import layer as layers
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
 from bundler.digest import HashingWriter, hex_of, sha256_digest
 from bundler.fetch import DEFAULT_JOBS, Fetcher
 from bundler.image import Image
 from bundler.progress import Bar, Progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,10 +102,13 @@ class BundleSink:
     def write(self, images: Sequence[Image]) -> None:
         upstream, names, outputs = list(images), self.names, self._outputs
         bundle_path = outputs.temp(names.bundle)
+        compact = self._layers == mutate.UNCOMPRESSED
+        # A compact build downloads its big gzip layers here before it streams them.
+        scratch = outputs.scratch_dir() if compact else None
         with self._progress.bar("pull") as pull, \
-                Fetcher(self._store, self._layers == mutate.UNCOMPRESSED, self._jobs,
-                        pull.feed()) as fetcher:
-            size, sha, staged = self._write_bundle(upstream, bundle_path, fetcher, pull)
+                Fetcher(self._store, compact, self._jobs, pull.feed(), scratch) as fetcher:
+            size, sha, staged = self._write_bundle(upstream, bundle_path, fetcher, pull,
+                                                   scratch)
         doc = checksums.manifest_document(
             staged, upstream, arch=self._arch, layers=self._layers, level=self._level,
             window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
@@ -131,15 +139,15 @@ class BundleSink:
         put(names.sums, checksums.merged_sums(old, ours))
         self.manifest, self.files = doc, files
 
-    def _write_bundle(self, upstream: list[Image], path: Path, fetcher: Fetcher, pull: Bar
-                      ) -> tuple[int, str, list[Image]]:
+    def _write_bundle(self, upstream: list[Image], path: Path, fetcher: Fetcher, pull: Bar,
+                      scratch: Path | None) -> tuple[int, str, list[Image]]:
         """Size and sha256 of the bundle written to `path`, and the images as written."""
         frames, level = self._frames, self._level
         with open(path, "wb") as f, self._progress.bar("compress") as bar:
             hashed = HashingWriter(f)
             if fetcher.uncompressed:
-                images = _write_compact(upstream, hashed, level, fetcher, frames,
-                                        self._outputs.scratch_dir(), pull, bar)
+                images = _write_compact(upstream, hashed, level, fetcher, frames, scratch,
+                                        pull, bar)
             else:
                 images = [mutate.staged(image, fetcher) for image in upstream]
                 groups = frame_groups(archive.segments(images), self._layers, level)
@@ -191,6 +199,13 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     The metadata (which needs every layer's size) is its own first frame; the rest is
     compressed to a scratch file layer by layer, in tar order, as each one is staged, and
     appended after it.
+
+    A big gzip layer (layer.streams) is not staged first: its blob is downloaded as it is, and
+    when the body reaches it, it is inflated straight into the compressor under a tar header
+    that gives the size its gzip trailer predicts, and stored on the way (layer.StreamedLayer).
+    If the prediction fails (several gzip members, 4 GiB or more) the layer is staged the
+    normal way and the body is compressed again from its start: one zstd frame cannot be
+    taken back in part. The layers streamed before it are read back from the store then.
     """
     wanted = {}
     for image in upstream:
@@ -212,21 +227,50 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
             bar.update(total)
             return images
     order = sorted(wanted)
+    downloads = {}
     for digest in order:
-        fetcher.ensure(*wanted[digest])
+        layer, what = wanted[digest]
+        if layers.streams(layer) and not store.has(digest):
+            downloads[digest] = fetcher.download(layer, what)
+        else:
+            fetcher.ensure(layer, what)
     meter = _ByLayer(bar)
 
     def arriving_layers():
         for digest in order:
             layer, what = wanted[digest]
-            fetcher.ensure(layer, what).result()
-            segment = archive.blob_segment(digest, store.size(digest),
-                                           fetcher.opener(layer, what), True)
+            streamed = None
+            if digest in downloads and not store.has(digest):
+                streamed = layers.StreamedLayer.of(downloads[digest].result(), layer, store,
+                                                   what)
+                if streamed is None:  # not gzip after all; nothing of it is compressed yet
+                    fetcher.stage_file(layer, what, downloads[digest].result())
+            if streamed is not None:
+                segment = archive.blob_segment(digest, streamed.size, streamed.open, True)
+            else:
+                fetcher.ensure(layer, what).result()
+                segment = archive.blob_segment(digest, store.size(digest),
+                                               fetcher.opener(layer, what), True)
             meter.add(segment.size, weights[digest])
             yield segment
+            if streamed is not None:  # read to its end: checked and in the store now
+                fetcher.mark_staged(layer)
 
     big = scratch / "frame.zst"
-    images, segments = _compress_body(big, level, arriving_layers(), upstream, fetcher, meter)
+    while True:
+        try:
+            images, segments = _compress_body(big, level, arriving_layers(), upstream,
+                                              fetcher, meter)
+            break
+        except layers.Mispredicted as e:
+            log.info("%s; staging it and compressing the bundle's body again", e)
+            mispredicted = e.layer
+        # Outside the except block, so the abandoned frame's compressor (held by the
+        # exception's traceback) is freed before the layer is staged and a new one is made.
+        gc.collect()
+        layer, what = wanted[mispredicted.diff_id]
+        fetcher.stage_file(layer, what, downloads[mispredicted.diff_id].result())
+        meter.restart()
     head, body = frame_groups(segments, mutate.UNCOMPRESSED, level)
     compress.write_frames([head], out, frames)
     if frames:
@@ -266,6 +310,12 @@ class _ByLayer:
         self._pos = 0
         self._shown = 0
         self._lock = threading.Lock()
+
+    def restart(self) -> None:
+        """The body is compressed again from its start: the bar stays where it was until
+        the new pass gets past it."""
+        with self._lock:
+            self._spans, self._end, self._pos = [], 0, 0
 
     def add(self, size: int, weight: int) -> None:
         with self._lock:

@@ -1,0 +1,325 @@
+"""Big gzip layers streamed into a compact bundle's compressor (issue 12, "Big layers"): the
+same bytes as staging them first, a fallback when the gzip trailer's size is wrong, and the
+staged path's errors when the layer is bad.
+
+layer.STREAM_SIZE is lowered so small layers stream; "staged" builds raise it above every
+layer, which is the path every layer took before streaming existed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from bundler import layer, mutate, platform, reference, sources
+from bundler import mediatypes as mt
+from bundler.__main__ import run as bundler_main
+from bundler.atomic import AtomicOutputs
+from bundler.cache import BlobStore
+from bundler.errors import DigestMismatch
+from bundler.sinks.bundle import BundleSink
+from tests import imagegen as gen
+from tests.conftest import STEM
+from tests.registryseed import push_image
+
+AMD64 = platform.for_arch("amd64")
+NEVER = 1 << 62  # a STREAM_SIZE no layer reaches: every layer is staged first
+
+
+def _image(layers: list[tuple[bytes, str, str]]) -> gen.TestImage:
+    """An image of (blob, media type, diff_id) layers, the blobs exactly as given."""
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+        "rootfs": {"type": "layers", "diff_ids": [d for _, _, d in layers]},
+    }, sort_keys=True).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
+        "config": {"mediaType": mt.DOCKER_CONFIG, "digest": gen.digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": m, "digest": gen.digest(b), "size": len(b)}
+                   for b, m, _ in layers],
+    }).encode()
+    return gen.TestImage(manifest, mt.DOCKER_MANIFEST, config, [(b, m) for b, m, _ in layers],
+                         [d for _, _, d in layers], {"architecture": "amd64", "os": "linux"})
+
+
+def _tar(seed: int, size: int = 300_000) -> bytes:
+    rng = random.Random(seed)
+    # Half random, half repeated: something for zstd to find, several inflate chunks.
+    return gen.tar_layer([("file", f"f{seed}", rng.randbytes(size // 2) + bytes(size // 2)),
+                          ("file", f"g{seed}", rng.randbytes(1000) * (size // 2000))])
+
+
+def _gz(tar: bytes) -> tuple[bytes, str, str]:
+    return gzip.compress(tar, compresslevel=1, mtime=0), mt.DOCKER_LAYER_GZIP, gen.digest(tar)
+
+
+def _members(tar: bytes, cuts: int = 3) -> tuple[bytes, str, str]:
+    """A gzip blob of several members: its trailer's ISIZE is the last member's size alone."""
+    step = len(tar) // cuts + 1
+    blob = b"".join(gzip.compress(tar[i:i + step], compresslevel=1, mtime=0)
+                    for i in range(0, len(tar), step))
+    return blob, mt.DOCKER_LAYER_GZIP, gen.digest(tar)
+
+
+def _push(fixture_registry, repo: str, img: gen.TestImage) -> str:
+    push_image(fixture_registry.registry.url, repo, img, "v1")
+    return f"docker.io/{repo}:v1"
+
+
+def _build(fixture_registry, tmp: Path, refs: list[str], name: str,
+           store: BlobStore | None = None) -> Path:
+    """A compact bundle of `refs` written by the bundle sink, at level 3; its directory."""
+    out = tmp / name
+    out.mkdir()
+    open_source = sources.from_options("registry",
+                                       registries=str(fixture_registry.registries_yaml(tmp)),
+                                       default_endpoint=False)
+    images = open_source(AMD64, BlobStore(tmp / f"{name}-meta")).images(
+        [reference.parse(r) for r in refs])
+    with AtomicOutputs(out) as outputs:
+        sink = BundleSink(outputs, store or BlobStore(tmp / f"{name}-store"),
+                          name="k3s-airgap-images-multus", arch="amd64",
+                          layers=mutate.UNCOMPRESSED, level=3)
+        sink.write(images)
+        outputs.commit()
+    return out
+
+
+class _Opened:
+    """Counts the layers that were streamed (StreamedLayer.open), calling through."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        real = layer.StreamedLayer.open
+
+        def counted(streamed):
+            self.count += 1
+            return real(streamed)
+
+        monkeypatch.setattr(layer.StreamedLayer, "open", counted)
+
+
+def _same_files(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for n in names:
+        assert (a / n).read_bytes() == (b / n).read_bytes(), n
+
+
+def test_predicted_size_is_the_last_members_isize(tmp_path):
+    tar = _tar(1)
+    one, several = tmp_path / "one", tmp_path / "several"
+    one.write_bytes(_gz(tar)[0])
+    several.write_bytes(_members(tar)[0])
+    assert layer.predicted_size(one) == len(tar)
+    assert 0 < layer.predicted_size(several) < len(tar)
+    for not_gzip in (tar, zstandard.ZstdCompressor().compress(tar), b"\x1f\x8b"):
+        (tmp_path / "x").write_bytes(not_gzip)
+        assert layer.predicted_size(tmp_path / "x") is None
+
+
+def test_streamed_layers_give_the_staged_bytes(fixture_registry, tmp_path, monkeypatch):
+    # Gzip layers (one shared by both images), a zstd one and a plain one (never streamed).
+    shared = _gz(_tar(10))
+    first = _image([shared, _gz(_tar(11)), _gz(_tar(12, 2_000_000))])
+    plain = _tar(13)
+    second = _image([shared, (zstandard.ZstdCompressor().compress(_tar(14)), mt.OCI_LAYER_ZSTD,
+                               gen.digest(_tar(14))), (plain, mt.DOCKER_LAYER, gen.digest(plain))])
+    refs = [_push(fixture_registry, "stream/one", first),
+            _push(fixture_registry, "stream/two", second)]
+    monkeypatch.setattr(layer, "STREAM_SIZE", NEVER)
+    staged = _build(fixture_registry, tmp_path, refs, "staged")
+    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    opened = _Opened(monkeypatch)
+    store = BlobStore(tmp_path / "store")
+    streamed = _build(fixture_registry, tmp_path, refs, "streamed", store)
+    assert opened.count == 3  # the three gzip layers, the shared one once
+    _same_files(staged, streamed)
+    # The streamed layers are in the store under their diff_ids, as staging leaves them: a
+    # warm rebuild reads them from there, streams nothing, and writes the same bytes.
+    for blob, _ in first.layers:
+        assert not store.has(gen.digest(blob))
+    for diff_id in first.diff_ids:
+        assert store.verified(diff_id)
+    warm = _build(fixture_registry, tmp_path, refs, "warm", store)
+    assert opened.count == 3
+    _same_files(staged, warm)
+
+
+def _multi_member_image() -> gen.TestImage:
+    """A normal gzip layer sorted before a multi-member one, so the restart must read the
+    first one back from the store."""
+    for seed in range(100, 200):
+        normal, multi = _gz(_tar(seed)), _members(_tar(seed + 1000, 1_500_000))
+        if normal[2] < multi[2]:
+            return _image([multi, normal, _gz(_tar(seed + 2000))])
+    raise AssertionError("no seed orders the layers")
+
+
+def test_a_multi_member_layer_falls_back_to_the_same_bytes(fixture_registry, tmp_path,
+                                                           monkeypatch, caplog):
+    ref = _push(fixture_registry, "stream/multi", _multi_member_image())
+    monkeypatch.setattr(layer, "STREAM_SIZE", NEVER)
+    staged = _build(fixture_registry, tmp_path, [ref], "staged")
+    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    with caplog.at_level(logging.INFO, logger="bundler.sinks.bundle"):
+        streamed = _build(fixture_registry, tmp_path, [ref], "streamed")
+    notes = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
+    assert len(notes) == 1 and "bytes its gzip trailer says" in notes[0], notes
+    assert f"{ref}: layer 0 (" in notes[0]  # names the image and layer, as stage()'s errors do
+    _same_files(staged, streamed)
+
+
+def test_a_layer_that_is_not_gzip_after_all_is_staged(fixture_registry, tmp_path, monkeypatch):
+    # A manifest may say gzip for zstd bytes (containerd sniffs): nothing to predict, so the
+    # layer is staged before any of it is compressed.
+    tar = _tar(20)
+    ref = _push(fixture_registry, "stream/notgzip", _image([
+        (zstandard.ZstdCompressor().compress(tar), mt.DOCKER_LAYER_GZIP, gen.digest(tar))]))
+    monkeypatch.setattr(layer, "STREAM_SIZE", NEVER)
+    staged = _build(fixture_registry, tmp_path, [ref], "staged")
+    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    opened = _Opened(monkeypatch)
+    streamed = _build(fixture_registry, tmp_path, [ref], "streamed")
+    assert opened.count == 0
+    _same_files(staged, streamed)
+
+
+@pytest.mark.parametrize("off_by", [1, -1, 1 << 20])
+def test_the_reader_checks_the_predicted_size(tmp_path, off_by):
+    tar = _tar(30)
+    blob, _, diff_id = _gz(tar)
+    path = tmp_path / "blob"
+    path.write_bytes(blob)
+    store = BlobStore(tmp_path / "store")
+    from bundler.image import Descriptor, Layer
+
+    lay = Layer(Descriptor(mt.DOCKER_LAYER_GZIP, gen.digest(blob), len(blob)), diff_id,
+                lambda: open(path, "rb"))
+    streamed = layer.StreamedLayer(path, lay, store, "L", len(tar) + off_by)
+    reader = streamed.open()
+    want = "more than" if off_by < 0 else f"{len(tar)} bytes, not the {len(tar) + off_by}"
+    with pytest.raises(layer.Mispredicted, match=want):
+        try:
+            while reader.read(65536):
+                pass
+        finally:
+            reader.close()
+    assert not store.has(diff_id)
+    assert not list((tmp_path / "store" / "sha256").iterdir())  # no temporary left either
+    # The prediction right: every byte, and the plain copy committed.
+    reader = layer.StreamedLayer(path, lay, store, "L", len(tar)).open()
+    got = []
+    while chunk := reader.read(65536):
+        got.append(chunk)
+    reader.close()
+    assert b"".join(got) == tar
+    assert store.verified(diff_id)
+
+
+def _cli(monkeypatch, capsys, fixture_registry, tmp: Path, ref: str, stream_size: int
+         ) -> tuple[int, str]:
+    monkeypatch.setattr(layer, "STREAM_SIZE", stream_size)
+    (tmp / "images.txt").write_text(ref + "\n")
+    code = bundler_main(["build", "--images", str(tmp / "images.txt"),
+                         "--registries", str(fixture_registry.registries_yaml(tmp)),
+                         "--no-default-endpoint", "--layers", "uncompressed", "--level", "3",
+                         "--output-dir", str(tmp / "dist"), "--cache-dir", str(tmp / "cache"),
+                         "--quiet"])
+    return code, capsys.readouterr().err
+
+
+def _bad_layer_is_refused_alike(monkeypatch, capsys, fixture_registry, tmp_path, ref,
+                                diff_id: str, fragment: str) -> None:
+    runs = []
+    for name, size in (("staged", NEVER), ("streamed", 0)):
+        (tmp_path / name).mkdir()
+        runs.append(_cli(monkeypatch, capsys, fixture_registry, tmp_path / name, ref, size))
+        assert not (tmp_path / name / "dist").exists()
+        blobs = tmp_path / name / "cache" / "blobs" / "sha256"
+        assert not (blobs / diff_id.split(":")[1]).exists()
+        assert not [p for p in blobs.iterdir() if p.name.endswith(".partial")]
+    assert runs[0] == runs[1]
+    code, err = runs[1]
+    assert code == 1 and len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_a_diff_id_mismatch_is_the_staged_error(fixture_registry, tmp_path, monkeypatch, capsys):
+    tar, other = _tar(40), _tar(41)
+    blob, media, _ = _gz(tar)
+    ref = _push(fixture_registry, "stream/wrongdiff",
+                _image([(blob, media, gen.digest(other))]))
+    _bad_layer_is_refused_alike(monkeypatch, capsys, fixture_registry, tmp_path, ref,
+                                gen.digest(other), "diff_id mismatch: config says")
+
+
+def test_an_isize_larger_than_the_content_is_the_staged_error(fixture_registry, tmp_path,
+                                                               monkeypatch, capsys):
+    # zlib checks ISIZE against what it inflated, so a trailer that says more than the member
+    # holds is a corrupt gzip stream, not a misprediction to recover from: the build fails
+    # exactly as the staged path fails.
+    tar = _tar(50)
+    blob = _gz(tar)[0]
+    blob = blob[:-4] + struct.pack("<I", len(tar) + 512)
+    ref = _push(fixture_registry, "stream/bigisize",
+                _image([(blob, mt.DOCKER_LAYER_GZIP, gen.digest(tar))]))
+    _bad_layer_is_refused_alike(monkeypatch, capsys, fixture_registry, tmp_path, ref,
+                                gen.digest(tar), "cannot decompress")
+
+
+def test_ctrl_c_while_a_layer_streams_leaves_nothing(fixture_registry, tmp_path):
+    # Level 19 on 24 MB of half-random bytes: the stream lasts seconds, long enough to
+    # interrupt while the layer's plain copy is being written into the store.
+    tar = _tar(60, 24 << 20)
+    ref = _push(fixture_registry, "stream/interrupted", _image([_gz(tar)]))
+    (tmp_path / "images.txt").write_text(ref + "\n")
+    code = ("import sys, bundler.layer\nbundler.layer.STREAM_SIZE = 0\n"
+            "from bundler.__main__ import run\nraise SystemExit(run(sys.argv[1:]))\n")
+    cache = tmp_path / "cache"
+    blobs = cache / "blobs" / "sha256"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "build", "--images", str(tmp_path / "images.txt"),
+         "--registries", str(fixture_registry.registries_yaml(tmp_path)),
+         "--no-default-endpoint", "--layers", "uncompressed", "--level", "19",
+         "--output-dir", str(tmp_path / "dist"), "--cache-dir", str(cache)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+            blobs.is_dir() and [p for p in blobs.iterdir() if p.name.endswith(".partial")
+                                and p.stat().st_size > 1 << 20]):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the build ended before its layer was streamed"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["bundler: error: interrupted"]
+    assert not (tmp_path / "dist").exists()
+    for entry in blobs.iterdir():
+        if not entry.name.endswith(".partial"):
+            assert hashlib.sha256(entry.read_bytes()).hexdigest() == entry.name
+    assert not (blobs / gen.digest(tar).split(":")[1]).exists()
+
+
+def test_the_staged_error_names_the_layer(fixture_registry, tmp_path, monkeypatch):
+    # The sink on its own raises the error a staged layer raises (DigestMismatch).
+    tar, other = _tar(70), _tar(71)
+    blob, media, _ = _gz(tar)
+    ref = _push(fixture_registry, "stream/wrongdiff2", _image([(blob, media, gen.digest(other))]))
+    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    with pytest.raises(DigestMismatch, match=f"{ref}: layer 0 .*diff_id mismatch"):
+        _build(fixture_registry, tmp_path, [ref], "streamed")
+    assert not (tmp_path / "streamed" / f"{STEM}.tar.zst").exists()
