@@ -1,7 +1,10 @@
 import hashlib
 import io
+import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bundler.digest import (
     CHUNK,
@@ -95,9 +98,9 @@ def test_raw_is_asked_for_bounded_pieces_and_one_byte_past_the_end(piece):
     with pytest.raises(DigestMismatch, match="more than the expected"):
         _read_all(reader, -1)
     got = 0
-    for asked, given in zip(raw.asked, raw.given, strict=True):
+    for asked, returned in zip(raw.asked, raw.given, strict=True):
         assert isinstance(asked, int) and 0 < asked <= min(CHUNK, len(DATA) - got + 1)
-        got += given
+        got += returned
     assert got == len(DATA) + 1
     # After the refusal nothing more is read, and never read(0) (some streams read all).
     asked = len(raw.asked)
@@ -161,3 +164,34 @@ def test_hash_rest_hashes_what_is_left_in_chunks():
     raw.read(7)
     assert "sha256:" + hash_rest(raw).hexdigest() == sha256_digest(data[7:])
     assert raw.asked[1:] and all(asked == CHUNK for asked in raw.asked[1:])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=3000), declared=st.binary(max_size=3000),
+       size_known=st.booleans(), piece=st.integers(1, 4000),
+       reads=st.lists(st.one_of(st.integers(0, 5000), st.just(-1), st.none()), min_size=1)
+       .filter(lambda reads: any(n != 0 for n in reads)))
+def test_any_body_is_its_declared_bytes_or_a_mismatch(data, declared, size_known, piece, reads):
+    """Whatever a registry sends and however the caller reads it, the reader gives back the
+    declared blob exactly, or raises DigestMismatch; it never hands out a byte past the
+    declared size, and asks for at most one byte past it."""
+    size = len(declared) if size_known else None
+    raw = Recording(data, piece)
+    reader = VerifyingReader(raw, sha256_digest(declared), size, "blob")
+    out = b""
+    try:
+        for i in itertools.count():
+            n = reads[i % len(reads)]
+            part = reader.read(n)
+            out += part
+            assert size is None or len(out) <= size
+            if n == 0:
+                assert part == b""  # read(0) is empty, and not the end
+            elif not part:
+                break
+    except DigestMismatch:
+        assert data != declared
+        if size is not None:
+            assert sum(raw.given) <= size + 1
+        return
+    assert out == data == declared
