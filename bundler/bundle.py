@@ -30,6 +30,9 @@ __all__ = ["DEFAULT_NAME", "SOURCES", "ArchitecturesFailed", "BuildOptions", "ar
            "build"]
 
 DEFAULT_NAME = "k3s-airgap-images-multus"
+# In the cache directory: where anonymous registries said their tokens come from, so that a
+# rebuild asks for its tokens without a 401 first (sources/registry.py).
+CHALLENGES = "challenges.json"
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     refs = imagelist.read(opts.images)
     open_source = sources.from_options(
         opts.source, registries=opts.registries, default_endpoint=opts.default_endpoint,
-        timeout=opts.timeout, jobs=opts.jobs, pull=opts.pull)
+        timeout=opts.timeout, jobs=opts.jobs, pull=opts.pull,
+        challenges=Path(opts.cache_dir) / CHALLENGES if opts.cache_dir else None)
     extras = Extras.of(opts.sign_key, opts.sbom)
     out_dir = Path(opts.output_dir)
     created = _missing_dirs(out_dir)

@@ -190,3 +190,83 @@ def test_token_and_head_cut_off_are_retried_on_the_same_endpoint(tmp_path, seede
     assert run.code == 0, run.stderr
     assert heads and len(tokens.requests) == 2, tokens.requests
     assert fallback.requests == []
+
+
+def _kept(tmp_path: Path) -> dict:
+    kept = tmp_path / "cache" / "challenges.json"
+    return json.loads(kept.read_text()) if kept.exists() else {}
+
+
+def test_a_rebuild_asks_for_its_token_without_a_401_first(tmp_path, token_registry):
+    """Issue 12: an anonymous registry's Bearer challenge is kept in the cache, so a rebuild
+    is a token and one HEAD, not a 401, a token and a HEAD."""
+    from tests.cli_helpers import build_args
+    from tests.faultproxy import RegistryFront
+
+    tokens, registry = token_registry()
+    front = RegistryFront(registry.url)
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+        args = build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml)
+        cold = bundler(*args)
+        assert cold.code == 0, cold.stderr
+        asked = len(front.requests)
+        assert front.requests[0][2] == ""  # the cold build met the challenge (a 401)
+        assert _kept(tmp_path) == {front.url: {"realm": tokens.url, "service": SERVICE}}
+        warm = bundler(*args)
+    finally:
+        front.stop()
+    assert warm.code == 0, warm.stderr
+    again = front.requests[asked:]
+    assert [(path, auth.split()[0]) for _, path, auth in again] == [
+        ("/v2/library/busybox/manifests/1.36.1", "Bearer")]
+    assert len(tokens.requests) == 2  # one each run: tokens themselves are never kept
+
+
+def test_a_kept_realm_that_is_gone_costs_a_401_not_the_build(tmp_path, token_registry):
+    from tests.cli_helpers import build_args
+    from tests.servers import free_port
+
+    tokens, registry = token_registry()
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
+    args = build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml)
+    assert bundler(*args).code == 0
+    live = {registry.url: {"realm": tokens.url, "service": SERVICE}}
+    assert _kept(tmp_path) == live
+    gone = f"http://127.0.0.1:{free_port()}/token"  # nothing listens there
+    (tmp_path / "cache" / "challenges.json").write_text(
+        json.dumps({registry.url: {"realm": gone, "service": SERVICE}}))
+    run = bundler(*args)
+    assert run.code == 0, run.stderr
+    assert _kept(tmp_path) == live
+    # A damaged file is no hint at all, never a failure.
+    (tmp_path / "cache" / "challenges.json").write_text("{not json")
+    run = bundler(*args)
+    assert run.code == 0, run.stderr
+    assert _kept(tmp_path) == live
+
+
+def test_no_challenge_is_kept_or_used_with_credentials(tmp_path, token_registry):
+    # A kept realm is not the registry's word in this run: credentials never go where it
+    # points, so one is neither written nor read for a registry with credentials.
+    from tests.cli_helpers import build_args
+
+    tokens, registry = token_registry(username=USER, password=PASSWORD)
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]},
+                                 {registry.host: {"auth": {"username": USER,
+                                                           "password": PASSWORD}}})
+    args = build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml)
+    assert bundler(*args).code == 0
+    assert _kept(tmp_path) == {}
+    (tmp_path / "planted").mkdir()
+    planted = TokenServer(tmp_path / "planted").start()  # grants anything it is asked
+    try:
+        (tmp_path / "cache" / "challenges.json").write_text(
+            json.dumps({registry.url: {"realm": planted.url, "service": SERVICE}}))
+        before = len(tokens.requests)
+        run = bundler(*args)
+    finally:
+        planted.stop()
+    assert run.code == 0, run.stderr
+    assert planted.requests == []
+    assert [r["authorization"].split()[0] for r in tokens.requests[before:]] == ["Basic"]

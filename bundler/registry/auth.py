@@ -4,6 +4,10 @@ On a 401 the registry's WWW-Authenticate challenge says what to do; we answer it
 scope and cache the token until shortly before it expires. Threads resolving images at once
 share one Authenticator: a scope's token is fetched by one of them while the others wait for
 it (issue 12), and scopes of different repositories are fetched side by side.
+
+An anonymous endpoint's Bearer challenge (where tokens come from, never a token) may be kept
+from an earlier run and handed back as `known`: tokens are then asked for before the first
+request, and a warm rebuild is a token and a HEAD instead of a 401, a token and a HEAD.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from urllib.parse import urlsplit
 import requests
 
 from bundler.config import DEFAULT_TIMEOUT, Credentials
-from bundler.errors import RegistryError
+from bundler.errors import BundlerError, RegistryError
 from bundler.registry import retry, transport
 
 _PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
@@ -53,7 +57,8 @@ class Authenticator:
     """
 
     def __init__(self, session: requests.Session, endpoint_url: str,
-                 credentials: Credentials | None, timeout: float = DEFAULT_TIMEOUT):
+                 credentials: Credentials | None, timeout: float = DEFAULT_TIMEOUT,
+                 known: dict[str, str] | None = None):
         self._session = session
         self._endpoint = endpoint_url
         self._host = transport.host_of(endpoint_url)
@@ -63,6 +68,13 @@ class Authenticator:
         self._tokens: dict[str, tuple[str, float]] = {}
         # The endpoint's last Bearer challenge, without its scope: where to ask for tokens.
         self._bearer: dict[str, str] | None = None
+        # `known` is used only without credentials: a kept realm is not the registry's word
+        # in this run, and nothing secret may go where it points. Until a live challenge
+        # confirms it, a realm that fails is dropped and the registry asked (_known).
+        self._known = False
+        if known and credentials is None and "realm" in known:
+            self._bearer = {k: v for k, v in known.items() if k in ("realm", "service")}
+            self._known = True
         self._lock = threading.Lock()  # guards _locks, _scheme, _bearer and _tokens
         self._locks: dict[str, threading.Lock] = {}  # per scope: held while answering it
 
@@ -82,14 +94,32 @@ class Authenticator:
         go-containerregistry ask the realm directly too). The realm was checked when the
         challenge came and is checked again here, by the same rules."""
         with self._lock:
-            params = self._bearer
+            params, known = self._bearer, self._known
         if params is None or self._current(scope) is not None:
             return
         with self._scope_lock(scope):
             if self._current(scope) is None:
-                token = self._fetch_token(params, scope, what)
+                try:
+                    # A kept realm gets one try: a stale one must not stall the run.
+                    token = self._fetch_token(params, scope, what,
+                                              retry.Policy(1) if known else retry.DEFAULT)
+                except BundlerError:
+                    if not known:
+                        raise
+                    with self._lock:
+                        if self._bearer is params:
+                            self._bearer, self._known = None, False
+                    return  # the request goes without, and its 401 says where to ask
                 with self._lock:
                     self._tokens[scope] = token
+
+    def challenge(self) -> dict[str, str] | None:
+        """Where this anonymous endpoint's tokens come from (realm, service), to be kept for
+        the next run; None with credentials, or when it asked for none."""
+        with self._lock:
+            if self._credentials is not None or self._bearer is None:
+                return None
+            return dict(self._bearer)
 
     def _current(self, scope: str) -> str | None:
         with self._lock:
@@ -129,6 +159,7 @@ class Authenticator:
             with self._lock:
                 self._tokens[scope] = token
                 self._bearer = {k: v for k, v in params.items() if k != "scope"}
+                self._known = False
             return True
 
     def _basic(self) -> str:
@@ -137,7 +168,8 @@ class Authenticator:
         raw = f"{c.username}:{c.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
-    def _fetch_token(self, params: dict[str, str], scope: str, what: str) -> tuple[str, float]:
+    def _fetch_token(self, params: dict[str, str], scope: str, what: str,
+                     policy: retry.Policy = retry.DEFAULT) -> tuple[str, float]:
         realm = transport.without_userinfo(params["realm"])
         transport.check_target(realm, self._endpoint, what, "names as its token realm")
         # The challenge names what the refused request needed (a HEAD: pull); we ask for that
@@ -163,8 +195,8 @@ class Authenticator:
             headers = {"Authorization": self._basic()} if c and c.username else {}
             body, _ = transport.read_small(
                 lambda: self._token_request("GET", realm, params=query, headers=headers,
-                                            what=what),
-                transport.MAX_TOKEN_BODY, what, timeout=self._timeout)
+                                            what=what, policy=policy),
+                transport.MAX_TOKEN_BODY, what, timeout=self._timeout, policy=policy)
         return _parse_token(body, realm, what)
 
     def _check_realm(self, realm: str, what: str) -> None:
@@ -178,9 +210,10 @@ class Authenticator:
                 f"{transport.host_of(realm)}; not sending the credentials for {self._host} "
                 f"there (a realm must be https, or http on the endpoint's own host)")
 
-    def _token_request(self, method: str, realm: str, *, what: str, **kwargs) -> requests.Response:
+    def _token_request(self, method: str, realm: str, *, what: str,
+                       policy: retry.Policy = retry.DEFAULT, **kwargs) -> requests.Response:
         response = transport.send(self._session, method, realm, stream=True,
-                                  timeout=self._timeout, what=what, **kwargs)
+                                  timeout=self._timeout, what=what, policy=policy, **kwargs)
         if response.status_code != 200:
             response.close()  # its body is not read: nothing from it is shown
         if response.status_code in (401, 403):

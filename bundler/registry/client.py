@@ -29,7 +29,7 @@ class Client:
     (give `pool` >= their number, so each keeps a connection alive for its next request)."""
 
     def __init__(self, endpoint: Endpoint, timeout: float = DEFAULT_TIMEOUT,
-                 pool: int = transport.POOL):
+                 pool: int = transport.POOL, known_challenge: dict[str, str] | None = None):
         self.endpoint = endpoint
         # A user:password@ in the URL is never sent, nor shown: credentials come from
         # registries.yaml `configs` or Docker's config.json, and messages name host_of().
@@ -39,7 +39,14 @@ class Client:
         self._root = transport.without_userinfo(endpoint.api_root)
         self._timeout = timeout
         self._session = transport.new_session(endpoint.tls, pool)
-        self._auth = Authenticator(self._session, self._base, endpoint.credentials, timeout)
+        # known_challenge: this endpoint's Bearer challenge from an earlier run (auth.py).
+        self._auth = Authenticator(self._session, self._base, endpoint.credentials, timeout,
+                                   known=known_challenge)
+
+    def challenge(self) -> dict[str, str] | None:
+        """This endpoint's Bearer challenge (realm, service) if it is anonymous and gave one:
+        what a later run may pass as known_challenge."""
+        return self._auth.challenge()
 
     def manifest(self, repository: str, ref: str, what: str) -> tuple[bytes, str, str]:
         """(bytes, media type, digest) of a manifest; a digest `ref` is checked."""

@@ -7,6 +7,7 @@ registry source, the daemon's pull policy only the Docker source.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bundler.errors import InputError
@@ -31,14 +32,15 @@ def check_kind(kind: str) -> str:
 
 def from_options(kind: str, *, registries: str | None = None, default_endpoint: bool = True,
                  timeout: float | None = None, jobs: int | None = None,
-                 pull: str = "missing") -> Opener:
+                 pull: str = "missing", challenges: str | Path | None = None) -> Opener:
     """How to open the `kind` source ("registry" or "docker") for one platform.
 
     Called before any download: an unknown kind and a bad registries.yaml (`registries`, read
     whichever the kind, as it always was) fail here. `default_endpoint`: also try each
     registry itself after its mirrors, as K3s does. `pull` is the Docker source's policy
     (missing, always, never); `timeout` and `jobs` are the registry source's (None: its
-    defaults, config.DEFAULT_TIMEOUT and fetch.DEFAULT_JOBS).
+    defaults, config.DEFAULT_TIMEOUT and fetch.DEFAULT_JOBS), and so is `challenges`: a file
+    in which it keeps anonymous registries' Bearer challenges from one run to the next.
     """
     # Imported here, not above: push and inspect read bundles through sources.bundle, which
     # loads this package, and need neither the registries.yaml reader nor the fetcher.
@@ -60,6 +62,6 @@ def from_options(kind: str, *, registries: str | None = None, default_endpoint: 
     def registry(want: Platform, store: BlobStore) -> Source:
         from bundler.sources.registry import RegistrySource
 
-        return RegistrySource(config, want, timeout, store, jobs=jobs)
+        return RegistrySource(config, want, timeout, store, jobs=jobs, challenges=challenges)
 
     return docker if kind == "docker" else registry

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import threading
+from pathlib import Path
 
-from bundler import mediatypes, platform
+from bundler import localfile, mediatypes, platform
+from bundler.atomic import temp_name
 from bundler.cache import BlobStore
 from bundler.config import DEFAULT_TIMEOUT, Endpoint, RegistriesConfig
 from bundler.digest import VerifyingReader
@@ -15,9 +20,12 @@ from bundler.platform import Platform
 from bundler.reference import Reference
 from bundler.registry import retry
 from bundler.registry.client import Client, media_type_of
+from bundler.registry.targets import without_userinfo
 
 # Image configs are small JSON documents; a larger one is refused rather than buffered.
 MAX_CONFIG = 8 << 20
+# The kept Bearer challenges: a few hundred bytes per endpoint.
+MAX_CHALLENGES = 64 << 10
 
 
 class RegistrySource:
@@ -30,6 +38,7 @@ class RegistrySource:
         timeout: float = DEFAULT_TIMEOUT,
         store: BlobStore | None = None,
         jobs: int = DEFAULT_JOBS,
+        challenges: str | Path | None = None,
     ):
         self._registries = registries
         self._want = want
@@ -42,12 +51,19 @@ class RegistrySource:
         # Manifests and configs are kept here by digest; with them cached, a rebuild asks
         # the registry only which digest each tag points at (a HEAD).
         self._store = store
+        # Where anonymous endpoints' Bearer challenges are kept across runs (the cache):
+        # with one known, a rebuild asks for its tokens without a 401 first (issue 12).
+        self._challenges_path = Path(challenges) if challenges else None
+        self._challenges = _read_challenges(self._challenges_path)
 
     def images(self, refs: list[Reference]) -> list[Image]:
         """[image(ref) for ref in refs], resolved `jobs` at a time (over a real network each
         image costs several round trips, issue 12), in the order of `refs`; every failing
         image is named in one error (fetch.resolve_all)."""
-        return resolve_all(self.image, refs, self._jobs)
+        try:
+            return resolve_all(self.image, refs, self._jobs)
+        finally:
+            self._keep_challenges()
 
     def image(self, ref: Reference) -> Image:
         """The image `ref` names, for our platform; errors name the reference."""
@@ -68,8 +84,27 @@ class RegistrySource:
         with self._clients_lock:
             if endpoint not in self._clients:
                 # Blob downloads (fetch.Fetcher) use as many threads as resolution does.
-                self._clients[endpoint] = Client(endpoint, self._timeout, pool=self._jobs)
+                self._clients[endpoint] = Client(
+                    endpoint, self._timeout, pool=self._jobs,
+                    known_challenge=self._challenges.get(without_userinfo(endpoint.url)))
             return self._clients[endpoint]
+
+    def _keep_challenges(self) -> None:
+        """Write the endpoints' Bearer challenges for the next run, when they changed. Best
+        effort: without the file a run costs one more round trip, nothing else."""
+        if self._challenges_path is None:
+            return
+        with self._clients_lock:
+            seen = {without_userinfo(e.url): c.challenge() for e, c in self._clients.items()}
+        kept = dict(self._challenges)
+        for url, challenge in seen.items():
+            if challenge:
+                kept[url] = challenge
+            else:
+                kept.pop(url, None)  # it needs none, or credentials: nothing to keep
+        if kept != self._challenges:
+            _write_challenges(self._challenges_path, kept)
+            self._challenges = kept
 
     def _pull(self, client: Client, ref: Reference) -> Image:
         what = str(ref)
@@ -151,6 +186,34 @@ def _read_small(client: Client, repository: str, desc: Descriptor, cap: int, wha
         return b"".join(chunks)
     finally:
         reader.close()
+
+
+def _read_challenges(path: Path | None) -> dict[str, dict[str, str]]:
+    """{endpoint url: {realm, service}} as _write_challenges left it; anything else is no
+    hint at all (a damaged or foreign file costs a round trip, never the build)."""
+    if path is None:
+        return {}
+    try:
+        doc = json.loads(localfile.read_small(path, MAX_CHALLENGES, "challenge file",
+                                              follow_symlinks=False))
+    except (BundlerError, OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {url: {k: v for k, v in c.items() if k in ("realm", "service")}
+            for url, c in doc.items()
+            if isinstance(url, str) and isinstance(c, dict) and isinstance(c.get("realm"), str)
+            and all(isinstance(v, str) for v in c.values())}
+
+
+def _write_challenges(path: Path, challenges: dict[str, dict[str, str]]) -> None:
+    temp = temp_name(path)
+    try:
+        temp.write_text(json.dumps(challenges, indent=1, sort_keys=True) + "\n")
+        os.replace(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
 
 
 def _strip(message: str, ref: Reference) -> str:
