@@ -62,13 +62,17 @@ def inspect(path: str | Path, *, sizes: bool = False) -> dict:
 def _layer_sizes(path: Path, meta: source.Metadata, frames: dict[str, tuple[int, int]]
                  ) -> dict[str, list[int]]:
     """manifest digest -> its layers' sizes, from the manifests (each checked against its
-    digest), which must list the layers manifest.json lists."""
+    digest), which must name the config and layers manifest.json names: the digests shown
+    come from manifest.json, the sizes from the manifests."""
     found: dict[str, list[int]] = {}
     try:
         docs = source.read_documents(path, {e.manifest.digest for e in meta.entries}, frames)
         for e in meta.entries:
-            _, layers = parse_manifest(docs[e.manifest.digest],
-                                       f"{path}: manifest {e.manifest.digest}")
+            config, layers = parse_manifest(docs[e.manifest.digest],
+                                            f"{path}: manifest {e.manifest.digest}")
+            if config.digest != e.config_digest:
+                raise InputError(f"{path}: {e.reference}: its manifest names config "
+                                 f"{config.digest}, manifest.json {e.config_digest}")
             if [d.digest for d in layers] != list(e.layer_digests):
                 raise InputError(f"{path}: {e.reference}: its manifest and manifest.json list "
                                  "different layers")

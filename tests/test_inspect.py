@@ -218,3 +218,23 @@ def test_index_naming_a_manifest_that_is_not_there(tmp_path, builds):
     with pytest.raises(InputError) as e:
         inspection.inspect(bad, sizes=True)
     assert str(bad) in str(e.value) and "0" * 64 + " is missing" in str(e.value)
+
+
+@pytest.mark.parametrize("field", ["layer", "config"])
+def test_manifest_json_disagreeing_with_the_manifest(tmp_path, builds, field):
+    """manifest.json (at the front) names another layer or config than the manifest: the
+    sizes would be shown against the wrong digests, so inspect refuses, in one line."""
+    item = _expected(builds["p1"])[0]
+    wanted = item["layers"][0]["digest"] if field == "layer" else item["configDigest"]
+    tar = _plain_tar(builds["p1"] / f"{STEM}.tar.zst")
+    head = bytes(tar[:64 << 10])
+    hex_digest = wanted.split(":")[1].encode()
+    # The first mention at the front is manifest.json's (index.json names only manifests).
+    assert head.index(hex_digest) > head.index(b"manifest.json")
+    tar[: len(head)] = head.replace(hex_digest, b"0" * 64, 1)
+    bad = tmp_path / f"{STEM}.tar.zst"
+    _recompressed_with(bytes(tar), bad)
+    with pytest.raises(InputError) as e:
+        inspection.inspect(bad, sizes=True)
+    assert str(bad) in str(e.value) and item["reference"] in str(e.value)
+    assert ("different layers" if field == "layer" else "names config") in str(e.value)
