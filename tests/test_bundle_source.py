@@ -123,3 +123,33 @@ def test_images_from_what_verify_kept_are_the_sources_images(builds):
     other = dataclasses.replace(entries[0], config_digest=entries[1].config_digest)
     with pytest.raises(DigestMismatch, match="manifest.json says"):
         image_of(other, report.documents, opener)
+
+
+def test_a_tar_that_never_reaches_its_manifests_is_cut_off(tmp_path, builds):
+    """A compact bundle's documents are read by walking the whole tar: a zstd bomb in front
+    of them (1.1 GiB of zeros from a few KB) stops at verify's inflation bound, one line."""
+    import zstandard
+
+    from bundler import compress
+    from tests import tarcraft
+
+    src = builds["u1"] / f"{STEM}.tar.zst"
+    with open(src, "rb") as f:
+        second = [fr.offset for fr in compress.frames(compress.Seeking(f))][1]
+        f.seek(0)
+        front = f.read(second)  # the metadata frame, as the build wrote it
+    size = 1100 << 20
+    bomb = tmp_path / f"{STEM}.tar.zst"
+    with open(bomb, "wb") as f:
+        f.write(front)
+        with zstandard.ZstdCompressor(level=1).stream_writer(f, closefd=False) as w:
+            w.write(tarcraft.header("blobs/sha256/" + "ab" * 32, size))
+            zeros = bytes(1 << 20)
+            for _ in range(size >> 20):
+                w.write(zeros)
+            w.write(tarcraft.END)
+    assert bomb.stat().st_size < 1 << 20
+    source = BundleSource(bomb)
+    with pytest.raises(InputError) as e:
+        source.images()
+    assert str(bomb) in str(e.value) and "decompresses to more than" in str(e.value)
