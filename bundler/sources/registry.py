@@ -211,9 +211,11 @@ def _write_challenges(path: Path, challenges: dict[str, dict[str, str]]) -> None
     try:
         temp.write_text(json.dumps(challenges, indent=1, sort_keys=True) + "\n")
         os.replace(temp, path)
-    except OSError:
+    except BaseException as e:  # a Ctrl-C too: no temporary is left in the cache
         with contextlib.suppress(OSError):
             temp.unlink()
+        if not isinstance(e, OSError):
+            raise
 
 
 def _strip(message: str, ref: Reference) -> str:
