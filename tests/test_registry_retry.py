@@ -8,9 +8,13 @@ import random
 import socket
 import threading
 import time
+from datetime import timezone
+from email.utils import format_datetime
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bundler.errors import DigestMismatch, RegistryError
 from bundler.registry import retry
@@ -172,6 +176,26 @@ def test_retry_after_forms():
     assert retry.retry_after(None) is None
     assert retry.retry_after("garbage") is None
     assert 0 <= retry.retry_after("Wed, 21 Oct 2015 07:28:00 GMT") <= 0.0
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(st.characters(max_codepoint=0xff), max_size=40),
+                 # digits among the latin-1 characters str.isdigit() also takes
+                 st.text(st.sampled_from("0123456789 \xb2\xb3\xb9"), min_size=1, max_size=6),
+                 st.from_regex(r"\A *[0-9]{1,400} *\Z", fullmatch=True),
+                 st.datetimes(timezones=st.just(timezone.utc)).map(format_datetime)))
+def test_any_retry_after_header_is_a_delay_or_none(value):
+    """A registry's header arrives as latin-1 text (http.client): whatever it says is a
+    non-negative delay or ignored, never an exception."""
+    after = retry.retry_after(value)
+    assert after is None or after >= 0
+    if value.strip().isascii() and value.strip().isdigit():
+        assert after == float(value)
+
+
+def test_a_superscript_digit_is_not_a_delay():
+    assert retry.retry_after("\xb2") is None
+    assert retry.retry_after("1\xb9") is None
 
 
 def test_persistent_429_shows_the_rate_limit(fixture_registry, tmp_path):

@@ -46,7 +46,9 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # ASCII digits only: str.isdigit() is also true of "²" (a latin-1 header byte, 0xb2),
+    # which float() refuses with a ValueError.
+    if value.isascii() and value.isdigit():
         return float(value)
     import email.utils  # here: verify and place import this module, and never parse dates
 
