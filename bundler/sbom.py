@@ -18,7 +18,6 @@ import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from urllib.parse import quote
 
@@ -98,6 +97,8 @@ def document(manifest: dict, *, created: str | None = None) -> dict:
 def namespace(bundle_file: str, bundle_sha256: str) -> str:
     """A URI unique to this bundle's bytes: SPDX wants one per document, and the same bytes
     should give the same document."""
+    import uuid  # here: every build loads this module, few write an SBOM
+
     name = _SPDX_ID_UNSAFE.sub("-", bundle_file)
     return f"{NAMESPACE_BASE}/{name}-{uuid.uuid5(uuid.NAMESPACE_URL, 'sha256:' + bundle_sha256)}"
 

@@ -56,7 +56,8 @@ def modules_of(*args: str, cwd: Path | None = None, env: dict | None = None
         run = subprocess.run([sys.executable, "-c", _LAUNCHER, str(listing), *args],
                              capture_output=True, text=True, cwd=cwd, timeout=300,
                              stdin=subprocess.DEVNULL,
-                             env={**os.environ, "XDG_CACHE_HOME": d, **(env or {})})
+                             env={**os.environ, "XDG_CACHE_HOME": d, "DOCKER_CONFIG": d,
+                                  **(env or {})})
         loaded = set(listing.read_text().split("\n")) if listing.exists() else set()
     assert loaded, f"bundler {' '.join(args)} wrote no module list: {run.stderr}"
     return loaded, run
@@ -69,11 +70,12 @@ def loaded_of(names: set[str], loaded: set[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def built(fixture_registry, tmp_path_factory) -> dict:
-    """A preserve bundle built from the fixture registry, signed (the key's public half kept
-    for verify --key), and the modules that build loaded."""
+    """A preserve bundle built from the fixture registry, signed and with an SBOM (the key's
+    public half kept for verify --key), and the modules that build loaded."""
     tmp = tmp_path_factory.mktemp("imports")
     key, pub = _keypair(tmp)
-    loaded, run = modules_of(*build_args(fixture_registry, tmp, REFS, "--sign-key", str(key)))
+    loaded, run = modules_of(*build_args(fixture_registry, tmp, REFS, "--sign-key", str(key),
+                                         "--sbom"))
     assert run.returncode == 0, run.stderr
     return {"dir": tmp / "dist", "bundle": tmp / "dist" / f"{STEM}.tar.zst", "pub": pub,
             "signed_build": loaded, "tmp": tmp}
@@ -93,10 +95,11 @@ def _keypair(d: Path) -> tuple[Path, Path]:
 
 
 def test_the_launcher_sees_what_is_imported_late(built):
-    # cryptography is imported inside signing's functions, only when a key is given: seeing it
-    # here shows that a module loaded late, inside a command, is caught too.
-    assert loaded_of({"cryptography", "bundler.signing"}, built["signed_build"]) == [
-        "bundler.signing", "cryptography"]
+    # cryptography is imported inside signing's functions, only when a key is given, and uuid
+    # inside sbom's, only for an SBOM: seeing them shows that a module loaded late, inside a
+    # command, is caught too.
+    assert loaded_of({"cryptography", "bundler.signing", "uuid"}, built["signed_build"]) == [
+        "bundler.signing", "cryptography", "uuid"]
 
 
 @pytest.mark.parametrize("command", ["verify", "place", "inspect"])
@@ -116,9 +119,12 @@ def test_verify_with_a_key_loads_cryptography_and_nothing_else_extra(built):
 def test_a_registry_build_loads_no_docker_chart_bars_or_crypto(fixture_registry, tmp_path):
     loaded, run = modules_of(*build_args(fixture_registry, tmp_path, REFS))
     assert run.returncode == 0, run.stderr
-    # (bundler.signing itself is loaded by sinks/bundle.py, cryptography only with a key.)
-    assert loaded_of({"docker", "tqdm", "cryptography", "jsonschema", "bundler.sources.docker",
-                      "bundler.chart", "bundler.verify"} | PUSH_ONLY, loaded) == []
+    # (bundler.signing and bundler.sbom themselves are loaded by sinks/bundle.py; what they
+    # need, cryptography and uuid, only with a key and for an SBOM. subprocess and difflib:
+    # config.py's credential helpers and "did you mean", for the few runs that need them.)
+    assert loaded_of({"docker", "tqdm", "cryptography", "jsonschema", "uuid", "subprocess",
+                      "difflib", "bundler.sources.docker", "bundler.chart", "bundler.verify"}
+                     | PUSH_ONLY, loaded) == []
     assert loaded_of({"requests", "bundler.sources.registry"}, loaded) == [
         "bundler.sources.registry", "requests"]
 
