@@ -17,6 +17,7 @@ blob or image and the registry host, never credentials or query strings.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import BinaryIO
 from urllib.parse import quote, urljoin
@@ -92,8 +93,8 @@ class Writer:
             except (NetworkError, RegistryError) as e:
                 retryable = isinstance(e, NetworkError) or (
                     isinstance(e, RegistryError) and e.status in retry.RETRY_STATUSES)
-                if not retryable:
-                    raise
+                if not retryable or isinstance(e, transport.TooSlow):
+                    raise  # a registry that takes uploads slowly does so on every try
                 # It may have landed before the connection broke: then it is done.
                 if self.has_blob(repo, digest, what):
                     self.uploads += 1
@@ -117,7 +118,7 @@ class Writer:
                 body: object = b""
                 length = 0
             else:
-                body, length = _Body(stream, size), size
+                body, length = _Body(stream, size, what, self.host, self._timeout), size
             url = location + ("&" if "?" in location else "?") + f"digest={quote(digest)}"
             response = self._request("PUT", url, scope, what, data=body, headers={
                 "Content-Type": "application/octet-stream", "Content-Length": str(length)})
@@ -132,7 +133,8 @@ class Writer:
         start = 0
         while start < size:
             n = min(self._chunk_size, size - start)
-            response = self._request("PATCH", location, scope, what, data=_Body(stream, n),
+            chunk = _Body(stream, n, what, self.host, self._timeout)
+            response = self._request("PATCH", location, scope, what, data=chunk,
                                      headers={"Content-Type": "application/octet-stream",
                                               "Content-Range": f"{start}-{start + n - 1}",
                                               "Content-Length": str(n)})
@@ -230,7 +232,11 @@ class Writer:
             response.close()
             raise RegistryError(f"{what}: {self.host} opened an upload without a Location")
         target = transport.without_userinfo(urljoin(response.url, location))
-        transport.check_target(target, self._base, what, "names as its upload location")
+        # An upload location is a redirect the registry chose: an https registry must not move
+        # the blob (and the session state in its URL) to plain http, e.g. a TLS-terminating
+        # proxy that does not tell the registry the original scheme.
+        transport.check_target(target, self._base, what, "names as its upload location",
+                               came_from=response.url)
         return target
 
     def _error(self, response: requests.Response, what: str) -> RegistryError:
@@ -266,12 +272,20 @@ def _scope(repo: str) -> str:
 class _Body:
     """Exactly `size` bytes of a stream as a request body (requests sends len() as its
     Content-Length and reads it in chunks); a shorter stream is an error, not a short
-    upload."""
+    upload. A registry must keep taking it: after a grace of 2 x --timeout, at least
+    MIN_RATE bytes a second on average, as for downloads (body.BodyReader). Each send of a
+    chunk finishing inside --timeout would otherwise let a registry reading a few hundred
+    bytes a second hold a push for days."""
 
-    def __init__(self, stream: BinaryIO, size: int):
+    def __init__(self, stream: BinaryIO, size: int, what: str, host: str,
+                 timeout: float = DEFAULT_TIMEOUT):
         self._stream = stream
         self._left = size
         self._size = size
+        self._what = what
+        self._host = host
+        self._grace = 2 * timeout
+        self._started: float | None = None
         self.sent = False
 
     def __len__(self) -> int:
@@ -279,6 +293,14 @@ class _Body:
 
     def read(self, n: int = CHUNK) -> bytes:
         self.sent = True
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        taken = self._size - self._left
+        if now - self._started > self._grace + taken / transport.MIN_RATE:
+            raise transport.TooSlow(
+                f"{self._what}: {self._host} took {taken} bytes in {now - self._started:.0f}s "
+                f"(under {transport.MIN_RATE >> 10} KiB/s after a {self._grace:g}s grace)")
         if self._left <= 0:
             return b""
         data = self._stream.read(min(n if n and n > 0 else CHUNK, self._left))
@@ -286,5 +308,3 @@ class _Body:
             raise OSError(f"blob ended {self._left} bytes early")
         self._left -= len(data)
         return data
-
-
