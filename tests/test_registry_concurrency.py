@@ -16,6 +16,7 @@ from bundler.reference import parse
 from bundler.sources.registry import RegistrySource
 from tests import imagegen as gen
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
+from tests.faultproxy import RegistryFront
 from tests.netshape import NetShape
 from tests.registryseed import push_image
 from tests.servers import Registry, free_port, write_registries_yaml
@@ -63,7 +64,8 @@ def test_connections_are_kept_alive_and_shared(fixture_registry, tmp_path):
         source = _source(yaml, store, jobs=1)
         for _ in range(2):  # cold, warm
             source.images(refs)
-        assert front.requests >= 4 * len(refs)
+        # Cold: manifests (indexes, then platforms) and configs by GET; warm: a HEAD each.
+        assert front.requests >= 3 * len(refs)
         assert front.connections == 1
         before = front.connections
         _source(yaml, store, jobs=3).images(refs * 3)
@@ -156,3 +158,28 @@ def test_build_names_every_failing_image_in_one_line(fixture_registry, tmp_path)
                           "docker.io/rancher/wrongarch:v1: ")
     assert run.code == EXIT_FAILED
     assert not (tmp_path / "dist").exists()
+
+
+
+def test_a_cold_build_asks_no_digest_and_a_warm_one_only_digests(fixture_registry, tmp_path):
+    """An empty store cannot hold a tag's manifest: a cold build GETs it at once (a HEAD first
+    would cost a round trip per image for nothing); a rebuild asks only for digests."""
+    seen: list[tuple[str, str]] = []
+
+    def record(h, server):
+        seen.append((h.command, h.path))
+        return False  # passed on unchanged
+
+    front = RegistryFront(fixture_registry.registry.url, fault=record)
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
+        refs = [parse(r) for r in REFS]
+        store = BlobStore(tmp_path / "cache")
+        _source(yaml, store).images(refs)
+        cold, seen[:] = list(seen), []
+        _source(yaml, store).images(refs)
+    finally:
+        front.stop()
+    assert [path for method, path in cold if method == "HEAD"] == []
+    assert sorted(seen) == sorted(("HEAD", f"/v2/{r.repository}/manifests/{r.tag}")
+                                  for r in refs)

@@ -26,6 +26,8 @@ from bundler.registry.targets import without_userinfo
 MAX_CONFIG = 8 << 20
 # The kept Bearer challenges: a few hundred bytes per endpoint.
 MAX_CHALLENGES = 64 << 10
+# Any digest: its path in a BlobStore names the directory every entry is in.
+_ANY_DIGEST = "sha256:" + "0" * 64
 
 
 class RegistrySource:
@@ -51,6 +53,10 @@ class RegistrySource:
         # Manifests and configs are kept here by digest; with them cached, a rebuild asks
         # the registry only which digest each tag points at (a HEAD).
         self._store = store
+        # A store that held nothing when we started holds none of our manifests: a cold
+        # build (an empty cache, --no-cache) GETs each tag at once, instead of a HEAD for a
+        # digest it cannot have and then the GET, a round trip more per image (issue 12).
+        self._store_held = store is not None and _holds_anything(store)
         # Where anonymous endpoints' Bearer challenges are kept across runs (the cache):
         # with one known, a rebuild asks for its tokens without a 401 first (issue 12).
         self._challenges_path = Path(challenges) if challenges else None
@@ -147,7 +153,7 @@ class RegistrySource:
         manifest>` must fail warm as it fails cold (issue 11 item 2). Manifests named by an
         index we already hold are in its repository by the registry's own rule."""
         digest = ref if ref.startswith("sha256:") else None
-        if self._store is not None and digest is None:
+        if self._store_held and digest is None:
             digest = client.manifest_digest(repository, ref, what)
         cached = self._cached(digest) if digest else None
         if cached is not None and confirm and ref == digest and not client.has_manifest(
@@ -186,6 +192,14 @@ def _read_small(client: Client, repository: str, desc: Descriptor, cap: int, wha
         return b"".join(chunks)
     finally:
         reader.close()
+
+
+def _holds_anything(store: BlobStore) -> bool:
+    try:
+        with os.scandir(store.path(_ANY_DIGEST).parent) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return True  # cannot tell: ask, as with a full store
 
 
 def _read_challenges(path: Path | None) -> dict[str, dict[str, str]]:
