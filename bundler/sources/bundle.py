@@ -32,6 +32,10 @@ from bundler.tarstream import REGULAR, TarError, TarStream
 MAX_DOCUMENT = 4 << 20
 # The blob member headers at the front of each frame: a header and perhaps a pax header.
 _HEAD = 3 * 512
+# A zstd frame header is at most 18 bytes, and a block holds at most 128 KiB: the member
+# header at a frame's start decodes from its first block, within this much of the frame.
+_FRAME_HEADER = 18
+_FIRST_BLOCK = _FRAME_HEADER + 3 + (128 << 10)
 # What the metadata at the front may decompress to: its four members, each with a pax
 # header, and the reader's 1 MiB read-ahead; a hostile front cannot make read_metadata walk
 # a zstd bomb of directory entries.
@@ -194,31 +198,76 @@ def _json(data: bytes, name: str, schema: strictjson.Schema, path: Path) -> obje
 def frame_index(path: Path) -> dict[str, tuple[int, int]]:
     """blob digest -> (offset of the zstd frame whose tar bytes start with that blob's member,
     the member's size). In a preserve bundle that is every blob; in a compact one, at most
-    the first layer. Only the first block of each frame is decompressed."""
+    the first layer. Only the start of each frame is decompressed, and never past its end:
+    the work is linear in the frames, and a file of more frames than a bundle can have is
+    refused (each frame of ours starts a member run, and verify allows MAX_MEMBERS members)."""
     found: dict[str, tuple[int, int]] = {}
     with _open(path) as f:
-        try:
-            offsets = [fr.offset for fr in compress.frames(compress.Seeking(f)) if not fr.skippable]
-        except compress.FrameError as e:
-            raise InputError(f"{path}: zstd: {e}") from None
-        for offset in offsets[1:]:
-            f.seek(offset)
-            member = _first_member(f)
+        spans = _frame_spans(f, path)
+        dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
+        for offset, length in spans[1:]:
+            member = _first_member(dctx, f, offset, length)
             if member is not None:
                 found.setdefault(member[0], (offset, member[1]))
     return found
 
 
-def _first_member(f: BinaryIO) -> tuple[str, int] | None:
-    dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
+def _frame_spans(f: BinaryIO, path: Path) -> list[tuple[int, int]]:
+    """(offset, length) of each data frame; a frame ends where the next one (skippable or
+    not) or the file begins."""
+    from bundler import verify  # its constant; verify itself is not run here
+
+    # The metadata frame and the end marker's come on top of one frame per member.
+    limit = verify.MAX_MEMBERS + 2
+    starts: list[tuple[int, bool]] = []
     try:
-        head = dctx.stream_reader(f, read_size=16 << 10).read(_HEAD)
+        for frame in compress.frames(compress.Seeking(f)):
+            if len(starts) == limit:
+                raise InputError(f"{path}: more than {limit} zstd frames (skippable ones "
+                                 "counted); not a bundle bundler wrote")
+            starts.append((frame.offset, frame.skippable))
+    except compress.FrameError as e:
+        raise InputError(f"{path}: zstd: {e}") from None
+    ends = [offset for offset, _ in starts[1:]] + [os.fstat(f.fileno()).st_size]
+    return [(offset, end - offset)
+            for (offset, skippable), end in zip(starts, ends, strict=True) if not skippable]
+
+
+def _first_member(dctx: zstandard.ZstdDecompressor, f: BinaryIO, offset: int, length: int
+                  ) -> tuple[str, int] | None:
+    # pread: a buffered read after each seek would fetch 8 KiB for every 9-byte frame.
+    try:
+        declared = zstandard.get_frame_parameters(
+            os.pread(f.fileno(), _FRAME_HEADER, offset)).content_size
+    except zstandard.ZstdError:
+        return None
+    if declared < 512:  # (CONTENTSIZE_UNKNOWN is 2^64 - 1) no room for a member header
+        return None
+    # Asked for _HEAD bytes, zstandard's reader reads its source until it has them: bounded
+    # to the frame, it cannot run on through the frames after it (that made an inspect of
+    # N empty frames take N^2 reads).
+    window = _Window(f.fileno(), offset, min(length, _FIRST_BLOCK))
+    try:
+        head = dctx.stream_reader(window, read_size=16 << 10).read(_HEAD)
         member = next(iter(TarStream(io.BytesIO(head))), None)
     except (TarError, zstandard.ZstdError):
         return None  # not a member boundary (or not a blob): read by streaming instead
     if member is None or member.kind != REGULAR or not member.name.startswith(archive.BLOB_DIR):
         return None
     return "sha256:" + member.name[len(archive.BLOB_DIR):], member.size
+
+
+class _Window:
+    """`length` bytes of a file from `offset`, as a stream."""
+
+    def __init__(self, fd: int, offset: int, length: int):
+        self._fd, self._at, self._end = fd, offset, offset + length
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._end - self._at if n < 0 else min(n, self._end - self._at)
+        data = os.pread(self._fd, n, self._at) if n > 0 else b""
+        self._at += len(data)
+        return data
 
 
 class _MemberData:
