@@ -119,7 +119,7 @@ class Authenticator:
         with self._lock:
             if self._credentials is not None or self._bearer is None:
                 return None
-            return dict(self._bearer)
+            return {k: v for k, v in self._bearer.items() if k in ("realm", "service")}
 
     def _current(self, scope: str) -> str | None:
         with self._lock:
