@@ -12,7 +12,13 @@ import zstandard
 from bundler import compress, reference
 from bundler.errors import DigestMismatch, InputError
 from bundler.source import Source
-from bundler.sources.bundle import BundleSource, frame_index, image_of, read_metadata
+from bundler.sources.bundle import (
+    MAX_FRAMES,
+    BundleSource,
+    frame_index,
+    image_of,
+    read_metadata,
+)
 from bundler.verify import verify
 from tests.cli_helpers import read_manifest
 from tests.conftest import STEM
@@ -192,6 +198,7 @@ def test_more_frames_than_a_bundle_can_have_is_refused(tmp_path, builds):
         frame_index(bad)
     assert str(bad) in str(e.value) and "zstd frames" in str(e.value)
     assert "\n" not in str(e.value)
+    assert MAX_FRAMES == verify_module.MAX_MEMBERS + 2
     under = tmp_path / "under.tar.zst"
     with open(src, "rb") as f:
         frames_of_src = len(list(compress.frames(compress.Seeking(f))))

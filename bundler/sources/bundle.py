@@ -36,6 +36,9 @@ _HEAD = 3 * 512
 # header at a frame's start decodes from its first block, within this much of the frame.
 _FRAME_HEADER = 18
 _FIRST_BLOCK = _FRAME_HEADER + 3 + (128 << 10)
+# verify.MAX_MEMBERS + 2 (a test holds them equal; inspect need not load verify): one frame
+# per member run of ours, plus the metadata frame and the end marker's.
+MAX_FRAMES = 100_002
 # What the metadata at the front may decompress to: its four members, each with a pax
 # header, and the reader's 1 MiB read-ahead; a hostile front cannot make read_metadata walk
 # a zstd bomb of directory entries.
@@ -215,10 +218,7 @@ def frame_index(path: Path) -> dict[str, tuple[int, int]]:
 def _frame_spans(f: BinaryIO, path: Path) -> list[tuple[int, int]]:
     """(offset, length) of each data frame; a frame ends where the next one (skippable or
     not) or the file begins."""
-    from bundler import verify  # its constant; verify itself is not run here
-
-    # The metadata frame and the end marker's come on top of one frame per member.
-    limit = verify.MAX_MEMBERS + 2
+    limit = MAX_FRAMES
     starts: list[tuple[int, bool]] = []
     try:
         for frame in compress.frames(compress.Seeking(f)):
