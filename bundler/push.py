@@ -51,22 +51,46 @@ class PushResult:
 
 
 def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = None,
-         jobs: int = 4, timeout: float = DEFAULT_TIMEOUT, sink: RegistrySink | None = None
-         ) -> PushResult:
+         jobs: int = 4, timeout: float = DEFAULT_TIMEOUT, sink: RegistrySink | None = None,
+         manifest: str | Path | None = None, key: str | Path | None = None,
+         require_checksum: bool = False, max_inflation: float | None = None) -> PushResult:
     """Push every image of `bundle` to `to` (HOST[/PREFIX]); VerificationFailed (and no
-    manifest pushed) if the bundle does not verify, RegistryError/NetworkError if the
-    registry refuses or cannot be reached."""
+    manifest pushed) if the bundle does not verify or changed while it was read,
+    RegistryError/NetworkError if the registry refuses or cannot be reached.
+
+    `manifest`, `key`, `require_checksum`, `max_inflation`: as for verify.verify, which push
+    runs. Given any of the first three, the bundle is verified even when the registry lacks
+    nothing (the user asked for proof of the file, so push does not skip the pass)."""
     path = Path(bundle)
     target = parse_target(to, registries)
     sink = sink or RegistrySink(target, jobs=jobs, timeout=timeout)
-    meta = bundle_source.read_metadata(path)
+    with bundle_source.open_bundle(path) as f:
+        # The names and tags come from this read of the metadata, the proof from verify's
+        # own read of the file: the two are tied by the file's sha256, so a file swapped
+        # or rewritten in between cannot have verified manifests tagged with the names of
+        # another file's front.
+        whole = _WholeFile(f, path)
+        meta = bundle_source.read_metadata(path, whole)
+        whole.hash_rest()
+        try:
+            return _push(path, to, meta, whole, target, sink, jobs, {
+                "manifest": manifest, "key": key, "require_checksum": require_checksum,
+                **({} if max_inflation is None else {"max_inflation": max_inflation})})
+        finally:
+            whole.stop()
+
+
+def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,
+          target: Target, sink: RegistrySink, jobs: int, checks: dict) -> PushResult:
     _check_collisions(meta, target)
     blobs = _needed(meta, target)
     names = sink.names((e.reference, e.manifest.digest) for e in meta.entries)
     found, unnamed = sink.survey(blobs, names)
     missing = {b.digest: b for b in found}
     result = PushResult(to, skipped=len(blobs) - len(missing))
-    if not missing and not unnamed:
+    asked = checks["manifest"] is not None or checks["key"] is not None \
+        or checks["require_checksum"]
+    if not missing and not unnamed and not asked:
         # Every blob is there and every tag already names its manifest: nothing would be
         # sent, so nothing unverified can enter the registry, and the bundle is not read
         # past its metadata (a re-push is one round of HEADs). Anything to send, a tag
@@ -80,11 +104,15 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
     with tempfile.TemporaryDirectory(prefix="bundler-push-") as spool_dir:
         uploads = _Uploads(sink, missing, Path(spool_dir), jobs)
         try:
-            report = verify.verify(path, on_blob=uploads.open)
+            report = verify.verify(path, on_blob=uploads.open, **checks)
         except BaseException:
             uploads.finish(cancel=True)  # Ctrl-C or a local failure: start nothing more
             raise
         uploads.finish()
+    if whole.sha256() != report.sha256:
+        raise VerificationFailed(f"{path}: changed while push read it (sha256 {whole.sha256()} "
+                                 f"when its metadata was read, {report.sha256} when verified); "
+                                 "nothing tagged or pushed as a manifest", report)
     if not report.ok:
         first = report.problems[0] if report.problems else "problems found"
         raise VerificationFailed(f"{path}: does not verify, nothing tagged or pushed as a "
@@ -97,6 +125,47 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
     result.images = [_pushed(target, i.reference, i.manifest_digest) for i in images]
     result.registries_yaml = registries_yaml(target, images)
     return result
+
+
+class _WholeFile:
+    """A bundle read once from its start: what read() hands on (the metadata read) and then,
+    on a thread of its own while the registry is asked what it lacks, the rest of the file,
+    all hashed. Its sha256 is then the file push took the names from."""
+
+    def __init__(self, f: BinaryIO, path: Path):
+        self._f, self._path = f, path
+        self._hash = hashlib.sha256()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: OSError | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._hash.update(data)
+        return data
+
+    def hash_rest(self) -> None:
+        self._thread = threading.Thread(target=self._rest, name="push-hash", daemon=True)
+        self._thread.start()
+
+    def _rest(self) -> None:
+        try:
+            while not self._stopped.is_set() and (data := self._f.read(1 << 20)):
+                self._hash.update(data)
+        except OSError as e:
+            self._error = e
+
+    def sha256(self) -> str:
+        assert self._thread is not None
+        self._thread.join()
+        if self._error is not None:
+            raise InputError(f"{self._path}: cannot read ({self._error.strerror})")
+        return self._hash.hexdigest()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _pushed(target: Target, ref: Reference, digest: str) -> dict:

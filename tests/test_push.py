@@ -493,3 +493,117 @@ def test_plain_http_to_a_tls_registry_says_https(builds, htpasswd_registry):
     reg, _ = htpasswd_registry
     run = bundler("push", str(_bundle(builds)), "--to", reg.host)
     assert_one_line_error(run, f"--to https://{reg.host}")
+
+
+def _names_swapped(src: Path, dst: Path, a: str, b: str) -> None:
+    """`src` with manifest digests `a` and `b` swapped in its metadata frame (index.json):
+    the tags of the two images name each other's manifests; the blobs are unchanged."""
+    from bundler import compress
+
+    data = src.read_bytes()
+    with open(src, "rb") as f:
+        second = [fr.offset for fr in compress.frames(compress.Seeking(f))][1]
+    front = zstandard.ZstdDecompressor().decompressobj().decompress(data[:second])
+    ha, hb = a.split(":")[1].encode(), b.split(":")[1].encode()
+    assert ha in front and hb in front
+    front = front.replace(ha, b"#" * 64).replace(hb, ha).replace(b"#" * 64, hb)
+    dst.write_bytes(zstandard.ZstdCompressor(level=3).compress(front) + data[second:])
+
+
+def test_a_bundle_swapped_while_push_reads_it_tags_nothing(tmp_path, builds, registry, front):
+    """The file at BUNDLE is replaced (rename, as an attacker with the directory would) after
+    push read its metadata and before verify read it: push used to tag the verified
+    manifests under the first file's names (exit 0, tags on the wrong images). The file
+    push took the names from and the file verify read are held to one sha256."""
+    items = read_manifest(builds["p1"])["images"]
+    work = tmp_path / "dist"
+    work.mkdir()
+    target = work / f"{STEM}.tar.zst"
+    genuine = work / ".genuine"
+    genuine.write_bytes(_bundle(builds).read_bytes())
+    _names_swapped(_bundle(builds), target, items[0]["manifestDigest"],
+                   items[1]["manifestDigest"])
+    swapped = []
+
+    def swap(method, path):
+        if not swapped:  # the first request: the metadata has been read
+            genuine.replace(target)
+            swapped.append(path)
+        return None
+
+    f = front(fault=swap)
+    run = bundler("push", str(target), "--to", f"{f.host}/mirror")
+    assert swapped, run.stderr
+    assert_one_line_error(run, str(target), "changed while push read it")
+    assert run.code == 1
+    assert f.manifest_puts() == 0
+    for item in items:
+        repo, tag = item["reference"].removeprefix("docker.io/").rsplit(":", 1)
+        assert _digest_of(registry.url, f"mirror/{repo}", tag) is None
+    # The file now there is the genuine one, and pushes.
+    assert bundler("push", str(target), "--to", f"{f.host}/mirror").code == 0
+
+
+def _signed_copy(builds, d: Path) -> tuple[Path, Path, Path]:
+    """The p1 outputs in `d`, the checksum manifest signed; (bundle, its key, another key)."""
+    import shutil
+
+    from bundler import signing
+
+    d.mkdir()
+    for f in builds["p1"].iterdir():
+        shutil.copy(f, d / f.name)
+    keys = {}
+    for name in ("key", "other"):
+        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-out", f"{name}.pem"], cwd=d, check=True,
+                       capture_output=True)
+        subprocess.run(["openssl", "pkey", "-in", f"{name}.pem", "-pubout", "-out",
+                        f"{name}.pub"], cwd=d, check=True, capture_output=True)
+        keys[name] = d / f"{name}.pub"
+    manifest = d / f"{STEM}.manifest.json"
+    signing.signature_path(manifest).write_bytes(
+        signing.sign(manifest.read_bytes(), (d / "key.pem").read_bytes()))
+    return d / f"{STEM}.tar.zst", keys["key"], keys["other"]
+
+
+def test_push_with_a_key_verifies_the_signature_in_its_one_pass(tmp_path, builds, registry,
+                                                                front):
+    """push(key=...) checks the bundle against the signed checksum manifest in the pass
+    that streams it (no window between a separate verify --key and the push); a wrong key
+    pushes nothing, and with a key even a re-push verifies."""
+    from bundler import push, signing
+
+    bundle, key, other = _signed_copy(builds, tmp_path / "signed")
+    f = front()
+    with pytest.raises(signing.SignatureInvalid) as e:
+        push.push(bundle, f.host, key=other)
+    assert "\n" not in str(e.value)
+    assert f.blob_puts(done=False) == 0 and f.manifest_puts() == 0
+    done = push.push(bundle, f.host, key=key)
+    assert done.verified and done.uploaded > 0
+    again = push.push(bundle, f.host, key=key)
+    assert again.verified and again.uploaded == 0
+    assert push.push(bundle, f.host).verified is False  # nothing asked, nothing to send
+    for item in read_manifest(builds["p1"])["images"]:
+        repo, tag = item["reference"].removeprefix("docker.io/").rsplit(":", 1)
+        assert _digest_of(registry.url, repo, tag) == item["manifestDigest"]
+
+
+def test_push_require_checksum_and_manifest_reach_verify(tmp_path, builds, registry):
+    """A bundle alone (no checksum file beside it) fails require_checksum, and pushes with
+    its checksum manifest given as manifest=."""
+    import shutil
+
+    from bundler import push
+    from bundler.errors import VerificationFailed
+
+    lone = tmp_path / "alone" / f"{STEM}.tar.zst"
+    lone.parent.mkdir()
+    shutil.copy(_bundle(builds), lone)
+    with pytest.raises(VerificationFailed, match="does not verify"):
+        push.push(lone, registry.host, require_checksum=True)
+    assert _digest_of(registry.url, "library/busybox", "1.36.1") is None
+    done = push.push(lone, registry.host, require_checksum=True,
+                     manifest=builds["p1"] / f"{STEM}.manifest.json")
+    assert done.verified

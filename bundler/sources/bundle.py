@@ -62,7 +62,8 @@ class Metadata:
     members: dict[str, bytes]  # the metadata members, by name
 
 
-def _open(path: Path) -> BinaryIO:
+def open_bundle(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file; InputError naming it otherwise."""
     try:
         return localfile.open_regular(path)
     except OSError as e:
@@ -104,16 +105,20 @@ class _Capped:
         return data
 
 
-def read_metadata(path: Path) -> Metadata:
+def read_metadata(path: Path, f: BinaryIO | None = None) -> Metadata:
     """The metadata at the front of the bundle; only what precedes the first blob is
-    decompressed. InputError naming the file when it is not a bundle bundler can read."""
-    with _open(path) as f:
-        try:
-            members = _front(TarStream(_plain(f, path, _FRONT_LIMIT)), path)
-        except TarError as e:
-            raise InputError(f"{path}: tar: {e}") from None
-        except zstandard.ZstdError as e:
-            raise InputError(f"{path}: not a zstd bundle ({e})") from None
+    decompressed. InputError naming the file when it is not a bundle bundler can read.
+    `f`: the bundle already open at its start (push hashes what is read through it), else
+    `path` is opened."""
+    if f is None:
+        with open_bundle(path) as opened:
+            return read_metadata(path, opened)
+    try:
+        members = _front(TarStream(_plain(f, path, _FRONT_LIMIT)), path)
+    except TarError as e:
+        raise InputError(f"{path}: tar: {e}") from None
+    except zstandard.ZstdError as e:
+        raise InputError(f"{path}: not a zstd bundle ({e})") from None
     return Metadata(tuple(_entries(members, path)), members)
 
 
@@ -205,7 +210,7 @@ def frame_index(path: Path) -> dict[str, tuple[int, int]]:
     the work is linear in the frames, and a file of more frames than a bundle can have is
     refused (each frame of ours starts a member run, and verify allows MAX_MEMBERS members)."""
     found: dict[str, tuple[int, int]] = {}
-    with _open(path) as f:
+    with open_bundle(path) as f:
         spans = _frame_spans(f, path)
         dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
         for offset, length in spans[1:]:
@@ -290,7 +295,7 @@ class _MemberData:
 def open_blob(path: Path, digest: str, frames: dict[str, tuple[int, int]]) -> BinaryIO:
     """The bytes of blob `digest` (unchecked: wrap in VerifyingReader). From its own frame
     when it starts one, else by reading the tar from the start up to it."""
-    f = _open(path)
+    f = open_bundle(path)
     try:
         if digest in frames:
             f.seek(frames[digest][0])
@@ -328,7 +333,7 @@ def read_documents(path: Path, digests: set[str], frames: dict[str, tuple[int, i
         else:
             rest.add(digest)
     if rest:
-        with _open(path) as f:
+        with open_bundle(path) as f:
             tar = TarStream(_plain(f, path))
             try:
                 for member in tar:
