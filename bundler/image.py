@@ -6,6 +6,7 @@ diff_id, and an opener that streams the blob's bytes checked against the descrip
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -15,6 +16,12 @@ from bundler.digest import DIGEST_RE, sha256_digest
 from bundler.errors import RegistryError
 from bundler.platform import Platform
 from bundler.reference import Reference
+
+# What an os, architecture or variant may be: every name an index or config uses (linux,
+# amd64, arm64, v8, ppc64le, windows) fits, and nothing that moves a terminal's cursor or
+# splits a message line does.
+PLATFORM_FIELD = re.compile(r"[A-Za-z0-9._-]{1,64}")
+PLATFORM_KEYS = ("os", "architecture", "variant")
 
 
 @dataclass(frozen=True)
@@ -108,10 +115,22 @@ def parse_config(body: bytes, layer_count: int, what: str) -> tuple[Platform, li
         raise RegistryError(
             f"{what}: config lists {len(diff_ids)} diff_ids for {layer_count} layers"
         )
-    fields = [doc.get(key) or "" for key in ("os", "architecture", "variant")]
+    fields = [doc.get(key) or "" for key in PLATFORM_KEYS]
     if not all(isinstance(f, str) for f in fields):
         raise RegistryError(f"{what}: config os, architecture or variant is not a string")
+    if bad := platform_field_problem(fields):
+        raise RegistryError(f"{what}: config {bad}")
     return Platform(fields[0], fields[1], fields[2] or None), diff_ids
+
+
+def platform_field_problem(fields: list[str]) -> str | None:
+    """What is wrong with the first of (os, architecture, variant) that is given ("" is not)
+    but is not a platform name, for a message; None when all are names."""
+    for key, value in zip(PLATFORM_KEYS, fields, strict=True):
+        if value and not PLATFORM_FIELD.fullmatch(value):
+            return (f"{key} {strictjson.shown(value)} is not a platform name (letters, "
+                    "digits, '.', '_', '-'; at most 64)")
+    return None
 
 
 def load_document(body: bytes, what: str, schema: strictjson.Schema | None = None) -> object:

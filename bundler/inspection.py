@@ -85,22 +85,23 @@ def _layer_sizes(path: Path, meta: source.Metadata, frames: dict[str, tuple[int,
 
 
 def render_text(info: dict) -> str:
-    """The description as people read it: one block per image."""
-    lines = [f"{info['file']}: {len(info['images'])} image"
+    """The description as people read it: one block per image. Every string from the
+    bundle is shown escaped if it holds anything but printable ASCII."""
+    lines = [f"{_safe(info['file'])}: {len(info['images'])} image"
              f"{'' if len(info['images']) == 1 else 's'}, {_mb(info['size'])} compressed"]
     for img in info["images"]:
         size = f", {_mb(img['size'])}" if img["size"] is not None else ""
         lines += [
             "",
-            img["reference"],
-            f"  platform   {img['platform'] or 'unknown'}",
-            f"  manifest   {img['manifestDigest']}",
-            f"  config     {img['configDigest']}",
+            _safe(img["reference"]),
+            f"  platform   {_safe(img['platform'] or 'unknown')}",
+            f"  manifest   {_safe(img['manifestDigest'])}",
+            f"  config     {_safe(img['configDigest'])}",
             f"  layers     {img['layerCount']}{size}",
         ]
         for layer in img["layers"]:
             shown = f"  {_mb(layer['size'])}" if layer["size"] is not None else ""
-            lines.append(f"    {layer['digest']}{shown}")
+            lines.append(f"    {_safe(layer['digest'])}{shown}")
     if info["sizesMissing"] == NEEDS_DECOMPRESSION:
         lines += ["", "layer sizes not shown: this compact bundle keeps them in the manifests "
                   "at the end of its single zstd frame, which only decompressing the whole "
@@ -109,6 +110,11 @@ def render_text(info: dict) -> str:
         lines += ["", "layer sizes read from the manifests, after decompressing the whole "
                   "bundle"]
     return "\n".join(lines) + "\n"
+
+
+def _safe(text: str) -> str:
+    # (strictjson.shown also cuts at 80 characters: image names are longer.)
+    return text if text.isascii() and text.isprintable() else repr(text)
 
 
 def render_json(info: dict) -> str:

@@ -238,3 +238,40 @@ def test_manifest_json_disagreeing_with_the_manifest(tmp_path, builds, field):
         inspection.inspect(bad, sizes=True)
     assert str(bad) in str(e.value) and item["reference"] in str(e.value)
     assert ("different layers" if field == "layer" else "names config") in str(e.value)
+
+
+def _front_edited(builds, tmp_path, old: bytes, new: bytes, name: str = "p1"):
+    """The bundle recompressed as one frame with `old` replaced by `new` (same length) once
+    in its metadata."""
+    assert len(old) == len(new)
+    tar = _plain_tar(builds[name] / f"{STEM}.tar.zst")
+    head = bytes(tar[:64 << 10])
+    assert old in head
+    tar[: len(head)] = head.replace(old, new, 1)
+    bad = tmp_path / f"{STEM}.tar.zst"
+    _recompressed_with(bytes(tar), bad)
+    return bad
+
+
+def test_a_platform_with_a_terminal_escape_is_refused_in_one_line(tmp_path, builds):
+    """index.json declaring architecture ESC[2J (the attacker's screen-clearing platform):
+    refused naming the file and the image, nothing of it printed raw."""
+    bad = _front_edited(builds, tmp_path, b'"architecture":"amd64","os":"linux"',
+                        b'"architecture":"\\u001b[2J","os":"l"')
+    for args in ((), ("--json",)):
+        run = bundler("inspect", str(bad), *args)
+        assert_one_line_error(run, str(bad), "manifests[0]", "architecture",
+                              "not a platform name")
+        assert run.code == 2 and run.stdout == ""
+        assert "\x1b" not in run.stderr
+
+
+def test_text_escapes_what_is_not_printable():
+    info = {"file": "b.tar.zst", "size": 1, "sizesMissing": None, "decompressedWhole": False,
+            "images": [{"reference": "x\x1b[2J\nOK fake", "platform": "linux/\x1b[8m",
+                        "manifestDigest": "sha256:\r", "configDigest": "sha256:\x07",
+                        "layerCount": 1, "layers": [{"digest": "\x1b]0;t\x07", "size": None}],
+                        "size": None}]}
+    text = inspection.render_text(info)
+    assert all(line.isprintable() for line in text.splitlines()), text
+    assert "OK fake" not in text.splitlines()

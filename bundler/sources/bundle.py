@@ -23,7 +23,14 @@ import zstandard
 from bundler import archive, compress, localfile, reference, strictjson
 from bundler.digest import CHUNK, DIGEST_RE, VerifyingReader, sha256_digest
 from bundler.errors import BundlerError, DigestMismatch, InputError
-from bundler.image import Descriptor, Image, Layer, parse_config, parse_manifest
+from bundler.image import (
+    Descriptor,
+    Image,
+    Layer,
+    parse_config,
+    parse_manifest,
+    platform_field_problem,
+)
 from bundler.platform import Platform
 from bundler.reference import Reference
 from bundler.tarstream import REGULAR, TarError, TarStream
@@ -163,7 +170,10 @@ def _entries(members: dict[str, bytes], path: Path) -> Iterator[Entry]:
             if isinstance(annotations, dict) else None
         if not isinstance(name, str):
             raise InputError(f"{where}: no {archive.ANNOTATION_IMAGE_NAME}")
-        ref = reference.parse(name)
+        try:
+            ref = reference.parse(name)
+        except InputError as e:
+            raise InputError(f"{where}: {archive.ANNOTATION_IMAGE_NAME}: {e}") from None
         try:
             desc = Descriptor.from_json(entry, where)
         except BundlerError as e:
@@ -173,8 +183,11 @@ def _entries(members: dict[str, bytes], path: Path) -> Iterator[Entry]:
         if isinstance(declared, dict) and isinstance(declared.get("os"), str) \
                 and isinstance(declared.get("architecture"), str):
             variant = declared.get("variant")
-            plat = Platform(declared["os"], declared["architecture"],
-                            variant if isinstance(variant, str) and variant else None)
+            variant = variant if isinstance(variant, str) and variant else None
+            if bad := platform_field_problem([declared["os"], declared["architecture"],
+                                              variant or ""]):
+                raise InputError(f"{where} ({strictjson.shown(name)}): platform {bad}")
+            plat = Platform(declared["os"], declared["architecture"], variant)
         config = _blob_digest(view.get("Config"), f"{where} ({archive.DOCKER_MANIFEST} Config)")
         layers = view.get("Layers")
         if not isinstance(layers, list):
