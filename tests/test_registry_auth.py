@@ -242,9 +242,14 @@ def test_a_kept_realm_that_is_gone_costs_a_401_not_the_build(tmp_path, token_reg
     gone = f"http://127.0.0.1:{free_port()}/token"  # nothing listens there
     (tmp_path / "cache" / "challenges.json").write_text(
         json.dumps({registry.url: {"realm": gone, "service": SERVICE}}))
+    dead = subprocess.Popen(["true"])  # its pid names a process that is gone
+    dead.wait()
+    stale = tmp_path / "cache" / f".challenges.json.{dead.pid}-deadbeef.partial"
+    stale.write_text("{")  # what a run killed while writing the file leaves
     run = bundler(*args)
     assert run.code == 0, run.stderr
     assert _kept(tmp_path) == live
+    assert not stale.exists()
     # A damaged file is no hint at all, never a failure.
     (tmp_path / "cache" / "challenges.json").write_text("{not json")
     run = bundler(*args)

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from bundler import localfile, mediatypes, platform
-from bundler.atomic import temp_name
+from bundler.atomic import remove_stale, temp_name
 from bundler.cache import BlobStore
 from bundler.config import DEFAULT_TIMEOUT, Endpoint, RegistriesConfig
 from bundler.digest import VerifyingReader
@@ -221,6 +221,10 @@ def _read_challenges(path: Path | None) -> dict[str, dict[str, str]]:
 
 
 def _write_challenges(path: Path, challenges: dict[str, dict[str, str]]) -> None:
+    # Nothing else cleans the cache's top directory: a run killed while writing left its
+    # temporary here.
+    with contextlib.suppress(OSError):
+        remove_stale(path.parent)
     temp = temp_name(path)
     try:
         temp.write_text(json.dumps(challenges, indent=1, sort_keys=True) + "\n")
