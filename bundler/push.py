@@ -17,6 +17,7 @@ bundle is not read past its metadata: a re-push costs that round and the start-u
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 import threading
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from bundler.reference import Reference
 from bundler.sinks.registry import Blob, RegistrySink, Target, parse_target, registries_yaml
 from bundler.sources import bundle as bundle_source
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class PushResult:
@@ -44,10 +47,14 @@ class PushResult:
     # everything, so nothing was sent (the file was read only up to its metadata).
     verified: bool = False
     registries_yaml: str = ""
+    # One line per image whose pinned digest will not resolve from the registry (logged as
+    # a warning on success too).
+    warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"target": self.target, "images": self.images, "uploaded": self.uploaded,
-                "mounted": self.mounted, "skipped": self.skipped, "verified": self.verified}
+                "mounted": self.mounted, "skipped": self.skipped, "verified": self.verified,
+                "warnings": self.warnings}
 
 
 def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = None,
@@ -73,11 +80,30 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
         meta = bundle_source.read_metadata(path, whole)
         whole.hash_rest()
         try:
-            return _push(path, to, meta, whole, target, sink, jobs, {
+            result = _push(path, to, meta, whole, target, sink, jobs, {
                 "manifest": manifest, "key": key, "require_checksum": require_checksum,
                 **({} if max_inflation is None else {"max_inflation": max_inflation})})
         finally:
             whole.stop()
+    result.warnings = [w for e in meta.entries if (w := _unresolvable_pin(target, e))]
+    for text in result.warnings:
+        log.warning("%s", text)
+    return result
+
+
+def _unresolvable_pin(target: Target, entry: bundle_source.Entry) -> str | None:
+    """The warning for an image named `name@sha256:D` whose manifest in the bundle is not D:
+    D was the multi-arch index (a bundle holds only the platform's manifest, never the index
+    bytes) or the manifest before --layers uncompressed rewrote it. The registry cannot serve
+    name@D, which is what containerd asks a mirror for when a pod pins D."""
+    ref, digest = entry.reference, entry.manifest.digest
+    if not ref.digest or ref.digest == digest:
+        return None
+    repo = f"{target.host}/{target.repository(ref)}"
+    by_tag = f"{repo}:{ref.tag} and " if ref.tag else ""
+    return (f"{ref}: {repo}@{ref.digest} will not resolve: the bundle holds manifest {digest} "
+            "(the platform's manifest, not the pinned index, or one --layers uncompressed "
+            f"rewrote), pushed as {by_tag}{repo}@{digest}")
 
 
 def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,

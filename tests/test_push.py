@@ -607,3 +607,33 @@ def test_push_require_checksum_and_manifest_reach_verify(tmp_path, builds, regis
     done = push.push(lone, registry.host, require_checksum=True,
                      manifest=builds["p1"] / f"{STEM}.manifest.json")
     assert done.verified
+
+
+def test_an_image_pinned_by_its_index_digest_warns_that_the_pin_will_not_resolve(
+        tmp_path, builds, fixture_registry, registry):
+    """images.txt `name@sha256:<index>`: the bundle holds the linux/amd64 manifest, never the
+    index, so the registry cannot serve name@<index> (what containerd asks a mirror for when
+    a pod pins it). push says so, one warning line per image, and pushes the manifest by its
+    own digest; an image the bundle holds by its pinned digest gets no warning."""
+    from tests.cli_helpers import build_args
+
+    item = next(i for i in read_manifest(builds["p1"])["images"]
+                if i["reference"] == "docker.io/rancher/multilist:v1")
+    index = item["indexDigest"]
+    assert index and index != item["manifestDigest"]
+    pinned = f"docker.io/rancher/multilist@{index}"
+    same = f"docker.io/library/busybox@{read_manifest(builds['p1'])['images'][2]['manifestDigest']}"
+    assert same.startswith("docker.io/library/busybox@")
+    run = bundler(*build_args(fixture_registry, tmp_path, [pinned, same]))
+    assert run.code == 0, run.stderr
+    bundle = tmp_path / "dist" / f"{STEM}.tar.zst"
+    run = bundler("push", str(bundle), "--to", registry.host, "--json")
+    assert run.code == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("bundler: warning:")]
+    assert len(warnings) == 1, run.stderr
+    assert f"{registry.host}/rancher/multilist@{index} will not resolve" in warnings[0]
+    assert item["manifestDigest"] in warnings[0]
+    assert json.loads(run.stdout)["warnings"] == [warnings[0].removeprefix("bundler: warning: ")]
+    assert _digest_of(registry.url, "rancher/multilist", index) is None
+    assert _digest_of(registry.url, "rancher/multilist", item["manifestDigest"]) == \
+        item["manifestDigest"]
