@@ -63,13 +63,16 @@ _STRINGS = (("name", 0, 100), ("linkname", 157, 257), ("uname", 265, 297),
 _OCTAL = re.compile(rb" *([0-7]+)[ \0]*")
 _PRINTABLE = re.compile(rb"[\x20-\x7e]*")
 # A pax record: a decimal length without sign, blank or leading zero, then "key=value\n".
-_PAX_LENGTH = re.compile(rb"([1-9][0-9]*) ")
-_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+# At most 19 digits, as for a size: Go parses both as int64, and Python's int() refuses a
+# string of more than 4300 digits with a ValueError, not a TarError.
+_PAX_LENGTH = re.compile(rb"([1-9][0-9]{0,18}) ")
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NAME_FIELD = 100
 # A pax size record is only written for sizes an 11-digit octal field cannot hold.
 _OCTAL_SIZE_LIMIT = 8**11
 _INT64_LIMIT = 1 << 63  # Go's ParseInt(v, 10, 64) and parseNumeric overflow here
+_MAX_SHOWN = 100
 
 
 class TarError(Exception):
@@ -158,14 +161,14 @@ class TarStream:
                 name, size = _apply_pax(pax, pax_at, name, size, start)
                 pax = None
             _check_member(kind, name, size, start)
-            self._left = size if kind == REGULAR else 0
+            self._left = size  # a directory's is 0: _check_member refuses any other
             self._pad = -self._left % BLOCK
             yield Member(name, kind, size, start)
 
     def read_data(self, n: int = -1) -> bytes:
-        """The next bytes of the current member's data (b"" at its end)."""
-        if self._left <= 0:
-            return b""
+        """The next bytes of the current member's data (b"" at its end, and for n == 0)."""
+        if self._left <= 0 or n == 0:
+            return b""  # read(0) from the stream would be b"", taken for a truncated tar
         want = self._left if n is None or n < 0 else min(n, self._left)
         want = min(want, self._chunk)
         data = self._r.read(want)
@@ -208,6 +211,12 @@ class TarStream:
         if zeros < BLOCK:
             raise TarError(f"tar ends inside its end-of-archive marker (byte {start}: one "
                            f"zero block, not two)")
+
+
+def _shown(text: str | bytes) -> str:
+    """`text` quoted for a one-line message, cut short: a pax record can be 1 MiB."""
+    shown = repr(text)
+    return shown if len(shown) <= _MAX_SHOWN else f"{shown[:_MAX_SHOWN - 4]}...{shown[-1]}"
 
 
 def _first_nonzero(data: bytes) -> int:
@@ -275,10 +284,10 @@ def _string(field: bytes, what: str, at: int) -> str:
     if rest.count(0) != len(rest):
         # Go and tarfile stop at the first NUL; what follows it would be a hidden second text.
         raise TarError(f"{what} field in the header at byte {at} has bytes after its NUL "
-                       f"terminator ({field!r})")
+                       f"terminator ({_shown(field.rstrip(bytes(1)))})")
     if not _PRINTABLE.fullmatch(text):
         raise TarError(f"{what} field in the header at byte {at} is not printable ASCII "
-                       f"({text!r})")
+                       f"({_shown(text)})")
     return text.decode("ascii")
 
 
@@ -293,7 +302,9 @@ def _parse_pax(data: bytes, at: int) -> dict[str, str]:
         if not m:
             raise TarError(f"{where}: no decimal length and space")
         end = pos + int(m.group(1))
-        if end > len(data) or end <= m.end() or data[end - 1:end] != b"\n":
+        # One test covers a length past the data (the slice is empty) and one that ends
+        # inside the length field itself (a digit or the space is there, never a newline).
+        if data[end - 1:end] != b"\n":
             raise TarError(f"{where}: its length does not end it with a newline")
         body = data[m.end():end - 1]
         if b"\0" in body:
@@ -310,7 +321,7 @@ def _parse_pax(data: bytes, at: int) -> dict[str, str]:
             # (mtime: Go rejects "1e3" or " 1", tarfile's float() reads them; uid/gid/size:
             # tarfile reads a bad number as 0; GNU.sparse.*: Go makes the file sparse;
             # hdrcharset: tarfile changes how it decodes names; linkpath: no links here).
-            raise TarError(f"{where}: pax key {key!r} not allowed (only path and size)")
+            raise TarError(f"{where}: pax key {_shown(key)} not allowed (only path and size)")
         if key in records:
             raise TarError(f"{where}: second {key!r} record")
         if not value:
@@ -327,7 +338,7 @@ def _apply_pax(pax: dict[str, str], pax_at: int, name: str, size: int, at: int
     if "path" in pax:
         name = pax["path"]
         if _CONTROL.search(name):
-            raise TarError(f"{where}: control character in path {name!r}")
+            raise TarError(f"{where}: control character in path {_shown(name)}")
         if len(name) <= _NAME_FIELD and _PRINTABLE.fullmatch(name.encode()):
             # Writers use the record only for names the header cannot hold; a reader that
             # skips pax records would take the header's name instead.
@@ -335,7 +346,7 @@ def _apply_pax(pax: dict[str, str], pax_at: int, name: str, size: int, at: int
     if "size" in pax:
         value = pax["size"]
         if not _DECIMAL.fullmatch(value) or int(value) >= _INT64_LIMIT:
-            raise TarError(f"{where}: bad size {value!r}")
+            raise TarError(f"{where}: bad size {_shown(value)}")
         # Writers use the record only for sizes the octal field cannot hold, and then put
         # 0 there; a reader that skips pax records must not see a different, plausible size.
         if int(value) < _OCTAL_SIZE_LIMIT or size != 0:
@@ -349,7 +360,7 @@ def _check_member(kind: str, name: str, size: int, at: int) -> None:
     if not name:
         raise TarError(f"member without a name (header at byte {at})")
     if kind == DIRECTORY and size:
-        raise TarError(f"directory {name!r} with a size of {size} (header at byte {at})")
+        raise TarError(f"directory {_shown(name)} with a size of {size} (header at byte {at})")
     if kind == REGULAR and name.endswith("/"):
         # tarfile strips the slash of a pax path, Go keeps it, containerd cleans it away.
-        raise TarError(f"file {name!r} ends with '/' (header at byte {at})")
+        raise TarError(f"file {_shown(name)} ends with '/' (header at byte {at})")

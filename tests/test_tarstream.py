@@ -51,7 +51,7 @@ def refused(tar: bytes, *fragments: str) -> str:
     with pytest.raises(TarError) as e:
         read(tar)
     message = str(e.value)
-    assert "\n" not in message, message
+    assert "\n" not in message and len(message) < 400, message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
     return message
@@ -135,6 +135,69 @@ def test_a_pax_size_for_a_huge_member_is_used():
     assert next(members).size == 8**11
 
 
+def test_a_pax_header_of_exactly_one_mebibyte_is_accepted():
+    # Go's limit (maxSpecialFileSize) is "more than 1 MiB"; 1 MiB itself is read.
+    records = record("path", "a" * ((1 << 20) - 14))
+    assert len(records) == 1 << 20
+    got = read(FIRST + pax(records) + member("x", b"data") + END)
+    assert got[1] == ("a" * ((1 << 20) - 14), REGULAR, 4, b"data")
+
+
+def test_a_pax_path_may_hold_an_equals_sign():
+    # The key ends at the first '=' (Go's parsePAXRecord: strings.Cut); the rest is the value.
+    name = "blobs/" + "n" * 100 + "=x=y"
+    tar = tarfile_archive([(name, b"abc")])
+    assert read(tar) == [(name, REGULAR, 3, b"abc")] == _as_go_reads(tar)
+
+
+def test_members_know_the_offset_of_their_own_header():
+    tar = FIRST + pax(record("path", "p" * 101)) + member("x", b"abc") + member("d/", b"", b"5")
+    stream = TarStream(io.BytesIO(tar + END))
+    assert [(m.name, m.offset) for m in stream] == [
+        ("oci-layout", 0), ("p" * 101, AT + 2 * BLOCK), ("d/", AT + 4 * BLOCK)]
+
+
+def test_read_data_of_zero_bytes_is_empty_and_not_the_end():
+    stream = TarStream(io.BytesIO(FIRST + member("a", b"abcdef") + END))
+    got = []
+    for m in stream:
+        assert stream.read_data(0) == b""
+        got.append((m.name, stream.read_data(2), b"".join(iter(stream.read_data, b""))))
+    assert got == [("oci-layout", b'{"', b'imageLayoutVersion":"1.0.0"}'), ("a", b"ab", b"cdef")]
+
+
+def test_a_header_whose_checksum_takes_all_six_digits_is_read():
+    # Long printable names push the sum past 0o77777: the checksum's first digit is not 0.
+    h = header("~" * 100, 0, prefix=b"~" * 155, uname=b"~" * 31, gname=b"~" * 31)
+    assert h[148:149] != b"0"
+    assert read(FIRST + h + END)[1] == ("~" * 155 + "/" + "~" * 100, REGULAR, 0, b"")
+
+
+class Trickle(io.RawIOBase):
+    """A stream that returns a few bytes a read, as a pipe or a decompressor may."""
+
+    def __init__(self, data: bytes, most: int):
+        self._data, self._at, self._most = data, 0, most
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = min(len(b), self._most, len(self._data) - self._at)
+        b[:n] = self._data[self._at:self._at + n]
+        self._at += n
+        return n
+
+
+@pytest.mark.parametrize("most", [1, 7, 500])
+def test_short_reads_from_the_stream_give_the_same_members(most):
+    entries = [("oci-layout", b"{}"), ("blobs", None), ("long/" + "n" * 150, b"x" * 1000)]
+    tar = tarfile_archive(entries) + bytes(10240)
+    stream = TarStream(Trickle(tar, most))
+    got = [(m.name, m.kind, m.size, b"".join(iter(stream.read_data, b""))) for m in stream]
+    assert got == read(tar)
+
+
 # -- what must be refused -------------------------------------------------------------------
 
 SECOND_INDEX = b'{"schemaVersion":2,"manifests":[]}'
@@ -194,6 +257,12 @@ CASES = {
                              + END, ["bad size"]),
     "pax size too large for Go": (FIRST + pax(record("size", str(1 << 63))) + member("x")
                                   + END, ["bad size"]),
+    "pax length of 5000 digits": (FIRST + pax(b"9" * 5000 + b" path=x\n") + member("x") + END,
+                                  ["no decimal length"]),
+    "pax size of 5000 digits": (FIRST + pax(record("size", "9" * 5000)) + member("x") + END,
+                                ["bad size '99999", "...'"]),
+    "pax key of 3000 characters": (FIRST + pax(record("k" * 3000, "v")) + member("x") + END,
+                                   ["pax key 'kkkk", "...' not allowed"]),
     "pax size that fits the header": (FIRST + pax(record("size", "5")) + member("x") + END,
                                       ["could hold it"]),
     "pax size beside a header size": (FIRST + pax(record("size", str(8**11)))
@@ -204,7 +273,13 @@ CASES = {
                                        + member("x") + END, ["ends with '/'"]),
     "pax path that fits the header": (FIRST + pax(record("path", "index.json"))
                                       + member("repositories") + END,
-                                      [f"pax header at byte {AT}", "fits the header"]),
+                                      [f"pax header at byte {AT} (for the header at byte "
+                                       f"{AT + 2 * BLOCK})", "fits the header"]),
+    "pax path of exactly 100 characters": (FIRST + pax(record("path", "p" * 100))
+                                           + member("x") + END, ["fits the header"]),
+    "pax path of a long name with a control character": (
+        FIRST + pax(record("path", "d" * 3000 + "\x1b")) + member("x") + END,
+        ["control character in path 'dddd", "...'"]),
     "pax header over 1 MiB": (FIRST + header("././@PaxHeader", (1 << 20) + 1, b"x"),
                               ["more than 1048576", f"byte {AT}"]),
     "pax header with non-zero padding": (
@@ -230,7 +305,9 @@ CASES = {
     "block device": (FIRST + member("dev", typeflag=b"4") + END, ["block device not allowed"]),
     "fifo": (FIRST + member("fifo", typeflag=b"6") + END, ["fifo not allowed"]),
     "GNU sparse": (FIRST + member("s", b"x", b"S") + END, ["GNU sparse file not allowed"]),
-    "unknown type": (FIRST + member("u", b"x", b"Z") + END, ["unknown type", "'Z'"]),
+    "unknown type": (FIRST + member("u", b"x", b"Z") + END,
+                     [f"unknown type not allowed in a bundle (typeflag 'Z' in the header at byte "
+                      f"{AT})"]),
     # numbers
     "size 3_36": (FIRST + header("index.json", 0, size=b"3_36") + padded(b"x" * 222) + END,
                   ["bad size field", f"byte {AT}"]),
@@ -261,6 +338,10 @@ CASES = {
                                ["bad base-256 size"]),
     "base-256 size past int64": (FIRST + header("a", 0, size=b"\x80" + b"\xff" * 11) + END,
                                  ["bad base-256 size"]),
+    "base-256 size of 2**63": (FIRST + header("a", 0, size=b"\x80" + (1 << 63).to_bytes(11, "big"))
+                               + END, ["bad base-256 size"]),
+    "base-256 size in its high byte only": (
+        FIRST + header("a", 0, size=b"\x80\x01" + bytes(10)) + END, ["bad base-256 size"]),
     "base-256 checksum": (FIRST + member("a", chksum=b"\x80" + bytes(7)), ["bad chksum"]),
     # checksum: tarfile and Go also take the signed sum; we want the unsigned one
     "wrong checksum": (FIRST + member("a", chksum=b"000000\0 ") + END,
@@ -270,7 +351,7 @@ CASES = {
                                                prefix=b"blobs/sha256") + END,
                                 ["GNU tar header at byte 1024"]),
     "V7 header": (FIRST + member(BLOB, b"x", magic=b"", version=b"") + END,
-                  ["non-POSIX", f"byte {AT}"]),
+                  [f"non-POSIX (V7 or unknown) tar header at byte {AT} (magic b'"]),
     "ustar magic, wrong version": (FIRST + member(BLOB, b"x", version=b" \0") + END,
                                    ["non-POSIX"]),
     "star trailer": (FIRST + member(BLOB, b"x", pad=b"\0\0\0\0\0\0\0\0tar") + END,
@@ -311,10 +392,11 @@ CASES = {
     "no end marker": (FIRST, [f"tar ends without its end-of-archive marker (byte {AT})"]),
     "truncated header": (FIRST + header("a")[:300],
                          [f"tar ends without a header (byte {AT + 300})"]),
+    "truncated padding": (FIRST[:BLOCK + 100], [f"tar ends inside padding (byte {BLOCK + 100})"]),
     "truncated data": (FIRST + header("a", 100) + b"x" * 10,
                        [f"tar ends inside a member's data (byte {AT + BLOCK + 10})"]),
     "truncated pax": (FIRST + header("././@PaxHeader", 100, b"x") + b"1",
-                      [f"tar ends inside the pax header at byte {AT}"]),
+                      [f"tar ends inside the pax header at byte {AT} (byte {AT + BLOCK + 1})"]),
 }
 
 
@@ -528,3 +610,36 @@ def test_hostile_archives_are_refused_or_read_as_go_and_tarfile_read_them(member
     event("accepted")
     assert ours == _as_go_reads(tar)
     assert _dirs_unslashed(ours) == _reference(tar)
+
+
+@st.composite
+def _pax_record(draw) -> bytes:
+    """A pax record near the valid one: its length exact, off by one, signed, zero-led or
+    thousands of digits long; its key one of the known ones or not; its value anything."""
+    key = draw(st.sampled_from([b"path"] * 6 + [b"size", b"mtime", b"", b"pa=th", b"k" * 200])
+               | st.binary(max_size=5))
+    value = draw(st.sampled_from([b"p" * 101, b"p" * 101 + b"=x", b"d" * 130 + b"/", b"9" * 5000,
+                                  str(8**11).encode()])
+                 | st.binary(max_size=30) | st.text("0123456789", max_size=25).map(str.encode)
+                 | st.binary(min_size=101, max_size=130))
+    body = b" " + key + b"=" + value + b"\n"
+    exact = len(body) + 1
+    while len(str(exact)) + len(body) != exact:
+        exact += 1
+    length = draw(st.sampled_from([str(exact)] * 6 + [str(exact - 1), str(exact + 1),
+                                                      f"+{exact}", f"0{exact}", "9" * 5000]))
+    return length.encode() + body
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(records=st.lists(_pax_record(), min_size=1, max_size=3).map(b"".join))
+def test_any_pax_records_are_refused_in_one_line_or_read_as_go_reads_them(records):
+    tar = FIRST + pax(records) + member("x", b"abc") + END
+    try:
+        ours = read(tar)
+    except TarError as e:
+        event("refused")
+        assert "\n" not in str(e) and len(str(e)) < 400, str(e)
+        return
+    event("accepted")
+    assert ours == _as_go_reads(tar)
