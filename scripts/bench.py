@@ -188,6 +188,7 @@ def main() -> int:
                               "skopeo_front_many"))
             if not args.no_push:
                 _push_cases(r, registry, w, args.slow_runs)
+                _push_memory(r, registry, w, args.slow_runs)
                 _phase(r, "push", started)
             if not args.no_huge:
                 _huge(r, registry, w)
@@ -311,6 +312,70 @@ def _push_cases(r: dict, registry: Registry, w: Path, runs: int) -> None:
         }, runs))
     finally:
         target.stop()
+
+
+PUSH_BIG_MIB = 256  # the bigger push bundle's one layer, uncompressed (issue 13)
+
+
+def _push_memory(r: dict, registry: Registry, w: Path, runs: int) -> None:
+    """Peak RSS of `bundler push` into an empty registry, against bundle size (issue 13): the
+    stand-ins (preserve and compact) and one image with a PUSH_BIG_MIB MiB layer (preserve),
+    each beside the Python floor decompressing and hashing the same file; and the big
+    bundle's re-push against its first push. zstd's streaming decoder keeps at most one
+    window (2^25 bytes, K3s's limit) of a frame, and only as much as the frame holds: the
+    stand-ins' preserve bundle (largest frame 22.5 MB) fills two thirds of it, their compact
+    bundle and the big one all of it. Past one window nothing may grow."""
+    period = b"".join(Path(p).read_bytes() for p in ("/usr/bin/containerd", "/usr/bin/ctr"))
+    size, parts, n = PUSH_BIG_MIB << 20, [], 0
+    while size > 0:  # real binaries, made unique per period: gzip finds no long repeats
+        parts.append((period + n.to_bytes(8, "big"))[:size])
+        size -= len(parts[-1])
+        n += 1
+    layer = gen.tar_layer([("file", "big.bin", b"".join(parts))])
+    del parts
+    push_image(registry.url, "rancher/pushbig", gen.image([layer]), "v1")
+    del layer
+    mirrors = write_registries_yaml(w / "r-pushmem.yaml", {"docker.io": [registry.url]})
+    small = _images_file(w / "pushmem-small.txt", REFS)
+    big = _images_file(w / "pushmem-big.txt", ["docker.io/rancher/pushbig:v1"])
+    bundles = {}
+    for name, images, mode in (("small", small, "preserve"),
+                               ("small_compact", small, "uncompressed"),
+                               ("big", big, "preserve")):
+        out = w / f"pushmem-{name}"
+        run_once(build_cmd(mirrors, images, mode, out, w / f"cache-pushmem-{name}"))
+        bundles[name] = out / BUNDLE
+        r[f"bytes_pushmem_{name}"] = bundles[name].stat().st_size
+    target = Registry(w / "pushmem-registry").start()
+    data = target.dir / "data"
+    try:
+        cases: dict[str, tuple[str, dict | None]] = {}
+        for name, bundle in bundles.items():
+            push = " ".join([*BUNDLER, "push", str(bundle), "--to", target.host])
+            # An emptied storage directory is an empty registry (as in _push_cases).
+            cases[f"pushmem_{name}"] = (f"rm -rf {data} && {push}", None)
+            if name == "big":
+                cases["pushmem_big_again"] = (push, None)  # right after its first push
+            cases[f"pushmem_{name}_floor"] = (shlex.join([*PY_VERIFY, str(bundle)]), None)
+        r.update(measure_rounds(cases, runs))
+    finally:
+        target.stop()
+
+
+PUSH_MEMORY_ROWS = [
+    (f"peak RSS, push: {PUSH_BIG_MIB} MiB layer / stand-ins compact (both fill the window)",
+     ("pushmem_big", "pushmem_small_compact", "peak_rss_kib"), "<= 1.15"),
+    (f"peak RSS, push: {PUSH_BIG_MIB} MiB layer / stand-ins preserve",
+     ("pushmem_big", "pushmem_small", "peak_rss_kib"), "<= 1.15"),
+    ("  the same two files, Python floor (zstd + sha256 alone)",
+     ("pushmem_big_floor", "pushmem_small_floor", "peak_rss_kib"), "(floor)"),
+    (f"peak RSS, push / Python floor, {PUSH_BIG_MIB} MiB layer",
+     ("pushmem_big", "pushmem_big_floor", "peak_rss_kib"), ""),
+    ("peak RSS, push / Python floor, stand-ins preserve",
+     ("pushmem_small", "pushmem_small_floor", "peak_rss_kib"), ""),
+    (f"re-push / first push, {PUSH_BIG_MIB} MiB layer",
+     ("pushmem_big_again", "pushmem_big", "median_s"), "<= 0.1"),
+]
 
 
 def _sizes(r: dict, w: Path, names: tuple[str, ...]) -> None:
@@ -554,6 +619,7 @@ def _report(r: dict, path: str) -> None:
         ("re-push / first push", _ratio(r, "push_again", "push_cold"), "<= 0.1"),
         ("  interpreter + imports alone / first push",
          _ratio(r, "floor_py_imports", "push_cold"), "(floor)"),
+        *[(label, _ratio(r, *args), goal) for label, args, goal in PUSH_MEMORY_ROWS],
         ("compact build / docker pull+save+zstd (classic)", _ratio(r, "build_cold_uncompressed",
                                                              "classic"), "<= 0.85"),
         ("  compact bundle size / classic size",
