@@ -272,12 +272,40 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
         fetcher.stage_file(layer, what, downloads[mispredicted.diff_id].result())
         meter.restart()
     head, body = frame_groups(segments, mutate.UNCOMPRESSED, level)
-    compress.write_frames([head], out, frames)
-    if frames:
-        frames.put(body.key, big)
-    with open(big, "rb") as f:
-        shutil.copyfileobj(f, out, 1 << 20)
+    # The body's two copies (into the frame cache, after the metadata into the bundle) are
+    # each a read, a hash and a write: on two threads they overlap (0.6 s on one thread for
+    # a 1 GiB layer's 320 MB body).
+    keeping = _Background(lambda: frames.put(body.key, big)) if frames else None
+    try:
+        compress.write_frames([head], out, frames)
+        with open(big, "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+    finally:
+        if keeping:
+            keeping.result()
     return images
+
+
+class _Background(threading.Thread):
+    """`work` run on a daemon thread (Ctrl-C does not wait for it); result() joins it and
+    raises what it raised."""
+
+    def __init__(self, work: Callable[[], object]):
+        super().__init__(daemon=True, name="background")
+        self._work = work
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except BaseException as e:  # noqa: BLE001 - raised by result(), in the caller's thread
+            self._error = e
+
+    def result(self) -> None:
+        self.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _layer_weights(wanted: dict, store) -> tuple[dict[str, int], bool]:
