@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from bundler.errors import BundlerError, InputError
-from bundler.image import parse_manifest
+from bundler.image import parse_config, parse_manifest
 from bundler.sources import bundle as source
 
 # Why the sizes of a compact bundle are missing, in the JSON and in the text.
@@ -28,21 +28,28 @@ NEEDS_DECOMPRESSION = "needs decompression"
 def inspect(path: str | Path, *, sizes: bool = False) -> dict:
     """A JSON-ready description of the bundle at `path`; InputError (one line naming the
     file) if it cannot be read. `sizes`: read a compact bundle's layer sizes too, by
-    decompressing it whole (a preserve bundle's are read anyway, from their own frames)."""
+    decompressing it whole (a preserve bundle's are read anyway, from their own frames).
+
+    Names are shown as index.json writes them (with the full name beside one that is not),
+    and the platform as index.json declares it and, where the configs were read, as the
+    config says: inspect describes the file, it does not vouch for it."""
     path = Path(path)
     meta = source.read_metadata(path)
     frames = source.frame_index(path)
     manifests = {e.manifest.digest for e in meta.entries}
     per_blob = manifests <= frames.keys()
-    layer_sizes: dict[str, list[int]] = {}
+    read: dict[str, tuple[list[int], str | None]] = {}
     if per_blob or sizes:
-        layer_sizes = _layer_sizes(path, meta, frames)
+        read = _read_documents(path, meta, frames)
     images = []
     for e in meta.entries:
-        got = layer_sizes.get(e.manifest.digest)
+        got, config_platform = read.get(e.manifest.digest, (None, None))
+        full = e.reference.image_name
         images.append({
-            "reference": e.reference.image_name,
+            "reference": e.name or full,
+            "fullName": full if e.name and e.name != full else None,
             "platform": str(e.platform) if e.platform else None,
+            "configPlatform": config_platform,
             "manifestDigest": e.manifest.digest,
             "manifestMediaType": e.manifest.media_type,
             "configDigest": e.config_digest,
@@ -53,20 +60,24 @@ def inspect(path: str | Path, *, sizes: bool = False) -> dict:
         })
     return {"file": str(path), "size": path.stat().st_size,
             "framing": "per-blob" if per_blob else "single",
-            "sizesFrom": "bundle" if layer_sizes else None,
-            "sizesMissing": None if layer_sizes else NEEDS_DECOMPRESSION,
-            "decompressedWhole": bool(layer_sizes) and not per_blob,
+            "sizesFrom": "bundle" if read else None,
+            "sizesMissing": None if read else NEEDS_DECOMPRESSION,
+            "decompressedWhole": bool(read) and not per_blob,
+            "verified": False,
             "images": images}
 
 
-def _layer_sizes(path: Path, meta: source.Metadata, frames: dict[str, tuple[int, int]]
-                 ) -> dict[str, list[int]]:
-    """manifest digest -> its layers' sizes, from the manifests (each checked against its
-    digest), which must name the config and layers manifest.json names: the digests shown
-    come from manifest.json, the sizes from the manifests."""
-    found: dict[str, list[int]] = {}
+def _read_documents(path: Path, meta: source.Metadata, frames: dict[str, tuple[int, int]]
+                    ) -> dict[str, tuple[list[int], str | None]]:
+    """manifest digest -> (its layers' sizes, its config's platform), from the manifests and
+    configs (each checked against its digest). A manifest must name the config and layers
+    manifest.json names: the digests shown come from manifest.json, the sizes from the
+    manifests. The configs are read only when each has a frame of its own (preserve
+    bundles): a compact bundle would be decompressed whole a second time for them."""
+    found: dict[str, tuple[list[int], str | None]] = {}
     try:
         docs = source.read_documents(path, {e.manifest.digest for e in meta.entries}, frames)
+        sizes = {}
         for e in meta.entries:
             config, layers = parse_manifest(docs[e.manifest.digest],
                                             f"{path}: manifest {e.manifest.digest}")
@@ -76,7 +87,16 @@ def _layer_sizes(path: Path, meta: source.Metadata, frames: dict[str, tuple[int,
             if [d.digest for d in layers] != list(e.layer_digests):
                 raise InputError(f"{path}: {e.reference}: its manifest and manifest.json list "
                                  "different layers")
-            found[e.manifest.digest] = [d.size for d in layers]
+            sizes[e.manifest.digest] = [d.size for d in layers]
+        configs = {e.config_digest for e in meta.entries}
+        if configs <= frames.keys():
+            docs.update(source.read_documents(path, configs, frames))
+        for e in meta.entries:
+            plat = None
+            if e.config_digest in docs:
+                plat = str(parse_config(docs[e.config_digest], len(e.layer_digests),
+                                        f"{path}: {e.reference}")[0])
+            found[e.manifest.digest] = (sizes[e.manifest.digest], plat)
     except InputError:
         raise
     except BundlerError as e:
@@ -91,10 +111,17 @@ def render_text(info: dict) -> str:
              f"{'' if len(info['images']) == 1 else 's'}, {_mb(info['size'])} compressed"]
     for img in info["images"]:
         size = f", {_mb(img['size'])}" if img["size"] is not None else ""
+        name = _safe(img["reference"])
+        if img.get("fullName"):
+            name += f"  (not a full name: {_safe(img['fullName'])}; verify refuses it)"
+        platform = _safe(img["platform"] or "unknown")
+        if img.get("configPlatform") and img["configPlatform"] != img["platform"]:
+            platform += (f"  (as index.json declares it; its config says "
+                         f"{_safe(img['configPlatform'])})")
         lines += [
             "",
-            _safe(img["reference"]),
-            f"  platform   {_safe(img['platform'] or 'unknown')}",
+            name,
+            f"  platform   {platform}",
             f"  manifest   {_safe(img['manifestDigest'])}",
             f"  config     {_safe(img['configDigest'])}",
             f"  layers     {img['layerCount']}{size}",
@@ -109,6 +136,8 @@ def render_text(info: dict) -> str:
     elif info["decompressedWhole"]:
         lines += ["", "layer sizes read from the manifests, after decompressing the whole "
                   "bundle"]
+    lines += ["", "inspect describes what the bundle says; it does not verify it (`bundler "
+              "verify` does)"]
     return "\n".join(lines) + "\n"
 
 

@@ -275,3 +275,65 @@ def test_text_escapes_what_is_not_printable():
     text = inspection.render_text(info)
     assert all(line.isprintable() for line in text.splitlines()), text
     assert "OK fake" not in text.splitlines()
+
+
+def _metadata_frame_edited(builds, tmp_path, old: bytes, new: bytes):
+    """The preserve bundle with `old` replaced by `new` (same length) in its metadata frame
+    only: every blob keeps its own frame."""
+    from bundler import compress
+
+    assert len(old) == len(new)
+    src = builds["p1"] / f"{STEM}.tar.zst"
+    data = src.read_bytes()
+    with open(src, "rb") as f:
+        second = [fr.offset for fr in compress.frames(compress.Seeking(f))][1]
+    front = zstandard.ZstdDecompressor().decompressobj().decompress(data[:second])
+    assert old in front
+    bad = tmp_path / f"{STEM}.tar.zst"
+    bad.write_bytes(zstandard.ZstdCompressor(level=3).compress(front.replace(old, new, 1))
+                    + data[second:])
+    return bad
+
+
+def test_a_name_is_shown_as_written_and_a_short_one_is_marked(tmp_path, builds):
+    """index.json naming library/busybox:1.36.1 (containerd records it so; verify refuses it):
+    inspect used to print the normalized docker.io/... name, a cleaned-up view."""
+    full = b'"io.containerd.image.name":"docker.io/library/busybox:1.36.1"'
+    short = b'"io.containerd.image.name":          "library/busybox:1.36.1"'
+    bad = _metadata_frame_edited(builds, tmp_path, full, short)
+    info = inspection.inspect(bad)
+    busybox = info["images"][2]
+    assert busybox["reference"] == "library/busybox:1.36.1"
+    assert busybox["fullName"] == "docker.io/library/busybox:1.36.1"
+    assert all(i["fullName"] is None for i in info["images"][:2])
+    text = inspection.render_text(info)
+    assert "\nlibrary/busybox:1.36.1  (not a full name: docker.io/library/busybox:1.36.1; " \
+        "verify refuses it)\n" in text
+    assert bundler("verify", str(bad)).code == 1
+
+
+def test_a_declared_platform_the_config_contradicts_is_marked(tmp_path, builds):
+    declared = b'"platform":{"architecture":"amd64","os":"linux"}'
+    bad = _metadata_frame_edited(builds, tmp_path, declared,
+                                 b'"platform":{"architecture":"arm64","os":"linux"}')
+    info = inspection.inspect(bad)
+    first = info["images"][0]
+    assert (first["platform"], first["configPlatform"]) == ("linux/arm64", "linux/amd64")
+    assert all(i["configPlatform"] == i["platform"] == "linux/amd64"
+               for i in info["images"][1:])
+    text = inspection.render_text(info)
+    assert "  platform   linux/arm64  (as index.json declares it; its config says " \
+        "linux/amd64)\n" in text
+    assert text.count("config says") == 1
+    assert bundler("verify", str(bad)).code == 1
+
+
+@pytest.mark.parametrize("name", ["p1", "u1"])
+def test_text_ends_saying_inspect_does_not_verify(builds, name):
+    run = bundler("inspect", str(builds[name] / f"{STEM}.tar.zst"))
+    assert run.code == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == ("inspect describes what the bundle says; it does "
+                                           "not verify it (`bundler verify` does)")
+    assert "not a full name" not in run.stdout and "config says" not in run.stdout
+    info = inspection.inspect(builds[name] / f"{STEM}.tar.zst")
+    assert info["verified"] is False

@@ -61,6 +61,9 @@ class Entry:
     platform: Platform | None  # as index.json declares it
     config_digest: str  # manifest.json's Config
     layer_digests: tuple[str, ...]  # manifest.json's Layers
+    # The name as index.json writes it (containerd records it so); `reference` is it parsed
+    # and normalized, which verify requires it to be already.
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ def _entries(members: dict[str, bytes], path: Path) -> Iterator[Entry]:
             raise InputError(f"{where}: {archive.DOCKER_MANIFEST} entry has no Layers list")
         yield Entry(ref, desc, plat, config,
                     tuple(_blob_digest(p, f"{where} ({archive.DOCKER_MANIFEST} Layers)")
-                          for p in layers))
+                          for p in layers), name)
 
 
 def _blob_digest(member: object, where: str) -> str:
