@@ -12,6 +12,11 @@ content-addressed and a registry's garbage collection removes them).
 Before the stream, one round of HEADs (`jobs` at a time: every blob in every repository, and
 every tag) says what the registry lacks. When it lacks nothing, nothing is sent and the
 bundle is not read past its metadata: a re-push costs that round and the start-up.
+
+The names and tags come from the metadata push reads first, the proof from verify's own read
+of the file: the two are one file only if the sha256 of push's read (the front, then the
+rest of the same open file, hashed on a thread while the HEADs go out) is the one verify
+computed. A file swapped or rewritten in between fails with nothing tagged.
 """
 
 from __future__ import annotations
