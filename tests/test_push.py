@@ -510,11 +510,14 @@ def _names_swapped(src: Path, dst: Path, a: str, b: str) -> None:
     dst.write_bytes(zstandard.ZstdCompressor(level=3).compress(front) + data[second:])
 
 
-def test_a_bundle_swapped_while_push_reads_it_tags_nothing(tmp_path, builds, registry, front):
-    """The file at BUNDLE is replaced (rename, as an attacker with the directory would) after
-    push read its metadata and before verify read it: push used to tag the verified
-    manifests under the first file's names (exit 0, tags on the wrong images). The file
-    push took the names from and the file verify read are held to one sha256."""
+@pytest.mark.parametrize("how", ["rename", "in place"])
+def test_a_bundle_swapped_while_push_reads_it_tags_nothing(tmp_path, builds, registry, front,
+                                                           how):
+    """The file at BUNDLE is replaced (renamed over, as an attacker with the directory would,
+    or rewritten in place: the same inode) after push read its metadata and before verify
+    read it: push used to tag the verified manifests under the first file's names (exit 0,
+    tags on the wrong images). The file push took the names from and the file verify read
+    are held to one sha256."""
     items = read_manifest(builds["p1"])["images"]
     work = tmp_path / "dist"
     work.mkdir()
@@ -527,7 +530,12 @@ def test_a_bundle_swapped_while_push_reads_it_tags_nothing(tmp_path, builds, reg
 
     def swap(method, path):
         if not swapped:  # the first request: the metadata has been read
-            genuine.replace(target)
+            if how == "rename":
+                genuine.replace(target)
+            else:
+                with open(target, "r+b") as out:
+                    out.write(genuine.read_bytes())
+                    out.truncate()
             swapped.append(path)
         return None
 
