@@ -53,6 +53,10 @@ class Ahead:
             self._queue.put(_END)  # every later call sees the end too
             return None
         if isinstance(item, BaseException):
+            # Every later call raises it too: the producer has ended, and a consumer that
+            # reads on after an error (layer drains a blob it could not decode) would wait
+            # for ever on an empty queue.
+            self._queue.put(item)
             raise item
         return item
 
@@ -89,6 +93,8 @@ class AheadReader:
             if chunk is None:
                 self._ended = True
                 return b""
+            if n >= len(chunk):
+                return chunk  # whole, as produced: no copy (each is a fresh allocation)
             self._buffer = memoryview(chunk)
         data = self._buffer[:n].tobytes()
         self._buffer = self._buffer[n:]

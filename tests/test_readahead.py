@@ -26,6 +26,35 @@ def test_the_producers_error_comes_after_what_it_produced():
     assert ahead.next() == b"one"
     with pytest.raises(ValueError, match="broken at two"):
         ahead.next()
+    # and again, not a wait for ever: the producer is gone (verify hung on a bit flip so)
+    assert "broken at two" in _raised_within(5, ahead.next)
+    reader = AheadReader(_Broken(), "t", depth=1)
+    for _ in range(3):
+        assert "bad sector" in _raised_within(5, lambda: reader.read(10))
+    reader.stop()
+
+
+class _Broken(io.RawIOBase):
+    def read(self, n=-1):
+        raise OSError("bad sector")
+
+
+def _raised_within(seconds: float, call) -> str:
+    """What `call` raised, on a thread of its own; fails (not hangs) if it blocks."""
+    raised = []
+
+    def run():
+        try:
+            call()
+            raised.append("(nothing raised)")
+        except Exception as e:  # noqa: BLE001 - the test looks at it
+            raised.append(str(e))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert raised, f"blocked for {seconds} s"
+    return raised[0]
 
 
 def test_bounded_and_stoppable():
