@@ -281,3 +281,40 @@ def test_no_challenge_is_kept_or_used_with_credentials(tmp_path, token_registry)
     assert run.code == 0, run.stderr
     assert planted.requests == []
     assert [r["authorization"].split()[0] for r in tokens.requests[before:]] == ["Basic"]
+
+
+def test_tls_connections_share_one_context_with_the_cas_loaded_once(tmp_path, htpasswd_registry):
+    """Issue 12: urllib3 loads the CA file into every new connection (certifi's bundle is
+    ~17 ms of CPU each); one endpoint's connections share one context, loaded once, and still
+    verify: a registry whose CA is not the configured one fails."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bundler.config import Credentials, Endpoint, TLSConfig
+    from bundler.errors import NetworkError
+    from bundler.registry.client import Client
+
+    registry, ca = htpasswd_registry
+    endpoint = Endpoint(registry.url, TLSConfig(ca_file=str(ca)), Credentials(USER, PASSWORD))
+    client = Client(endpoint, pool=4)
+    barrier = threading.Barrier(4)
+
+    def fetch(_):
+        barrier.wait()  # four requests at once: four connections
+        return client.manifest("library/busybox", "1.36.1", "busybox")[2]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert len(set(pool.map(fetch, range(4)))) == 1
+    adapter = client._session.get_adapter(registry.url)
+    pools = list(adapter.poolmanager.pools._container.values())
+    connections = [c for p in pools for c in list(p.pool.queue) if c is not None]
+    assert len(connections) >= 2
+    assert {id(c.ssl_context) for c in connections} == {id(adapter._context)}
+    assert all(c.ca_certs is None and c.ca_cert_dir is None for c in connections)
+
+    (tmp_path / "other").mkdir()
+    other, _, _ = pki.server_tls(tmp_path / "other")  # a CA that signed nothing here
+    stranger = Client(Endpoint(registry.url, TLSConfig(ca_file=str(other)),
+                               Credentials(USER, PASSWORD)))
+    with pytest.raises(NetworkError, match="TLS failed"):
+        stranger.manifest("library/busybox", "1.36.1", "busybox")
