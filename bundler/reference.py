@@ -111,7 +111,9 @@ def quoted(text: str) -> str:
 
 def _split_domain(s: str, text: str) -> tuple[str, str]:
     first, sep, rest = s.partition("/")
-    is_domain = sep and ("." in first or ":" in first or first == "localhost" or first[:1] == "[")
+    # Docker's splitDockerDomain: a dot, a colon or `localhost` makes a host (an IPv6 literal
+    # has its colons); anything else, `[ab]` too, is the first path component.
+    is_domain = sep and ("." in first or ":" in first or first == "localhost")
     if not is_domain:
         registry, repository = DOCKER_HUB, s
     else:
