@@ -28,6 +28,8 @@ hosts = st.one_of(
     st.just("localhost"),
     st.sampled_from(sorted(_HUB)),
     st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t))),
+    # IPv6 literals: the colons inside the brackets make them hosts, as in Docker
+    st.from_regex(r"\A\[[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}\]\Z", fullmatch=True),
 )
 ports = st.one_of(st.none(), st.integers(1, 65535))
 tags = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z", fullmatch=True)
