@@ -343,9 +343,18 @@ class StreamedLayer:
 
     @classmethod
     def of(cls, path: Path, layer: Layer, store: BlobStore, what: str) -> StreamedLayer | None:
-        """The layer in `path` to stream, or None if it is not gzip (stage it instead)."""
+        """The layer in `path` to stream, or None to stage it instead: it is not gzip, or its
+        trailer is surely not its size.
+
+        zlib's and Go's gzip output is never twice the size of its input (stored blocks
+        add 5 bytes in 64 KiB), so a trailer saying less than half the blob is the last of
+        several members, or a layer of 4 GiB and more: known now, before any of it is
+        compressed, it costs no restart. A stranger encoder merely gets its layer staged.
+        """
         size = predicted_size(path)
-        return None if size is None else cls(path, layer, store, what, size)
+        if size is None or size < path.stat().st_size // 2:
+            return None
+        return cls(path, layer, store, what, size)
 
     def open(self) -> _StreamReader:
         return _StreamReader(self)

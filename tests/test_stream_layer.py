@@ -184,6 +184,25 @@ def test_a_multi_member_layer_falls_back_to_the_same_bytes(fixture_registry, tmp
     _same_files(staged, streamed)
 
 
+def test_a_trailer_surely_wrong_is_staged_before_compressing(fixture_registry, tmp_path,
+                                                            monkeypatch, caplog):
+    # An empty last member (ISIZE 0, some tools end with one): less than half the blob, so
+    # the layer is staged at once, with no restart of the body.
+    tar = _tar(21)
+    blob = _gz(tar)[0] + gzip.compress(b"", mtime=0)
+    ref = _push(fixture_registry, "stream/emptylast",
+                _image([(blob, mt.DOCKER_LAYER_GZIP, gen.digest(tar)), _gz(_tar(22))]))
+    monkeypatch.setattr(layer, "STREAM_SIZE", NEVER)
+    staged = _build(fixture_registry, tmp_path, [ref], "staged")
+    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    opened = _Opened(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="bundler.sinks.bundle"):
+        streamed = _build(fixture_registry, tmp_path, [ref], "streamed")
+    assert opened.count == 1  # the other layer
+    assert not [r for r in caplog.records if "again" in r.getMessage()]
+    _same_files(staged, streamed)
+
+
 def test_a_layer_that_is_not_gzip_after_all_is_staged(fixture_registry, tmp_path, monkeypatch):
     # A manifest may say gzip for zstd bytes (containerd sniffs): nothing to predict, so the
     # layer is staged before any of it is compressed.

@@ -243,7 +243,7 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
             if digest in downloads and not store.has(digest):
                 streamed = layers.StreamedLayer.of(downloads[digest].result(), layer, store,
                                                    what)
-                if streamed is None:  # not gzip after all; nothing of it is compressed yet
+                if streamed is None:  # not to be streamed; nothing of it is compressed yet
                     fetcher.stage_file(layer, what, downloads[digest].result())
             if streamed is not None:
                 segment = archive.blob_segment(digest, streamed.size, streamed.open, True)
@@ -276,13 +276,11 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     # each a read, a hash and a write: on two threads they overlap (0.6 s on one thread for
     # a 1 GiB layer's 320 MB body).
     keeping = _Background(lambda: frames.put(body.key, big)) if frames else None
-    try:
-        compress.write_frames([head], out, frames)
-        with open(big, "rb") as f:
-            shutil.copyfileobj(f, out, 1 << 20)
-    finally:
-        if keeping:
-            keeping.result()
+    compress.write_frames([head], out, frames)
+    with open(big, "rb") as f:
+        shutil.copyfileobj(f, out, 1 << 20)
+    if keeping:
+        keeping.result()  # not waited for if the copy failed: a failed build ends at once
     return images
 
 
