@@ -339,7 +339,7 @@ class StreamedLayer:
 
     def __init__(self, path: Path, layer: Layer, store: BlobStore, what: str, size: int):
         self.path, self.layer, self.size, self.what = path, layer, size, what
-        self._store = store
+        self.store = store
 
     @classmethod
     def of(cls, path: Path, layer: Layer, store: BlobStore, what: str) -> StreamedLayer | None:
@@ -371,7 +371,7 @@ class _StreamReader:
         self._chunks: Ahead | None = None
         self._pending = None
         try:
-            self._pending = streamed._store.writer()
+            self._pending = streamed.store.writer()
         except OSError as e:
             self.close()
             raise Mispredicted(streamed, f"cannot store its plain copy ({e})") from None
@@ -415,7 +415,7 @@ class _StreamReader:
                                          "trailer says")
         check_diff_id(of.layer, "sha256:" + self._hash.hexdigest(), of.what)
         try:
-            self._pending.commit(of._store.path(of.layer.diff_id))
+            self._pending.commit(of.store.path(of.layer.diff_id))
         except OSError as e:
             raise Mispredicted(of, f"cannot store its plain copy ({e})") from None
         self._done = True

@@ -250,12 +250,13 @@ def test_the_reader_checks_the_predicted_size(tmp_path, off_by):
     assert store.verified(diff_id)
 
 
-def _cli(monkeypatch, capsys, fixture_registry, tmp: Path, ref: str, stream_size: int
+def _cli(monkeypatch, capsys, registries: Path, tmp: Path, ref: str, stream_size: int
          ) -> tuple[int, str]:
+    """`bundler build` of `ref` in this process (so STREAM_SIZE can be set): code, stderr."""
     monkeypatch.setattr(layer, "STREAM_SIZE", stream_size)
     (tmp / "images.txt").write_text(ref + "\n")
     code = bundler_main(["build", "--images", str(tmp / "images.txt"),
-                         "--registries", str(fixture_registry.registries_yaml(tmp)),
+                         "--registries", str(registries),
                          "--no-default-endpoint", "--layers", "uncompressed", "--level", "3",
                          "--output-dir", str(tmp / "dist"), "--cache-dir", str(tmp / "cache"),
                          "--quiet"])
@@ -267,7 +268,8 @@ def _bad_layer_is_refused_alike(monkeypatch, capsys, fixture_registry, tmp_path,
     runs = []
     for name, size in (("staged", NEVER), ("streamed", 0)):
         (tmp_path / name).mkdir()
-        runs.append(_cli(monkeypatch, capsys, fixture_registry, tmp_path / name, ref, size))
+        runs.append(_cli(monkeypatch, capsys, fixture_registry.registries_yaml(tmp_path / name),
+                         tmp_path / name, ref, size))
         assert not (tmp_path / name / "dist").exists()
         blobs = tmp_path / name / "cache" / "blobs" / "sha256"
         assert not (blobs / diff_id.split(":")[1]).exists()
@@ -342,3 +344,50 @@ def test_the_staged_error_names_the_layer(fixture_registry, tmp_path, monkeypatc
     with pytest.raises(DigestMismatch, match=f"{ref}: layer 0 .*diff_id mismatch"):
         _build(fixture_registry, tmp_path, [ref], "streamed")
     assert not (tmp_path / "streamed" / f"{STEM}.tar.zst").exists()
+
+
+@pytest.mark.parametrize("corrupted", [1, 2])
+def test_a_blob_corrupted_in_transit_is_fetched_again_or_refused_alike(
+        fixture_registry, tmp_path, monkeypatch, capsys, corrupted):
+    # The download checks the blob as staging does: a flipped byte once is fetched again
+    # (same bundle), every time is staging's one-line digest error (nothing kept).
+    from tests.faultproxy import RegistryFront
+    from tests.servers import write_registries_yaml
+
+    tar = _tar(80 + corrupted)
+    blob, media, diff_id = _gz(tar)
+    ref = _push(fixture_registry, f"stream/transit{corrupted}", _image([(blob, media, diff_id)]))
+    hex_ = gen.digest(blob).split(":")[1]
+    served: list[str] = []
+
+    def flip(h, server):
+        if h.command != "GET" or hex_ not in h.path:
+            return False
+        served.append(h.path)
+        body = bytearray(front.upstream_body(h.path))
+        if len(served) % 2 == 1 or corrupted == 2:
+            body[len(body) // 2] ^= 1
+        RegistryFront.reply(h, 200, bytes(body), {"Content-Type": "application/octet-stream"})
+        return True
+
+    front = RegistryFront(fixture_registry.registry.url, fault=flip)
+    try:
+        runs, gets = [], []
+        for name, size in (("staged", NEVER), ("streamed", 0)):
+            tmp = tmp_path / name
+            tmp.mkdir()
+            yaml = write_registries_yaml(tmp / "registries.yaml", {"docker.io": [front.url]})
+            runs.append(_cli(monkeypatch, capsys, yaml, tmp, ref, size))
+            gets.append(len(served))
+            served.clear()
+    finally:
+        front.stop()
+    assert runs[0] == runs[1]
+    assert gets == [2, 2]  # each fetched the blob again once
+    if corrupted == 1:
+        assert runs[1][0] == 0, runs[1][1]
+        _same_files(tmp_path / "staged" / "dist", tmp_path / "streamed" / "dist")
+    else:
+        code, err = runs[1]
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "digest mismatch" in err
+        assert not (tmp_path / "streamed" / "dist").exists()
