@@ -3,7 +3,8 @@ compression of what already arrived; and resolve_all, which resolves images `job
 
 Each layer is staged at most once per run, by one of `jobs` daemon threads (daemon, so Ctrl-C
 ends the run promptly instead of waiting for a stalled download). Callers ask early with
-ensure() and wait only when they need the bytes.
+ensure() and wait only when they need the bytes. A compact build's big gzip layers are only
+downloaded, with download(), and staged as the compressor reads them (layer.StreamedLayer).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ DEFAULT_JOBS = 4
 
 
 class Fetcher:
-    """Stages layers into `store`, as stored or uncompressed, `jobs` at a time."""
+    """Stages layers into `store`, as stored or uncompressed, `jobs` at a time; or downloads
+    them as they are into `scratch`."""
 
     def __init__(self, store: BlobStore, uncompressed: bool, jobs: int = DEFAULT_JOBS,
                  bar=None, scratch: Path | None = None):
