@@ -263,6 +263,11 @@ CASES = {
                                 ["bad size '99999", "...'"]),
     "pax key of 3000 characters": (FIRST + pax(record("k" * 3000, "v")) + member("x") + END,
                                    ["pax key 'kkkk", "...' not allowed"]),
+    # Quoted, 100 characters are shown whole; more are cut to 100 with the closing quote.
+    "pax key of 98 characters": (FIRST + pax(record("k" * 98, "v")) + member("x") + END,
+                                 [f"pax key '{'k' * 98}' not allowed"]),
+    "pax key of 99 characters": (FIRST + pax(record("k" * 99, "v")) + member("x") + END,
+                                 [f"pax key '{'k' * 95}...' not allowed"]),
     "pax size that fits the header": (FIRST + pax(record("size", "5")) + member("x") + END,
                                       ["could hold it"]),
     "pax size beside a header size": (FIRST + pax(record("size", str(8**11)))
@@ -365,15 +370,18 @@ CASES = {
     "name with UTF-8 in the header": (FIRST + member("\u00e9", b"x") + END,
                                       ["not printable ASCII"]),
     "prefix NUL then text": (FIRST + member(HEX, b"x", prefix=b"\0blobs/sha256") + END,
-                             ["prefix field", "after its NUL", f"byte {AT}"]),
+                             [f"prefix field in the header at byte {AT} has bytes after its NUL "
+                              "terminator (b'\\x00blobs/sha256')"]),
     "prefix with a control character": (FIRST + member(HEX, b"x", prefix=b"blobs\x1b") + END,
-                                        ["prefix field", "not printable"]),
+                                        [f"prefix field in the header at byte {AT} is not "
+                                                         "printable ASCII (b'blobs\\x1b')"]),
     "uname with text after its NUL": (FIRST + member("a", uname=b"root\0x") + END,
                                       ["uname field"]),
     "gname not ASCII": (FIRST + member("a", gname=b"\xc3\xa9") + END, ["gname field"]),
     "link name on a file": (FIRST + member(BLOB, b"x", linkname=b"index.json") + END,
                             ["link name 'index.json'"]),
-    "file name ending in /": (FIRST + member("index.json/", b"{}") + END, ["ends with '/'"]),
+    "file name ending in /": (FIRST + member("index.json/", b"{}") + END,
+                              [f"file 'index.json/' ends with '/' (header at byte {AT})"]),
     "empty name": (FIRST + member("", b"{}") + END, ["without a name", f"byte {AT}"]),
     "directory with a size": (FIRST + header("blobs/", 3, b"5") + END,
                               ["directory 'blobs/' with a size of 3"]),
