@@ -1,0 +1,272 @@
+"""layout.Layout: what a bundle's stream held, checked as an image layout. Each check gets a
+layout that is right but for one twist, and must say exactly what is wrong, naming the entry,
+member or image (verify's own tests run the same checks on whole bundles)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import pytest
+
+from bundler.layout import Blob, Layout
+from bundler.platform import Platform
+
+NAME = "docker.io/rancher/x:1"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 2
+        t.addfile(info, io.BytesIO(b"x\n"))
+    return buf.getvalue()
+
+
+LAYER = _tar()
+
+
+class Parts:
+    """One image's layout, as verify's stream would have found it; tests twist a part, then
+    `build()` gives Layout's inputs (the documents re-serialized, digests recomputed)."""
+
+    def __init__(self):
+        self.config = {"os": "linux", "architecture": "amd64",
+                       "rootfs": {"type": "layers", "diff_ids": [_sha(LAYER)]}}
+        self.layer_desc = {"mediaType": OCI_LAYER, "digest": _sha(LAYER), "size": len(LAYER)}
+        self.manifest: dict = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
+        self.entry: dict = {"mediaType": OCI_MANIFEST,
+                            "annotations": {"io.containerd.image.name": NAME}}
+        self.entries: list | None = None  # index.json's manifests, when not [entry]
+        self.layer = Blob(len(LAYER), _sha(LAYER), None, "plain", LAYER[:512])
+        self.oci_layout = b'{"imageLayoutVersion":"1.0.0"}'
+        self.docker: list | None = None  # manifest.json, when not the right one
+        self.repositories: dict | None = None
+        self.extra_blobs: dict[str, Blob] = {}
+        self.drop: set[str] = set()  # metadata members or blob digests left out
+
+    def build(self) -> tuple[dict[str, bytes], dict[str, Blob]]:
+        config = json.dumps(self.config).encode()
+        manifest = json.dumps({"config": {"mediaType": "", "digest": _sha(config),
+                                          "size": len(config)},
+                               "layers": [self.layer_desc], **self.manifest}).encode()
+        entry = {"digest": _sha(manifest), "size": len(manifest), **self.entry}
+        entries = [entry] if self.entries is None else self.entries
+        docker = [{"Config": f"blobs/sha256/{_sha(config)[7:]}", "RepoTags": [NAME],
+                   "Layers": [f"blobs/sha256/{_sha(LAYER)[7:]}"]}]
+        repos = {NAME.rsplit(":", 1)[0]: {"1": _sha(config)[7:]}}
+        metadata = {
+            "oci-layout": self.oci_layout,
+            "index.json": json.dumps({"schemaVersion": 2, "manifests": entries}).encode(),
+            "manifest.json": json.dumps(docker if self.docker is None else self.docker).encode(),
+            "repositories": json.dumps(repos if self.repositories is None
+                                       else self.repositories).encode()}
+        blobs = {_sha(config): Blob(len(config), _sha(config), config),
+                 _sha(manifest): Blob(len(manifest), _sha(manifest), manifest),
+                 _sha(LAYER): self.layer, **self.extra_blobs}
+        return ({k: v for k, v in metadata.items() if k not in self.drop},
+                {k: v for k, v in blobs.items() if k not in self.drop})
+
+
+def _check(parts: Parts, want: Platform | None = None) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    metadata, blobs = parts.build()
+    names = Layout(metadata, blobs, problems.append).check(want)
+    return names, problems
+
+
+def test_a_right_layout_is_no_problem():
+    assert _check(Parts()) == ([NAME], [])
+    assert _check(Parts(), Platform("linux", "amd64")) == ([NAME], [])
+
+
+def test_metadata_members_missing_or_wrong():
+    parts = Parts()
+    parts.drop = {"repositories", "oci-layout"}
+    assert _check(parts) == ([], ["oci-layout: missing", "repositories: missing"])
+    parts = Parts()
+    parts.oci_layout = b'{"imageLayoutVersion":"1.1.0"}'
+    assert _check(parts)[1] == ["oci-layout: not an OCI layout 1.0.0 marker"]
+    parts.oci_layout = b"{not json"
+    problems = _check(parts)[1]
+    assert problems[0].startswith("oci-layout: bad JSON (") and problems[1:] == [
+        "oci-layout: not an OCI layout 1.0.0 marker"]
+
+
+@pytest.mark.parametrize("entries", [[], None, "x", [5]])
+def test_an_index_that_lists_no_manifests(entries):
+    """(or entries that are not objects: Go cannot decode them, and strictjson says so)"""
+    parts = Parts()
+    parts.entries = entries
+    if entries is None:
+        parts.entries = []
+    names, problems = _check(parts)
+    assert names == [] and problems[-1] == "index.json: lists no manifests"
+
+
+def test_a_blob_no_image_names_is_a_problem():
+    parts = Parts()
+    parts.extra_blobs = {"sha256:" + "e" * 64: Blob(3, "sha256:" + "e" * 64, b"{}")}
+    assert _check(parts)[1] == [f"blobs/sha256/{'e' * 64}: not referenced by any image"]
+
+
+@pytest.mark.parametrize(("twist", "problem"), [
+    (lambda p: p.entry.update(annotations=None),
+     "index.json: manifests[0]: annotations is not an object"),
+    (lambda p: p.entry.update(annotations={}), "index.json: manifests[0]: "
+     "io.containerd.image.name None: missing or not a string"),
+    (lambda p: p.entry.update(annotations={"io.containerd.image.name": "rancher/x:1"}),
+     "index.json: manifests[0]: io.containerd.image.name rancher/x:1: not a full name "
+     f"(want {NAME})"),
+    (lambda p: p.entry.update(mediaType=OCI_INDEX), f"index.json: manifests[0]: mediaType "
+     f"{OCI_INDEX} is not an image manifest's (containerd refuses the import)"),
+])
+def test_index_entries_that_name_no_image(twist, problem):
+    parts = Parts()
+    twist(parts)
+    names, problems = _check(parts)
+    assert problem in problems, problems
+    assert names == []
+
+
+def test_an_entry_descriptor_that_is_not_one():
+    parts = Parts()
+    parts.entry.update(size=-1)
+    names, problems = _check(parts)
+    assert names == [] and problems[0] == (
+        "index.json: manifests[0]: descriptor size -1 is not a byte count")
+    assert len(problems) == 4, problems  # and the three blobs nothing else names
+
+
+def test_the_entrys_platform_against_the_config():
+    parts = Parts()
+    parts.entry["platform"] = "linux/amd64"  # Go cannot decode it: strictjson says so first
+    assert _check(parts)[1] == ["index.json: bad JSON (manifests[0].platform is not an object)",
+                                "index.json: lists no manifests"]
+    parts.entry["platform"] = {"os": "linux", "architecture": "arm64"}
+    assert _check(parts)[1] == [
+        "index.json: manifests[0]: platform linux/arm64 but the config says linux/amd64"]
+    parts.entry["platform"] = {"os": "linux", "architecture": "amd64"}
+    assert _check(parts)[1] == []
+
+
+def test_the_config_against_the_platform_wanted():
+    names, problems = _check(Parts(), Platform("linux", "arm64", "v8"))
+    assert problems == [f"{NAME}: config says linux/amd64, the bundle is linux/arm64/v8"]
+    assert names == [NAME]
+
+
+def test_a_manifest_that_is_not_an_image_manifest():
+    parts = Parts()
+    parts.manifest["mediaType"] = OCI_INDEX
+    assert _check(parts)[1][0] == (
+        f"index.json: manifests[0] ({NAME}): manifest says mediaType {OCI_INDEX}, "
+        f"index.json says {OCI_MANIFEST}")
+    parts = Parts()
+    parts.manifest["manifests"] = []
+    assert _check(parts)[1][0] == (
+        f"index.json: manifests[0] ({NAME}): manifest has an index's or schema 1's fields")
+
+
+def test_documents_missing_of_another_size_or_too_large():
+    parts = Parts()
+    metadata, blobs = parts.build()
+    manifest_digest = json.loads(metadata["index.json"])["manifests"][0]["digest"]
+    config_digest = json.loads(blobs[manifest_digest].data)["config"]["digest"]
+    where = f"index.json: manifests[0] ({NAME})"
+    for change, problem in (
+            (lambda b: b.pop(manifest_digest),
+             f"{where}: manifest: blobs/sha256/{manifest_digest[7:]} is missing"),
+            (lambda b: setattr(b[config_digest], "size", 1),
+             f"{where}: config: blobs/sha256/{config_digest[7:]} is 1 bytes, descriptor says"),
+            (lambda b: setattr(b[config_digest], "data", None),
+             f"{where}: config: blobs/sha256/{config_digest[7:]} is too large for a document"),
+            (lambda b: setattr(b[manifest_digest], "data", b'{"schemaVersion": "2"}'),
+             f"{where}: manifest")):
+        metadata, blobs = parts.build()
+        change(blobs)
+        problems: list[str] = []
+        Layout(metadata, blobs, problems.append).check(None)
+        assert any(p.startswith(problem) for p in problems), (problem, problems)
+
+
+def test_a_config_that_does_not_parse():
+    parts = Parts()
+    parts.config["rootfs"]["diff_ids"] = []  # one layer in the manifest, none in the config
+    problems = _check(parts)[1]
+    assert problems and problems[0].startswith(f"index.json: manifests[0] ({NAME}): config")
+
+
+@pytest.mark.parametrize(("twist", "problem"), [
+    (lambda p: setattr(p.layer, "size", 3), f"3 bytes, manifest says {len(LAYER)}"),
+    (lambda p: setattr(p.layer, "content_digest", "sha256:" + "0" * 64),
+     f"diff_id mismatch: config says {_sha(LAYER)}, uncompressed layer is sha256:{'0' * 64}"),
+    (lambda p: p.layer_desc.update(mediaType="application/x-mystery"),
+     "mediaType application/x-mystery is not a layer type containerd unpacks"),
+    (lambda p: setattr(p.layer, "compression", "gzip"),
+     f"mediaType {OCI_LAYER} but the blob is gzip"),
+    (lambda p: setattr(p.layer, "tar_head", b"not a tar" * 60), "not a tar archive"),
+])
+def test_layers(twist, problem):
+    parts = Parts()
+    twist(parts)
+    where = f"index.json: manifests[0] ({NAME}): layer 0 (blobs/sha256/{_sha(LAYER)[7:]})"
+    assert _check(parts)[1] == [f"{where}: {problem}"]
+
+
+def test_a_missing_layer():
+    parts = Parts()
+    parts.drop = {_sha(LAYER)}
+    where = f"index.json: manifests[0] ({NAME}): layer 0 (blobs/sha256/{_sha(LAYER)[7:]})"
+    names, problems = _check(parts)
+    assert problems[0] == f"{where}: missing"
+
+
+def test_the_docker_views_against_what_archive_writes():
+    parts = Parts()
+    parts.docker = []
+    assert _check(parts)[1] == ["manifest.json: does not list the 1 images of index.json"]
+    parts = Parts()
+    metadata, _ = parts.build()
+    entry = json.loads(metadata["manifest.json"])[0]
+    parts.docker = [{**entry, "RepoTags": ["docker.io/rancher/y:1"]}]
+    assert _check(parts)[1] == [f"manifest.json: entry 0 disagrees with index.json ({NAME})"]
+    parts = Parts()
+    parts.repositories = {"docker.io/rancher/x": {"2": "0" * 64}}
+    assert _check(parts)[1] == ["repositories: disagrees with index.json"]
+
+
+def test_one_manifest_named_twice_is_checked_once():
+    parts = Parts()
+    metadata, _ = parts.build()
+    entry = json.loads(metadata["index.json"])["manifests"][0]
+    parts.entries = [entry, entry]
+    names, problems = _check(parts)
+    assert problems[0] == f"index.json: manifests[1]: {NAME} is named by an earlier entry too"
+    parts.layer.size = 3  # a layer problem: said once, not once per entry
+    other = {**entry, "annotations": {"io.containerd.image.name": "docker.io/rancher/x:2"}}
+    parts.entries = [entry, other]
+    problems = _check(parts)[1]
+    assert sum("3 bytes, manifest says" in p for p in problems) == 1, problems
+
+
+def test_index_digests_and_layers_of():
+    parts = Parts()
+    metadata, blobs = parts.build()
+    layout = Layout(metadata, blobs, [].append)
+    layout.check(None)
+    digest = json.loads(metadata["index.json"])["manifests"][0]["digest"]
+    assert layout.index_digests() == {NAME: digest}
+    config = json.loads(blobs[digest].data)["config"]["digest"]
+    assert layout.layers_of(digest) == (config, [{"digest": _sha(LAYER), "size": len(LAYER)}])
+    assert layout.layers_of("sha256:" + "0" * 64) is None
