@@ -330,12 +330,13 @@ def test_one_attempt_policy_never_waits():
 
 
 def test_again_says_what_is_retried_and_when(caplog):
-    attempts = retry.Attempts(retry.Policy(attempts=3))
+    # Backoff of at most 2 ms: a wait of 0.3 s can only be the server's Retry-After.
+    attempts = retry.Attempts(retry.Policy(attempts=3, base=0.001))
     with caplog.at_level(logging.INFO, logger=retry.__name__):
-        assert retry.again(attempts, "GET /v2/x: 503", 0.05) is True
+        assert retry.again(attempts, "GET /v2/x: 503", 0.3) is True
         assert retry.again(attempts, "GET /v2/x: 503", 0.0) is True
         assert retry.again(attempts, "GET /v2/x: 503", 0.0) is False
-    assert caplog.messages == ["GET /v2/x: 503; retrying after 0.1s (attempt 2 of 3)",
+    assert caplog.messages == ["GET /v2/x: 503; retrying after 0.3s (attempt 2 of 3)",
                                "GET /v2/x: 503; retrying after 0.0s (attempt 3 of 3)"]
 
 
