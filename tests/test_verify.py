@@ -140,12 +140,17 @@ def _info(name: str, kind=tarfile.REGTYPE, size: int = 0, link: str = "") -> tar
     ("fifo", tarfile.FIFOTYPE, b"", "", "fifo not allowed"),
     ("index.json", tarfile.REGTYPE, b'{"schemaVersion":2,"manifests":[]}', "", "duplicate"),
     ("notes.txt", tarfile.REGTYPE, b"hello", "", "unexpected member"),
+    ("etc", tarfile.DIRTYPE, b"", "", "'etc/' (tar byte"),  # one problem: an unexpected dir
+    ("./blobs/sha256", tarfile.DIRTYPE, b"", "", "duplicate of an earlier member"),
 ])
 def test_crafted_members_are_refused(builds, tmp_path, name, kind, data, link, fragment):
     tar = _crafted(_tar_bytes(builds["p1"] / BUNDLE), [(_info(name, kind, len(data), link),
                                                         data)])
     report = verify(_zst(tar, tmp_path / BUNDLE))
     assert any(fragment in p for p in report.problems), report.problems
+    if kind == tarfile.DIRTYPE and name == "etc":
+        assert report.problems == [report.problems[0]]
+        assert report.problems[0].endswith(": unexpected directory"), report.problems
 
 
 def test_member_after_the_end_is_refused(builds, tmp_path):
