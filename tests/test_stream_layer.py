@@ -250,16 +250,16 @@ def test_the_reader_checks_the_predicted_size(tmp_path, off_by):
     assert store.verified(diff_id)
 
 
-def _cli(monkeypatch, capsys, registries: Path, tmp: Path, ref: str, stream_size: int
-         ) -> tuple[int, str]:
+def _cli(monkeypatch, capsys, registries: Path, tmp: Path, ref: str, stream_size: int,
+         cache: Path | None = None) -> tuple[int, str]:
     """`bundler build` of `ref` in this process (so STREAM_SIZE can be set): code, stderr."""
     monkeypatch.setattr(layer, "STREAM_SIZE", stream_size)
     (tmp / "images.txt").write_text(ref + "\n")
     code = bundler_main(["build", "--images", str(tmp / "images.txt"),
                          "--registries", str(registries),
                          "--no-default-endpoint", "--layers", "uncompressed", "--level", "3",
-                         "--output-dir", str(tmp / "dist"), "--cache-dir", str(tmp / "cache"),
-                         "--quiet"])
+                         "--output-dir", str(tmp / "dist"),
+                         "--cache-dir", str(cache or tmp / "cache"), "--quiet"])
     return code, capsys.readouterr().err
 
 
@@ -391,3 +391,30 @@ def test_a_blob_corrupted_in_transit_is_fetched_again_or_refused_alike(
         code, err = runs[1]
         assert code == 1 and len(err.strip().splitlines()) == 1 and "digest mismatch" in err
         assert not (tmp_path / "streamed" / "dist").exists()
+
+
+def test_a_store_that_cannot_take_the_plain_copy_fails_as_staging_does(
+        fixture_registry, tmp_path, monkeypatch, capsys):
+    # The streamed copy's write fails (a full cache disk): the layer is staged the normal way,
+    # which fails the same way, with staging's one line and exit code.
+    from tests.cli_helpers import small_disk
+
+    tar = _tar(90, 4_000_000)
+    ref = _push(fixture_registry, "stream/fullcache", _image([_gz(tar)]))
+    opened = _Opened(monkeypatch)
+    runs = []
+    for name, size in (("staged", NEVER), ("streamed", 0)):
+        tmp = tmp_path / name
+        tmp.mkdir()
+        with small_disk(tmp / "small", "1m") as small:
+            code, err = _cli(monkeypatch, capsys, fixture_registry.registries_yaml(tmp), tmp,
+                             ref, size, cache=small / "cache")
+            blobs = small / "cache" / "blobs" / "sha256"
+            assert not (blobs / gen.digest(tar).split(":")[1]).exists()
+            assert not [p for p in blobs.iterdir() if p.name.endswith(".partial")]
+        assert not (tmp / "dist").exists()
+        runs.append((code, err.replace(str(tmp), "TMP")))
+    assert opened.count == 1
+    assert runs[0][0] == runs[1][0] == 3
+    for _, err in runs:
+        assert len(err.strip().splitlines()) == 1 and "no space left on device" in err, err
