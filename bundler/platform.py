@@ -118,6 +118,12 @@ def is_attestation(entry: dict) -> bool:
     )
 
 
+def _label(entry: dict) -> str:
+    # The platform field is optional (OCI image-index); `/` alone would say nothing.
+    p = of(entry.get("platform") or {})
+    return str(p) if p.os or p.architecture else "(no platform)"
+
+
 def select(index: object, want: Platform, what: str) -> dict:
     """The descriptor in `index` for `want`; PlatformError lists what is there otherwise.
 
@@ -128,5 +134,5 @@ def select(index: object, want: Platform, what: str) -> dict:
     for entry in entries:
         if matches(want, of(entry.get("platform") or {})):
             return entry
-    available = sorted({str(of(m.get("platform") or {})) for m in entries}) or ["none"]
+    available = sorted({_label(m) for m in entries}) or ["none"]
     raise PlatformError(f"{what}: no {want} manifest; available: {', '.join(available)}")

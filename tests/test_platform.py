@@ -133,6 +133,14 @@ def test_an_index_with_no_image_says_none_is_available(index):
     assert str(e.value) == "img:1: no linux/amd64 manifest; available: none"
 
 
+def test_an_entry_without_a_platform_is_listed_as_such():
+    index = {"manifests": [{"digest": "sha256:a"}, _entry("arm64", os=""), _entry("arm64")]}
+    with pytest.raises(PlatformError) as e:
+        platform.select(index, platform.for_arch("amd64"), "img:1")
+    assert str(e.value) == ("img:1: no linux/amd64 manifest; available: (no platform), /arm64, "
+                            "linux/arm64")
+
+
 def test_of_reads_absent_fields_as_empty():
     assert platform.of({}) == platform.Platform("", "", None)
     assert platform.of({"os": "linux", "architecture": "arm", "variant": ""}) == \
