@@ -204,8 +204,16 @@ def _check_format(f: BinaryIO, path: Path, report: Report) -> bool:
 
 
 def _check_frames(f: BinaryIO, report: Report) -> None:
+    # Skippable frames cost 8 bytes each: uncapped, a bundle of them alone walks for seconds.
+    # The same cap as the bundle source's MAX_FRAMES: one frame per member run, plus the
+    # metadata frame and the end marker's.
+    limit = MAX_MEMBERS + 2
     try:
-        for frame in compress.frames(compress.Seeking(f)):
+        for n, frame in enumerate(compress.frames(compress.Seeking(f))):
+            if n == limit:
+                report.problem(f"zstd: more than {limit} frames (skippable ones counted); "
+                               "not a bundle bundler wrote")
+                return
             if frame.window_size > compress.MAX_WINDOW:
                 report.problem(
                     f"zstd frame at byte {frame.offset}: window of {frame.window_size} bytes "

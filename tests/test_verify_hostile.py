@@ -422,6 +422,21 @@ def test_a_zstd_layer_that_starts_with_a_skippable_frame_is_zstd(tmp_path):
     assert any("diff_id mismatch" in p for p in verify(bad).problems)
 
 
+def test_frames_past_what_bundler_writes_are_refused_before_walking_them_all(tmp_path):
+    """8-byte skippable frames cost nothing to write: a million of them once took verify
+    seconds to walk. One frame per member run, plus metadata and end marker, is the most."""
+    limit = verify_module.MAX_MEMBERS + 2
+    empty = b"\x50\x2a\x4d\x18" + bytes(4)  # a skippable frame with no content
+    path = _small_bundle(tmp_path / BUNDLE)  # one data frame
+    data = path.read_bytes()
+    path.write_bytes(data + empty * (limit - 1))
+    assert verify(path).ok, verify(path).problems
+    path.write_bytes(data + empty * limit)
+    report = verify(path)
+    assert report.problems == [f"zstd: more than {limit} frames (skippable ones counted); "
+                               "not a bundle bundler wrote"]
+
+
 def test_a_gzip_layer_go_refuses_is_refused(tmp_path):
     tar = _tar([("etc/hostname", b"x\n")])
     padded = gzip.compress(tar, mtime=0) + bytes(16)  # Python skips the zeros; Go refuses
