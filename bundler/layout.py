@@ -139,8 +139,8 @@ class Layout:
             if not isinstance(declared, dict):
                 self.problem(f"{where}: platform is not an object")
             elif _platform_of(declared) != have:
-                self.problem(f"{where}: platform {_platform_of(declared)} but the config says "
-                             f"{have}")
+                self.problem(f"{where}: platform {shown(str(_platform_of(declared)))} but the "
+                             f"config says {have}")
         return {"name": name, "platform": have, "image": _Read(
             ref, have, checked["manifest"], desc.media_type, checked["config"],
             checked["layers"], config_read=checked["config_desc"])}

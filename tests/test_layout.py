@@ -160,6 +160,18 @@ def test_the_entrys_platform_against_the_config():
     assert _check(parts)[1] == []
 
 
+def test_a_declared_platform_with_control_characters_is_shown_escaped():
+    """index.json is untrusted: its platform strings must not move the cursor or start a line
+    that reads 'OK' on the terminal."""
+    parts = Parts()
+    parts.entry["platform"] = {"os": "linux\x1b[2J", "architecture": "amd64\nOK fake",
+                               "variant": "\x7f"}
+    problems = _check(parts)[1]
+    assert problems == ["index.json: manifests[0]: platform 'linux\\x1b[2J/amd64\\nOK fake/"
+                        "\\x7f' but the config says linux/amd64"]
+    assert not any(ord(c) < 0x20 or ord(c) == 0x7f for c in problems[0])
+
+
 def test_the_config_against_the_platform_wanted():
     names, problems = _check(Parts(), Platform("linux", "arm64", "v8"))
     assert problems == [f"{NAME}: config says linux/amd64, the bundle is linux/arm64/v8"]
