@@ -176,21 +176,27 @@ def _verify_arguments(v: argparse.ArgumentParser) -> None:
     from bundler import verify
 
     v.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to check")
-    v.add_argument("--manifest", metavar="FILE",
+    _proof_arguments(v, verify.DEFAULT_MAX_INFLATION,
+                     f"and at least {verify.INFLATION_FLOOR >> 30} GiB (default: "
+                     f"{verify.DEFAULT_MAX_INFLATION:g})")
+    v.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+
+
+def _proof_arguments(p: argparse.ArgumentParser, max_inflation: float | None,
+                     limits: str) -> None:
+    """What vouches for a bundle and how far it may inflate: verify's flags, which push
+    checks in the same pass that sends the bundle. `limits` ends --max-inflation's help."""
+    p.add_argument("--manifest", metavar="FILE",
                    help="checksum manifest (default: NAME.manifest.json beside the bundle)")
-    v.add_argument("--require-checksum", action="store_true",
+    p.add_argument("--require-checksum", action="store_true",
                    help="fail unless a checksum manifest or sha256sum-*.txt beside the bundle "
                         "(or --manifest) vouches for it")
-    v.add_argument("--max-inflation", type=float, default=verify.DEFAULT_MAX_INFLATION,
-                   metavar="RATIO",
+    p.add_argument("--max-inflation", type=float, default=max_inflation, metavar="RATIO",
                    help=f"stop and fail when the bundle decompresses (tar plus layers) to more "
-                        f"than RATIO times its size, and at least "
-                        f"{verify.INFLATION_FLOOR >> 30} GiB (default: "
-                        f"{verify.DEFAULT_MAX_INFLATION:g})")
-    v.add_argument("--key", metavar="PUB.pem",
+                        f"than RATIO times its size, {limits}")
+    p.add_argument("--key", metavar="PUB.pem",
                    help="require the checksum manifest to be signed with this public key "
                         "(NAME.manifest.json.sig beside it)")
-    v.add_argument("--json", action="store_true", help="print a JSON report on stdout")
 
 
 def _place_arguments(pl: argparse.ArgumentParser) -> None:
@@ -213,6 +219,9 @@ def _place_arguments(pl: argparse.ArgumentParser) -> None:
 
 def _inspect_arguments(ins: argparse.ArgumentParser) -> None:
     ins.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to inspect")
+    ins.add_argument("--sizes", action="store_true",
+                     help="also read a compact (--layers uncompressed) bundle's layer sizes, by "
+                          "decompressing it whole (a preserve bundle's are always shown)")
     ins.add_argument("--json", action="store_true", help="print JSON on stdout")
 
 
@@ -234,6 +243,8 @@ def _push_arguments(pu: argparse.ArgumentParser) -> None:
     pu.add_argument("--print-registries", action="store_true",
                     help="after the push, print on stdout the registries.yaml that makes K3s "
                          "pull these images from there")
+    # Default None: push imports verify only when it streams the bundle (a re-push may not).
+    _proof_arguments(pu, None, "with verify's floor and default")
     pu.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
 
@@ -381,7 +392,7 @@ def _log_to_stderr(verbose: bool) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     from bundler import inspection
 
-    info = inspection.inspect(args.bundle)
+    info = inspection.inspect(args.bundle, sizes=args.sizes)
     render = inspection.render_json if args.json else inspection.render_text
     sys.stdout.write(render(info))
     return 0
@@ -398,16 +409,25 @@ def _push(args: argparse.Namespace) -> int:
     if args.print_registries and args.json:
         raise UsageError("--print-registries and --json both print on stdout; choose one")
     registries = config.load_registries(args.registries) if args.registries else None
+    if args.max_inflation is not None and not args.max_inflation > 0:
+        raise UsageError(f"--max-inflation {args.max_inflation:g}: want a positive ratio")
     result = push.push(args.bundle, args.to, registries=registries, jobs=args.jobs,
-                       timeout=args.timeout)
+                       timeout=args.timeout, manifest=args.manifest, key=args.key,
+                       require_checksum=args.require_checksum,
+                       max_inflation=args.max_inflation)
     if args.print_registries:
         sys.stdout.write(result.registries_yaml)
     elif args.json:
         json.dump(result.as_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
-    print(f"pushed {_count(len(result.images), 'image')} to {args.to}: "
-          f"{_count(result.uploaded, 'blob')} uploaded, {result.mounted} mounted, "
-          f"{result.skipped} already there", file=sys.stderr)
+    if result.verified:
+        print(f"pushed {_count(len(result.images), 'image')} to {args.to}: "
+              f"{_count(result.uploaded, 'blob')} uploaded, {result.mounted} mounted, "
+              f"{result.skipped} already there", file=sys.stderr)
+    else:
+        print(f"nothing to push: {args.to} already holds every image of {args.bundle} "
+              f"({_count(result.skipped, 'blob')} and every tag); the bundle was read only up "
+              f"to its metadata (bundler verify checks the whole file)", file=sys.stderr)
     return 0
 
 

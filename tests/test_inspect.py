@@ -92,6 +92,14 @@ def test_compact_sizes_when_asked(tmp_path, builds, where):
     assert "after decompressing the whole bundle" in inspection.render_text(info)
 
 
+def test_sizes_flag_reads_a_compact_bundles_sizes(builds):
+    run = bundler("inspect", str(builds["u1"] / f"{STEM}.tar.zst"), "--sizes", "--json")
+    assert run.code == 0, run.stderr
+    info = json.loads(run.stdout)
+    assert info["decompressedWhole"] is True
+    _check_json(info, builds["u1"], "bundle")
+
+
 def test_sizes_asked_of_a_preserve_bundle_reads_no_more(builds):
     info = inspection.inspect(builds["p1"] / f"{STEM}.tar.zst", sizes=True)
     assert info["decompressedWhole"] is False

@@ -598,6 +598,43 @@ def test_push_with_a_key_verifies_the_signature_in_its_one_pass(tmp_path, builds
         assert _digest_of(registry.url, repo, tag) == item["manifestDigest"]
 
 
+def test_push_key_flag_refuses_a_bundle_signed_with_another_key(tmp_path, builds, registry):
+    """The CLI passes --key on: the wrong key is one line and exit 1 with nothing pushed, the
+    right one pushes and says so."""
+    bundle, key, other = _signed_copy(builds, tmp_path / "signed")
+    run = bundler("push", str(bundle), "--to", registry.host, "--key", str(other))
+    assert_one_line_error(run)
+    assert run.code == 1
+    assert _digest_of(registry.url, "library/busybox", "1.36.1") is None
+    run = bundler("push", str(bundle), "--to", registry.host, "--key", str(key))
+    assert run.code == 0, run.stderr
+    assert run.stderr.startswith("pushed 3 images to ")
+
+
+def test_push_require_checksum_flag(tmp_path, builds, registry):
+    import shutil
+
+    lone = tmp_path / "alone" / f"{STEM}.tar.zst"
+    lone.parent.mkdir()
+    shutil.copy(_bundle(builds), lone)
+    run = bundler("push", str(lone), "--to", registry.host, "--require-checksum")
+    assert_one_line_error(run, "does not verify")
+    assert _digest_of(registry.url, "library/busybox", "1.36.1") is None
+    run = bundler("push", str(lone), "--to", registry.host, "--require-checksum",
+                  "--manifest", str(builds["p1"] / f"{STEM}.manifest.json"))
+    assert run.code == 0, run.stderr
+
+
+def test_repush_that_sends_nothing_says_the_bundle_was_not_verified(builds, registry):
+    bundle = _bundle(builds)
+    assert bundler("push", str(bundle), "--to", registry.host).code == 0
+    run = bundler("push", str(bundle), "--to", registry.host)
+    assert run.code == 0, run.stderr
+    assert run.stderr.startswith(f"nothing to push: {registry.host} already holds every "
+                                 f"image of {bundle}")
+    assert "read only up to its metadata" in run.stderr
+
+
 def test_push_require_checksum_and_manifest_reach_verify(tmp_path, builds, registry):
     """A bundle alone (no checksum file beside it) fails require_checksum, and pushes with
     its checksum manifest given as manifest=."""
