@@ -9,6 +9,7 @@ symlink.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from pathlib import Path
@@ -31,14 +32,22 @@ def open_regular(path: Path, *, follow_symlinks: bool = True) -> BinaryIO:
         if e.errno == errno.ELOOP and not follow_symlinks:
             raise InputError(f"{path}: is a symbolic link; not followed") from None
         raise
+    # Built by hand, not os.fdopen: a Ctrl-C inside fdopen, once its FileIO owns the fd, closed
+    # it there and again here, and "Bad file descriptor" replaced the KeyboardInterrupt. Here
+    # the fd has one owner at a time, and that owner closes it.
+    raw = None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise InputError(f"{path}: not a regular file ({_kind(mode)})")
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        raw = io.FileIO(fd, "rb")
+        return io.BufferedReader(raw)
     except BaseException:
-        os.close(fd)
+        if raw is not None:
+            raw.close()
+        else:
+            os.close(fd)
         raise
 
 
