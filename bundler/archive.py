@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -36,6 +35,10 @@ ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 
 _FILE_MODE, _DIR_MODE = 0o644, 0o755
+# tar's block and record (POSIX ustar): fixed by the format, written here so that verify, place
+# and inspect, which use only the names above, need not load tarfile (~1 MiB) to read them.
+_BLOCK = 512
+_RECORD = 20 * _BLOCK
 
 
 def blob_path(digest: str) -> str:
@@ -115,9 +118,9 @@ def segments(images: Sequence[Image]) -> list[Segment]:
     for blobs in (layers, others):
         for digest, (size, opener, compressible) in sorted(blobs.items()):
             out.append(blob_segment(digest, size, opener, compressible))
-    total = sum(s.size for s in out) + 2 * tarfile.BLOCKSIZE
+    total = sum(s.size for s in out) + 2 * _BLOCK
     # Like tar and Python's tarfile, pad the archive to whole 10 KiB records.
-    end = bytes(2 * tarfile.BLOCKSIZE + -total % tarfile.RECORDSIZE)
+    end = bytes(2 * _BLOCK + -total % _RECORD)
     out.append(Segment(f"end {len(end)}", len(end), True, lambda: iter((end,))))
     return out
 
@@ -126,8 +129,8 @@ def blob_segment(digest: str, size: int, opener: Callable[[], BinaryIO], compres
                  ) -> Segment:
     """The tar member of one blob: header, data, padding."""
     name = blob_path(digest)
-    header = _info(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    padding = -size % tarfile.BLOCKSIZE
+    header = _header(name, size)
+    padding = -size % _BLOCK
     return Segment(f"blob {digest} {size} {_TAR_FORMAT}", len(header) + size + padding,
                    compressible, _blob_chunks(name, header, size, opener, padding), digest)
 
@@ -140,15 +143,10 @@ def _metadata(images: Sequence[Image]) -> bytes:
     buf = io.BytesIO()
     docs = (oci_layout(), index_json(images), manifest_json(images), repositories_json(images))
     for name, data in zip(METADATA, docs, strict=True):
-        buf.write(_member(_info(name, len(data)), data))
+        buf.write(_header(name, len(data)) + data + bytes(-len(data) % _BLOCK))
     for name in ("blobs", BLOB_DIR.rstrip("/")):
-        buf.write(_member(_info(name, 0, tarfile.DIRTYPE), b""))
+        buf.write(_header(name, 0, directory=True))
     return buf.getvalue()
-
-
-def _member(info: tarfile.TarInfo, data: bytes) -> bytes:
-    header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    return header + data + bytes(-len(data) % tarfile.BLOCKSIZE)
 
 
 _Blobs = dict[str, tuple[int, Callable[[], BinaryIO], bool]]
@@ -194,15 +192,18 @@ def _blob_chunks(name: str, header: bytes, size: int, opener: Callable[[], Binar
     return chunks
 
 
-def _info(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+def _header(name: str, size: int, *, directory: bool = False) -> bytes:
+    """The pax header of one member, always the same bytes for the same name and size."""
+    import tarfile  # only a build writes headers (see _BLOCK)
+
     info = tarfile.TarInfo(name)
     info.size = size
-    info.type = kind
-    info.mode = _DIR_MODE if kind == tarfile.DIRTYPE else _FILE_MODE
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = _DIR_MODE if directory else _FILE_MODE
     info.mtime = 0
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    return info
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 def _bytes_opener(data: bytes) -> Callable[[], BinaryIO]:

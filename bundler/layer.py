@@ -11,16 +11,18 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import zstandard
 
 from bundler import mediatypes
-from bundler.cache import BlobStore
 from bundler.digest import CHUNK
 from bundler.errors import DigestMismatch
 from bundler.image import Layer
 from bundler.readahead import Ahead
+
+if TYPE_CHECKING:  # annotations only: verify and place, which read layers, keep no cache
+    from bundler.cache import BlobStore
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

@@ -42,7 +42,10 @@ BUILD_ONLY = {"bundler.bundle", "bundler.sinks.bundle", "bundler.fetch", "bundle
               "bundler.sbom", "bundler.progress", "bundler.mutate"}
 PUSH_ONLY = {"bundler.push", "bundler.sinks.registry"}
 # Only build and push log (retries, endpoints); loading logging costs the others ~5 ms.
-OFFLINE_ABSENT = NETWORK | OPTIONAL | BUILD_ONLY | PUSH_ONLY | {"logging"}
+# tarfile (~1 MiB): only a build writes tar headers, verify's reader is tarstream; the blob
+# cache: only a build keeps one.
+OFFLINE_ABSENT = NETWORK | OPTIONAL | BUILD_ONLY | PUSH_ONLY | {"logging", "tarfile",
+                                                                 "bundler.cache"}
 
 STEM = "k3s-airgap-images-multus-amd64"
 REFS = ["rancher/multilist:v1", "busybox:1.36.1"]
@@ -119,12 +122,12 @@ def test_verify_with_a_key_loads_cryptography_and_nothing_else_extra(built):
 def test_a_registry_build_loads_no_docker_chart_bars_or_crypto(fixture_registry, tmp_path):
     loaded, run = modules_of(*build_args(fixture_registry, tmp_path, REFS))
     assert run.returncode == 0, run.stderr
-    # (bundler.signing and bundler.sbom themselves are loaded by sinks/bundle.py; what they
-    # need, cryptography and uuid, only with a key and for an SBOM. subprocess and difflib:
-    # config.py's credential helpers and "did you mean", for the few runs that need them.)
+    # (signing and sbom, and what they need, cryptography and uuid: only with a key and for
+    # an SBOM. subprocess and difflib: config.py's credential helpers and "did you mean", for
+    # the few runs that need them.)
     assert loaded_of({"docker", "tqdm", "cryptography", "jsonschema", "uuid", "subprocess",
-                      "difflib", "bundler.sources.docker", "bundler.chart", "bundler.verify"}
-                     | PUSH_ONLY, loaded) == []
+                      "difflib", "bundler.sources.docker", "bundler.chart", "bundler.verify",
+                      "bundler.signing", "bundler.sbom"} | PUSH_ONLY, loaded) == []
     assert loaded_of({"requests", "bundler.sources.registry"}, loaded) == [
         "bundler.sources.registry", "requests"]
 

@@ -23,8 +23,6 @@ from bundler import (
     imagelist,
     mediatypes,
     mutate,
-    sbom,
-    signing,
 )
 from bundler import layer as layers
 from bundler.atomic import AtomicOutputs
@@ -48,12 +46,20 @@ class Extras:
 
     @classmethod
     def of(cls, sign_key: str | None = None, with_sbom: bool = False) -> Extras:
+        # signing and sbom are imported only when asked for: most builds need neither.
         key = password = None
         if sign_key:
+            from bundler import signing
+
             key, password = signing.read_key(sign_key), signing.password_from_env()
             # A wrong password or a key that is not P-256 fails now, not after the pull.
             signing.sign(b"", key, password, key_name=sign_key)
-        return cls(key, password, sign_key or "", sbom.created_time() if with_sbom else None)
+        created = None
+        if with_sbom:
+            from bundler import sbom
+
+            created = sbom.created_time()
+        return cls(key, password, sign_key or "", created)
 
 
 @dataclass(frozen=True)
@@ -128,9 +134,13 @@ class BundleSink:
         ours = {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))}
         extras = self._extras
         if extras.key is not None:
+            from bundler import signing
+
             put(signing.signature_path(names.manifest).name,
                 signing.sign(manifest, extras.key, extras.password, key_name=extras.key_name))
         if extras.sbom_created is not None:
+            from bundler import sbom
+
             spdx = sbom.dumps(sbom.document(doc, created=extras.sbom_created))
             put(sbom.file_name(names.bundle), spdx)
             ours[sbom.file_name(names.bundle)] = hex_of(sha256_digest(spdx))
