@@ -176,7 +176,12 @@ def _go_parse_int10(s: str) -> int:
     # strconv.ParseInt(s, 10, 64): one optional sign, ASCII digits; no "_" (base is not 0).
     if not re.fullmatch(r"[+-]?[0-9]+", s):
         raise GoError("ParseInt")
-    value = int(s)
+    # Go accepts any number of leading zeros; past them, more than 19 digits overflow int64
+    # (and int() of more than 4300 digits raises ValueError, which no GoError catches).
+    digits = s.lstrip("+-").lstrip("0")
+    if len(digits) > 19:
+        raise GoError("ParseInt range")
+    value = -int(digits or "0") if s[0] == "-" else int(digits or "0")
     if not -(1 << 63) <= value < 1 << 63:
         raise GoError("ParseInt range")
     return value

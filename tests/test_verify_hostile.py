@@ -21,6 +21,7 @@ from bundler import verify as verify_module
 from bundler.verify import verify
 from tests.cli_helpers import assert_one_line_error, bundler, measured
 from tests.conftest import STEM
+from tests.tarcraft import END, GoError, go_read, member, pax, record
 
 BUNDLE = f"{STEM}.tar.zst"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -435,6 +436,31 @@ def test_frames_past_what_bundler_writes_are_refused_before_walking_them_all(tmp
     report = verify(path)
     assert report.problems == [f"zstd: more than {limit} frames (skippable ones counted); "
                                "not a bundle bundler wrote"]
+
+
+@pytest.mark.parametrize(("key", "value", "go_reads"), [
+    ("size", "9" * 5000, False),  # past int64: Go's ParseInt says range
+    ("size", "0" * 5000 + "2", True),  # leading zeros: Go reads 2
+    ("uid", "-" + "1" * 4400, False),
+    ("mtime", "1" * 4400 + ".5", False),
+])
+def test_pax_numbers_of_thousands_of_digits_are_refused_in_one_line(tmp_path, key, value,
+                                                                    go_reads):
+    """verify's reader refuses them (stricter than Go about leading zeros); the Go model
+    (tarcraft), against which tarstream is held, decides them too rather than crashing on
+    Python's 4300-digit limit for int()."""
+    tar = (member("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+           + pax(record(key, value)) + member("index.json", b"{}") + END)
+    try:
+        go_read(tar)
+        go_ok = True
+    except GoError:
+        go_ok = False
+    assert go_ok == go_reads
+    report = verify(_zst(tar, tmp_path / BUNDLE))
+    assert not report.ok
+    assert any("pax header at byte 1024" in p for p in report.problems), report.problems
+    assert all("\n" not in p and len(p) < 400 for p in report.problems), report.problems
 
 
 def test_a_gzip_layer_go_refuses_is_refused(tmp_path):
