@@ -255,6 +255,9 @@ def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
     process exits. Progress comes from zstd's own count of what its workers consumed: the
     bytes handed in arrive a whole 12 MiB job at a time, every few seconds at level 16.
     """
+    if size is not None and size < single_thread_limit(level):
+        _compress_here(segments, level, out, on_bytes, size)
+        return
     frame = _FrameThread(segments, level, out, size)
     frame.start()
     reported = 0
@@ -280,6 +283,21 @@ def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
             del error
     if on_bytes and frame.ingested > reported:
         on_bytes(frame.ingested - reported)
+
+
+def _compress_here(segments: Iterable[Segment], level: int, out: BinaryIO,
+                   on_bytes: Callable[[int], object] | None, size: int) -> None:
+    """A frame below one job, on the calling thread: single-threaded zstd returns from each
+    write once it has compressed that chunk, so a signal waits at most one chunk. A thread
+    per frame cost a many-image build time and memory that grew with the image count (a
+    thread start and a context in another glibc arena for each of 600 frames)."""
+    writer = compressor(level, size).stream_writer(out, closefd=False)
+    for segment in segments:
+        for chunk in segment.chunks():
+            writer.write(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
+    writer.close()
 
 
 class _FrameThread(threading.Thread):
