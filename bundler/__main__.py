@@ -8,19 +8,38 @@ from collections.abc import Sequence
 from bundler.errors import EXIT_INTERRUPTED
 from bundler.signals import as_interrupts
 
-# glibc's malloc maps every block of 128 KiB or more on its own and, when such a block is
-# freed, raises that threshold to the block's size (and the heap's trim threshold to twice
-# it). bundler streams 128 KiB to 1 MiB pieces: until a larger block has been freed, each one
-# is mapped, faulted in and unmapped again (verify of the compact stand-ins: 41k page faults
-# and 450 ms of CPU, against 11k and 390 ms). Start-up used to free such a block by accident,
-# in modules each command no longer imports; this frees one on purpose, so every command
-# starts the same. The block is calloc'd and never touched; other allocators ignore it.
-_ALLOCATOR_BLOCK = 2 << 20
+# glibc's malloc tunes itself as it goes, which makes bundler's memory depend on its history:
+# - it maps every block of 128 KiB or more on its own and, when such a block is freed, raises
+#   that threshold to the block's size (and the heap's trim threshold to twice it). bundler
+#   streams 128 KiB to 1 MiB pieces: until a larger block has been freed, each one is mapped,
+#   faulted in and unmapped again (verify of the compact stand-ins: 41k page faults and
+#   450 ms of CPU, against 11k and 390 ms);
+# - each thread that allocates may get an arena of its own (up to 8 per core), and each
+#   arena's free pieces stay resident: a 200-image build, its downloads, resolutions and
+#   frames on several threads, peaked at 53 MiB where 10 images took 46 (issue 12's goal:
+#   at most 1.15x).
+# Fixed thresholds (streamed pieces up to 1 MiB from the heap, bigger blocks mapped and given
+# back, the heap trimmed past 4 MiB free) and two arenas: 44-48 MiB for 200 images, 44-46 for
+# 10, verify unchanged. Other allocators have no mallopt, or ignore it; without ctypes, freeing
+# one 2 MiB block sets glibc's thresholds the way its own tuning would.
+_MMAP_THRESHOLD = (1 << 20) + (64 << 10)
+_TRIM_THRESHOLD = 4 << 20
+_ARENAS = 2
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 
 def _settle_allocator() -> None:
-    block = bytes(_ALLOCATOR_BLOCK)
-    del block
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):
+        block = bytes(2 << 20)
+        del block
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    mallopt(_M_ARENA_MAX, _ARENAS)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
