@@ -95,6 +95,18 @@ def test_upload_a_registry_takes_too_slowly_ends(monkeypatch):
     location.append("/upload/1")
     size = 8 << 20
     writer = Writer(Endpoint(server.url), timeout=3)
+    attempts: list[str] = []
+    once = writer._upload_once
+
+    def recorded(*args):
+        try:
+            once(*args)
+        except BaseException as e:
+            attempts.append(type(e).__name__)
+            raise
+        attempts.append("done")
+
+    writer._upload_once = recorded
     started = time.monotonic()
     try:
         with pytest.raises(transport.TooSlow, match=f"blob x: {server.host} took"):
@@ -102,8 +114,9 @@ def test_upload_a_registry_takes_too_slowly_ends(monkeypatch):
                           lambda: io.BytesIO(bytes(size)), "blob x")
     finally:
         server.stop()
-    assert time.monotonic() - started < 30
-    assert len([r for r in server.requests if r.method == "POST"]) == 1
+    assert time.monotonic() - started < 60
+    # On a loaded machine a send may time out first and be tried again; a TooSlow never is.
+    assert attempts[-1] == "TooSlow" and attempts.count("TooSlow") == 1, attempts
     assert writer.uploads == 0
 
 
