@@ -43,18 +43,15 @@ MAX_WINDOW = 1 << WINDOW_LOG
 # A build adds ~20 MiB of interpreter and HTTP stack to the compressor's memory, so only the
 # 12 MiB jobs keep it within 1.2x of the CLI's (197 MiB); they are also smaller than the CLI's
 # output. Bigger jobs would buy 0.2-2% at 1.4x the memory.
-# The overlap, measured a third time (session 4, same tar, 12 MiB jobs, CPU-s of two rounds on
-# a loaded machine): the size comes from the history each job sees, not from the job size,
-# and a longer overlap costs almost no memory:
-#   overlap_log 6 (4 MiB):  32.58 MB, 160-163 MiB, 25.9-31.3 CPU-s
-#   overlap_log 8 (16 MiB): 32.44 MB, 161 MiB, 27.6-28.9 CPU-s  (ours: zstd's own default at
-#                           level 16, so the size of 16 MiB jobs at the memory of 12 MiB ones)
-#   overlap_log 9 (32 MiB): 32.25 MB, 163-166 MiB, 32.9-33.5 CPU-s (+20% CPU for 0.6%)
-# Real Multus layers are dozens of Go binaries that share their runtime a few MiB apart, the
-# history a short overlap cuts off (a held-out three-image case came out 1.9% larger than the
-# classic pipeline with overlap_log 6).
+# The overlap, measured a third time (session 4, same tar, 12 MiB jobs): a longer overlap
+# costs almost no memory but CPU, since every job indexes its overlap again:
+#   overlap_log 6 (4 MiB):  32.58 MB, 160-163 MiB; whole compact build 17.8-18.8 s, 32-34 CPU-s
+#   overlap_log 8 (16 MiB): 32.44 MB, 161-164 MiB; whole compact build 19.9-20.6 s, 37 CPU-s
+#   overlap_log 9 (32 MiB): 32.25 MB, 163-166 MiB; about 20% more CPU than 6 (alone)
+# 0.4% of size for 10% of time put the compact build at 0.85x the classic pipeline in the
+# benchmark, the very edge of its goal; 6 keeps it at 0.76-0.8 and still smaller than the CLI.
 MAX_JOB_SIZE = 12 << 20
-OVERLAP_LOG = 8  # overlap = window >> (9 - 8), half the window
+OVERLAP_LOG = 6  # overlap = window >> (9 - 6); zstd's default for levels below lazy2
 DEFAULT_LEVEL = 16
 MIN_LEVEL, MAX_LEVEL = 1, 22
 
