@@ -454,6 +454,10 @@ def _front_cases(r: dict, front: NetShape, w: Path) -> dict:
         if name == "front":
             cases["front_warm_preserve"] = (cmd, None)  # right after the cold build
     cases["floor_py_imports"] = (shlex.join(PY_IMPORTS), None)  # also without the main cases
+    # What any correct rebuild must do besides: ask the registry once whether a tag moved.
+    cases["floor_py_imports_request"] = (shlex.join([
+        PY_IMPORTS[0], "-c", PY_IMPORTS[2] + "\nimport requests\n"
+        f"requests.head({front.url + '/v2/'!r}, timeout=30)"]), None)
     cases["skopeo_front"] = (_skopeo_loop(front.host, REFS, w, "skopeo_front"), None)
     cases["skopeo_front_many"] = (_skopeo_loop(front.host, many, w, "skopeo_front_many"), None)
     return cases
@@ -725,6 +729,8 @@ def _report(r: dict, path: str) -> None:
          _ratio(r, "front_warm_preserve", "front_cold_preserve"), "<= 0.1"),
         ("  interpreter + imports alone / cold build through the front",
          _ratio(r, "floor_py_imports", "front_cold_preserve"), "(floor)"),
+        ("  that + one request through the front / cold build through the front",
+         _ratio(r, "floor_py_imports_request", "front_cold_preserve"), "(floor)"),
     ]
     r["ratios"] = {name.strip(): {"ratio": None if v is None else round(v, 3), "goal": goal}
                    for name, v, goal in rows}
