@@ -79,7 +79,14 @@ class _Pending:
 
     def write(self, data: bytes) -> int:
         self.size += len(data)
-        return self.file.write(data)
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            if e.filename:
+                raise
+            # A write names no file: without this, a full cache disk is reported against the
+            # output directory the build was writing, not the cache that filled up.
+            raise OSError(e.errno, e.strerror, str(self.final.parent)) from None
 
     def commit(self, final: Path | None = None) -> None:
         self.file.close()

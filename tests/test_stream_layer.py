@@ -418,3 +418,4 @@ def test_a_store_that_cannot_take_the_plain_copy_fails_as_staging_does(
     assert runs[0][0] == runs[1][0] == 3
     for _, err in runs:
         assert len(err.strip().splitlines()) == 1 and "no space left on device" in err, err
+        assert "/small/cache/blobs/sha256: no space" in err, err  # the disk that filled up
