@@ -14,10 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-_HOP = {"connection", "transfer-encoding", "keep-alive", "content-encoding"}
+# Headers that describe one hop, not the content: a front answering with its own body drops them.
+HOP = {"connection", "transfer-encoding", "keep-alive", "content-encoding"}
 
 
-def _serve(host: str, handler: type) -> tuple[ThreadingHTTPServer, str]:
+def serve(host: str, handler: type) -> tuple[ThreadingHTTPServer, str]:
     httpd = ThreadingHTTPServer((host, 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://{host}:{httpd.server_address[1]}"
@@ -52,9 +53,9 @@ class RegistryFront:
             def do_GET(self):
                 front.handle(self, "storage")
 
-        self._front, self.url = _serve("127.0.0.1", Handler)
+        self._front, self.url = serve("127.0.0.1", Handler)
         # Another loopback address: a different host as far as the client can tell.
-        self._storage, self.storage_url = _serve("127.0.0.2", Storage)
+        self._storage, self.storage_url = serve("127.0.0.2", Storage)
         self.host = self.url.split("://", 1)[1]
 
     def handle(self, h: BaseHTTPRequestHandler, server: str) -> None:
@@ -74,7 +75,7 @@ class RegistryFront:
         headers = {k: v for k, v in h.headers.items() if k.lower() in passed}
         r = requests.request(h.command, self.upstream + path, headers=headers, timeout=30,
                              allow_redirects=True)
-        out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP | {"content-length"}}
+        out = {k: v for k, v in r.headers.items() if k.lower() not in HOP | {"content-length"}}
         self._reply(h, r.status_code, r.content, out)
 
     def upstream_body(self, path: str) -> bytes:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from bundler import config
 from tests import pki
 from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
 from tests.conftest import STEM
+from tests.faultproxy import HOP, RegistryFront, serve
 from tests.servers import Registry, write_registries_yaml
 from tests.tokenserver import TokenServer
 
@@ -63,9 +64,8 @@ class Front:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        self.httpd, url = serve("127.0.0.1", Handler)
+        self.host = url.split("://", 1)[1]
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         with self._count:
@@ -90,19 +90,18 @@ class Front:
             time.sleep(3600)  # the client is killed meanwhile
         if status is not None:
             self.calls.append((h.command, h.path, status))
-            self._reply(h, status, b'{"errors":[{"code":"DENIED","message":"injected"}]}', {})
+            RegistryFront.reply(h, status,
+                                b'{"errors":[{"code":"DENIED","message":"injected"}]}', {})
             return
         headers = {k: v for k, v in h.headers.items()
                    if k.lower() in ("accept", "content-type", "content-range", "authorization")}
         r = requests.request(h.command, self.upstream + h.path, headers=headers, data=body,
                              timeout=60, allow_redirects=False)
         self.calls.append((h.command, h.path, r.status_code))
-        out = {k: v for k, v in r.headers.items()
-               if k.lower() not in ("connection", "transfer-encoding", "content-length",
-                                    "content-encoding")}
+        out = {k: v for k, v in r.headers.items() if k.lower() not in HOP | {"content-length"}}
         if "Location" in out:
             out["Location"] = out["Location"].replace(self.upstream, f"http://{self.host}")
-        self._reply(h, r.status_code, r.content if h.command != "HEAD" else b"", out)
+        RegistryFront.reply(h, r.status_code, r.content if h.command != "HEAD" else b"", out)
 
     def blob_puts(self, done: bool = True) -> int:
         return sum(1 for m, p, s in self.calls
@@ -114,16 +113,6 @@ class Front:
 
     def manifest_puts(self) -> int:
         return sum(1 for m, p, s in self.calls if m == "PUT" and "/manifests/" in p)
-
-    @staticmethod
-    def _reply(h, status: int, body: bytes, headers: dict) -> None:
-        h.send_response(status)
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(body)
 
     def stop(self) -> None:
         self.httpd.shutdown()
