@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bundler.config import Endpoint
+from bundler.registry import body as registry_body
 from bundler.registry import transport
 from bundler.registry.writer import Writer, _Body
 from tests import hostileserver as hs
@@ -76,7 +77,8 @@ def test_upload_a_registry_takes_too_slowly_ends(monkeypatch):
     raised so the test takes seconds, not the minutes 8 KiB/s would): each send finishes inside
     --timeout, so only the rate bound ends it, after about 2 x --timeout; and it is not tried
     again in a new session (a slow registry is slow every time)."""
-    monkeypatch.setattr(transport, "MIN_RATE", 1 << 20)
+    monkeypatch.setattr(registry_body, "MIN_RATE", 1 << 20)
+    monkeypatch.setattr(transport, "MIN_RATE", 1 << 20)  # the message reads it here
     location: list = []
 
     def put(h):

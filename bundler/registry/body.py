@@ -37,6 +37,12 @@ class TooSlow(NetworkError):
     """A body arrived slower than MIN_RATE after its grace: not resumed, a trickle stays one."""
 
 
+def too_slow(done: int, waited: float, grace: float) -> bool:
+    """The one rate rule for bodies, read (BodyReader) or sent (the registry writer's
+    uploads): after `grace` seconds, MIN_RATE bytes a second on average."""
+    return waited > grace + done / MIN_RATE
+
+
 class BodyReader:
     """A response body as a file-like stream whose read errors become NetworkError.
 
@@ -102,7 +108,7 @@ class BodyReader:
             return self._response.raw.read1(n, decode_content=False)
         finally:
             self._waited += time.monotonic() - started
-            if self._waited > self._grace + self._offset / MIN_RATE:
+            if too_slow(self._offset, self._waited, self._grace):
                 self.close()
                 raise TooSlow(
                     f"{self._what}: body too slow ({self._offset} bytes in {self._waited:.0f}s, "

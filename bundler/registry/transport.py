@@ -34,6 +34,7 @@ from bundler.registry.body import (  # noqa: F401
     error_body,
     read_small,
     release,
+    too_slow,
 )
 from bundler.registry.targets import (  # noqa: F401
     check_target,

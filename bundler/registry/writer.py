@@ -297,7 +297,7 @@ class _Body:
         if self._started is None:
             self._started = now
         taken = self._size - self._left
-        if now - self._started > self._grace + taken / transport.MIN_RATE:
+        if transport.too_slow(taken, now - self._started, self._grace):
             raise transport.TooSlow(
                 f"{self._what}: {self._host} took {taken} bytes in {now - self._started:.0f}s "
                 f"(under {transport.MIN_RATE >> 10} KiB/s after a {self._grace:g}s grace)")
