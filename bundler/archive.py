@@ -12,6 +12,7 @@ multi-arch index, whose other platforms are absent (containerd 1.6 fails on thos
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -103,6 +104,11 @@ class Segment:
     compressible: bool
     chunks: Callable[[], Iterator[bytes]] = field(compare=False, repr=False)
     digest: str | None = None  # the blob's, for blob segments
+    # What the bytes must be, known without reading any blob: `head` exactly, then (for a
+    # blob) size - len(head) - padding bytes hashing to `digest`, then `padding` zeros.
+    # A cached frame is reused only if it decompresses to that (SegmentCheck).
+    head: bytes = field(default=b"", compare=False, repr=False)
+    padding: int = 0
 
 
 def segments(images: Sequence[Image]) -> list[Segment]:
@@ -113,7 +119,8 @@ def segments(images: Sequence[Image]) -> list[Segment]:
     uncompressed form) are known. Then configs and manifests, sorted by digest.
     """
     meta = _metadata(images)
-    out = [Segment("metadata " + sha256_digest(meta), len(meta), True, lambda: iter((meta,)))]
+    out = [Segment("metadata " + sha256_digest(meta), len(meta), True, lambda: iter((meta,)),
+                   head=meta)]
     layers, others = _blobs(images)
     for blobs in (layers, others):
         for digest, (size, opener, compressible) in sorted(blobs.items()):
@@ -121,7 +128,7 @@ def segments(images: Sequence[Image]) -> list[Segment]:
     total = sum(s.size for s in out) + 2 * _BLOCK
     # Like tar and Python's tarfile, pad the archive to whole 10 KiB records.
     end = bytes(2 * _BLOCK + -total % _RECORD)
-    out.append(Segment(f"end {len(end)}", len(end), True, lambda: iter((end,))))
+    out.append(Segment(f"end {len(end)}", len(end), True, lambda: iter((end,)), head=end))
     return out
 
 
@@ -132,7 +139,8 @@ def blob_segment(digest: str, size: int, opener: Callable[[], BinaryIO], compres
     header = _header(name, size)
     padding = -size % _BLOCK
     return Segment(f"blob {digest} {size} {_TAR_FORMAT}", len(header) + size + padding,
-                   compressible, _blob_chunks(name, header, size, opener, padding), digest)
+                   compressible, _blob_chunks(name, header, size, opener, padding), digest,
+                   header, padding)
 
 
 # Bumped whenever the bytes of a blob member change for the same blob (cached frames key).
@@ -208,3 +216,59 @@ def _header(name: str, size: int, *, directory: bool = False) -> bytes:
 
 def _bytes_opener(data: bytes) -> Callable[[], BinaryIO]:
     return lambda: io.BytesIO(data)
+
+
+class SegmentCheck:
+    """Checks bytes, fed in any pieces, against what `segments` must be, in order.
+
+    Only what is known without reading a blob is used (each segment's head, its blob's digest
+    and size, its padding), so a cached frame can be proved to hold exactly the segments it
+    is keyed by before a byte of it is trusted. feed() returns False at the first byte that
+    differs (or is one too many); complete() says whether everything arrived.
+    """
+
+    def __init__(self, segments: Sequence[Segment]):
+        self._pieces = [piece for s in segments for piece in _expected(s)]
+        self._at = 0  # index into _pieces
+        self._done = 0  # bytes of the current piece already matched
+        self._hash = hashlib.sha256()
+        self.ok = True
+
+    def feed(self, data: bytes) -> bool:
+        view = memoryview(data)
+        while self.ok:
+            if self._at == len(self._pieces):
+                self.ok = not view  # not more bytes than the segments hold
+                break
+            kind, value, size = self._pieces[self._at]
+            if not view and self._done < size:
+                break  # a piece of no bytes (an empty blob's digest) is still checked
+            take = view[: size - self._done]
+            if kind == "bytes":
+                self.ok = take == value[self._done : self._done + len(take)]
+            elif kind == "zeros":
+                self.ok = not any(take)
+            else:
+                self._hash.update(take)
+            self._done += len(take)
+            view = view[len(take):]
+            if self._done == size:
+                if kind == "digest":
+                    self.ok = "sha256:" + self._hash.hexdigest() == value
+                    self._hash = hashlib.sha256()
+                self._at, self._done = self._at + 1, 0
+        return self.ok
+
+    def complete(self) -> bool:
+        return self.feed(b"") and self._at == len(self._pieces)
+
+
+def _expected(segment: Segment) -> list[tuple[str, object, int]]:
+    body = segment.size - len(segment.head) - segment.padding
+    if body and segment.digest is None:
+        raise ValueError(f"segment {segment.key}: bytes beyond its head but no digest")
+    pieces: list[tuple[str, object, int]] = [("bytes", segment.head, len(segment.head))]
+    if segment.digest is not None:
+        pieces.append(("digest", segment.digest, body))
+    pieces.append(("zeros", None, segment.padding))
+    return [p for p in pieces if p[2] or p[0] == "digest"]

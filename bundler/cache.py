@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bundler.atomic import remove_stale, temp_name
-from bundler.digest import CHUNK, HashingWriter, VerifyingReader, hash_rest, hex_of
-from bundler.errors import EnvironmentFailure, non_directory
+from bundler.digest import CHUNK, VerifyingReader, hash_rest, hex_of
+from bundler.errors import EnvironmentFailure, InputError, non_directory
+from bundler.localfile import open_regular
 
 
 class CacheUnusable(EnvironmentFailure):
@@ -157,16 +158,14 @@ class BlobStore:
         return _Pending(self._dir / "blob")
 
 
-_FRAME_MAGIC = b"bundler-frame-1\n"
+# An entry is this line, then one zstd frame. The frame is checked against what it must
+# decompress to each time it is used (compress.copy_checked), never against anything stored
+# beside it: whoever can write the cache could write that too.
+_FRAME_MAGIC = b"bundler-frame-2\n"
 
 
 class FrameCache:
-    """Compressed zstd frames keyed by what they compress (see compress.FrameGroup.key).
-
-    Each file holds a small header with the sha256 of the frame, checked as the frame is
-    copied out: a damaged entry is removed, and the caller takes its bytes back out of the
-    bundle, which is still a temporary file then.
-    """
+    """Compressed zstd frames keyed by what they compress (see compress.FrameGroup.key)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -176,29 +175,28 @@ class FrameCache:
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def lookup(self, key: str) -> Path | None:
-        """The cached frame file for `key`, if there is one (its bytes are checked by copy)."""
-        path = self._path(key)
-        try:
-            with open(path, "rb") as f:
-                header = f.read(len(_FRAME_MAGIC))
-        except FileNotFoundError:
-            return None
-        return path if header == _FRAME_MAGIC else None
+    def lookup(self, key: str) -> bool:
+        """Whether there is an entry for `key` (not whether it is right: see open)."""
+        f = self.open(key)
+        if f is None:
+            return False
+        f.close()
+        return True
 
-    @staticmethod
-    def copy(path: Path, out: BinaryIO) -> bool:
-        """Copy a looked-up frame's bytes to `out`, hashing them on the way (one read, not a
-        check and then a copy). False if they are not what was stored: the entry is then
-        removed, and what was written to `out` must be taken back."""
-        copied = HashingWriter(out)
-        with open(path, "rb") as f:
-            stored = f.read(len(_FRAME_MAGIC) + 32)[len(_FRAME_MAGIC):]
-            shutil.copyfileobj(f, copied, CHUNK)
-        if copied.hash.digest() == stored:
-            return True
-        path.unlink(missing_ok=True)
-        return False
+    def open(self, key: str) -> BinaryIO | None:
+        """The entry for `key`, positioned at its frame, or None; the caller checks the
+        frame as it copies it (compress.copy_checked) and drops it if it is wrong."""
+        try:
+            f = open_regular(self._path(key), follow_symlinks=False)
+        except (OSError, InputError):
+            return None
+        if f.read(len(_FRAME_MAGIC)) != _FRAME_MAGIC:
+            f.close()
+            return None
+        return f
+
+    def drop(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def writer(self, key: str) -> PendingFrame:
         return PendingFrame(self._path(key))
@@ -219,15 +217,12 @@ class PendingFrame:
 
     def __init__(self, final: Path):
         self._pending = _Pending(final)
-        self._pending.write(_FRAME_MAGIC + bytes(32))
-        self._frame = HashingWriter(self._pending)
+        self._pending.write(_FRAME_MAGIC)
 
     def write(self, data: bytes) -> None:
-        self._frame.write(data)
+        self._pending.write(data)
 
     def commit(self) -> None:
-        self._pending.file.seek(len(_FRAME_MAGIC))
-        self._pending.file.write(self._frame.hash.digest())
         self._pending.commit()
 
     def close(self) -> None:

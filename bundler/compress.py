@@ -8,7 +8,9 @@ compressor is made here, with the window log fixed at 25 whatever the level.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import logging
 import math
 import os
 import struct
@@ -20,7 +22,7 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from bundler.digest import HashingWriter
+from bundler.digest import CHUNK, HashingWriter
 from bundler.errors import InputError
 
 WINDOW_LOG = 25
@@ -57,6 +59,8 @@ MIN_LEVEL, MAX_LEVEL = 1, 22
 
 _FRAME_MAGIC = 0xFD2FB528
 _SKIPPABLE_MASK, _SKIPPABLE_MAGIC = 0xFFFFFFF0, 0x184D2A50
+
+log = logging.getLogger(__name__)
 
 
 def check_level(level: int) -> int:
@@ -201,19 +205,88 @@ def write_frames(groups: Sequence[FrameGroup], out: HashingWriter, cache=None,
     """Compress each group into one frame on `out`; concatenated frames are one zstd stream.
 
     With a cache (cache.FrameCache), a frame compressed before is copied instead, and a new
-    one is kept for next time; a cached frame found damaged while copied is taken back out
-    and compressed again.
+    one is kept for next time. A cache is untrusted input: a cached frame is used only if it
+    is the frame header this group gets and decompresses to exactly the group's segments
+    (copy_checked); any other entry is dropped, its bytes taken back out of `out`, and the
+    group compressed as if nothing was cached.
     """
     for group in groups:
-        cached = cache.lookup(group.key) if cache else None
-        if cached:
+        cached = cache.open(group.key) if cache else None
+        if cached is not None:
             mark = out.mark()
-            if cache.copy(cached, out):
+            with cached:
+                reused = copy_checked(cached, out, group)
+            if reused:
                 if on_bytes:
                     on_bytes(group.size)
                 continue
+            log.warning("cached frame %s is not what its segments compress to; dropped it",
+                        group.key[:16])
+            cache.drop(group.key)
             out.rewind(mark)
         _compress_group(group, out, cache, on_bytes)
+
+
+def frame_header(group: FrameGroup) -> bytes:
+    """The header every frame of `group` starts with: magic, a descriptor with only the
+    checksum flag (no content size, no dictionary), and the window frame_params chooses."""
+    window_log = frame_params(group.level, group.size_hint).window_log
+    return struct.pack("<IBB", _FRAME_MAGIC, 0x04, (window_log - 10) << 3)
+
+
+def copy_checked(src: BinaryIO, out: BinaryIO, group: FrameGroup) -> bool:
+    """Copy the frame that fills the rest of `src` to `out`, and say whether it is one frame
+    with `group`'s header that decompresses (checksum included) to exactly its segments
+    (archive.SegmentCheck). The bytes checked are the bytes copied, read once; when False,
+    what was written to `out` must be taken back. Memory is bounded by the window, whatever
+    the frame holds."""
+    from bundler.archive import SegmentCheck
+
+    start = src.tell()
+    try:
+        walked = list(itertools.islice(frames(Seeking(src)), 2))
+    except FrameError:
+        return False
+    end = src.tell()
+    if len(walked) != 1 or walked[0].skippable:
+        return False
+    src.seek(start)
+    header = frame_header(group)
+    if src.read(len(header)) != header:
+        return False
+    src.seek(start)
+    copied = _CopyingReader(src, end - start, out)
+    check = SegmentCheck(group.segments)
+    reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(
+        copied, read_size=CHUNK, read_across_frames=False, closefd=False)
+    try:
+        while chunk := reader.read(CHUNK):
+            if not check.feed(chunk):
+                return False
+    except zstandard.ZstdError:
+        return False
+    return copied.drain() and check.complete()
+
+
+class _CopyingReader:
+    """Reads at most `size` bytes of `src`, writing each byte read to `out`."""
+
+    def __init__(self, src: BinaryIO, size: int, out: BinaryIO):
+        self._src, self._left, self._out = src, size, out
+
+    def read(self, n: int = CHUNK) -> bytes:
+        data = self._src.read(min(n if n >= 0 else CHUNK, self._left))
+        self._left -= len(data)
+        self._out.write(data)
+        return data
+
+    def drain(self) -> bool:
+        """Copy what the decompressor left of the frame; False if nothing was left over
+        and the file ended early, or if bytes follow the frame's end."""
+        extra = 0
+        while data := self.read(CHUNK):
+            extra += len(data)
+        return self._left == 0 and extra == 0
 
 
 def _compress_group(group: FrameGroup, out: BinaryIO, cache,
