@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import math
 import os
 import struct
@@ -59,8 +58,6 @@ MIN_LEVEL, MAX_LEVEL = 1, 22
 
 _FRAME_MAGIC = 0xFD2FB528
 _SKIPPABLE_MASK, _SKIPPABLE_MAGIC = 0xFFFFFFF0, 0x184D2A50
-
-log = logging.getLogger(__name__)
 
 
 def check_level(level: int) -> int:
@@ -220,8 +217,11 @@ def write_frames(groups: Sequence[FrameGroup], out: HashingWriter, cache=None,
                 if on_bytes:
                     on_bytes(group.size)
                 continue
-            log.warning("cached frame %s is not what its segments compress to; dropped it",
-                        group.key[:16])
+            import logging  # only build writes frames; verify reads this module too
+
+            logging.getLogger(__name__).warning(
+                "cached frame %s is not what its segments compress to; dropped it",
+                group.key[:16])
             cache.drop(group.key)
             out.rewind(mark)
         _compress_group(group, out, cache, on_bytes)

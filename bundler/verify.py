@@ -124,7 +124,8 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
            require_checksum: bool = False,
            max_inflation: float = DEFAULT_MAX_INFLATION,
            key: str | Path | None = None,
-           on_blob: Callable[[str, int], BlobWriter | None] | None = None) -> Report:
+           on_blob: Callable[[str, int], BlobWriter | None] | None = None,
+           expected: dict | None = None) -> Report:
     """Verify `bundle`; InputError if it (or a given checksum manifest) cannot be read at all.
 
     `require_checksum`: a bundle no checksum file vouches for fails. `max_inflation`: how many
@@ -135,17 +136,20 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     as each blob member starts; the bytes of the blob are also written to the writer it
     returns (if any) as verify reads them, and the writer is closed when the member ends,
     whether or not it was whole (the writer checks what it got; the report says why not).
+    `expected`: a checksum manifest document already in memory (build's own, for the file it
+    has just written), checked instead of any checksum file beside the bundle.
     """
     path = Path(bundle)
     if path.name in ("", ".", ".."):
         raise InputError(f"{str(bundle)!r}: not a bundle file")
     report = Report(str(path))
-    doc = None
-    if found := checksums.read_manifest(path, manifest, key):
-        doc, read_from = found
-        report.checked_against.append(str(read_from))
-    sums = checksums.sums_beside(path)
-    report.checked_against += sums
+    doc, sums = expected, {}
+    if expected is None:
+        if found := checksums.read_manifest(path, manifest, key):
+            doc, read_from = found
+            report.checked_against.append(str(read_from))
+        sums = checksums.sums_beside(path)
+        report.checked_against += sums
     try:
         f = localfile.open_regular(path)
     except OSError as e:

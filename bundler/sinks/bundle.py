@@ -28,6 +28,7 @@ from bundler import layer as layers
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
 from bundler.digest import HashingWriter, hex_of, sha256_digest
+from bundler.errors import BundlerError
 from bundler.fetch import DEFAULT_JOBS, Fetcher
 from bundler.image import Image
 from bundler.progress import Bar, Progress
@@ -120,6 +121,7 @@ class BundleSink:
             window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
             bundle_sha256=sha,
         )
+        self_check(bundle_path, doc)
         # Sources return one image per reference, in the list's order (Source.images).
         list_text = imagelist.format_list([image.reference for image in upstream]).encode()
         files = [names.bundle]
@@ -176,6 +178,27 @@ class BundleSink:
                             fetcher.prefetch(segment.digest)
                 compress.write_frames(groups, hashed, frames, on_bytes=bar.update)
         return hashed.size, hashed.hash.hexdigest(), images
+
+
+class SelfCheckFailed(BundlerError):
+    """The file build wrote is not the bundle its checksum manifest describes."""
+
+
+def self_check(path: Path, doc: dict) -> None:
+    """Prove that the file at `path` is the bundle `doc` describes, by the checks verify
+    makes, before anything vouches for it (checksum files, a signature, an SBOM).
+
+    Everything in it was checked when it was pulled or read from the cache; this reads back
+    the bytes as written, so neither a writer bug, a disk that returns other bytes, nor a
+    cache entry that slipped past its own check can be signed.
+    """
+    from bundler import verify  # read back only here; build imports it for nothing else
+
+    report = verify.verify(path, expected=doc)
+    if not report.ok:
+        more = f" (and {report.problem_count - 1} more)" if report.problem_count > 1 else ""
+        raise SelfCheckFailed(f"{doc['bundle']['file']}: the bundle just written fails "
+                              f"verification: {report.problems[0]}{more}; nothing was kept")
 
 
 def frame_groups(segments: list[archive.Segment], mode: str, level: int
