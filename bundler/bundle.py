@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler import compress, imagelist, mutate, platform, sources
+from bundler import cache, compress, imagelist, mutate, platform, sources
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
 from bundler.config import DEFAULT_TIMEOUT
@@ -70,6 +70,8 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> dict:
     _check_options(opts)
     arches = architectures(opts.arch)
     refs = imagelist.read(opts.images)
+    if opts.cache_dir:
+        cache.prepare(opts.cache_dir)  # refused now, not after the first download
     open_source = sources.from_options(
         opts.source, registries=opts.registries, default_endpoint=opts.default_endpoint,
         timeout=opts.timeout, jobs=opts.jobs, pull=opts.pull,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,10 +41,22 @@ def default_dir() -> Path:
     return Path(base) / "bundler"
 
 
-def _prepare(directory: Path) -> None:
-    """Create `directory` if needed and make sure we can write to it, or CacheUnusable."""
+def prepare(directory: str | Path) -> None:
+    """Make `directory` ready to be a cache, or CacheUnusable, before anything is fetched.
+
+    A cache is read back as input to what build signs, so only its owner may write it: a
+    directory that is ours is created 0700 (its entries are the layers of private images
+    too), one that another user owns or that group or others may write is refused.
+    """
+    _prepare(Path(directory))
+
+
+def _prepare(directory: Path, *, ours: bool = False) -> None:
+    """Create `directory` (0700) if needed, check who may write it, and that we can.
+    `ours`: a directory bundler names inside the cache, closed to others if it is not (an
+    older bundler made them 0755)."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise CacheUnusable(non_directory(str(directory)) or directory, "not a directory"
                             ) from None
@@ -51,14 +64,37 @@ def _prepare(directory: Path) -> None:
         # What cannot be written to is the directory the new one would go into.
         where = Path(e.filename).parent if e.filename and e.errno == errno.EACCES else None
         raise CacheUnusable(where or e.filename or directory, _reason(e)) from None
+    _check_owner(directory)
+    if ours and stat.S_IMODE(directory.stat().st_mode) & 0o077:
+        try:
+            directory.chmod(0o700)
+        except OSError as e:
+            raise CacheUnusable(directory, _reason(e)) from None
     # mkdir succeeds on an existing directory we cannot write; the first entry would then
     # fail half-way through the build.
     probe = temp_name(directory / "probe")
     try:
-        probe.open("xb").close()
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
     except OSError as e:
         raise CacheUnusable(directory, _reason(e)) from None
+
+
+def _check_owner(directory: Path) -> None:
+    try:
+        st = directory.stat()
+    except OSError as e:
+        raise CacheUnusable(directory, _reason(e)) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheUnusable(directory, "not a directory")
+    if st.st_uid != os.geteuid():
+        raise CacheUnusable(directory, f"owned by another user (uid {st.st_uid}), who could "
+                                       "plant entries in it")
+    if st.st_mode & 0o022:
+        raise CacheUnusable(directory, f"writable by {'group' if st.st_mode & 0o020 else ''}"
+                            f"{' and ' if st.st_mode & 0o022 == 0o022 else ''}"
+                            f"{'others' if st.st_mode & 0o002 else ''} (mode "
+                            f"{stat.S_IMODE(st.st_mode):04o}), who could plant entries in it")
 
 
 def _reason(e: OSError) -> str:
@@ -75,7 +111,9 @@ class _Pending:
     def __init__(self, final: Path):
         self.final = final
         self.path = temp_name(final)
-        self.file = open(self.path, "xb")
+        # 0600: entries are the layers of private images as well as public ones.
+        self.file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                              "wb")
         self.size = 0
 
     def write(self, data: bytes) -> int:
@@ -113,7 +151,8 @@ class BlobStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self._dir = self.root / "sha256"
-        _prepare(self._dir)
+        _prepare(self.root, ours=True)
+        _prepare(self._dir, ours=True)
         remove_stale(self._dir)
 
     def path(self, digest: str) -> Path:
@@ -169,7 +208,7 @@ class FrameCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        _prepare(self.root)
+        _prepare(self.root, ours=True)
         remove_stale(self.root)
 
     def _path(self, key: str) -> Path:

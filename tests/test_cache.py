@@ -149,7 +149,11 @@ def test_an_unwritable_cache_directory_says_it_is_the_cache(store):
     top = Path(tempfile.mkdtemp(prefix="bundler-ro-"))
     try:
         os.chmod(top, 0o755)
-        (top / "existing").mkdir(mode=0o755)
+        # Owned by the user who runs the code below, who may not write it.
+        (top / "existing").mkdir()
+        if os.geteuid() == 0:
+            os.chown(top / "existing", 65534, 65534)
+        os.chmod(top / "existing", 0o500)
         code = ("from bundler.cache import *\n"
                 f"for d in ['{top}/new/blobs', '{top}/existing']:\n"
                 f"    try: {store}(d)\n"
