@@ -151,9 +151,9 @@ def test_skopeo_docker_archive_finds_each_image_by_its_full_name(shared, name):
     assert [x["digest"] for x in made_up["layers"]] == ours.diff_ids
 
 
-def test_skopeo_took_the_other_image_by_the_bare_tag_of_an_old_bundle(shared, tmp_path):
-    """What the full name is for: in the old bundle the tag names two images, and skopeo
-    answers with one of them, exit 0, whichever was asked for."""
+def test_the_bare_tag_of_an_old_bundle_misleads_skopeo_and_umoci(shared, tmp_path):
+    """What the full name is for: in the old bundle the tag names two images; skopeo answers
+    with one of them, exit 0, whichever was asked for, and umoci refuses the tag."""
     old_tar = tmp_path / "old.tar"
     old_tar.write_bytes(_plain(shared["old"]))
     info = _skopeo("inspect", f"oci-archive:{old_tar}:{TAG}")
@@ -162,22 +162,29 @@ def test_skopeo_took_the_other_image_by_the_bare_tag_of_an_old_bundle(shared, tm
                                                  shared["images"][THICK].digest)
     missing = _skopeo("inspect", f"oci-archive:{old_tar}:{CNI}")
     assert missing.returncode != 0
+    run = _umoci_unpack(old_tar, TAG, tmp_path)
+    assert run.returncode != 0 and "ambiguous" in run.stderr, run.stderr
+
+
+def _umoci_unpack(tar: Path, name: str, tmp: Path) -> subprocess.CompletedProcess:
+    """`umoci unpack` of image `name` from the layout `tar` holds, into TMP/unpacked."""
+    layout = tmp / "layout"
+    layout.mkdir()
+    subprocess.run(["tar", "-xf", str(tar), "-C", str(layout)], check=True)
+    return subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:{name}",
+                           str(tmp / "unpacked")], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("which", [CNI, THICK, "pinned"])
 def test_umoci_unpacks_each_image_by_its_full_name(shared, tmp_path, which):
     name = next(n for n in shared["images"] if which in n)
-    layout = tmp_path / "layout"
-    layout.mkdir()
-    subprocess.run(["tar", "-xf", str(shared["tar"]), "-C", str(layout)], check=True)
-    unpacked = tmp_path / "unpacked"
-    run = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:{name}",
-                          str(unpacked)], capture_output=True, text=True, timeout=120)
+    run = _umoci_unpack(shared["tar"], name, tmp_path)
     assert run.returncode == 0, run.stderr
+    unpacked = tmp_path / "unpacked"
     assert (unpacked / "rootfs" / "etc" / "image").read_text() == (
         name if which != "pinned" else "pinned")
-    meta = json.loads((unpacked / "umoci.json").read_text())
-    assert shared["images"][name].digest in json.dumps(meta)
+    unpacked_from = (unpacked / "umoci.json").read_text()  # the descriptors it followed
+    assert [n for n, img in shared["images"].items() if img.digest in unpacked_from] == [name]
 
 
 def test_containerd_records_the_same_names_and_digests_as_before(shared, clean_containerd):
