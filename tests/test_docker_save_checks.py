@@ -113,35 +113,55 @@ def _inspect_path(name: str) -> str:
     return f"/images/{name}/json"
 
 
+class Save:
+    """A daemon's save tar (one image), taken apart to be changed and put back together."""
+
+    def __init__(self, data: bytes):
+        src = tarfile.open(fileobj=io.BytesIO(data))
+        self.files = {m.name: (m, src.extractfile(m).read() if m.isfile() else None)
+                      for m in src.getmembers()}
+        self.manifest = json.loads(self.files["manifest.json"][1])
+        self.config_path = self.manifest[0]["Config"]
+
+    @property
+    def config(self) -> bytes:
+        return self.files[self.config_path][1]
+
+    def replace_config(self, body: bytes) -> str:
+        """Put `body` in as the config, under the name its digest gives; its digest."""
+        digest = _sha256(body)
+        member = self.files.pop(self.config_path)[0]
+        oci = "/" in self.config_path  # blobs/sha256/HEX, else HEX.json
+        self.config_path = f"blobs/sha256/{digest[7:]}" if oci else f"{digest[7:]}.json"
+        self.manifest[0]["Config"] = self.config_path
+        self.add(self.config_path, body, member)
+        return digest
+
+    def add(self, name: str, content: bytes, like: tarfile.TarInfo | None = None) -> str:
+        member = like or tarfile.TarInfo()
+        member.name, member.size = name, len(content)
+        self.files[name] = (member, content)
+        return _sha256(content)
+
+    def tar(self, manifest: bytes | None = None) -> bytes:
+        """The save as a tar, with `manifest` as manifest.json's bytes if given."""
+        self.add("manifest.json", manifest or json.dumps(self.manifest).encode(),
+                 self.files["manifest.json"][0])
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for member, content in self.files.values():
+                tar.addfile(member, None if content is None else io.BytesIO(content))
+        return out.getvalue()
+
+
 def _rewrite_save(data: bytes, change: Callable[[dict], None]) -> tuple[bytes, str]:
-    """The save tar with its (one) config changed by `change`, stored under its new digest;
-    (the new tar, the new config's digest)."""
-    src = tarfile.open(fileobj=io.BytesIO(data))
-    files = {m.name: (m, src.extractfile(m).read() if m.isfile() else None)
-             for m in src.getmembers()}
-    manifest = json.loads(files["manifest.json"][1])
-    old = manifest[0]["Config"]
-    config = json.loads(files[old][1])
+    """The save tar with its config changed by `change`; (the new tar, the new config's
+    digest)."""
+    save = Save(data)
+    config = json.loads(save.config)
     change(config)
-    body = json.dumps(config, separators=(",", ":")).encode()
-    new_digest = _sha256(body)
-    new = ("blobs/sha256/" if "/" in old else "") + new_digest.split(":")[1] + \
-        ("" if "/" in old else ".json")
-    manifest[0]["Config"] = new
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, (member, content) in files.items():
-            if name == old:
-                name, content = new, body
-            elif name == "manifest.json":
-                content = json.dumps(manifest).encode()
-            member.name = name
-            if content is not None:
-                member.size = len(content)
-                tar.addfile(member, io.BytesIO(content))
-            else:
-                tar.addfile(member)
-    return out.getvalue(), new_digest
+    digest = save.replace_config(json.dumps(config, separators=(",", ":")).encode())
+    return save.tar(), digest
 
 
 @pytest.fixture(scope="module")
@@ -252,26 +272,128 @@ def test_a_saved_config_that_is_not_the_inspected_image_is_refused(client, front
     assert run.code == 1 and not (tmp_path / "dist").exists()
 
 
-def test_a_daemon_consistent_in_its_lie_is_refused_on_the_saved_config(client, front, tmp_path):
-    # Inspect and save agree on the ID, but the config saved under it is arm64 while the
-    # inspect says amd64: the platform checked is the one the saved config states.
+def _lying_front(client, front, edit: Callable[[Save], str]) -> tuple[str, str]:
+    """A front whose save of AMD is edited by `edit` and whose inspect of AMD gives the ID
+    `edit` returns (the same each time: edits are deterministic); (its host, that ID)."""
     genuine_id = client.images.get(AMD).id
-    genuine = b"".join(client.api.get_image(genuine_id))
-    _, fake_id = _rewrite_save(genuine, lambda c: c.update(architecture="arm64"))
-    saved = []
+    claimed = edit(Save(b"".join(client.api.get_image(genuine_id))))
 
     def lie(method, path, status, headers, body):
         if path == _inspect_path(AMD):
             doc = json.loads(body)
-            doc["Id"] = fake_id
+            doc["Id"] = claimed
             body = json.dumps(doc).encode()
         elif _save_path(method, path):
-            body, digest = _rewrite_save(body, lambda c: c.update(architecture="arm64"))
-            saved.append(digest)
+            save = Save(body)
+            assert edit(save) == claimed
+            body = save.tar()
         return status, headers, body
 
-    # A save asked for by the made-up ID is the genuine image's save.
-    run = _build(front(lie, {fake_id[7:]: genuine_id[7:]}).host, tmp_path, AMD)
-    assert saved == [fake_id]
+    # A save asked for by the claimed ID is the genuine image's save.
+    return front(lie, {claimed[7:]: genuine_id[7:]}).host, claimed
+
+
+def _config_change(change: Callable[[dict], None]) -> Callable[[Save], str]:
+    def edit(save: Save) -> str:
+        config = json.loads(save.config)
+        change(config)
+        return save.replace_config(json.dumps(config, separators=(",", ":")).encode())
+    return edit
+
+
+def test_a_daemon_consistent_in_its_lie_is_refused_on_the_saved_config(client, front, tmp_path):
+    # Inspect and save agree on the ID, but the config saved under it is arm64 while the
+    # inspect says amd64: the platform checked is the one the saved config states.
+    host, _ = _lying_front(client, front, _config_change(lambda c: c.update(architecture="arm64")))
+    run = _build(host, tmp_path, AMD)
     assert_one_line_error(run, AMD, "linux/arm64", "linux/amd64")
+    assert run.code == 1 and not (tmp_path / "dist").exists()
+
+
+def test_an_oversized_saved_config_is_refused_before_it_is_read(client, front, tmp_path):
+    def pad(save: Save) -> str:
+        return save.replace_config(save.config + b" " * (8 << 20))
+
+    host, claimed = _lying_front(client, front, pad)
+    run = _build(host, tmp_path, AMD)
+    assert_one_line_error(run, AMD, claimed, "more than 8388608")
+    assert run.code == 1 and not (tmp_path / "dist").exists()
+
+
+def test_a_saved_layer_that_is_not_its_diff_id_is_refused(client, front, tmp_path):
+    def other_layer(method, path, status, headers, body):
+        if _save_path(method, path):
+            save = Save(body)
+            layer = save.manifest[0]["Layers"][0]
+            save.add(layer, save.files[layer][1][:-1024] + b"x" * 1024, save.files[layer][0])
+            body = save.tar()
+        return status, headers, body
+
+    run = _build(front(other_layer).host, tmp_path, AMD)
+    assert_one_line_error(run, AMD, "layer 0", "diff_id mismatch")
+    assert run.code == 1 and not (tmp_path / "dist").exists()
+
+
+def test_a_save_manifest_that_go_reads_otherwise_is_refused(client, front, tmp_path):
+    # Two spellings of Config: Python's json keeps the last, Go's the one its field matches.
+    def twice(method, path, status, headers, body):
+        if _save_path(method, path):
+            save = Save(body)
+            entry = json.dumps(save.manifest[0])[:-1] + ', "config": "elsewhere.json"}'
+            body = save.tar(f"[{entry}]".encode())
+        return status, headers, body
+
+    run = _build(front(twice).host, tmp_path, AMD)
+    assert_one_line_error(run, AMD, "manifest.json")
+    assert run.code == 1 and not (tmp_path / "dist").exists()
+
+
+def _manifest_doc(save: Save) -> dict:
+    layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+               "digest": _sha256(save.files[path][1]), "size": len(save.files[path][1])}
+              for path in save.manifest[0]["Layers"]]
+    return {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": _sha256(save.config), "size": len(save.config)},
+            "layers": layers}
+
+
+def _containerd_store_ids() -> dict[str, Callable[[Save], str]]:
+    """Saves shaped as the containerd image store's: the ID names a manifest or an index."""
+    def manifest(save: Save) -> str:
+        body = json.dumps(_manifest_doc(save)).encode()
+        return save.add(f"blobs/sha256/{_sha256(body)[7:]}", body)
+
+    def index(save: Save) -> str:
+        listed = manifest(save)
+        body = json.dumps({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": listed,
+             "size": save.files[f"blobs/sha256/{listed[7:]}"][0].size}]}).encode()
+        return save.add(f"blobs/sha256/{_sha256(body)[7:]}", body)
+
+    return {"manifest": manifest, "index": index}
+
+
+@pytest.mark.parametrize("shape", ["manifest", "index"])
+def test_an_id_naming_a_saved_manifest_or_index_of_the_config_is_accepted(
+        client, front, tmp_path, shape):
+    host, claimed = _lying_front(client, front, _containerd_store_ids()[shape])
+    run = _build(host, tmp_path, AMD)
+    assert run.code == 0, run.stderr
+    amd = client.images.get(AMD)
+    entry = _entry(tmp_path)
+    assert entry["configDigest"] == amd.id and claimed != amd.id
+    assert [x["diffID"] for x in entry["layers"]] == amd.attrs["RootFS"]["Layers"]
+
+
+def test_an_id_naming_a_saved_manifest_of_another_config_is_refused(client, front, tmp_path):
+    def other(save: Save) -> str:
+        doc = _manifest_doc(save)
+        doc["config"]["digest"] = _sha256(b"another config")
+        body = json.dumps(doc).encode()
+        return save.add(f"blobs/sha256/{_sha256(body)[7:]}", body)
+
+    host, claimed = _lying_front(client, front, other)
+    run = _build(host, tmp_path, AMD)
+    assert_one_line_error(run, AMD, claimed, client.images.get(AMD).id)
     assert run.code == 1 and not (tmp_path / "dist").exists()
