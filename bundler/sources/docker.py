@@ -141,10 +141,10 @@ class DockerSource:
             raise RegistryError(f"{name}: the daemon saved config {', '.join(configs)}, not "
                                 f"image {image_id} it inspected")
         # The containerd image store saves one entry per platform it holds of an index.
-        return next((b for b in bound if self._serves(b[0])), bound[0])
+        return next((b for b in bound if self._serves(b[0], name)), bound[0])
 
-    def _serves(self, config: bytes) -> bool:
-        doc = load_document(config, "config", strictjson.CONFIG)
+    def _serves(self, config: bytes, name: str) -> bool:
+        doc = load_document(config, f"{name}: config", strictjson.CONFIG)
         return isinstance(doc, dict) and platform.matches(self._want, platform.of(doc))
 
     def _read_save(self, client, name: str, image_id: str
