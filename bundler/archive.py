@@ -32,6 +32,8 @@ BLOB_DIR = "blobs/sha256/"
 METADATA = (OCI_LAYOUT, INDEX, DOCKER_MANIFEST, REPOSITORIES)
 
 # containerd's and OCI's annotations for the image name (containerd images/annotations.go).
+# containerd and K3s read io.containerd.image.name first; ref.name is what other OCI-layout
+# readers look an image up by (skopeo's oci-archive:FILE:NAME, umoci's --image DIR:NAME).
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -59,10 +61,14 @@ def index_json(images: Sequence[Image]) -> bytes:
     manifests = []
     for image in images:
         d = image.manifest_descriptor
-        annotations = {ANNOTATION_IMAGE_NAME: image.reference.image_name}
-        if image.reference.tag:
-            # containerd's own export writes the tag alone here (ociReferenceName).
-            annotations[ANNOTATION_REF_NAME] = image.reference.tag
+        # ref.name holds the full name too, as the image-layout spec allows (its grammar
+        # admits `/`, `:` and `@`): containerd's own export writes the tag alone there
+        # (ociReferenceName), and then two images sharing a tag share a ref.name, of which
+        # skopeo takes either and umoci neither. A digest-only reference gets `name@digest`,
+        # the one name containerd records for it, rather than no ref.name: unnamed, it could
+        # be found in a bundle of several images by no name at all.
+        name = image.reference.image_name
+        annotations = {ANNOTATION_IMAGE_NAME: name, ANNOTATION_REF_NAME: name}
         manifests.append({
             "mediaType": d.media_type, "digest": d.digest, "size": d.size,
             "platform": image.platform.as_json(), "annotations": annotations,

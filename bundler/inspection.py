@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bundler import archive, strictjson
 from bundler.errors import BundlerError, InputError
 from bundler.image import parse_config, parse_manifest
+from bundler.layout import shared_ref_names
 from bundler.sources import bundle as source
 
 # Why the sizes of a compact bundle are missing, in the JSON and in the text.
@@ -32,9 +34,13 @@ def inspect(path: str | Path, *, sizes: bool = False) -> dict:
 
     Names are shown as index.json writes them (with the full name beside one that is not),
     and the platform as index.json declares it and, where the configs were read, as the
-    config says: inspect describes the file, it does not vouch for it."""
+    config says: inspect describes the file, it does not vouch for it. `warnings`: what
+    misleads other readers without making the bundle wrong (index entries sharing a
+    ref.name, as bundles of older writers have)."""
     path = Path(path)
     meta = source.read_metadata(path)
+    # read_metadata has read index.json strictly already: its manifests are a list.
+    index = strictjson.loads(meta.members[archive.INDEX], strictjson.INDEX)
     frames = source.frame_index(path)
     manifests = {e.manifest.digest for e in meta.entries}
     per_blob = manifests <= frames.keys()
@@ -64,7 +70,8 @@ def inspect(path: str | Path, *, sizes: bool = False) -> dict:
             "sizesMissing": None if read else NEEDS_DECOMPRESSION,
             "decompressedWhole": bool(read) and not per_blob,
             "verified": False,
-            "images": images}
+            "images": images,
+            "warnings": shared_ref_names(index["manifests"])}
 
 
 def _read_documents(path: Path, meta: source.Metadata, frames: dict[str, tuple[int, int]]
@@ -136,6 +143,8 @@ def render_text(info: dict) -> str:
     elif info["decompressedWhole"]:
         lines += ["", "layer sizes read from the manifests, after decompressing the whole "
                   "bundle"]
+    if info.get("warnings"):
+        lines += ["", *(f"warning: {_safe(text)}" for text in info["warnings"])]
     lines += ["", "inspect describes what the bundle says; it does not verify it (`bundler "
               "verify` does)"]
     return "\n".join(lines) + "\n"

@@ -53,10 +53,11 @@ class Layout:
     """The metadata and blobs a bundle's stream held, checked as an OCI image layout."""
 
     def __init__(self, metadata: dict[str, bytes], blobs: dict[str, Blob],
-                 problem: Callable[[str], None]):
+                 problem: Callable[[str], None], warn: Callable[[str], None] = lambda _: None):
         self.metadata = metadata
         self.blobs = blobs
         self.problem = problem
+        self.warn = warn  # what is worth saying but fails nothing (bundles of older writers)
         self._checked: dict[tuple, dict | None] = {}  # manifests checked once
         self._good: dict[str, dict] | None = None  # of those read whole, by digest
         self._names: set[str] = set()
@@ -79,6 +80,8 @@ class Layout:
         if not isinstance(entries, list) or not entries:
             self.problem(f"{archive.INDEX}: lists no manifests")
             return []
+        for text in shared_ref_names(entries):
+            self.warn(text)
         images = []
         for i, entry in enumerate(entries):
             images.append(self._image(i, entry, want, referenced))
@@ -265,6 +268,53 @@ class Layout:
         if repos != json.loads(archive.repositories_json([img["image"] for img in images])):
             self.problem(f"{archive.REPOSITORIES}: disagrees with {archive.INDEX}")
 
+
+
+# Shared ref.name values reported one by one; a hostile index can share thousands.
+MAX_SHARED_SHOWN = 10
+
+
+def shared_ref_names(entries: list) -> list[str]:
+    """A warning for each org.opencontainers.image.ref.name that several of index.json's
+    `entries` give, naming the images (their io.containerd.image.name) and the value.
+
+    Not a problem: bundles written before ref.name held the full name give the bare tag, and
+    two images of one tag (hardened-multus-cni and hardened-multus-thick) then share it.
+    containerd and K3s go by io.containerd.image.name and are not misled; a reader that looks
+    the name up (skopeo's oci-archive:, umoci) takes one of them silently or refuses both."""
+    holders: dict[str, list[int]] = {}
+    for i, entry in enumerate(entries):
+        ref_name = object_or_empty(object_or_empty(entry).get("annotations")).get(
+            archive.ANNOTATION_REF_NAME)
+        if isinstance(ref_name, str):
+            holders.setdefault(ref_name, []).append(i)
+    shared = [(value, at) for value, at in holders.items() if len(at) > 1]
+    warnings = []
+    for value, at in shared[:MAX_SHARED_SHOWN]:
+        first, second = (f"manifests[{i}] ({_image_name(entries[i])})" for i in at[:2])
+        more = f" and {len(at) - 2} more" if len(at) > 2 else ""
+        warnings.append(
+            f"{archive.INDEX}: {first} and {second}{more} share {archive.ANNOTATION_REF_NAME} "
+            f"{shown(value)}: skopeo or umoci asked for that name takes one of them or "
+            f"refuses it (containerd goes by {archive.ANNOTATION_IMAGE_NAME})")
+    if len(shared) > MAX_SHARED_SHOWN:
+        warnings.append(f"{archive.INDEX}: and {len(shared) - MAX_SHARED_SHOWN} more "
+                        f"{archive.ANNOTATION_REF_NAME} values shared by several images")
+    return warnings
+
+
+def _image_name(entry: dict) -> str:
+    """An entry's io.containerd.image.name for a message: whole when it is a full name (the
+    grammar admits printable ASCII only), else shown escaped and cut."""
+    name = object_or_empty(entry.get("annotations")).get(archive.ANNOTATION_IMAGE_NAME)
+    if not isinstance(name, str):
+        return f"no {archive.ANNOTATION_IMAGE_NAME}"
+    try:
+        if reference.parse(name).image_name == name:
+            return name
+    except InputError:
+        pass
+    return shown(name)
 
 
 @dataclass(frozen=True)

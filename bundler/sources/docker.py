@@ -6,6 +6,12 @@ arrives (hashed on the way), and only manifest.json is kept in memory. Both save
 read the same way, through manifest.json: the legacy one (`<id>/layer.tar`, Docker < 25) and
 the OCI one (`blobs/sha256/<hex>`, Docker >= 25). Layers from a daemon are uncompressed tars,
 so these images go into bundles with uncompressed layers.
+
+The image is saved by the ID its inspect returned, not by name: a tag can move between the two
+calls (a concurrent pull on a shared daemon). The save is untrusted all the same: its config
+must be that ID (or, with the containerd image store, whose IDs name a manifest or an index,
+be reached from the saved blob that ID names), its platform the one asked for, and its
+diff_ids those of the saved layers; otherwise the image is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -15,14 +21,15 @@ import posixpath
 from functools import partial
 
 from bundler import layer as layers
-from bundler import mediatypes, platform
+from bundler import mediatypes, platform, strictjson
 from bundler.cache import BlobStore
-from bundler.digest import CHUNK, HashingWriter, sha256_digest
+from bundler.digest import CHUNK, DIGEST_RE, HashingWriter, sha256_digest
 from bundler.errors import BundlerError, InputError, NetworkError, PlatformError, RegistryError
 from bundler.fetch import resolve_all
-from bundler.image import Descriptor, Image, Layer, parse_config
+from bundler.image import Descriptor, Image, Layer, load_document, parse_config
 from bundler.platform import Platform
 from bundler.reference import Reference
+from bundler.sources.registry import MAX_CONFIG
 from bundler.tarstream import REGULAR, TarError, TarStream
 
 PULL_POLICIES = ("missing", "always", "never")
@@ -65,12 +72,19 @@ class DockerSource:
             found = self._pull_image(client, ref, name)
         if found is None:
             raise RegistryError(f"{name}: not in the Docker daemon (--pull never)")
-        have = Platform(found.attrs.get("Os", ""), found.attrs.get("Architecture", ""),
-                        found.attrs.get("Variant") or None)
+        image_id = found.attrs.get("Id")
+        if not isinstance(image_id, str) or not DIGEST_RE.fullmatch(image_id):
+            raise RegistryError(f"{name}: the daemon's image ID {strictjson.shown(image_id)} is "
+                                "not a sha256 digest")
+        inspected = Platform(found.attrs.get("Os", ""), found.attrs.get("Architecture", ""),
+                             found.attrs.get("Variant") or None)
+        if not platform.matches(self._want, inspected):
+            raise PlatformError(f"{name}: the daemon's image is {inspected}, not {self._want}")
+        config, layer_files = self._save(client, name, image_id)
+        have, diff_ids = parse_config(config, len(layer_files), f"{name}: config")
         if not platform.matches(self._want, have):
-            raise PlatformError(f"{name}: the daemon's image is {have}, not {self._want}")
-        config, layer_files = self._save(client, name)
-        _, diff_ids = parse_config(config, len(layer_files), f"{name}: config")
+            raise PlatformError(f"{name}: the config the daemon saved for image {image_id} is "
+                                f"{have}, not {self._want}")
         image_layers = tuple(self._layer(name, i, digest, diff_id)
                              for i, (digest, diff_id) in enumerate(zip(layer_files, diff_ids,
                                                                        strict=True)))
@@ -104,10 +118,41 @@ class DockerSource:
                 raise RegistryError(f"{name}: the Docker daemon could not pull it ({message})")
         return client.images.get(name)
 
-    def _save(self, client, name: str) -> tuple[bytes, list[str]]:
-        """Store every file of the save stream; (config bytes, layer digests as saved)."""
-        stream = _ChunkReader(client.api.get_image(name, chunk_size=CHUNK))
-        files: dict[str, str] = {}  # path in the save tar -> digest of its bytes
+    def _save(self, client, name: str, image_id: str) -> tuple[bytes, list[str]]:
+        """Save image `image_id`; (its config bytes, its layers' digests as saved)."""
+        files, links, manifest = self._read_save(client, name, image_id)
+        saved = set(files.values())
+
+        def digest_of(path: str) -> str:
+            path = links.get(path, path)
+            if path not in files:
+                raise RegistryError(f"{name}: the daemon's save stream lacks {path}")
+            return files[path]
+
+        bound: list[tuple[bytes, list[str]]] = []
+        configs = []
+        for entry in _entries(manifest, name):
+            digest = digest_of(entry["Config"])
+            configs.append(digest)
+            if digest == image_id or _reaches(self._store, saved, image_id, digest, name):
+                config = _small(self._store, digest, MAX_CONFIG, f"{name}: config {digest}")
+                bound.append((config, [digest_of(p) for p in entry["Layers"]]))
+        if not bound:
+            raise RegistryError(f"{name}: the daemon saved config {', '.join(configs)}, not "
+                                f"image {image_id} it inspected")
+        # The containerd image store saves one entry per platform it holds of an index.
+        return next((b for b in bound if self._serves(b[0], name)), bound[0])
+
+    def _serves(self, config: bytes, name: str) -> bool:
+        doc = load_document(config, f"{name}: config", strictjson.CONFIG)
+        return isinstance(doc, dict) and platform.matches(self._want, platform.of(doc))
+
+    def _read_save(self, client, name: str, image_id: str
+                   ) -> tuple[dict[str, str], dict[str, str], bytes]:
+        """Store every file of the save stream of `image_id`: (path in the save tar -> digest
+        of its bytes, symlink -> the path it names, manifest.json's bytes)."""
+        stream = _ChunkReader(client.api.get_image(image_id, chunk_size=CHUNK))
+        files: dict[str, str] = {}
         links: dict[str, str] = {}
         manifest = b""
         try:
@@ -125,23 +170,7 @@ class DockerSource:
                     files[member.name] = self._store_file(tar)
         except TarError as e:
             raise RegistryError(f"{name}: unreadable save stream from the daemon ({e})") from None
-        try:
-            entry = json.loads(manifest)[0]
-            config_path, layer_paths = entry["Config"], entry["Layers"]
-        except (ValueError, LookupError, TypeError):
-            raise RegistryError(f"{name}: the daemon's save stream has no usable manifest.json"
-                                ) from None
-
-        def digest_of(path: str) -> str:
-            path = links.get(path, path)
-            if path not in files:
-                raise RegistryError(f"{name}: the daemon's save stream lacks {path}")
-            return files[path]
-
-        config = self._store.read_small(digest_of(config_path))
-        if config is None:
-            raise RegistryError(f"{name}: config {config_path} vanished from the store")
-        return config, [digest_of(p) for p in layer_paths]
+        return files, links, manifest
 
     def _store_file(self, tar: TarStream) -> str:
         with self._store.writer() as pending:
@@ -166,6 +195,52 @@ class DockerSource:
         size = self._store.size(diff_id)
         return Layer(Descriptor(mediatypes.DOCKER_LAYER, diff_id, size), diff_id,
                      partial(self._store.open, diff_id))
+
+
+def _entries(manifest: bytes, name: str) -> list[dict]:
+    """The entries of a save's manifest.json, each with a Config path and a list of Layers."""
+    try:
+        entries = strictjson.loads(manifest, strictjson.DOCKER_MANIFEST)
+    except strictjson.StrictJSONError as e:
+        raise RegistryError(f"{name}: the daemon's manifest.json is bad JSON ({e})") from None
+    if not isinstance(entries, list) or not entries or not all(
+            isinstance(e, dict) and isinstance(e.get("Config"), str)
+            and isinstance(e.get("Layers"), list) for e in entries):
+        raise RegistryError(f"{name}: the daemon's save stream has no usable manifest.json")
+    return entries
+
+
+def _reaches(store: BlobStore, saved: set[str], image_id: str, config: str, name: str) -> bool:
+    """Whether `image_id` names a saved manifest whose config is `config`, or a saved index
+    listing such a manifest (the containerd image store's IDs are those of manifests or
+    indexes)."""
+    doc = _saved_document(store, saved, image_id, name)
+    listed = doc.get("manifests") if isinstance(doc, dict) else None
+    return _config_digest(doc) == config or isinstance(listed, list) and any(
+        isinstance(m, dict) and _config_digest(
+            _saved_document(store, saved, m.get("digest"), name)) == config for m in listed)
+
+
+def _saved_document(store: BlobStore, saved: set[str], digest: object, name: str) -> object:
+    if digest not in saved:
+        return None
+    return load_document(_small(store, digest, MAX_CONFIG, f"{name}: {digest}"),
+                         f"{name}: {digest}")
+
+
+def _config_digest(doc: object) -> object:
+    config = doc.get("config") if isinstance(doc, dict) else None
+    return config.get("digest") if isinstance(config, dict) else None
+
+
+def _small(store: BlobStore, digest: str, limit: int, what: str) -> bytes:
+    """A saved document of at most `limit` bytes, read back from the store."""
+    if store.size(digest) > limit:
+        raise RegistryError(f"{what}: {store.size(digest)} bytes, more than {limit}")
+    data = store.read_small(digest)
+    if data is None:
+        raise RegistryError(f"{what}: vanished from the store")
+    return data
 
 
 def _manifest(config: bytes, image_layers: tuple[Layer, ...]) -> bytes:
