@@ -140,7 +140,7 @@ def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,
             uploads.finish(cancel=True)  # Ctrl-C or a local failure: start nothing more
             raise
         uploads.finish()
-    if whole.sha256() != report.sha256:
+    if report.sha256 is not None and whole.sha256() != report.sha256:
         raise VerificationFailed(f"{path}: changed while push read it (sha256 {whole.sha256()} "
                                  f"when its metadata was read, {report.sha256} when verified); "
                                  "nothing tagged or pushed as a manifest", report)
