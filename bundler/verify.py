@@ -25,6 +25,7 @@ import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -125,7 +126,8 @@ class _Budget:
 def verify(bundle: str | Path, manifest: str | Path | None = None, *,
            require_checksum: bool = False,
            max_inflation: float = DEFAULT_MAX_INFLATION,
-           key: str | Path | None = None,
+           key: str | Path | None = None, allow_rename: bool = False,
+           not_before: datetime | None = None,
            on_blob: Callable[[str, int], BlobWriter | None] | None = None) -> Report:
     """Verify `bundle`; InputError if it (or a given checksum manifest) cannot be read at all.
 
@@ -133,9 +135,13 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     times its own size the bundle may decompress to (tar plus layers), at least
     INFLATION_FLOOR bytes; past that verify stops and fails. `key`: a public key the checksum
     manifest must be signed with (signing.SignatureInvalid otherwise); the bundle is then
-    checked against exactly the bytes the signature covers. A file that is not zstd is one
-    problem and nothing else: its size and sha256 are not reported (it may be a file the
-    caller can read and should not describe, reached through a symlink).
+    checked against exactly the bytes the signature covers, and under the name it was signed
+    for (checksums.RenamedBundle otherwise, unless `allow_rename`). `not_before`: the checksum
+    manifest must record a build date (sourceDateEpoch) at or after it (checksums.TooOld
+    otherwise); it proves something only with `key`. Both are checked before the bundle is
+    read. A file that is not zstd is one problem and nothing else: its size and sha256 are
+    not reported (it may be a file the caller can read and should not describe, reached
+    through a symlink).
     `on_blob(digest, size)`: called as each blob member starts; the bytes of the blob are
     also written to the writer it returns (if any) as verify reads them, and the writer is
     closed when the member ends, whether or not it was whole (the writer checks what it
@@ -146,9 +152,14 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
         raise InputError(f"{str(bundle)!r}: not a bundle file")
     report = Report(str(path))
     doc = None
+    read_from = None
     if found := checksums.read_manifest(path, manifest, key):
         doc, read_from = found
         report.checked_against.append(str(read_from))
+        if key is not None and not allow_rename:
+            checksums.check_signed_name(doc, path)
+    if not_before is not None:
+        checksums.check_not_before(doc, str(read_from or path), not_before)
     sums = checksums.sums_beside(path)
     report.checked_against += sums
     try:
@@ -175,6 +186,10 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     for text in problems:
         report.problem(text)
     report.notes += notes
+    try:
+        checksums.recorded_epoch(doc or {})
+    except ValueError as e:
+        report.problem(str(e))
     if content.complete:
         try:
             want = checksums.platform_of(doc)
