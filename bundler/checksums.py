@@ -7,25 +7,34 @@ directory, as for K3s and RKE2 release files; entries for other files already th
 Read back, both are untrusted: a checksum manifest found beside a bundle (not one given by
 path) and sha256sum files are never read through a symlink, each is capped in size, and the
 manifest is JSON read as Go reads it (strictjson).
+
+A signed manifest vouches for one file name and, when the build had $SOURCE_DATE_EPOCH, for
+one date: check_signed_name and check_not_before hold a bundle to them, so a signed bundle
+cannot pass as another one renamed, nor an old one as a new one.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bundler import __version__, localfile, platform, reference, strictjson
-from bundler.errors import InputError
+from bundler.errors import BundlerError, InputError
 from bundler.strictjson import object_or_empty, shown
 
 if TYPE_CHECKING:
     from bundler.image import Image
     from bundler.platform import Platform
 
+# sourceDateEpoch was added without a new schemaVersion: it is optional (a manifest without it
+# is undated, as every one written before it was), and a reader that does not know it loses
+# nothing by ignoring it, while a new schemaVersion would make every older verify refuse
+# manifests it can check in full. A signature covers the field like every other byte.
 SCHEMA_VERSION = 1
 BUNDLE_SUFFIX = ".tar.zst"
 # A sha256sum file has a line of ~100 bytes per file; K3s's release assets list a few dozen.
@@ -33,6 +42,11 @@ MAX_SUMS = 1 << 20
 # The checksum manifest of a few hundred images is well under 1 MiB.
 MAX_CHECKSUM_MANIFEST = 4 << 20
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+# $SOURCE_DATE_EPOCH as reproducible-builds.org/specs/source-date-epoch defines it: the
+# decimal integer `date +%s` prints, no sign, fraction or blanks; at most 9999-12-31T23:59:59Z.
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+LAST_EPOCH = 253402300799
+_EPOCH = re.compile(r"[0-9]{1,12}")
 
 # (config digest, [{"digest", "size"}] of the layers) of a manifest in the bundle, or None
 # when the bundle's own checks found it wrong (they say why).
@@ -50,11 +64,15 @@ def manifest_document(
     bundle_file: str,
     bundle_size: int,
     bundle_sha256: str,
+    source_date_epoch: int | None = None,
 ) -> dict:
-    """The checksum manifest; `upstream` are the images as pulled, `images` as bundled."""
+    """The checksum manifest; `upstream` are the images as pulled, `images` as bundled.
+    `source_date_epoch` (see source_date_epoch()) dates it; without it, it is undated."""
+    dated = {} if source_date_epoch is None else {"sourceDateEpoch": source_date_epoch}
     return {
         "schemaVersion": SCHEMA_VERSION,
         "tool": f"bundler {__version__}",
+        **dated,
         "arch": arch,
         "layers": layers,
         "compression": {"format": "zstd", "level": level, "windowLog": window_log},
@@ -81,6 +99,20 @@ def _image_entry(image: Image, upstream: Image) -> dict:
 
 def dumps_manifest(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def source_date_epoch(environ: Mapping[str, str] | None = None) -> int | None:
+    """$SOURCE_DATE_EPOCH in seconds; None when unset or empty (the spec leaves that case to
+    the tool: the manifest is then undated). InputError for any other value that is not the
+    decimal integer `date +%s` prints, as the spec asks a tool to fail on a malformed one."""
+    value = (os.environ if environ is None else environ).get(SOURCE_DATE_EPOCH)
+    if not value:
+        return None
+    if not _EPOCH.fullmatch(value) or int(value) > LAST_EPOCH:
+        raise InputError(f"{SOURCE_DATE_EPOCH}={value[:40]!r}: want whole seconds since "
+                         f"1970-01-01 UTC, as `date +%s` prints them (at most {LAST_EPOCH}, "
+                         "the end of the year 9999)")
+    return int(value)
 
 
 def read_sums(path: Path, *, follow_symlinks: bool = True) -> dict[str, str]:
@@ -112,6 +144,88 @@ def merged_sums(existing: dict[str, str], ours: dict[str, str]) -> bytes:
 
 
 # -- reading them back (verify) ---------------------------------------------------------------
+
+
+class RenamedBundle(BundlerError):
+    """A bundle whose signed checksum manifest was written for a file of another name (exit 1):
+    another bundle signed with the same key, renamed, would otherwise pass as this one."""
+
+
+class TooOld(BundlerError):
+    """A checksum manifest dated before the earliest date the caller accepts, or undated
+    (exit 1): a bundle signed long ago, with images since found vulnerable, is still signed."""
+
+
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[Tt ]([0-9]{2}):([0-9]{2})"
+                   r"(?::([0-9]{2})(?:[.,]([0-9]{1,6}))?)?([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?)?")
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """An ISO 8601 date (2026-01-31, its midnight) or date-time (2026-01-31T12:00,
+    ...T12:00:00.5Z, ...T12:00:00+01:00), UTC when no zone is given; InputError otherwise."""
+    m = _TIME.fullmatch(text)
+    try:
+        if not m:
+            raise ValueError
+        year, month, day, hour, minute, second, fraction, zone = m.groups()
+        tz = datetime.timezone.utc
+        if zone and zone.upper() != "Z":
+            digits = zone[1:].replace(":", "")
+            offset = datetime.timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+            tz = datetime.timezone(-offset if zone[0] == "-" else offset)
+        return datetime.datetime(int(year), int(month), int(day), int(hour or 0),
+                                 int(minute or 0), int(second or 0),
+                                 int((fraction or "0").ljust(6, "0")), tzinfo=tz)
+    except ValueError:
+        raise InputError("want an ISO 8601 date or date-time, such as 2026-01-31, "
+                         "2026-01-31T12:00:00Z or 2026-01-31T12:00:00+01:00 (UTC when no "
+                         "zone is given)") from None
+
+
+def shown_time(when: datetime.datetime | int) -> str:
+    """A time (or seconds since 1970) as ISO 8601 in UTC: 2026-01-31T12:00:00Z."""
+    if isinstance(when, int):
+        when = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+
+
+def recorded_epoch(doc: dict) -> int | None:
+    """The checksum manifest's sourceDateEpoch (seconds since 1970, UTC), None when it has
+    none; ValueError, its message one line, for a value that is not one."""
+    if "sourceDateEpoch" not in doc:
+        return None
+    value = doc["sourceDateEpoch"]
+    if type(value) is not int or not 0 <= value <= LAST_EPOCH:
+        raise ValueError(f"checksum manifest: bad sourceDateEpoch {shown(value)}: want whole "
+                         "seconds since 1970-01-01 UTC")
+    return value
+
+
+def check_signed_name(doc: dict, bundle: Path) -> None:
+    """RenamedBundle unless the signed checksum manifest `doc` was written for a file named
+    as `bundle` is: the signature vouches for the name as for the bytes."""
+    signed = object_or_empty(doc.get("bundle")).get("file")
+    if signed != bundle.name:
+        raise RenamedBundle(f"{bundle}: the signed checksum manifest is for a file named "
+                            f"{shown(signed)}, not {shown(bundle.name)}")
+
+
+def check_not_before(doc: dict | None, where: str, not_before: datetime.datetime) -> None:
+    """TooOld unless the checksum manifest `doc` (read from `where`) records a
+    sourceDateEpoch at or after `not_before`."""
+    earliest = shown_time(not_before)
+    if doc is None:
+        raise TooOld(f"{where}: no checksum manifest, so no date to compare with {earliest}")
+    try:
+        recorded = recorded_epoch(doc)
+    except ValueError as e:
+        raise TooOld(f"{where}: {e}") from None
+    if recorded is None:
+        raise TooOld(f"{where}: undated (built without {SOURCE_DATE_EPOCH}), so not shown to "
+                     f"be from {earliest} or later")
+    if recorded < not_before.timestamp():
+        raise TooOld(f"{where}: dated {shown_time(recorded)}, before {earliest}, the earliest "
+                     "accepted")
 
 
 def stem(bundle: Path) -> str:

@@ -10,9 +10,10 @@ from the modules that do its work. tests/test_imports.py holds every subcommand 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from bundler import __version__
@@ -194,9 +195,20 @@ def _proof_arguments(p: argparse.ArgumentParser, max_inflation: float | None,
     p.add_argument("--max-inflation", type=float, default=max_inflation, metavar="RATIO",
                    help=f"stop and fail when the bundle decompresses (tar plus layers) to more "
                         f"than RATIO times its size, {limits}")
-    p.add_argument("--key", metavar="PUB.pem",
-                   help="require the checksum manifest to be signed with this public key "
-                        "(NAME.manifest.json.sig beside it)")
+    _signed_arguments(p, "require the checksum manifest to be signed with this public key "
+                         "(NAME.manifest.json.sig beside it), for a file of this name")
+
+
+def _signed_arguments(p: argparse.ArgumentParser, key_help: str) -> None:
+    """--key and what a signature vouches for besides the bytes: the file's name and date."""
+    p.add_argument("--key", metavar="PUB.pem", help=key_help)
+    p.add_argument("--allow-rename", action="store_true",
+                   help="with --key, accept a bundle whose file name differs from the one its "
+                        "checksum manifest was signed for")
+    p.add_argument("--not-before", metavar="DATE",
+                   help="with --key, refuse a checksum manifest dated before DATE (ISO 8601 "
+                        "date or date-time, UTC unless a zone is given) or undated: the date "
+                        "is the build's $SOURCE_DATE_EPOCH")
 
 
 def _place_arguments(pl: argparse.ArgumentParser) -> None:
@@ -211,8 +223,8 @@ def _place_arguments(pl: argparse.ArgumentParser) -> None:
                             "--distro rke2)")
     pl.add_argument("--distro", choices=sorted(place.DATA_DIRS), default="k3s",
                     help="which default data dir (default: k3s)")
-    pl.add_argument("--key", metavar="PUB.pem",
-                    help="place only a bundle whose checksum manifest is signed with this key")
+    _signed_arguments(pl, "place only a bundle whose checksum manifest is signed with this "
+                          "key, for a file of this name")
     pl.add_argument("--dry-run", action="store_true", help="verify and say what would be done")
     pl.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
@@ -304,8 +316,10 @@ def _verify(args: argparse.Namespace) -> int:
 
     if not args.max_inflation > 0:
         raise UsageError(f"--max-inflation {args.max_inflation:g}: want a positive ratio")
-    report = verify.verify(args.bundle, args.manifest, require_checksum=args.require_checksum,
-                           max_inflation=args.max_inflation, key=args.key)
+    with _renamed_hint():
+        report = verify.verify(args.bundle, args.manifest,
+                               require_checksum=args.require_checksum,
+                               max_inflation=args.max_inflation, **_signed_checks(args))
     _print_report(report, args.json)
     if report.inflation_limited and not args.json:
         print(f"bundler: note: if this bundle is expected to decompress that far, raise the "
@@ -317,7 +331,9 @@ def _place(args: argparse.Namespace) -> int:
     from bundler import place
 
     target = place.images_dir(args.images_dir, args.data_dir, args.distro)
-    done = place.place(args.bundle, target, dry_run=args.dry_run, key=args.key)
+    checks = _signed_checks(args)
+    with _renamed_hint():
+        done = place.place(args.bundle, target, dry_run=args.dry_run, **checks)
     if args.json:
         json.dump({"path": str(done.path), "size": done.size, "sha256": done.sha256,
                    "action": done.action}, sys.stdout, indent=2)
@@ -330,6 +346,35 @@ def _place(args: argparse.Namespace) -> int:
     elif done.action == "unchanged":
         print("an identical file is already in place: nothing to do")
     return 0
+
+
+def _signed_checks(args: argparse.Namespace) -> dict:
+    """verify's key, allow_rename and not_before from --key, --allow-rename, --not-before."""
+    from bundler import checksums
+
+    not_before = None
+    if args.not_before is not None:
+        if args.key is None:
+            # Anyone can write a date into an unsigned manifest, an attacker first.
+            raise UsageError("--not-before needs --key: the date of an unsigned checksum "
+                             "manifest proves nothing")
+        try:
+            not_before = checksums.parse_time(args.not_before)
+        except InputError as e:
+            raise UsageError(f"--not-before {args.not_before!r}: {e}") from None
+    return {"key": args.key, "allow_rename": args.allow_rename, "not_before": not_before}
+
+
+@contextlib.contextmanager
+def _renamed_hint() -> Iterator[None]:
+    """A renamed signed bundle's one line, with the flag that accepts it."""
+    from bundler import checksums
+
+    try:
+        yield
+    except checksums.RenamedBundle as e:
+        raise checksums.RenamedBundle(f"{e}; --allow-rename accepts a bundle renamed on "
+                                      "purpose") from None
 
 
 def _print_report(report: Report, as_json: bool) -> None:
@@ -411,10 +456,12 @@ def _push(args: argparse.Namespace) -> int:
     registries = config.load_registries(args.registries) if args.registries else None
     if args.max_inflation is not None and not args.max_inflation > 0:
         raise UsageError(f"--max-inflation {args.max_inflation:g}: want a positive ratio")
-    result = push.push(args.bundle, args.to, registries=registries, jobs=args.jobs,
-                       timeout=args.timeout, manifest=args.manifest, key=args.key,
-                       require_checksum=args.require_checksum,
-                       max_inflation=args.max_inflation)
+    checks = _signed_checks(args)
+    with _renamed_hint():
+        result = push.push(args.bundle, args.to, registries=registries, jobs=args.jobs,
+                           timeout=args.timeout, manifest=args.manifest,
+                           require_checksum=args.require_checksum,
+                           max_inflation=args.max_inflation, **checks)
     if args.print_registries:
         sys.stdout.write(result.registries_yaml)
     elif args.json:

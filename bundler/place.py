@@ -19,6 +19,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from bundler import localfile, verify
@@ -58,9 +59,12 @@ def images_dir(images_dir: str | None, data_dir: str | None, distro: str) -> Pat
 
 def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
           report: verify.Report | None = None, *, key: str | Path | None = None,
+          allow_rename: bool = False, not_before: datetime | None = None,
           before_rename: Callable[[str], object] | None = None) -> Placement:
-    """Verify `bundle` (its checksum manifest signed with the public `key`, if given), then
-    copy it atomically into `target_dir` (created if missing).
+    """Verify `bundle` (its checksum manifest signed with the public `key`, if given, for a
+    file of this name unless `allow_rename`, and dated at or after `not_before`, if given: as
+    verify.verify checks them), then copy it atomically into `target_dir` (created if
+    missing).
 
     `before_rename` is a test hook: called with the temporary's name (in `target_dir`) after
     the copy is complete and before it is checked and renamed, where an attacker would act.
@@ -71,7 +75,8 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
         # our zstd bytes under .tar.gz or .tar would be read as gzip or plain tar and fail.
         raise InputError(f"{source}: a bundle is zstd, and K3s reads zstd only from "
                          f"{' or '.join(ZSTD_SUFFIXES)} files")
-    report = report or verify.verify(source, key=key)
+    report = report or verify.verify(source, key=key, allow_rename=allow_rename,
+                                     not_before=not_before)
     if not report.ok:
         more = report.problem_count - 1
         also = f"; {more} more, see bundler verify" if more else ""

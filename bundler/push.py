@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -65,14 +66,16 @@ class PushResult:
 def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = None,
          jobs: int = 4, timeout: float = DEFAULT_TIMEOUT, sink: RegistrySink | None = None,
          manifest: str | Path | None = None, key: str | Path | None = None,
-         require_checksum: bool = False, max_inflation: float | None = None) -> PushResult:
+         require_checksum: bool = False, max_inflation: float | None = None,
+         allow_rename: bool = False, not_before: datetime | None = None) -> PushResult:
     """Push every image of `bundle` to `to` (HOST[/PREFIX]); VerificationFailed (and no
     manifest pushed) if the bundle does not verify or changed while it was read,
     RegistryError/NetworkError if the registry refuses or cannot be reached.
 
-    `manifest`, `key`, `require_checksum`, `max_inflation`: as for verify.verify, which push
-    runs. Given any of the first three, the bundle is verified even when the registry lacks
-    nothing (the user asked for proof of the file, so push does not skip the pass)."""
+    `manifest`, `key`, `require_checksum`, `max_inflation`, `allow_rename`, `not_before`: as
+    for verify.verify, which push runs. Given any of the first three or `not_before`, the
+    bundle is verified even when the registry lacks nothing (the user asked for proof of
+    the file, so push does not skip the pass)."""
     path = Path(bundle)
     target = parse_target(to, registries)
     sink = sink or RegistrySink(target, jobs=jobs, timeout=timeout)
@@ -87,6 +90,7 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
         try:
             result = _push(path, to, meta, whole, target, sink, jobs, {
                 "manifest": manifest, "key": key, "require_checksum": require_checksum,
+                "allow_rename": allow_rename, "not_before": not_before,
                 **({} if max_inflation is None else {"max_inflation": max_inflation})})
         finally:
             whole.stop()
@@ -120,7 +124,7 @@ def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,
     missing = {b.digest: b for b in found}
     result = PushResult(to, skipped=len(blobs) - len(missing))
     asked = checks["manifest"] is not None or checks["key"] is not None \
-        or checks["require_checksum"]
+        or checks["require_checksum"] or checks["not_before"] is not None
     if not missing and not unnamed and not asked:
         # Every blob is there and every tag already names its manifest: nothing would be
         # sent, so nothing unverified can enter the registry, and the bundle is not read
@@ -140,7 +144,7 @@ def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,
             uploads.finish(cancel=True)  # Ctrl-C or a local failure: start nothing more
             raise
         uploads.finish()
-    if whole.sha256() != report.sha256:
+    if report.sha256 is not None and whole.sha256() != report.sha256:
         raise VerificationFailed(f"{path}: changed while push read it (sha256 {whole.sha256()} "
                                  f"when its metadata was read, {report.sha256} when verified); "
                                  "nothing tagged or pushed as a manifest", report)

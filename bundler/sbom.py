@@ -15,14 +15,12 @@ different bundles never share one and the same bundle always gets the same.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from bundler import __version__, reference
-from bundler.errors import InputError
+from bundler import __version__, checksums, reference
 
 SUFFIX = ".spdx.json"
 NAMESPACE_BASE = "https://spdx.org/spdxdocs/bundler"
@@ -37,16 +35,9 @@ def file_name(bundle_file: str) -> str:
 
 
 def created_time(environ: Mapping[str, str] | None = None) -> str:
-    """SPDX `created`: $SOURCE_DATE_EPOCH (whole seconds since 1970, UTC) or the epoch."""
-    value = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH")
-    seconds = 0
-    if value is not None and value.strip():
-        if not re.fullmatch(r"[0-9]{1,12}", value.strip()):
-            raise InputError(f"SOURCE_DATE_EPOCH={value[:40]!r}: want whole seconds since "
-                             "1970-01-01 UTC")
-        seconds = int(value)
-    if seconds > 253402300799:  # 9999-12-31T23:59:59Z, the last time the format can write
-        raise InputError(f"SOURCE_DATE_EPOCH={value!r}: after the year 9999")
+    """SPDX `created`: $SOURCE_DATE_EPOCH (read as the checksum manifest reads it, which
+    records it too) or the epoch."""
+    seconds = checksums.source_date_epoch(environ) or 0
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 

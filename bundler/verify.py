@@ -25,13 +25,14 @@ import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import zstandard
 
 from bundler import archive, checksums, compress, layer, localfile
-from bundler.digest import CHUNK, hash_rest
+from bundler.digest import CHUNK
 from bundler.errors import BundlerError, InputError
 from bundler.layout import Blob, Layout
 from bundler.readahead import AheadReader
@@ -67,8 +68,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     blobs: int = 0
-    size: int = 0
-    sha256: str = ""
+    # None for a file that is not zstd: verify says nothing about the content of a file
+    # that is not a bundle.
+    size: int | None = None
+    sha256: str | None = None
     checked_against: list[str] = field(default_factory=list)
     problem_count: int = 0  # problems found, kept or not
     inflation_limited: bool = False  # stopped at the inflation limit
@@ -123,7 +126,8 @@ class _Budget:
 def verify(bundle: str | Path, manifest: str | Path | None = None, *,
            require_checksum: bool = False,
            max_inflation: float = DEFAULT_MAX_INFLATION,
-           key: str | Path | None = None,
+           key: str | Path | None = None, allow_rename: bool = False,
+           not_before: datetime | None = None,
            on_blob: Callable[[str, int], BlobWriter | None] | None = None,
            expected: dict | None = None) -> Report:
     """Verify `bundle`; InputError if it (or a given checksum manifest) cannot be read at all.
@@ -132,10 +136,17 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     times its own size the bundle may decompress to (tar plus layers), at least
     INFLATION_FLOOR bytes; past that verify stops and fails. `key`: a public key the checksum
     manifest must be signed with (signing.SignatureInvalid otherwise); the bundle is then
-    checked against exactly the bytes the signature covers. `on_blob(digest, size)`: called
-    as each blob member starts; the bytes of the blob are also written to the writer it
-    returns (if any) as verify reads them, and the writer is closed when the member ends,
-    whether or not it was whole (the writer checks what it got; the report says why not).
+    checked against exactly the bytes the signature covers, and under the name it was signed
+    for (checksums.RenamedBundle otherwise, unless `allow_rename`). `not_before`: the checksum
+    manifest must record a build date (sourceDateEpoch) at or after it (checksums.TooOld
+    otherwise); it proves something only with `key`. Both are checked before the bundle is
+    read. A file that is not zstd is one problem and nothing else: its size and sha256 are
+    not reported (it may be a file the caller can read and should not describe, reached
+    through a symlink).
+    `on_blob(digest, size)`: called as each blob member starts; the bytes of the blob are
+    also written to the writer it returns (if any) as verify reads them, and the writer is
+    closed when the member ends, whether or not it was whole (the writer checks what it
+    got; the report says why not).
     `expected`: a checksum manifest document already in memory (build's own, for the file it
     has just written), checked instead of any checksum file beside the bundle.
     """
@@ -143,31 +154,33 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     if path.name in ("", ".", ".."):
         raise InputError(f"{str(bundle)!r}: not a bundle file")
     report = Report(str(path))
-    doc, sums = expected, {}
+    doc, sums, read_from = expected, {}, None
     if expected is None:
         if found := checksums.read_manifest(path, manifest, key):
             doc, read_from = found
             report.checked_against.append(str(read_from))
+            if key is not None and not allow_rename:
+                checksums.check_signed_name(doc, path)
         sums = checksums.sums_beside(path)
         report.checked_against += sums
+    if not_before is not None:
+        checksums.check_not_before(doc, str(read_from or path), not_before)
     try:
         f = localfile.open_regular(path)
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
     with f:
+        if not _check_format(f, path, report):
+            return report
         size = os.fstat(f.fileno()).st_size
         budget = _Budget(max(int(size * max_inflation), INFLATION_FLOOR), path.name)
         content = _Content(report, budget, on_blob)
-        if _check_format(f, path, report):
-            _check_frames(f, report)
-            f.seek(0)
-            outer = hashlib.sha256()
-            raw = layer.Tee(f, outer.update)
-            content.stream(raw)
-            layer.drain(raw)  # the outer checksum covers the whole file, even past a break
-        else:
-            f.seek(0)
-            outer = hash_rest(f)
+        _check_frames(f, report)
+        f.seek(0)
+        outer = hashlib.sha256()
+        raw = layer.Tee(f, outer.update)
+        content.stream(raw)
+        layer.drain(raw)  # the outer checksum covers the whole file, even past a break
         report.size = f.tell()
     report.sha256 = outer.hexdigest()
     report.documents = {d: b.data for d, b in content.blobs.items() if b.data is not None}
@@ -176,6 +189,10 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     for text in problems:
         report.problem(text)
     report.notes += notes
+    try:
+        checksums.recorded_epoch(doc or {})
+    except ValueError as e:
+        report.problem(str(e))
     if content.complete:
         try:
             want = checksums.platform_of(doc)
@@ -192,11 +209,13 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
 
 
 def _check_format(f: BinaryIO, path: Path, report: Report) -> bool:
-    """Whether the file is zstd at all; if not, one problem that says what it is instead."""
-    head = f.read(512)
+    """Whether the file is zstd at all; if not, one problem that says what kind of file it
+    is instead, and nothing more."""
+    zstd = _starts_zstd(f)
     f.seek(0)
-    if head.startswith(layer.ZSTD_MAGIC) or head and layer.ZSTD_MAGIC.startswith(head):
-        return True  # (the second: cut off inside the magic; the frame walk says so)
+    if zstd:
+        return True
+    head = f.read(512)
     if not head:
         report.problem(f"{path.name}: empty file, not a bundle")
     elif head[257:262] == b"ustar":
@@ -205,6 +224,22 @@ def _check_format(f: BinaryIO, path: Path, report: Report) -> bool:
         report.problem(f"{path.name}: gzip-compressed, not zstd (a bundle is a .tar.zst)")
     else:
         report.problem(f"{path.name}: not a zstd file (a bundle is a .tar.zst)")
+    return False
+
+
+def _starts_zstd(f: BinaryIO) -> bool:
+    """Whether `f` starts with a zstd frame, after any skippable frames (at most as many as
+    the frame walk allows in all), as the frame walk and containerd take a zstd stream; or
+    ends inside that frame's magic (the walk says it is cut off: all it holds is known)."""
+    offset = 0
+    for _ in range(MAX_MEMBERS + 2):
+        f.seek(offset)
+        head = f.read(8)
+        if head.startswith(layer.ZSTD_MAGIC) or head and layer.ZSTD_MAGIC.startswith(head):
+            return True
+        if len(head) < 8 or layer.compression(head) != "zstd":  # not a skippable frame
+            return False
+        offset += 8 + int.from_bytes(head[4:], "little")
     return False
 
 

@@ -193,3 +193,81 @@ def test_stem():
     assert checksums.stem(Path("/x/k3s-airgap-images-amd64.tar.zst")) == \
         "k3s-airgap-images-amd64"
     assert checksums.stem(Path("/x/bundle.tzst")) == "bundle"
+
+
+# -- the date a manifest records ($SOURCE_DATE_EPOCH) and --not-before's DATE ----------------
+
+def test_source_date_epoch_as_the_spec_writes_it():
+    read = checksums.source_date_epoch
+    assert read({}) is None and read({"SOURCE_DATE_EPOCH": ""}) is None  # unset: undated
+    assert read({"SOURCE_DATE_EPOCH": "0"}) == 0
+    assert read({"SOURCE_DATE_EPOCH": "1700000000"}) == 1700000000
+    assert read({"SOURCE_DATE_EPOCH": str(checksums.LAST_EPOCH)}) == 253402300799
+    for bad in ("-1", "+1", "1.0", "1e9", " 1", "1 ", "1\n", "0x10", "١٢", "253402300800",
+                "9" * 13, " "):
+        with pytest.raises(InputError, match=r"^SOURCE_DATE_EPOCH=.*date \+%s"):
+            read({"SOURCE_DATE_EPOCH": bad})
+
+
+def test_the_manifest_records_the_date_only_when_given():
+    def doc(epoch):
+        return checksums.manifest_document(
+            [], [], arch="amd64", layers="preserve", level=16, window_log=25,
+            bundle_file=BUNDLE, bundle_size=1, bundle_sha256="a" * 64, source_date_epoch=epoch)
+
+    assert "sourceDateEpoch" not in doc(None)
+    assert doc(0)["sourceDateEpoch"] == 0
+    assert checksums.recorded_epoch(doc(1700000000)) == 1700000000
+    assert checksums.recorded_epoch(doc(None)) is None
+    assert doc(5)["schemaVersion"] == 1  # an optional field: older readers keep reading it
+
+
+@pytest.mark.parametrize("bad", ["1700000000", 1.7e9, True, -1, 253402300800, None, [1]])
+def test_a_recorded_date_that_is_not_one(bad):
+    with pytest.raises(ValueError, match="^checksum manifest: bad sourceDateEpoch"):
+        checksums.recorded_epoch({"sourceDateEpoch": bad})
+
+
+def test_a_bad_recorded_date_is_a_problem_and_refused_by_not_before(builds, tmp_path):
+    d, doc = _copy(builds, tmp_path)
+    doc["sourceDateEpoch"] = "2023-11-14"
+    report = _verify_with(d, doc)
+    assert report.problems == ['checksum manifest: bad sourceDateEpoch 2023-11-14: want whole '
+                               'seconds since 1970-01-01 UTC']
+    with pytest.raises(checksums.TooOld, match="bad sourceDateEpoch"):
+        verify(d / BUNDLE, not_before=checksums.parse_time("2000-01-01"))
+    doc["sourceDateEpoch"] = 1700000000
+    assert _verify_with(d, doc).ok
+
+
+def test_parse_time():
+    def utc(text):
+        return checksums.shown_time(checksums.parse_time(text))
+
+    assert utc("2026-01-31") == "2026-01-31T00:00:00Z"
+    assert utc("2026-01-31T12:30") == "2026-01-31T12:30:00Z"
+    assert utc("2026-01-31t12:30:15z") == "2026-01-31T12:30:15Z"
+    assert utc("2026-01-31 12:30:15,25") == "2026-01-31T12:30:15.250000Z"
+    assert utc("2026-01-31T12:30:15+01:30") == "2026-01-31T11:00:15Z"
+    assert utc("2026-01-31T00:30:15-0100") == "2026-01-31T01:30:15Z"
+    assert utc("2026-01-31T00:30:15+02") == "2026-01-30T22:30:15Z"
+    assert checksums.shown_time(1700000000) == "2023-11-14T22:13:20Z"
+    for bad in ("", "2026", "2026-01", "2026-1-31", "2026-02-30", "2026-01-31T24:00",
+                "2026-01-31T12", "2026-01-31T12:60", "2026-01-31Z", "2026-01-31T12:00+25:00",
+                "2026-01-31T12:00:00.1234567", "٢٠٢٦-01-31", "2026-01-31T12:00 UTC",
+                "yesterday", "1700000000"):
+        with pytest.raises(InputError, match="want an ISO 8601 date"):
+            checksums.parse_time(bad)
+
+
+def test_the_name_signed_for(tmp_path):
+    doc = {"bundle": {"file": "other-amd64.tar.zst"}}
+    checksums.check_signed_name(doc, tmp_path / "other-amd64.tar.zst")
+    with pytest.raises(checksums.RenamedBundle) as e:
+        checksums.check_signed_name(doc, tmp_path / BUNDLE)
+    assert str(e.value) == (f"{tmp_path / BUNDLE}: the signed checksum manifest is for a file "
+                            f"named other-amd64.tar.zst, not {BUNDLE}")
+    assert e.value.exit_code == 1
+    for odd in ({}, {"bundle": None}, {"bundle": {"file": None}}):
+        with pytest.raises(checksums.RenamedBundle, match="named None"):
+            checksums.check_signed_name(odd, tmp_path / BUNDLE)

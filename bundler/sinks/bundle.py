@@ -12,7 +12,7 @@ import gc
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,23 +44,31 @@ class Extras:
     password: bytes | None = None
     key_name: str = ""
     sbom_created: str | None = None
+    # $SOURCE_DATE_EPOCH, recorded in the checksum manifest (and so signed with it): what
+    # `verify --not-before` compares. None when unset: the manifest is undated.
+    source_date_epoch: int | None = None
 
     @classmethod
-    def of(cls, sign_key: str | None = None, with_sbom: bool = False) -> Extras:
+    def of(cls, sign_key: str | None = None, with_sbom: bool = False,
+           environ: Mapping[str, str] | None = None) -> Extras:
+        """What a build with these options writes beside the bundle, from `environ` (default:
+        os.environ); InputError for a bad $SOURCE_DATE_EPOCH, SigningKeyError for a key that
+        cannot sign."""
+        epoch = checksums.source_date_epoch(environ)
         # signing and sbom are imported only when asked for: most builds need neither.
         key = password = None
         if sign_key:
             from bundler import signing
 
-            key, password = signing.read_key(sign_key), signing.password_from_env()
+            key, password = signing.read_key(sign_key), signing.password_from_env(environ)
             # A wrong password or a key that is not P-256 fails now, not after the pull.
             signing.sign(b"", key, password, key_name=sign_key)
         created = None
         if with_sbom:
             from bundler import sbom
 
-            created = sbom.created_time()
-        return cls(key, password, sign_key or "", created)
+            created = sbom.created_time(environ)
+        return cls(key, password, sign_key or "", created, epoch)
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ class BundleSink:
         doc = checksums.manifest_document(
             staged, upstream, arch=self._arch, layers=self._layers, level=self._level,
             window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
-            bundle_sha256=sha,
+            bundle_sha256=sha, source_date_epoch=self._extras.source_date_epoch,
         )
         self_check(bundle_path, doc)
         # Sources return one image per reference, in the list's order (Source.images).
