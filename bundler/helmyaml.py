@@ -92,6 +92,8 @@ def resolve_plain(text: str) -> object:
     # 'D' and 'S': a timestamp (YYYY-...) would come back as this same text (decode.go keeps a
     # timestamp-like value as a string in an interface{}); it is never a number either.
     plain = text.replace("_", "")
+    if len(plain) < 19 and plain.isdigit() and plain.isascii() and plain[0] != "0":
+        return int(plain)  # the common case, fast: a decimal well inside int64
     number = _parse_int(plain)
     if number is not None:
         return number
@@ -572,4 +574,7 @@ def _scalar(node: _Scalar) -> object:
     """decode.go scalar(): a quoted untagged scalar is text; a plain one is resolved."""
     if node.tag is None:
         return resolve_plain(node.value) if node.plain else node.value
-    return resolve_tagged(node.tag, node.value)
+    try:
+        return resolve_tagged(node.tag, node.value)
+    except HelmYAMLError as e:
+        raise HelmYAMLError(str(e), node.line) from None
