@@ -448,3 +448,16 @@ def test_any_text_gives_a_mapping_or_one_chart_error(text):
         assert "\n" not in str(e) and str(e).startswith("v.yaml")
     else:
         assert isinstance(got, dict)
+
+
+@settings(max_examples=1000, deadline=200)
+@given(st.sampled_from(sorted(helmyaml._RESOLVABLE) + [helmyaml.BINARY, helmyaml.MERGE, "!",
+                                                       "!foo"]),
+       st.one_of(NUMERIC, st.text(max_size=40)))
+def test_a_tagged_scalar_resolves_or_fails_with_the_one_error_type(tag, text):
+    try:
+        got = helmyaml.resolve_tagged(tag, text)
+    except helmyaml.HelmYAMLError as e:
+        assert "\n" not in str(e)
+    else:
+        assert got is None or isinstance(got, (bool, int, float, str))
