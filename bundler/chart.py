@@ -8,8 +8,9 @@ What is written only inside templates is not found; the README says so.
 
 A chart .tgz is untrusted input: it is read from memory, never extracted; its members, their
 sizes and the bytes decompressed are bounded; links, absolute and `..` names are refused; YAML
-is parsed safely and its size and node count (aliases counted each time they are used, so a
-"billion laughs" document stops early) are bounded.
+is read as Helm reads values (bundler.helmyaml), in linear time, and its size, depth and node
+count (aliases and merged maps counted each time they are used, so a "billion laughs" document
+stops early) are bounded.
 """
 
 from __future__ import annotations

@@ -461,3 +461,12 @@ def test_a_tagged_scalar_resolves_or_fails_with_the_one_error_type(tag, text):
         assert "\n" not in str(e)
     else:
         assert got is None or isinstance(got, (bool, int, float, str))
+
+
+def test_without_libyaml_the_pure_python_parser_gives_the_same_values(monkeypatch):
+    text = "a: &a {x: 1:20, y: yes, z: 0x10}\nb: {<<: *a, y: '1.10'}\nn: [~, .5, !!str 7]\n"
+    with_libyaml = values(text)
+    monkeypatch.setitem(__import__("sys").modules, "yaml.cyaml", None)  # import fails
+    assert values(text) == with_libyaml == {  # keys y and n are booleans, as text
+        "a": {"x": "1:20", "true": True, "z": 16.0},
+        "b": {"x": "1:20", "true": "1.10", "z": 16.0}, "false": [None, 0.5, "7"]}
