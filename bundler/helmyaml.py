@@ -261,8 +261,9 @@ codecs.register_error("bundler-go-replace", _go_replace)
 
 
 def go_format(value: float, bits: int = 64) -> str:
-    """strconv.FormatFloat(value, 'g', -1, bits): what fmt's %v (and so a Go template) prints
-    for a float64 (bits 64), and what sigs.k8s.io/yaml makes of a float key (bits 32)."""
+    """strconv.FormatFloat(value, 'g', -1, bits): what a Go template prints for a float64
+    (text/template's printValue calls fmt.Fprint, and fmt's %v of a float is 'g' with precision
+    -1; bits 64), and what sigs.k8s.io/yaml makes of a float key (bits 32)."""
     if math.isnan(value):
         return "NaN"
     if bits == 32:
