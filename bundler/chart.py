@@ -650,10 +650,11 @@ def _reference(node: dict, path: str, chart: _Chart, registry: str | None) -> Re
 def _text(value: object, where: str) -> str | None:
     """A tag, digest or registry as the template prints it; None when absent or empty.
 
-    A YAML number reaches the template as a float64 (see helmyaml) and prints in Go's form:
-    it is taken when that is the text the YAML wrote (`tag: 1`), and refused, naming what Helm
-    would print, when it is not (`1.10` prints 1.1, `20260101` prints 2.0260101e+07). An
-    integer from --set prints as written."""
+    A YAML number reaches the template as a float64 (see helmyaml) and prints in Go's form,
+    which is what the cluster then pulls: `tag: 1.10` renders 1.1, so the list says 1.1 too
+    (a bundle of 1.10 would not be the image the pod asks for). A form no reference can hold
+    (`20260101` prints 2.0260101e+07) is refused where the reference is parsed, naming the
+    value path. An integer from --set prints as written."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -661,10 +662,6 @@ def _text(value: object, where: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, helmyaml.HelmNumber):
-        printed = helmyaml.go_format(value)
-        if printed == value.written:
-            return printed
-        raise ChartError(f"{where}: want text, got {printed} (Helm reads the YAML number "
-                         f"{value.written} as {printed}; quote it in YAML)")
+        return helmyaml.go_format(value)
     raise ChartError(f"{where}: want text, got {_shown(value)} (quote it in YAML: a number "
                      "like 1.10 would print as 1.1)")
