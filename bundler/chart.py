@@ -8,8 +8,9 @@ What is written only inside templates is not found; the README says so.
 
 A chart .tgz is untrusted input: it is read from memory, never extracted; its members, their
 sizes and the bytes decompressed are bounded; links, absolute and `..` names are refused; YAML
-is parsed safely and its size and node count (aliases counted each time they are used, so a
-"billion laughs" document stops early) are bounded.
+is read as Helm reads values (bundler.helmyaml), in linear time, and its size, depth and node
+count (aliases and merged maps counted each time they are used, so a "billion laughs" document
+stops early) are bounded.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundler import localfile, reference
+from bundler import helmyaml, localfile, reference
 from bundler.errors import EnvironmentFailure, InputError
 from bundler.reference import Reference, quoted
 
@@ -268,9 +269,9 @@ def coalesce(user: dict, defaults: dict) -> dict:
 
 
 def parse_yaml(data: bytes, where: str) -> dict:
-    """A YAML mapping from untrusted bytes: safe types only, at most MAX_YAML bytes and
-    MAX_NODES values (each use of an alias counted), keys as text as Helm makes them."""
-    import yaml  # imported when used: only `images` reads charts
+    """A YAML mapping from untrusted bytes, read as Helm reads values (helmyaml): at most
+    MAX_YAML bytes, MAX_NODES values (each use of an alias counted) and MAX_DEPTH levels."""
+    from yaml import YAMLError  # imported when used: only `images` reads charts
 
     if len(data) > MAX_YAML:
         raise ChartError(f"{where}: more than {MAX_YAML >> 20} MiB of YAML; refused")
@@ -278,47 +279,37 @@ def parse_yaml(data: bytes, where: str) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ChartError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        doc = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as e:
+        doc = helmyaml.load(text, MAX_NODES, MAX_DEPTH)
+    except helmyaml.HelmYAMLError as e:
+        at = f"{where}:{e.line}" if e.line else where
+        raise ChartError(f"{at}: {quoted(str(e))[1:-1]}") from None
+    except YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"{where}:{mark.line + 1}" if mark else where
         # A reader error (a control character) has no mark, and its str() is two lines.
         problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)
         problem = " ".join(str(problem).split())
         raise ChartError(f"{at}: not valid YAML ({quoted(problem)[1:-1]})") from None
-    except RecursionError:
-        raise ChartError(f"{where}: nested too deeply") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise ChartError(f"{where}: not a YAML mapping")
-    return _plain(doc, where, [MAX_NODES], 0)
+    return doc
 
 
-def _plain(node: object, where: str, budget: list[int], depth: int) -> object:
-    """A fresh copy of a loaded document: aliases unshared (and counted each time), keys as
-    text the way sigs.k8s.io/yaml turns them into JSON keys."""
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise ChartError(f"{where}: more than {MAX_NODES} values, counting each use of an "
-                         "alias; refused")
-    if depth > MAX_DEPTH:
-        raise ChartError(f"{where}: nested more than {MAX_DEPTH} levels deep; refused")
-    if isinstance(node, dict):
-        return {_key(k): _plain(v, where, budget, depth + 1) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v, where, budget, depth + 1) for v in node]
-    if node is None or isinstance(node, (str, bool, int, float)):
-        return node
-    return str(node)  # dates, binary: as text, as Helm passes them to templates
-
-
-def _key(key: object) -> str:
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    return "null" if key is None else str(key)
+def _meta_text(value: object, where: str) -> str | None:
+    """A Chart.yaml text field as Helm fills it: sigs.k8s.io/yaml writes a number or a
+    boolean meant for a string field as text (a float with float32 precision: FormatFloat
+    'g', -1, 32, so `appVersion: 1.10` is "1.1"); null leaves it empty."""
+    if value is None or isinstance(value, str):
+        return value or None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, helmyaml.HelmNumber):
+        go = value.go
+        return str(go) if isinstance(go, int) else helmyaml.go_format(go, 32)
+    raise ChartError(f"{where}: want text, got {_shown(value)}")
 
 
 # ---- loading a chart ------------------------------------------------------------------------
@@ -495,12 +486,13 @@ def _from_files(files: dict[str, bytes], prefix: str, where: str, budget: _Budge
     if f"{prefix}Chart.yaml" not in files:
         raise ChartError(f"{meta_where}: no such file; not a chart")
     meta = parse_yaml(files[f"{prefix}Chart.yaml"], meta_where)
-    name, version = meta.get("name"), meta.get("version")
-    if not isinstance(name, str) or not name:
+    name = _meta_text(meta.get("name"), f"{meta_where}: name")
+    version = _meta_text(meta.get("version"), f"{meta_where}: version")
+    if not name:
         raise ChartError(f"{meta_where}: no name")
-    if not isinstance(version, (str, int, float)) or isinstance(version, bool) or version == "":
+    if not version:
         raise ChartError(f"{meta_where}: no version")
-    app = meta.get("appVersion")
+    app = _meta_text(meta.get("appVersion"), f"{meta_where}: appVersion")
     values_rel = f"{prefix}values.yaml"
     values = (parse_yaml(files[values_rel], f"{where}{values_rel}")
               if values_rel in files else {})
@@ -510,8 +502,7 @@ def _from_files(files: dict[str, bytes], prefix: str, where: str, budget: _Budge
         deps_where = f"{where}{prefix}requirements.yaml"
         deps = parse_yaml(files[f"{prefix}requirements.yaml"], deps_where).get("dependencies")
     subs = _subcharts(files, prefix, where, budget, depth)
-    return _Chart(where, name, str(version), None if app in (None, "") else str(app), values,
-                  _wire(subs, deps or [], deps_where))
+    return _Chart(where, name, version, app, values, _wire(subs, deps or [], deps_where))
 
 
 def _subcharts(files: dict[str, bytes], prefix: str, where: str, budget: _Budget,
@@ -539,16 +530,18 @@ def _wire(subs: list[_Chart], deps: object, where: str) -> list[tuple[str, str |
     by_name = {s.name: s for s in subs}
     wired, used = [], set()
     for i, dep in enumerate(deps):
-        if not isinstance(dep, dict) or not isinstance(dep.get("name"), str):
-            raise ChartError(f"{where}: dependencies[{i}]: want a mapping with a name")
-        sub = by_name.get(dep["name"])
+        at = f"{where}: dependencies[{i}]"
+        name = _meta_text(dep.get("name"), f"{at}.name") if isinstance(dep, dict) else None
+        if not name:
+            raise ChartError(f"{at}: want a mapping with a name")
+        sub = by_name.get(name)
         if sub is None:
-            raise ChartError(f"{where}: dependency {quoted(dep['name'])} is not in charts/ "
+            raise ChartError(f"{where}: dependency {quoted(name)} is not in charts/ "
                              "(`helm dependency build` puts it there)")
         used.add(sub.name)
-        condition = dep.get("condition")
-        wired.append((str(dep.get("alias") or sub.name),
-                      condition if isinstance(condition, str) and condition else None, sub))
+        alias = _meta_text(dep.get("alias"), f"{at}.alias")
+        wired.append((alias or sub.name, _meta_text(dep.get("condition"), f"{at}.condition"),
+                      sub))
     wired.extend((s.name, None, s) for s in subs if s.name not in used)
     return wired
 
@@ -628,8 +621,11 @@ def _truthy(value: object) -> bool:
 
 
 def _shown(value: object) -> str:
+    """A value as a Go template prints it (fmt's %v): a float64 in Go's shortest form."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float):
+        return helmyaml.go_format(value)
     return "null" if value is None else repr(value)
 
 
@@ -652,12 +648,20 @@ def _reference(node: dict, path: str, chart: _Chart, registry: str | None) -> Re
 
 
 def _text(value: object, where: str) -> str | None:
-    """A tag, digest or registry as the template prints it; None when absent or empty."""
+    """A tag, digest or registry as the template prints it; None when absent or empty.
+
+    A YAML number reaches the template as a float64 (see helmyaml) and prints in Go's form,
+    which is what the cluster then pulls: `tag: 1.10` renders 1.1, so the list says 1.1 too
+    (a bundle of 1.10 would not be the image the pod asks for). A form no reference can hold
+    (`20260101` prints 2.0260101e+07) is refused where the reference is parsed, naming the
+    value path. An integer from --set prints as written."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if isinstance(value, helmyaml.HelmNumber):
+        return helmyaml.go_format(value)
     raise ChartError(f"{where}: want text, got {_shown(value)} (quote it in YAML: a number "
                      "like 1.10 would print as 1.1)")

@@ -384,6 +384,8 @@ def _print_report(report: Report, as_json: bool) -> None:
         return
     for note in report.notes:
         print(f"bundler: note: {note}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"bundler: warning: {warning}", file=sys.stderr)
     if report.ok:
         print(f"OK {report.file}: {_count(len(report.images), 'image')}, "
               f"{_count(report.blobs, 'blob')}, {report.size / 1e6:.1f} MB")

@@ -66,6 +66,7 @@ class Report:
     file: str
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # fail nothing: bundles of older writers
     images: list[str] = field(default_factory=list)
     blobs: int = 0
     # None for a file that is not zstd: verify says nothing about the content of a file
@@ -93,7 +94,8 @@ class Report:
         return {"file": self.file, "ok": self.ok, "size": self.size, "sha256": self.sha256,
                 "images": self.images, "blobs": self.blobs,
                 "checkedAgainst": self.checked_against, "problems": self.problems,
-                "problemCount": self.problem_count, "notes": self.notes}
+                "problemCount": self.problem_count, "notes": self.notes,
+                "warnings": self.warnings}
 
 
 class BlobWriter(Protocol):
@@ -200,7 +202,7 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
             report.problem(str(e))
             want = None
         # A shared ref.name is a note, not a problem: bundles of older writers have them.
-        found = Layout(content.metadata, content.blobs, report.problem, report.notes.append)
+        found = Layout(content.metadata, content.blobs, report.problem, report.warnings.append)
         report.images = found.check(want)
         if doc is not None:
             for text in checksums.check_images(doc, found.index_digests(), found.layers_of):

@@ -211,9 +211,10 @@ def test_verify_and_inspect_warn_about_a_shared_ref_name(shared):
     assert run.stdout.startswith("OK ")
     warned = [line for line in run.stderr.splitlines() if REF_NAME in line]
     assert len(warned) == 1, run.stderr
+    assert warned[0].startswith("bundler: warning: "), warned
     assert CNI in warned[0] and THICK in warned[0] and f" {TAG}: " in warned[0]
     report = json.loads(bundler("verify", str(old), "--json").stdout)
-    assert report["ok"] and any(CNI in n and THICK in n for n in report["notes"])
+    assert report["ok"] and any(CNI in n and THICK in n for n in report["warnings"])
 
     run = bundler("inspect", str(old))
     assert run.code == 0, run.stderr
