@@ -83,12 +83,18 @@ class AtomicOutputs:
         remove_stale(directory)
         self._pending: list[tuple[Path, Path]] = []
         self._dirs: list[Path] = []
+        self._stale: list[Path] = []
 
     def temp(self, final_name: str) -> Path:
         final = self.directory / final_name
         path = temp_name(final)
         self._pending.append((path, final))
         return path
+
+    def remove(self, final_name: str) -> None:
+        """Remove `final_name` at commit, with the renames: a file an earlier run wrote that
+        this one supersedes without writing it again (nothing would vouch for it)."""
+        self._stale.append(self.directory / final_name)
 
     def scratch_dir(self) -> Path:
         """A temporary directory beside the outputs, removed when the block ends."""
@@ -104,6 +110,8 @@ class AtomicOutputs:
         with signals.deferred():  # all the final names, or none of them
             for path, final in self._pending:
                 os.replace(path, final)
+            for stale in self._stale:
+                stale.unlink(missing_ok=True)
         fsync_dir(self.directory)
         done = [final for _, final in self._pending]
         self._pending = []

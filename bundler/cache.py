@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bundler.atomic import remove_stale, temp_name
-from bundler.digest import CHUNK, VerifyingReader, hash_rest, hex_of
+from bundler.digest import CHUNK, VerifyingReader, hash_rest, hex_of, sha256_digest
 from bundler.errors import EnvironmentFailure, InputError, non_directory
 from bundler.localfile import open_regular
 
@@ -44,17 +44,44 @@ def default_dir() -> Path:
 def prepare(directory: str | Path) -> None:
     """Make `directory` ready to be a cache, or CacheUnusable, before anything is fetched.
 
-    A cache is read back as input to what build signs, so only its owner may write it: a
+    A cache is read back as input to what build signs, so only its owner may change it: a
     directory that is ours is created 0700 (its entries are the layers of private images
-    too), one that another user owns or that group or others may write is refused.
+    too); one that another user owns or that group or others may write is refused, and so is
+    one whose parents someone else could rename it out of (sshd's StrictModes rule: every
+    parent owned by us or root, and writable by no one else unless sticky).
     """
-    _prepare(Path(directory))
+    directory = Path(directory)
+    _prepare(directory)
+    for parent in _parents(directory):
+        try:
+            st = os.stat(parent)
+        except OSError as e:
+            raise CacheUnusable(directory, f"{parent}: {_reason(e)}") from None
+        if st.st_uid not in (os.geteuid(), 0):
+            raise CacheUnusable(directory, f"its parent {parent} is owned by another user "
+                                           f"(uid {st.st_uid}), who could replace the cache")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise CacheUnusable(directory, f"its parent {parent} is writable by "
+                                           f"{_who(st.st_mode)} (mode "
+                                           f"{stat.S_IMODE(st.st_mode):04o}), who could "
+                                           "replace the cache")
+
+
+def _parents(directory: Path) -> list[Path]:
+    """The parents of `directory`, as named and as resolved (a symlink's own directory
+    decides who can point it elsewhere), each once."""
+    seen: list[Path] = []
+    for path in (Path(os.path.abspath(directory)), directory.resolve()):
+        for parent in path.parents:
+            if parent not in seen:
+                seen.append(parent)
+    return seen
 
 
 def _prepare(directory: Path, *, ours: bool = False) -> None:
     """Create `directory` (0700) if needed, check who may write it, and that we can.
-    `ours`: a directory bundler names inside the cache, closed to others if it is not (an
-    older bundler made them 0755)."""
+    `ours`: a directory bundler names inside the cache: never a symlink, and closed to
+    others if it is not (an older bundler made them 0755)."""
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -64,6 +91,9 @@ def _prepare(directory: Path, *, ours: bool = False) -> None:
         # What cannot be written to is the directory the new one would go into.
         where = Path(e.filename).parent if e.filename and e.errno == errno.EACCES else None
         raise CacheUnusable(where or e.filename or directory, _reason(e)) from None
+    if ours and directory.is_symlink():
+        raise CacheUnusable(directory, "a symbolic link, not a directory bundler made; "
+                                       "remove it")
     _check_owner(directory)
     if ours and stat.S_IMODE(directory.stat().st_mode) & 0o077:
         try:
@@ -91,10 +121,13 @@ def _check_owner(directory: Path) -> None:
         raise CacheUnusable(directory, f"owned by another user (uid {st.st_uid}), who could "
                                        "plant entries in it")
     if st.st_mode & 0o022:
-        raise CacheUnusable(directory, f"writable by {'group' if st.st_mode & 0o020 else ''}"
-                            f"{' and ' if st.st_mode & 0o022 == 0o022 else ''}"
-                            f"{'others' if st.st_mode & 0o002 else ''} (mode "
-                            f"{stat.S_IMODE(st.st_mode):04o}), who could plant entries in it")
+        raise CacheUnusable(directory, f"writable by {_who(st.st_mode)} (mode "
+                                       f"{stat.S_IMODE(st.st_mode):04o}), who could plant "
+                                       "entries in it")
+
+
+def _who(mode: int) -> str:
+    return " and ".join(who for who, bit in (("group", 0o020), ("others", 0o002)) if mode & bit)
 
 
 def _reason(e: OSError) -> str:
@@ -145,6 +178,10 @@ class _Pending:
         self.close()
 
 
+# The largest manifest or config read whole from the cache (the registry source's own cap).
+MAX_SMALL = 8 << 20
+
+
 class BlobStore:
     """Blobs keyed by digest under `root`."""
 
@@ -158,17 +195,39 @@ class BlobStore:
     def path(self, digest: str) -> Path:
         return self._dir / hex_of(digest)
 
+    # Every entry is reached without following a symlink and only if it is a regular file: a
+    # planted symlink or FIFO could answer one read one way and the next another, or never.
+
+    def _stat(self, digest: str) -> os.stat_result | None:
+        try:
+            st = os.lstat(self.path(digest))
+        except FileNotFoundError:
+            return None
+        return st if stat.S_ISREG(st.st_mode) else None
+
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        """Whether a regular file stands under `digest` (not whether it is right: see open)."""
+        return self._stat(digest) is not None
 
     def size(self, digest: str) -> int:
-        return self.path(digest).stat().st_size
+        st = self._stat(digest)
+        if st is None:
+            raise FileNotFoundError(errno.ENOENT, "no such cache entry", str(self.path(digest)))
+        return st.st_size
+
+    def _open(self, digest: str) -> BinaryIO | None:
+        try:
+            return open_regular(self.path(digest), follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, InputError):
+            self.path(digest).unlink(missing_ok=True)  # not an entry we wrote
+            return None
 
     def verified(self, digest: str) -> bool:
         """Whether the entry exists and still hashes to its name; a corrupt one is removed."""
-        try:
-            f = open(self.path(digest), "rb")
-        except FileNotFoundError:
+        f = self._open(digest)
+        if f is None:
             return False
         with f:
             actual = "sha256:" + hash_rest(f).hexdigest()
@@ -180,11 +239,24 @@ class BlobStore:
     def open(self, digest: str) -> BinaryIO:
         """The entry's bytes, checked against its digest as they are read."""
         path = self.path(digest)
-        return VerifyingReader(open(path, "rb"), digest, path.stat().st_size, str(path))
+        f = self._open(digest)
+        if f is None:
+            raise FileNotFoundError(errno.ENOENT, "no such cache entry", str(path))
+        return VerifyingReader(f, digest, os.fstat(f.fileno()).st_size, str(path))
 
-    def read_small(self, digest: str) -> bytes | None:
-        """A small entry (manifest, config) if present and intact, else None."""
-        return self.path(digest).read_bytes() if self.verified(digest) else None
+    def read_small(self, digest: str, cap: int = MAX_SMALL) -> bytes | None:
+        """A small entry (manifest, config) if present, at most `cap` bytes and intact, else
+        None. The bytes returned are the bytes hashed: one open, one read."""
+        f = self._open(digest)
+        if f is None:
+            return None
+        with f:
+            data = f.read(cap + 1)
+        if len(data) <= cap and sha256_digest(data) == digest:
+            return data
+        if len(data) <= cap:
+            self.path(digest).unlink(missing_ok=True)
+        return None
 
     def put(self, digest: str, data: bytes) -> None:
         """Store a small document already checked against `digest`."""

@@ -173,10 +173,14 @@ def parse_time(text: str) -> datetime.datetime:
             digits = zone[1:].replace(":", "")
             offset = datetime.timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
             tz = datetime.timezone(-offset if zone[0] == "-" else offset)
-        return datetime.datetime(int(year), int(month), int(day), int(hour or 0),
+        when = datetime.datetime(int(year), int(month), int(day), int(hour or 0),
                                  int(minute or 0), int(second or 0),
                                  int((fraction or "0").ljust(6, "0")), tzinfo=tz)
-    except ValueError:
+        # In range once in UTC too (0001-01-01T00:00+01:00 is not), so comparing it and
+        # showing it cannot overflow later.
+        when.astimezone(datetime.timezone.utc).timestamp()
+        return when
+    except (ValueError, OverflowError):
         raise InputError("want an ISO 8601 date or date-time, such as 2026-01-31, "
                          "2026-01-31T12:00:00Z or 2026-01-31T12:00:00+01:00 (UTC when no "
                          "zone is given)") from None

@@ -243,12 +243,15 @@ def copy_checked(src: BinaryIO, out: BinaryIO, group: FrameGroup) -> bool:
     from bundler.archive import SegmentCheck
 
     start = src.tell()
+    if src.seek(0, os.SEEK_END) - start > compress_bound(group.size):
+        return False  # not read at all: an encoding padded out to bloat what build signs
+    src.seek(start)
     try:
         walked = list(itertools.islice(frames(Seeking(src)), 2))
     except FrameError:
         return False
     end = src.tell()
-    if len(walked) != 1 or walked[0].skippable:
+    if len(walked) != 1 or walked[0].skippable or walked[0].empty_blocks:
         return False
     src.seek(start)
     header = frame_header(group)
@@ -266,6 +269,13 @@ def copy_checked(src: BinaryIO, out: BinaryIO, group: FrameGroup) -> bool:
     except zstandard.ZstdError:
         return False
     return copied.drain() and check.complete()
+
+
+def compress_bound(size: int) -> int:
+    """The most any zstd frame of `size` bytes takes (ZSTD_COMPRESSBOUND in zstd.h), plus
+    the frame's header, checksum and a last empty block a streaming compressor may end on."""
+    margin = ((128 << 10) - size) >> 11 if size < 128 << 10 else 0
+    return size + (size >> 8) + margin + 32
 
 
 class _CopyingReader:
@@ -439,6 +449,9 @@ class Frame:
     offset: int
     window_size: int
     skippable: bool = False
+    # Blocks before the last that decode to nothing: valid, and never written by zstd, but
+    # padding that changes a frame's bytes and not what it decodes to.
+    empty_blocks: int = 0
 
 
 class FrameError(Exception):
@@ -483,11 +496,11 @@ def frames(f: BinaryIO) -> Iterator[Frame]:
             raise FrameError(f"no zstd frame at byte {offset}")
         length, window, checksum = _frame_header(f, offset + 4)
         start = offset
-        offset = _blocks(f, offset + 4 + length)
+        offset, empty = _blocks(f, offset + 4 + length)
         if checksum:
             _skip(f, 4, offset)
             offset += 4
-        yield Frame(start, window)
+        yield Frame(start, window, empty_blocks=empty)
 
 
 def _frame_header(f: BinaryIO, offset: int) -> tuple[int, int, bool]:
@@ -513,8 +526,10 @@ def _frame_header(f: BinaryIO, offset: int) -> tuple[int, int, bool]:
     return length, window, bool(descriptor >> 2 & 1)
 
 
-def _blocks(f: BinaryIO, offset: int) -> int:
-    """Skip the blocks of one frame; the offset just past its last block."""
+def _blocks(f: BinaryIO, offset: int) -> tuple[int, int]:
+    """Skip the blocks of one frame: the offset just past its last block, and how many
+    blocks before the last decode to nothing."""
+    empty = 0
     while True:
         (header,) = struct.unpack("<I", _exact(f, 3, offset) + b"\0")
         last, kind, size = header & 1, header >> 1 & 3, header >> 3
@@ -525,7 +540,8 @@ def _blocks(f: BinaryIO, offset: int) -> int:
         _skip(f, payload, offset)
         offset += payload
         if last:
-            return offset
+            return offset, empty
+        empty += size == 0
 
 
 def _exact(f: BinaryIO, n: int, offset: int) -> bytes:

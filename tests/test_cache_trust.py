@@ -175,6 +175,92 @@ def _json(path: Path) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
+@pytest.mark.parametrize("kind", ["fifo", "symlink to a fifo", "symlink to /dev/zero"])
+def test_a_cache_entry_that_is_not_a_regular_file_is_replaced(fixture_registry, tmp_path,
+                                                               kind):
+    # A FIFO can answer the read that checks an entry one way and the read that uses it
+    # another, or never; a symlink can point anywhere. Neither is opened: fetched again.
+    assert _build(fixture_registry, tmp_path, "clean").code == 0
+    blobs = tmp_path / "cache" / "blobs" / "sha256"
+    victims = [p for p in sorted(blobs.iterdir()) if "layers" in _json(p)]
+    for victim in victims:
+        victim.unlink()
+        if kind == "fifo":
+            os.mkfifo(victim)
+        elif kind == "symlink to a fifo":
+            os.mkfifo(tmp_path / f"fifo-{victim.name}")
+            victim.symlink_to(tmp_path / f"fifo-{victim.name}")
+        else:
+            victim.symlink_to("/dev/zero")
+    for frame in (tmp_path / "cache" / "frames").iterdir():
+        frame.unlink()
+    args = build_args(fixture_registry, tmp_path, REFS, out="again")
+    run = bundler(*args, timeout=120)
+    assert run.code == 0, run.stderr
+    for name in OUTPUTS:
+        assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    assert all(v.is_file() and not v.is_symlink() for v in victims)
+
+
+@pytest.mark.parametrize("blocks", [1, 10_000])
+def test_a_frame_padded_with_empty_blocks_is_not_used(fixture_registry, tmp_path, blocks):
+    # Empty raw blocks decode to nothing: the content is right, the bundle's bytes are not
+    # (and past zstd's bound the entry is not even walked).
+    assert _build(fixture_registry, tmp_path, "clean").code == 0
+    entry = _metadata_entry(tmp_path / "cache")
+    frame = entry.read_bytes()[len(MAGIC):]
+    padded = frame[:6] + bytes(3) * blocks + frame[6:]
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(padded) == _plain(entry)
+    entry.write_bytes(MAGIC + padded)
+    run = _build(fixture_registry, tmp_path, "again")
+    assert run.code == 0, run.stderr
+    assert "dropped it" in run.stderr
+    for name in OUTPUTS:
+        assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+
+
+@pytest.mark.parametrize("sub", ["frames", "blobs", "blobs/sha256"])
+def test_a_cache_subdirectory_that_is_a_symlink_is_refused(fixture_registry, tmp_path, sub):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    elsewhere.chmod(0o755)
+    (tmp_path / "cache" / sub).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (tmp_path / "cache" / sub).symlink_to(elsewhere)
+    run = _build(fixture_registry, tmp_path, "dist")
+    assert_one_line_error(run, f"cache directory {tmp_path / 'cache' / sub}: a symbolic link")
+    assert run.code == 3
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755 and list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode,owner,says", [
+    (0o777, None, "writable by group and others (mode 0777), who could replace the cache"),
+    (0o775, None, "writable by group (mode 0775), who could replace the cache"),
+    (0o755, 65534, "owned by another user (uid 65534), who could replace the cache"),
+    (0o1777, None, None),  # sticky, as /tmp: no one else can rename what is ours
+])
+def test_a_cache_whose_parent_others_control_is_refused(fixture_registry, front, tmp_path,
+                                                        mode, owner, says):
+    if owner is not None and os.geteuid() != 0:
+        pytest.skip("needs root to give a directory to another user")
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    parent.chmod(mode)
+    if owner is not None:
+        os.chown(parent, owner, owner)
+    yaml = write_registries_yaml(tmp_path / "front.yaml", {"docker.io": [front.url]})
+    args = build_args(fixture_registry, tmp_path, REFS, registries=yaml, cache=False)
+    for cache in (parent / "cache", tmp_path / "link"):
+        if cache.name == "link":
+            cache.symlink_to(parent / "cache")  # the same, reached through a symlink
+        run = bundler(*args, "--cache-dir", str(cache))
+        if says is None:
+            assert run.code == 0, run.stderr
+            continue
+        assert_one_line_error(run, f"cache directory {cache}: its parent {parent} is {says}")
+        assert run.code == 3
+        assert front.requests == []
+
+
 class _Bytes:
     def __init__(self, data: bytes):
         self.key, self.size, self.head, self.digest, self.padding = "k", len(data), data, None, 0

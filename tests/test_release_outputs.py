@@ -112,3 +112,24 @@ def test_a_bad_signing_key_fails_before_any_download(fixture_registry, tmp_path)
     assert_one_line_error(run, "key.pem")
     assert run.code == 2
     assert not (tmp_path / "dist").exists()
+
+
+def test_a_rebuild_without_key_or_sbom_leaves_no_earlier_signature_or_sbom(fixture_registry,
+                                                                           tmp_path):
+    # Beside a new bundle, an earlier build's SBOM (listed in sha256sum, so `sha256sum -c`
+    # passed it) described other images, and its .sig another manifest.
+    key, _ = keypair(tmp_path)
+    other = tmp_path / "dist" / "sha256sum-amd64.txt"
+    assert bundler(*build_args(fixture_registry, tmp_path, REFS, "--sign-key", str(key),
+                               "--sbom")).code == 0
+    foreign = "0" * 64 + "  some-other-release-file.tar.zst\n"
+    other.write_text(other.read_text() + foreign)
+    run = bundler(*build_args(fixture_registry, tmp_path, REFS[2:]))
+    assert run.code == 0, run.stderr
+    dist = tmp_path / "dist"
+    assert sorted(p.name for p in dist.iterdir()) == sorted(
+        [BUNDLE, f"{STEM}.txt", f"{STEM}.manifest.json", "sha256sum-amd64.txt"])
+    sums = other.read_text()
+    assert f"{STEM}.spdx.json" not in sums and foreign in sums
+    subprocess.run(["sha256sum", "-c", "--ignore-missing", "sha256sum-amd64.txt"], cwd=dist,
+                   check=True, capture_output=True)

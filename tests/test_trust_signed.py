@@ -167,7 +167,9 @@ def test_not_before(signed, tmp_path, command):
 
 @pytest.mark.parametrize("command", ["verify", "place", "push"])
 @pytest.mark.parametrize("date", ["yesterday", "2023-13-01", "2023-11-14T25:00", "2023-11-14Z",
-                                  "20231114", "2023-11-14T22:13:20+24:00", ""])
+                                  "20231114", "2023-11-14T22:13:20+24:00", "",
+                                  # in range as written, not once in UTC
+                                  "0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00"])
 def test_a_bad_not_before_is_a_usage_error(signed, tmp_path, command, date):
     extra = {"place": ["--images-dir", str(tmp_path / "i")], "push": ["--to", "127.0.0.1:9"],
              "verify": []}[command]

@@ -79,13 +79,15 @@ class OutputNames:
     image_list: str
     manifest: str
     sums: str
+    signature: str  # with --sign-key (signing.signature_path)
+    sbom: str  # with --sbom (sbom.file_name)
 
     @classmethod
     def of(cls, name: str, arch: str) -> OutputNames:
         suffix = arch.replace("/", "-")
         stem = f"{name}-{suffix}"
         return cls(f"{stem}.tar.zst", f"{stem}.txt", f"{stem}.manifest.json",
-                   f"sha256sum-{suffix}.txt")
+                   f"sha256sum-{suffix}.txt", f"{stem}.manifest.json.sig", f"{stem}.spdx.json")
 
 
 class BundleSink:
@@ -146,16 +148,22 @@ class BundleSink:
         if extras.key is not None:
             from bundler import signing
 
-            put(signing.signature_path(names.manifest).name,
+            put(names.signature,
                 signing.sign(manifest, extras.key, extras.password, key_name=extras.key_name))
+        else:
+            outputs.remove(names.signature)  # an earlier build's, of another manifest
         if extras.sbom_created is not None:
             from bundler import sbom
 
             spdx = sbom.dumps(sbom.document(doc, created=extras.sbom_created))
-            put(sbom.file_name(names.bundle), spdx)
-            ours[sbom.file_name(names.bundle)] = hex_of(sha256_digest(spdx))
-        # Other architectures' lines in an existing sha256sum file stay (checksums.merged_sums).
+            put(names.sbom, spdx)
+            ours[names.sbom] = hex_of(sha256_digest(spdx))
+        else:
+            outputs.remove(names.sbom)  # an earlier build's, of other images
+        # Other architectures' lines in an existing sha256sum file stay (checksums.merged_sums),
+        # not those of this architecture's files that this build does not write.
         old = checksums.read_sums(outputs.directory / names.sums)
+        old.pop(names.sbom, None)
         put(names.sums, checksums.merged_sums(old, ours))
         self.manifest, self.files = doc, files
 

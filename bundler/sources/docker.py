@@ -178,8 +178,7 @@ class DockerSource:
             while chunk := tar.read_data(CHUNK):
                 hashed.write(chunk)
             digest = hashed.digest
-            if self._store.has(digest):
-                return digest  # the pending copy is dropped
+            # Always the bytes just hashed: an entry already there is the cache's word only.
             pending.commit(self._store.path(digest))
         return digest
 
@@ -190,7 +189,7 @@ class DockerSource:
             # store its uncompressed tar (checked against the diff_id) beside it.
             saved = Layer(Descriptor(mediatypes.OCI_LAYER_GZIP, digest, self._store.size(digest)),
                           diff_id, partial(self._store.open, digest))
-            if not self._store.has(diff_id):
+            if not self._store.verified(diff_id):
                 layers.stage(saved, self._store, True, what)
         size = self._store.size(diff_id)
         return Layer(Descriptor(mediatypes.DOCKER_LAYER, diff_id, size), diff_id,
@@ -237,9 +236,9 @@ def _small(store: BlobStore, digest: str, limit: int, what: str) -> bytes:
     """A saved document of at most `limit` bytes, read back from the store."""
     if store.size(digest) > limit:
         raise RegistryError(f"{what}: {store.size(digest)} bytes, more than {limit}")
-    data = store.read_small(digest)
+    data = store.read_small(digest, limit)
     if data is None:
-        raise RegistryError(f"{what}: vanished from the store")
+        raise RegistryError(f"{what}: vanished from the store, or changed there")
     return data
 
 
