@@ -197,25 +197,34 @@ class FrameGroup:
         return None if self.streamed else self.size
 
 
+# Where the plain tar a bundle's frames decode to goes, piece by piece: (offset in the tar,
+# bytes). Build's self-check (verify.WrittenCheck) reads it.
+PlainSink = Callable[[int, bytes], None]
+
+
 def write_frames(groups: Sequence[FrameGroup], out: HashingWriter, cache=None,
-                 on_bytes: Callable[[int], object] | None = None) -> None:
+                 on_bytes: Callable[[int], object] | None = None,
+                 plain: PlainSink | None = None, start: int = 0) -> None:
     """Compress each group into one frame on `out`; concatenated frames are one zstd stream.
 
     With a cache (cache.FrameCache), a frame compressed before is copied instead, and a new
     one is kept for next time. A cache is untrusted input: a cached frame is used only if it
     is the frame header this group gets and decompresses to exactly the group's segments
     (copy_checked); any other entry is dropped, its bytes taken back out of `out`, and the
-    group compressed as if nothing was cached.
+    group compressed as if nothing was cached. `plain` hears what every frame written
+    decompresses to, the tar's bytes from `start` on: decompressed from the bytes written,
+    whether compressed now or copied.
     """
     for group in groups:
         cached = cache.open(group.key) if cache else None
         if cached is not None:
             mark = out.mark()
             with cached:
-                reused = copy_checked(cached, out, group)
+                reused = copy_checked(cached, out, group, plain, start)
             if reused:
                 if on_bytes:
                     on_bytes(group.size)
+                start += group.size
                 continue
             import logging  # only build writes frames; verify reads this module too
 
@@ -224,7 +233,11 @@ def write_frames(groups: Sequence[FrameGroup], out: HashingWriter, cache=None,
                 group.key[:16])
             cache.drop(group.key)
             out.rewind(mark)
-        _compress_group(group, out, cache, on_bytes)
+        tee = plain_tee(out, plain, start) if plain else None
+        _compress_group(group, tee or out, cache, on_bytes)
+        if tee:
+            tee.close()
+        start += group.size
 
 
 def frame_header(group: FrameGroup) -> bytes:
@@ -234,18 +247,19 @@ def frame_header(group: FrameGroup) -> bytes:
     return struct.pack("<IBB", _FRAME_MAGIC, 0x04, (window_log - 10) << 3)
 
 
-def copy_checked(src: BinaryIO, out: BinaryIO, group: FrameGroup) -> bool:
+def copy_checked(src: BinaryIO, out: BinaryIO, group: FrameGroup,
+                 plain: PlainSink | None = None, start: int = 0) -> bool:
     """Copy the frame that fills the rest of `src` to `out`, and say whether it is one frame
     with `group`'s header that decompresses (checksum included) to exactly its segments
     (archive.SegmentCheck). The bytes checked are the bytes copied, read once; when False,
     what was written to `out` must be taken back. Memory is bounded by the window, whatever
-    the frame holds."""
+    the frame holds. `plain` hears the bytes that matched so far, from tar offset `start`."""
     from bundler.archive import SegmentCheck
 
-    start = src.tell()
-    if src.seek(0, os.SEEK_END) - start > compress_bound(group.size):
+    at = src.tell()
+    if src.seek(0, os.SEEK_END) - at > compress_bound(group.size):
         return False  # not read at all: an encoding padded out to bloat what build signs
-    src.seek(start)
+    src.seek(at)
     try:
         walked = list(itertools.islice(frames(Seeking(src)), 2))
     except FrameError:
@@ -253,12 +267,12 @@ def copy_checked(src: BinaryIO, out: BinaryIO, group: FrameGroup) -> bool:
     end = src.tell()
     if len(walked) != 1 or walked[0].skippable or walked[0].empty_blocks:
         return False
-    src.seek(start)
+    src.seek(at)
     header = frame_header(group)
     if src.read(len(header)) != header:
         return False
-    src.seek(start)
-    copied = _CopyingReader(src, end - start, out)
+    src.seek(at)
+    copied = _CopyingReader(src, end - at, out)
     check = SegmentCheck(group.segments)
     reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(
         copied, read_size=CHUNK, read_across_frames=False, closefd=False)
@@ -266,9 +280,45 @@ def copy_checked(src: BinaryIO, out: BinaryIO, group: FrameGroup) -> bool:
         while chunk := reader.read(CHUNK):
             if not check.feed(chunk):
                 return False
+            if plain:
+                plain(start, chunk)
+            start += len(chunk)
     except zstandard.ZstdError:
         return False
     return copied.drain() and check.complete()
+
+
+def plain_tee(out: BinaryIO, plain: PlainSink, start: int) -> BinaryIO:
+    """`out`, whose writes (one frame, as compressed) are also decompressed to `plain`, from
+    tar offset `start`; call close() when the frame is done. A frame that does not decode
+    raises zstandard.ZstdError from write()."""
+    return _PlainTee(out, plain, start)
+
+
+class _PlainTee:
+    def __init__(self, out: BinaryIO, plain: PlainSink, start: int):
+        self._out = out
+        self._to = _PlainAt(plain, start)
+        self._decoder = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_writer(
+            self._to, write_size=CHUNK, closefd=False)
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self._decoder.write(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._decoder.flush()
+
+
+class _PlainAt:
+    def __init__(self, plain: PlainSink, start: int):
+        self._plain, self._at = plain, start
+
+    def write(self, data: bytes) -> int:
+        self._plain(self._at, data)
+        self._at += len(data)
+        return len(data)
 
 
 def compress_bound(size: int) -> int:

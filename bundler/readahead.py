@@ -110,3 +110,56 @@ class AheadReader:
     def stop(self) -> None:
         """Stop reading ahead and wait for the thread: `raw` is the caller's again."""
         self._ahead.stop(wait=True)
+
+
+class Pipe:
+    """Chunks written on one thread, read as a file on another: the reverse of AheadReader.
+    write() waits while `depth` chunks wait to be read, so memory stays bounded; after the
+    reader stop()s, writes are dropped (the reader reports what it missed)."""
+
+    def __init__(self, depth: int = DEPTH):
+        self._items: deque = deque()
+        self._depth = depth
+        self._changed = threading.Condition()
+        self._closed = False
+        self._stopped = False
+        self._buffer = memoryview(b"")
+
+    def write(self, chunk: bytes) -> None:
+        with self._changed:
+            while len(self._items) >= self._depth and not self._stopped:
+                self._changed.wait()
+            if not self._stopped:
+                self._items.append(chunk)
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        """No more writes: the reader gets what waits, then the end."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        """The reader is done: a waiting writer is released, later writes are dropped."""
+        with self._changed:
+            self._stopped = True
+            self._items.clear()
+            self._changed.notify_all()
+
+    def read(self, n: int = CHUNK) -> bytes:
+        if n is None or n < 0:
+            n = CHUNK
+        while not self._buffer:
+            with self._changed:
+                while not self._items and not self._closed and not self._stopped:
+                    self._changed.wait()
+                if not self._items:
+                    return b""
+                chunk = self._items.popleft()
+                self._changed.notify_all()
+            if n >= len(chunk):
+                return chunk
+            self._buffer = memoryview(chunk)
+        data = self._buffer[:n].tobytes()
+        self._buffer = self._buffer[n:]
+        return data

@@ -23,6 +23,7 @@ import hashlib
 import os
 import posixpath
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,7 +36,7 @@ from bundler import archive, checksums, compress, layer, localfile
 from bundler.digest import CHUNK
 from bundler.errors import BundlerError, InputError
 from bundler.layout import Blob, Layout
-from bundler.readahead import AheadReader
+from bundler.readahead import AheadReader, Pipe
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 
 # Metadata members and JSON blobs are small; a larger one is refused, not buffered.
@@ -130,8 +131,7 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
            max_inflation: float = DEFAULT_MAX_INFLATION,
            key: str | Path | None = None, allow_rename: bool = False,
            not_before: datetime | None = None,
-           on_blob: Callable[[str, int], BlobWriter | None] | None = None,
-           expected: dict | None = None) -> Report:
+           on_blob: Callable[[str, int], BlobWriter | None] | None = None) -> Report:
     """Verify `bundle`; InputError if it (or a given checksum manifest) cannot be read at all.
 
     `require_checksum`: a bundle no checksum file vouches for fails. `max_inflation`: how many
@@ -149,22 +149,19 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     also written to the writer it returns (if any) as verify reads them, and the writer is
     closed when the member ends, whether or not it was whole (the writer checks what it
     got; the report says why not).
-    `expected`: a checksum manifest document already in memory (build's own, for the file it
-    has just written), checked instead of any checksum file beside the bundle.
     """
     path = Path(bundle)
     if path.name in ("", ".", ".."):
         raise InputError(f"{str(bundle)!r}: not a bundle file")
     report = Report(str(path))
-    doc, sums, read_from = expected, {}, None
-    if expected is None:
-        if found := checksums.read_manifest(path, manifest, key):
-            doc, read_from = found
-            report.checked_against.append(str(read_from))
-            if key is not None and not allow_rename:
-                checksums.check_signed_name(doc, path)
-        sums = checksums.sums_beside(path)
-        report.checked_against += sums
+    doc, read_from = None, None
+    if found := checksums.read_manifest(path, manifest, key):
+        doc, read_from = found
+        report.checked_against.append(str(read_from))
+        if key is not None and not allow_rename:
+            checksums.check_signed_name(doc, path)
+    sums = checksums.sums_beside(path)
+    report.checked_against += sums
     if not_before is not None:
         checksums.check_not_before(doc, str(read_from or path), not_before)
     try:
@@ -185,6 +182,14 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
         layer.drain(raw)  # the outer checksum covers the whole file, even past a break
         report.size = f.tell()
     report.sha256 = outer.hexdigest()
+    _conclude(report, content, path, doc, sums, require_checksum)
+    return report
+
+
+def _conclude(report: Report, content: _Content, path: Path, doc: dict | None,
+              sums: dict[str, str], require_checksum: bool) -> None:
+    """The checks on what the stream found, once it has ended: the file against the checksum
+    files, the members as an image layout, the images against the checksum manifest."""
     report.documents = {d: b.data for d, b in content.blobs.items() if b.data is not None}
     problems, notes = checksums.check_file(path, report.size, report.sha256, doc, sums,
                                            require_checksum=require_checksum)
@@ -201,13 +206,70 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
         except InputError as e:
             report.problem(str(e))
             want = None
-        # A shared ref.name is a note, not a problem: bundles of older writers have them.
+        # A shared ref.name is a warning, not a problem: bundles of older writers have them.
         found = Layout(content.metadata, content.blobs, report.problem, report.warnings.append)
         report.images = found.check(want)
         if doc is not None:
             for text in checksums.check_images(doc, found.index_digests(), found.layers_of):
                 report.problem(text)
-    return report
+
+
+class WrittenCheck:
+    """verify's checks, run on a bundle while it is written (build's self-check).
+
+    The writer hands over the plain tar in order as it leaves the compressor or the frame
+    cache, decompressed from the very bytes written (feed), and at the end the file's size
+    and sha256 (finish); the member checks run on a thread of their own, beside the writer,
+    and the frames, the file and the layout are checked as verify checks them. So the file is
+    decompressed once, not written and then read back: a warm rebuild's frames are already
+    decompressed to be compared with what they stand for (compress.copy_checked).
+    """
+
+    def __init__(self, name: str):
+        self.report = Report(name)
+        # Our own tar of checked content: no inflation limit beyond verify's floor per byte.
+        self._content = _Content(self.report, _Budget(1 << 62, name))
+        self._pipe = Pipe()
+        self._fed = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="self-check")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._content.members(self._pipe)
+        except BaseException as e:  # noqa: BLE001 - raised by finish(), in the writer's thread
+            self._error = e
+        finally:
+            self._pipe.stop()
+
+    def feed(self, offset: int, data: bytes) -> None:
+        """The plain tar's bytes that start at `offset`. Bytes already fed are skipped: a
+        cached frame dropped part-way is compressed again, and gives the same bytes again."""
+        end = offset + len(data)
+        if end <= self._fed:
+            return
+        if offset > self._fed:
+            raise ValueError(f"plain tar fed from byte {offset}, expected {self._fed}")
+        self._pipe.write(bytes(data[self._fed - offset:]))
+        self._fed = end
+
+    def finish(self, path: Path, size: int, sha256: str, doc: dict) -> Report:
+        """The report on the file at `path`, written whole: `size` bytes hashing to `sha256`
+        as written, described by `doc`."""
+        self._pipe.close()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        with localfile.open_regular(path) as f:
+            _check_frames(f, self.report)
+        self.report.size, self.report.sha256 = size, sha256
+        _conclude(self.report, self._content, path, doc, {}, False)
+        return self.report
+
+    def abort(self) -> None:
+        """The write failed: the checking thread ends, what it found is of no use."""
+        self._pipe.close()
 
 
 def _check_format(f: BinaryIO, path: Path, report: Report) -> bool:
@@ -281,6 +343,10 @@ class _Content:
 
     def problem(self, text: str) -> None:
         self.report.problem(text)
+
+    def members(self, plain: BinaryIO) -> None:
+        """Read the whole plain tar from `plain`, checking each member (as stream does)."""
+        self._members_of(TarStream(layer.Tee(plain, self.budget.spend), chunk=STREAM_PIECE))
 
     def stream(self, raw: BinaryIO) -> None:
         """Read the whole tar; when the stream itself breaks, `complete` stays False and

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bundler import archive, bundle, compress, mutate
-from bundler.digest import HashingWriter
 from bundler.sinks.bundle import SelfCheckFailed
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.conftest import REFS, STEM
@@ -335,8 +335,10 @@ def test_any_damaged_or_swapped_entry_gives_the_clean_bundle_or_nothing(
 # -- the self-check: build never vouches for bytes it did not read back --
 
 
-def test_bytes_that_reach_the_disk_wrong_are_caught_before_anything_vouches(
+def test_a_bundle_that_fails_verification_as_written_is_not_vouched_for(
         fixture_registry, tmp_path, monkeypatch):
+    # A writer bug: index.json leaves out the last image. Everything pulled was right; the
+    # file written is not what the checksum manifest describes.
     key = tmp_path / "key.pem"
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -344,22 +346,13 @@ def test_bytes_that_reach_the_disk_wrong_are_caught_before_anything_vouches(
     key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
-    original = HashingWriter.write
-    written = {"n": 0}
+    original = archive.index_json
 
-    def flaky_disk(self, data):
-        # The hash sees the right bytes; one byte on the way to the file is not.
-        start = written["n"]
-        written["n"] += len(data)
-        self.hash.update(data)
-        self.size += len(data)
-        if start <= 5000 < start + len(data):
-            data = bytearray(data)
-            data[5000 - start] ^= 0x40
-        self._raw.write(bytes(data))
-        return len(data)
+    def forgetful(images):
+        return original(images[:-1])
 
-    monkeypatch.setattr(HashingWriter, "write", flaky_disk)
+    monkeypatch.setattr(archive, "index_json", forgetful)
+    threads = threading.active_count()
     images = tmp_path / "images.txt"
     images.write_text("".join(f"{r}\n" for r in REFS))
     opts = bundle.BuildOptions(images=str(images), output_dir=str(tmp_path / "dist"),
@@ -368,10 +361,11 @@ def test_bytes_that_reach_the_disk_wrong_are_caught_before_anything_vouches(
                                sbom=True)
     with pytest.raises(SelfCheckFailed) as e:
         bundle.build(opts)
+    assert threading.active_count() == threads  # the checking thread ended too
     assert str(e.value).startswith(f"{BUNDLE}: the bundle just written fails verification: ")
     assert str(e.value).endswith("; nothing was kept")
     assert not (tmp_path / "dist").exists()
-    monkeypatch.setattr(HashingWriter, "write", original)
+    monkeypatch.setattr(archive, "index_json", original)
     bundle.build(opts)
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted(
         [*OUTPUTS, f"{STEM}.manifest.json.sig", f"{STEM}.spdx.json"])

@@ -124,7 +124,7 @@ def test_a_registry_build_loads_no_docker_chart_bars_or_crypto(fixture_registry,
     assert run.returncode == 0, run.stderr
     # (signing and sbom, and what they need, cryptography and uuid: only with a key and for
     # an SBOM. subprocess and difflib: config.py's credential helpers and "did you mean", for
-    # the few runs that need them. verify is loaded: build reads back what it wrote.)
+    # the few runs that need them. verify is loaded: build checks what it writes.)
     assert loaded_of({"docker", "tqdm", "cryptography", "jsonschema", "uuid", "subprocess",
                       "difflib", "bundler.sources.docker", "bundler.chart",
                       "bundler.signing", "bundler.sbom"} | PUSH_ONLY, loaded) == []

@@ -32,6 +32,7 @@ from bundler.errors import BundlerError
 from bundler.fetch import DEFAULT_JOBS, Fetcher
 from bundler.image import Image
 from bundler.progress import Bar, Progress
+from bundler.verify import WrittenCheck
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +123,20 @@ class BundleSink:
         compact = self._layers == mutate.UNCOMPRESSED
         # A compact build downloads its big gzip layers here before it streams them.
         scratch = outputs.scratch_dir() if compact else None
-        with self._progress.bar("pull") as pull, \
-                Fetcher(self._store, compact, self._jobs, pull.feed(), scratch) as fetcher:
-            size, sha, staged = self._write_bundle(upstream, bundle_path, fetcher, pull,
-                                                   scratch)
-        doc = checksums.manifest_document(
-            staged, upstream, arch=self._arch, layers=self._layers, level=self._level,
-            window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
-            bundle_sha256=sha, source_date_epoch=self._extras.source_date_epoch,
-        )
-        self_check(bundle_path, doc)
+        check = WrittenCheck(names.bundle)
+        try:
+            with self._progress.bar("pull") as pull, \
+                    Fetcher(self._store, compact, self._jobs, pull.feed(), scratch) as fetcher:
+                size, sha, staged = self._write_bundle(upstream, bundle_path, fetcher, pull,
+                                                       scratch, check.feed)
+            doc = checksums.manifest_document(
+                staged, upstream, arch=self._arch, layers=self._layers, level=self._level,
+                window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
+                bundle_sha256=sha, source_date_epoch=self._extras.source_date_epoch,
+            )
+            _self_check(check.finish(bundle_path, size, sha, doc), names.bundle)
+        finally:
+            check.abort()
         # Sources return one image per reference, in the list's order (Source.images).
         list_text = imagelist.format_list([image.reference for image in upstream]).encode()
         files = [names.bundle]
@@ -168,14 +173,15 @@ class BundleSink:
         self.manifest, self.files = doc, files
 
     def _write_bundle(self, upstream: list[Image], path: Path, fetcher: Fetcher, pull: Bar,
-                      scratch: Path | None) -> tuple[int, str, list[Image]]:
+                      scratch: Path | None, plain: compress.PlainSink
+                      ) -> tuple[int, str, list[Image]]:
         """Size and sha256 of the bundle written to `path`, and the images as written."""
         frames, level = self._frames, self._level
         with open(path, "wb") as f, self._progress.bar("compress") as bar:
             hashed = HashingWriter(f)
             if fetcher.uncompressed:
                 images = _write_compact(upstream, hashed, level, fetcher, frames, scratch,
-                                        pull, bar)
+                                        pull, bar, plain)
             else:
                 images = [mutate.staged(image, fetcher) for image in upstream]
                 groups = frame_groups(archive.segments(images), self._layers, level)
@@ -192,7 +198,8 @@ class BundleSink:
                     for segment in group.segments:
                         if segment.digest:
                             fetcher.prefetch(segment.digest)
-                compress.write_frames(groups, hashed, frames, on_bytes=bar.update)
+                compress.write_frames(groups, hashed, frames, on_bytes=bar.update,
+                                      plain=plain)
         return hashed.size, hashed.hash.hexdigest(), images
 
 
@@ -200,21 +207,16 @@ class SelfCheckFailed(BundlerError):
     """The file build wrote is not the bundle its checksum manifest describes."""
 
 
-def self_check(path: Path, doc: dict) -> None:
-    """Prove that the file at `path` is the bundle `doc` describes, by the checks verify
-    makes, before anything vouches for it (checksum files, a signature, an SBOM).
-
-    Everything in it was checked when it was pulled or read from the cache; this reads back
-    the bytes as written, so neither a writer bug, a disk that returns other bytes, nor a
-    cache entry that slipped past its own check can be signed.
-    """
-    from bundler import verify  # read back only here; build imports it for nothing else
-
-    report = verify.verify(path, expected=doc)
+def _self_check(report, name: str) -> None:
+    """Nothing vouches for a bundle (checksum files, a signature, an SBOM) that failed
+    verify's checks on the bytes written (verify.WrittenCheck): everything in it was checked
+    when pulled or read from the cache, and this proves the file itself, so neither a writer
+    bug, a disk that returns other bytes, nor a cache entry that slipped past its own check
+    can be signed."""
     if not report.ok:
         more = f" (and {report.problem_count - 1} more)" if report.problem_count > 1 else ""
-        raise SelfCheckFailed(f"{doc['bundle']['file']}: the bundle just written fails "
-                              f"verification: {report.problems[0]}{more}; nothing was kept")
+        raise SelfCheckFailed(f"{name}: the bundle just written fails verification: "
+                              f"{report.problems[0]}{more}; nothing was kept")
 
 
 def frame_groups(segments: list[archive.Segment], mode: str, level: int
@@ -241,8 +243,8 @@ def _start_pull(pull: Bar, size: int) -> None:
 
 
 def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetcher: Fetcher,
-                   frames: FrameCache | None, scratch: Path, pull: Bar, bar: Bar
-                   ) -> list[Image]:
+                   frames: FrameCache | None, scratch: Path, pull: Bar, bar: Bar,
+                   plain: compress.PlainSink) -> list[Image]:
     """The uncompressed-layers bundle, its big frame compressed while layers still arrive.
 
     The metadata (which needs every layer's size) is its own first frame; the rest is
@@ -272,7 +274,7 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
         images = [mutate.staged(image, fetcher) for image in upstream]
         groups = frame_groups(archive.segments(images), mutate.UNCOMPRESSED, level)
         if all(frames.lookup(g.key) for g in groups):
-            compress.write_frames(groups, out, frames)
+            compress.write_frames(groups, out, frames, plain=plain)
             bar.update(total)
             return images
     order = sorted(wanted)
@@ -325,9 +327,11 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     # each a read, a hash and a write: on two threads they overlap (0.6 s on one thread for
     # a 1 GiB layer's 320 MB body).
     keeping = _Background(lambda: frames.put(body.key, big)) if frames else None
-    compress.write_frames([head], out, frames)
+    compress.write_frames([head], out, frames, plain=plain)
     with open(big, "rb") as f:
-        shutil.copyfileobj(f, out, 1 << 20)
+        tee = compress.plain_tee(out, plain, head.size)
+        shutil.copyfileobj(f, tee, 1 << 20)
+        tee.close()
     if keeping:
         keeping.result()  # not waited for if the copy failed: a failed build ends at once
     return images
