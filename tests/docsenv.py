@@ -150,12 +150,14 @@ class Env:
                    COLUMNS="100", PYTHONUNBUFFERED="1")
         return env
 
-    def run(self, block: Block, work: Path, timeout: float = 300) -> list[tuple[Command, int, str]]:
-        """Run a console block's commands in one bash in `work`: (command, code, output)."""
+    def run(self, block: Block, work: Path, skip: set[str] = frozenset(),
+            timeout: float = 300) -> list[tuple[Command, int, str]]:
+        """Run a console block's commands in one bash in `work`: (command, code, output).
+        A command in `skip` is not run (`:` stands in for it)."""
         cmds = commands(block)
         script = ["set +e"]
         for cmd in cmds:
-            script.append(self.to_local(cmd.text, command=True))
+            script.append(":" if cmd.text in skip else self.to_local(cmd.text, command=True))
             script.append(f"__rc=$?; printf '{MARK}%d{MARK}\\n' \"$__rc\"; (exit $__rc)")
         done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=work,
                               env=self.environ(work), stdin=subprocess.DEVNULL,
@@ -168,6 +170,13 @@ class Env:
             code = int(parts[2 * i + 1]) if 2 * i + 1 < len(parts) else -1
             results.append((cmd, code, self.from_local(out)))
         return results
+
+    def empty_target(self) -> None:
+        """Restart registry.internal:5000 empty, on the same port, so no page's push sees what
+        another page pushed."""
+        self.target.stop()
+        shutil.rmtree(self.target.dir / "data", ignore_errors=True)
+        self.target.start(verify=str(self.template / "ca.pem"))
 
     def stop(self) -> None:
         self.mirror.stop()
@@ -245,15 +254,18 @@ def _seed_tls(url: str, ca: Path) -> None:
             os.environ["REQUESTS_CA_BUNDLE"] = old
 
 
-def run_page(env: Env, page: Path, work: Path) -> list[tuple[Block, Command, int, str]]:
-    """Every example of a page, in a fresh copy of the template, in order."""
+def run_page(env: Env, page: Path, work: Path, skip: set[str] = frozenset(),
+             ) -> list[tuple[Block, Command, int, str]]:
+    """Every example of a page, in a fresh copy of the template and an empty push target, in
+    order."""
+    env.empty_target()
     shutil.copytree(env.template, work, symlinks=True)
     results = []
     for block in blocks(page):
         if block.file:
             (work / block.file).write_text(env.to_local("\n".join(block.lines) + "\n"))
         if block.kind == "console":
-            results.extend((block, *r) for r in env.run(block, work))
+            results.extend((block, *r) for r in env.run(block, work, skip))
     return results
 
 
