@@ -26,9 +26,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -284,8 +286,9 @@ def main(argv: list[str]) -> int:
             return 0
         print(f"template: {env.template}\nmirror.internal:5000 = {env.mirror.url}\n"
               f"registry.internal:5000 = {env.target.url}\nCtrl-C stops the registries")
+        # SIGTERM too stops the registries (a background run ignores Ctrl-C).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            import time
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
