@@ -123,7 +123,9 @@ class BundleSink:
         compact = self._layers == mutate.UNCOMPRESSED
         # A compact build downloads its big gzip layers here before it streams them.
         scratch = outputs.scratch_dir() if compact else None
-        check = WrittenCheck(names.bundle)
+        check = WrittenCheck(names.bundle, {
+            layer.descriptor.digest: layer.diff_id for image in upstream for layer in image.layers
+            if mediatypes.is_compressed_layer(layer.descriptor.media_type)})
         try:
             with self._progress.bar("pull") as pull, \
                     Fetcher(self._store, compact, self._jobs, pull.feed(), scratch) as fetcher:
