@@ -143,6 +143,7 @@ def clean_containerd(containerd: Containerd) -> Containerd:
 
 
 STEM = "k3s-airgap-images-multus-amd64"
+BUNDLE = f"{STEM}.tar.zst"
 REFS = ["rancher/multilist:v1", "docker.io/rancher/ociindex:v1", "busybox:1.36.1"]
 
 

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 import zstandard
 
 from bundler import mediatypes as mt
+from bundler import platform as platforms
+from bundler import reference
+from bundler.image import Descriptor, Image, Layer
 
 
 def digest(data: bytes) -> str:
@@ -136,3 +139,13 @@ def index(children: list[TestImage], *, oci: bool) -> tuple[bytes, str]:
         entries.append(entry)
     return json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": entries},
                       indent=3).encode(), media_type
+
+
+def model(made: TestImage, name: str) -> Image:
+    """`made` as bundler's image model under the reference `name`, its blobs read from memory
+    (what a source yields, without a registry)."""
+    layers = tuple(Layer(Descriptor(m, digest(b), len(b)), diff, lambda b=b: io.BytesIO(b))
+                   for (b, m), diff in zip(made.layers, made.diff_ids, strict=True))
+    plat = made.platform
+    want = platforms.Platform(plat.get("os", "linux"), plat["architecture"], plat.get("variant"))
+    return Image(reference.parse(name), want, made.manifest, made.media_type, made.config, layers)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from bundler import compress
+from tests import bundlefiles
 from tests.cli_helpers import (
     assert_one_line_error,
     build_args,
@@ -24,12 +22,6 @@ from tests.conftest import REFS, STEM
 
 FULL = ["docker.io/rancher/multilist:v1", "docker.io/rancher/ociindex:v1",
         "docker.io/library/busybox:1.36.1"]
-
-
-def _tar_members(bundle: Path) -> list[tarfile.TarInfo]:
-    data = zstandard.ZstdDecompressor().stream_reader(open(bundle, "rb")).read()
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return tar.getmembers()
 
 
 def test_outputs_and_checksums(builds):
@@ -69,7 +61,7 @@ def test_byte_identical_rebuild(builds):
 
 @pytest.mark.parametrize("build", ["p1", "u1"])
 def test_tar_layout_is_deterministic_and_metadata_first(builds, build):
-    members = _tar_members(builds[build] / f"{STEM}.tar.zst")
+    members = bundlefiles.members(bundlefiles.plain_tar(builds[build] / f"{STEM}.tar.zst"))
     names = [m.name for m in members]
     assert names[:6] == ["oci-layout", "index.json", "manifest.json", "repositories", "blobs",
                          "blobs/sha256"]
@@ -87,7 +79,8 @@ def test_tar_layout_is_deterministic_and_metadata_first(builds, build):
 
 
 def test_shared_layer_stored_once(builds, fixture_registry):
-    members = [m.name for m in _tar_members(builds["p1"] / f"{STEM}.tar.zst")]
+    tar = bundlefiles.plain_tar(builds["p1"] / f"{STEM}.tar.zst")
+    members = [m.name for m in bundlefiles.members(tar)]
     shared = fixture_registry.images["docker.io/rancher/multilist:v1"].layers[0][0]
     assert members.count("blobs/sha256/" + hashlib.sha256(shared).hexdigest()) == 1
 
@@ -129,12 +122,10 @@ def test_imports_into_containerd_like_k3s(builds, build, clean_containerd, fixtu
 
 
 def test_index_and_docker_manifest_agree(builds):
-    data = zstandard.ZstdDecompressor().stream_reader(
-        open(builds["p1"] / f"{STEM}.tar.zst", "rb")).read()
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        index = json.load(tar.extractfile("index.json"))
-        docker = json.load(tar.extractfile("manifest.json"))
-        names = set(tar.getnames())
+    tar = bundlefiles.plain_tar(builds["p1"] / f"{STEM}.tar.zst")
+    index = bundlefiles.json_member(tar, "index.json")
+    docker = bundlefiles.json_member(tar, "manifest.json")
+    names = {m.name for m in bundlefiles.members(tar)}
     assert [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]] == FULL
     assert [d["RepoTags"] for d in docker] == [[r] for r in FULL]
     for entry in docker:

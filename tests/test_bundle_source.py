@@ -13,7 +13,6 @@ from bundler import compress, reference
 from bundler.errors import DigestMismatch, InputError
 from bundler.source import Source
 from bundler.sources.bundle import (
-    MAX_FRAMES,
     BundleSource,
     frame_index,
     image_of,
@@ -186,22 +185,23 @@ def test_small_frames_cost_a_header_read_each(tmp_path, builds, content):
 
 
 def test_more_frames_than_a_bundle_can_have_is_refused(tmp_path, builds):
-    """Skippable frames count too: 100,003 of them (800 KB) are refused in one line
-    instead of walked (1M of them took 4.5 s)."""
+    """Skippable frames count too. verify reads at most MAX_MEMBERS members, a frame per
+    member run plus the front and the end: a file of that many frames is indexed, one frame
+    more (800 KB of skippable frames) is refused in one line instead of walked (1M of them
+    took 4.5 s)."""
     from bundler import verify as verify_module
 
     src = builds["p1"] / f"{STEM}.tar.zst"
     skippable = b"\x50\x2a\x4d\x18" + bytes(4)
+    with open(src, "rb") as f:
+        frames_of_src = len(list(compress.frames(compress.Seeking(f))))
+    most = verify_module.MAX_MEMBERS + 2
+    under = tmp_path / "under.tar.zst"
+    under.write_bytes(src.read_bytes() + skippable * (most - frames_of_src))
+    assert frame_index(under) == frame_index(src)
     bad = tmp_path / f"{STEM}.tar.zst"
-    bad.write_bytes(src.read_bytes() + skippable * (verify_module.MAX_MEMBERS + 3))
+    bad.write_bytes(src.read_bytes() + skippable * (most + 1 - frames_of_src))
     with pytest.raises(InputError) as e:
         frame_index(bad)
     assert str(bad) in str(e.value) and "zstd frames" in str(e.value)
     assert "\n" not in str(e.value)
-    assert MAX_FRAMES == verify_module.MAX_MEMBERS + 2
-    under = tmp_path / "under.tar.zst"
-    with open(src, "rb") as f:
-        frames_of_src = len(list(compress.frames(compress.Seeking(f))))
-    under.write_bytes(src.read_bytes() + skippable * (verify_module.MAX_MEMBERS + 2
-                                                      - frames_of_src))
-    assert frame_index(under) == frame_index(src)

@@ -13,9 +13,8 @@ from bundler import checksums
 from bundler.errors import InputError
 from bundler.platform import Platform
 from bundler.verify import verify
-from tests.conftest import STEM
+from tests.conftest import BUNDLE, STEM
 
-BUNDLE = f"{STEM}.tar.zst"
 MANIFEST = f"{STEM}.manifest.json"
 A, B, C = ("docker.io/rancher/a:1", "docker.io/rancher/b:2", "docker.io/library/c:3")
 LAYERS = [{"digest": "sha256:" + "1" * 64, "diffID": "sha256:" + "2" * 64, "size": 10}]

@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
-from tests.conftest import STEM
+from tests.conftest import BUNDLE
 
-BUNDLE = f"{STEM}.tar.zst"
 AMD = "docker.io/library/busybox:1.36.1"  # pulled for linux/amd64 by the fixture below
 ARM = "docker.io/local/arm64:v1"  # an arm64 image, tagged only under this name
 HOP = {"connection", "transfer-encoding", "keep-alive", "content-length"}

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
-from tests.conftest import STEM
+from tests.conftest import BUNDLE, STEM
 
-BUNDLE = f"{STEM}.tar.zst"
 REFS = ["rancher/multilist:v1", "busybox:1.36.1"]
 LOCAL = "docker.io/local/only:v1"  # tagged in the daemon, in no registry
 

@@ -12,6 +12,7 @@ from bundler import inspection
 from bundler.errors import InputError
 from bundler.sources.bundle import frame_index
 from tests import tarcraft
+from tests.bundlefiles import plain_tar, write_zst
 from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
 from tests.conftest import STEM
 
@@ -170,26 +171,16 @@ def test_truncated_bundle_is_one_line(tmp_path, builds, name, keep):
         assert run.stdout == ""
 
 
-def _recompressed_with(tar: bytes, path) -> None:
-    path.write_bytes(zstandard.ZstdCompressor(level=1).compress(tar))
-
-
-def _plain_tar(path) -> bytearray:
-    with open(path, "rb") as f:
-        return bytearray(zstandard.ZstdDecompressor().stream_reader(
-            f, read_across_frames=True).read())
-
-
 def test_compact_with_a_damaged_manifest(tmp_path, builds):
     """Without --sizes the manifests are not read (the front still describes the bundle);
     with it, a manifest that does not hash to its digest is one line naming it."""
     item = _expected(builds["u1"])[0]
-    tar = _plain_tar(builds["u1"] / f"{STEM}.tar.zst")
+    tar = bytearray(plain_tar(builds["u1"] / f"{STEM}.tar.zst"))
     name = f"blobs/sha256/{item['manifestDigest'].split(':')[1]}".encode()
     at = next(i for i in range(0, len(tar), 512) if tar[i:i + len(name)] == name)
     tar[at + 512 + 20] ^= 0x01
     bad = tmp_path / f"{STEM}.tar.zst"
-    _recompressed_with(bytes(tar), bad)
+    write_zst(bytes(tar), bad, level=1)
     _check_no_sizes(inspection.inspect(bad), builds["u1"])
     with pytest.raises(InputError) as e:
         inspection.inspect(bad, sizes=True)
@@ -214,12 +205,12 @@ def test_front_that_never_ends_is_refused(tmp_path):
 def test_index_naming_a_manifest_that_is_not_there(tmp_path, builds):
     """index.json names a manifest digest the bundle does not hold: the front alone cannot
     tell (inspect says what it read); asked for sizes, inspect says which one is missing."""
-    tar = _plain_tar(builds["p1"] / f"{STEM}.tar.zst")
+    tar = bytearray(plain_tar(builds["p1"] / f"{STEM}.tar.zst"))
     digest = _expected(builds["p1"])[0]["manifestDigest"].split(":")[1].encode()
     head = bytes(tar[:64 << 10])  # the metadata members; index.json is the first to name it
     tar[: len(head)] = head.replace(digest, b"0" * 64, 1)
     bad = tmp_path / f"{STEM}.tar.zst"
-    _recompressed_with(bytes(tar), bad)  # same length: the tar stays well-formed
+    write_zst(bytes(tar), bad, level=1)  # same length: the tar stays well-formed
     info = inspection.inspect(bad)
     assert info["images"][0]["manifestDigest"] == "sha256:" + "0" * 64
     assert info["sizesMissing"] == "needs decompression"
@@ -234,14 +225,14 @@ def test_manifest_json_disagreeing_with_the_manifest(tmp_path, builds, field):
     sizes would be shown against the wrong digests, so inspect refuses, in one line."""
     item = _expected(builds["p1"])[0]
     wanted = item["layers"][0]["digest"] if field == "layer" else item["configDigest"]
-    tar = _plain_tar(builds["p1"] / f"{STEM}.tar.zst")
+    tar = bytearray(plain_tar(builds["p1"] / f"{STEM}.tar.zst"))
     head = bytes(tar[:64 << 10])
     hex_digest = wanted.split(":")[1].encode()
     # The first mention at the front is manifest.json's (index.json names only manifests).
     assert head.index(hex_digest) > head.index(b"manifest.json")
     tar[: len(head)] = head.replace(hex_digest, b"0" * 64, 1)
     bad = tmp_path / f"{STEM}.tar.zst"
-    _recompressed_with(bytes(tar), bad)
+    write_zst(bytes(tar), bad, level=1)
     with pytest.raises(InputError) as e:
         inspection.inspect(bad, sizes=True)
     assert str(bad) in str(e.value) and item["reference"] in str(e.value)
@@ -252,12 +243,12 @@ def _front_edited(builds, tmp_path, old: bytes, new: bytes, name: str = "p1"):
     """The bundle recompressed as one frame with `old` replaced by `new` (same length) once
     in its metadata."""
     assert len(old) == len(new)
-    tar = _plain_tar(builds[name] / f"{STEM}.tar.zst")
+    tar = bytearray(plain_tar(builds[name] / f"{STEM}.tar.zst"))
     head = bytes(tar[:64 << 10])
     assert old in head
     tar[: len(head)] = head.replace(old, new, 1)
     bad = tmp_path / f"{STEM}.tar.zst"
-    _recompressed_with(bytes(tar), bad)
+    write_zst(bytes(tar), bad, level=1)
     return bad
 
 

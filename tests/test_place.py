@@ -16,9 +16,7 @@ import pytest
 from bundler import place
 from bundler.errors import VerificationFailed
 from tests.cli_helpers import assert_one_line_error, build_args, bundler, small_disk
-from tests.conftest import STEM
-
-BUNDLE = f"{STEM}.tar.zst"
+from tests.conftest import BUNDLE
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,8 @@ import pytest
 from bundler import place
 from bundler.errors import EnvironmentFailure
 from tests.cli_helpers import assert_one_line_error, bundler
-from tests.conftest import STEM
+from tests.conftest import BUNDLE, STEM
 
-BUNDLE = f"{STEM}.tar.zst"
 NOBODY = 65534
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")

@@ -19,16 +19,15 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import zstandard
 
-from bundler import compress
 from bundler.layout import MAX_SHARED_SHOWN, shared_ref_names
 from tests import imagegen as gen
+from tests.bundlefiles import json_member, plain_tar, write_zst
 from tests.cli_helpers import build_args, bundler, read_manifest
+from tests.conftest import STEM
 from tests.registryseed import push_image
 from tests.servers import Registry, write_registries_yaml
 
-STEM = "k3s-airgap-images-multus-amd64"
 TAG = "v4.3.0-build20240101"
 CNI = f"docker.io/rancher/hardened-multus-cni:{TAG}"
 THICK = f"docker.io/rancher/hardened-multus-thick:{TAG}"
@@ -67,24 +66,12 @@ def shared(tmp_path_factory) -> dict:
         registry.stop()
     out = tmp / "dist"
     bundle = out / f"{STEM}.tar.zst"
-    tar = _plain(bundle)
+    tar = plain_tar(bundle)
     (tmp / "bundle.tar").write_bytes(tar)
     old_tar = _with_index(tar, _as_earlier_writers)
-    (tmp / "old").mkdir()
-    old = tmp / "old" / f"{STEM}.tar.zst"
-    old.write_bytes(compress.compressor(3).compress(old_tar))
+    old = write_zst(old_tar, tmp / "old" / f"{STEM}.tar.zst")
     return {"images": images, "bundle": bundle, "tar": tmp / "bundle.tar", "old": old,
             "manifest": read_manifest(out), "tmp": tmp}
-
-
-def _plain(bundle: Path) -> bytes:
-    with open(bundle, "rb") as f:
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
-
-
-def _index(tar: bytes) -> dict:
-    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-        return json.loads(t.extractfile("index.json").read())
 
 
 def _with_index(tar: bytes, edit) -> bytes:
@@ -118,7 +105,7 @@ def _digests(shared: dict) -> dict[str, str]:
 
 
 def test_each_entry_is_named_in_full(shared):
-    index = _index(shared["tar"].read_bytes())
+    index = json_member(shared["tar"].read_bytes(), "index.json")
     names = [(m["annotations"][IMAGE_NAME], m["annotations"][REF_NAME], m["digest"])
              for m in index["manifests"]]
     assert sorted(names) == sorted((n, n, d) for n, d in _digests(shared).items())
@@ -155,7 +142,7 @@ def test_the_bare_tag_of_an_old_bundle_misleads_skopeo_and_umoci(shared, tmp_pat
     """What the full name is for: in the old bundle the tag names two images; skopeo answers
     with one of them, exit 0, whichever was asked for, and umoci refuses the tag."""
     old_tar = tmp_path / "old.tar"
-    old_tar.write_bytes(_plain(shared["old"]))
+    old_tar.write_bytes(plain_tar(shared["old"]))
     info = _skopeo("inspect", f"oci-archive:{old_tar}:{TAG}")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["Digest"] in (shared["images"][CNI].digest,

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
-from tests.conftest import REFS, STEM
+from tests.conftest import BUNDLE, REFS, STEM
 from tests.test_signing import keypair, openssl_verifies
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="openssl (Debian package openssl) is not installed")
-BUNDLE = f"{STEM}.tar.zst"
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import re
-import tarfile
 from pathlib import Path
 
 import jsonschema
 import pytest
-import zstandard
 
 from bundler import sbom
 from bundler.errors import InputError
+from tests.bundlefiles import json_member, plain_tar
 from tests.cli_helpers import build_args, bundler, read_manifest
 from tests.conftest import REFS, STEM
 
@@ -133,10 +131,7 @@ def test_file_name():
 
 def _index_manifest_digests(bundle: Path) -> set[str]:
     """The image manifests the bundle's OCI index.json names, read from the bundle itself."""
-    with open(bundle, "rb") as f:
-        data = zstandard.ZstdDecompressor().stream_reader(f).read()
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        index = json.load(tar.extractfile("index.json"))
+    index = json_member(plain_tar(bundle), "index.json")
     return {m["digest"] for m in index["manifests"]}
 
 

@@ -12,40 +12,24 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import zstandard
 
-from bundler import archive, compress
+from bundler import archive
 from bundler.tarstream import TarStream
 from tests import imagegen as gen
+from tests.bundlefiles import json_member, members, plain_tar, read_member, write_zst
 from tests.cli_helpers import build_args, bundler
-from tests.conftest import REFS, STEM
+from tests.conftest import BUNDLE, REFS
 from tests.registryseed import push_image
 from tests.servers import Containerd
 from tests.tarcraft import BLOCK, member, octal, pax, put, record
 
-BUNDLE = f"{STEM}.tar.zst"
 MULTILIST = "docker.io/rancher/multilist:v1"
 BUSYBOX = "docker.io/library/busybox:1.36.1"
 
 
-def _tar_of(bundle: Path) -> bytes:
-    with open(bundle, "rb") as f:
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
-
-
-def _zst(tar: bytes, path: Path) -> Path:
-    out = io.BytesIO()
-    with compress.compressor(3).stream_writer(out, closefd=False) as w:
-        w.write(tar)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(out.getvalue())
-    return path
-
-
 def _offsets(tar: bytes) -> dict[str, int]:
     """Member name -> offset of its header, as tarfile reads the honest tar."""
-    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-        return {m.name: m.offset for m in t}
+    return {m.name: m.offset for m in members(tar)}
 
 
 def _index_as_verify_reads_it(tar: bytes) -> dict[str, str]:
@@ -61,7 +45,7 @@ def _index_as_verify_reads_it(tar: bytes) -> dict[str, str]:
 
 def _refused_or_imported_alike(tar: bytes, path: Path, offset: int,
                                containerd: Containerd) -> None:
-    bundle = _zst(tar, path)
+    bundle = write_zst(tar, path)
     run = subprocess.run([sys.executable, "-m", "bundler", "verify", str(bundle)],
                          capture_output=True, text=True, timeout=300,
                          stdin=subprocess.DEVNULL)
@@ -93,7 +77,7 @@ def _splice(tar: bytes, offset: int, new: bytes, old_len: int = BLOCK) -> bytes:
 
 @pytest.fixture(scope="module")
 def honest(builds) -> bytes:
-    return _tar_of(builds["p1"] / BUNDLE)
+    return plain_tar(builds["p1"] / BUNDLE)
 
 
 def _first_blob(tar: bytes) -> tuple[str, int]:
@@ -124,8 +108,7 @@ def test_blob_name_with_a_trailing_newline(honest, tmp_path, clean_containerd):
     # A second copy of a blob whose name ends in "\n": a `$` regex still sees a blob name,
     # and the duplicate goes unnoticed.
     name, offset = _first_blob(honest)
-    with tarfile.open(fileobj=io.BytesIO(honest)) as t:
-        data = t.extractfile(name).read()
+    data = read_member(honest, name)
     copy = member(name + "\n", data)
     after = offset + BLOCK + len(data) + (-len(data) % BLOCK)
     tar = honest[:after] + copy + honest[after:]
@@ -153,8 +136,7 @@ def test_prefix_of_nul_then_text(honest, tmp_path, clean_containerd):
 
 def _evil_index(honest: bytes) -> bytes:
     """The honest index.json with the multilist name pointing at busybox's manifest."""
-    with tarfile.open(fileobj=io.BytesIO(honest)) as t:
-        doc = json.loads(t.extractfile(archive.INDEX).read())
+    doc = json_member(honest, archive.INDEX)
     entries = {e["annotations"][archive.ANNOTATION_IMAGE_NAME]: e for e in doc["manifests"]}
     victim, other = entries[MULTILIST], entries[BUSYBOX]
     for key in ("digest", "size", "mediaType"):
@@ -178,7 +160,7 @@ def test_two_pax_headers_hiding_a_second_index_json(fixture_registry, honest, tm
     run = bundler(*build_args(fixture_registry, work, [*REFS, "rancher/hidden:v1"],
                               "--layers", "preserve"))
     assert run.code == 0, run.stderr
-    tar = _tar_of(work / "dist" / BUNDLE)
+    tar = plain_tar(work / "dist" / BUNDLE)
 
     name = archive.blob_path(gen.digest(layer))
     offset = _offsets(tar)[name]
@@ -195,7 +177,7 @@ def test_two_pax_headers_hiding_a_second_index_json(fixture_registry, honest, tm
     real_names = {e["annotations"][archive.ANNOTATION_IMAGE_NAME]: e["digest"]
                   for e in real["manifests"]}
     # What containerd imports from the same file: multilist is busybox now.
-    bundle = _zst(crafted, tmp_path / "pax" / BUNDLE)
+    bundle = write_zst(crafted, tmp_path / "pax" / BUNDLE)
     imported = clean_containerd.import_bundle(bundle)
     assert imported.returncode == 0, imported.stderr
     images = clean_containerd.images()

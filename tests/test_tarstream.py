@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from bundler import archive, platform, reference
-from bundler.image import Descriptor, Image, Layer
+from bundler import archive
+from bundler.image import Image
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 from tests import imagegen as gen
 from tests.tarcraft import (
@@ -84,12 +84,8 @@ def test_a_tarfile_pax_archive_like_archive_py_reads_back_exactly():
 
 
 def _image(seed: int, name: str) -> Image:
-    made = gen.image([gen.tar_layer(gen.random_files(seed, 2, 3000))],
-                     compression=["none"])
-    layers = tuple(Layer(Descriptor(m, gen.digest(b), len(b)), diff, lambda b=b: io.BytesIO(b))
-                   for (b, m), diff in zip(made.layers, made.diff_ids, strict=True))
-    return Image(reference.parse(name), platform.for_arch("amd64"), made.manifest,
-                 made.media_type, made.config, layers)
+    return gen.model(gen.image([gen.tar_layer(gen.random_files(seed, 2, 3000))],
+                               compression=["none"]), name)
 
 
 def test_bundlers_own_archive_segments_read_back_exactly():

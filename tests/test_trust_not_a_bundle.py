@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import assert_one_line_error, bundler
-from tests.conftest import STEM
+from tests.conftest import BUNDLE
 
-BUNDLE = f"{STEM}.tar.zst"
 SECRET = b"root:$6$salt$not-a-real-hash:19000:0:99999:7:::\n" * 37
 SKIPPABLE = struct.pack("<II", 0x184D2A50, 5) + b"hello"
 

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
-from tests.conftest import REFS, STEM
+from tests.conftest import BUNDLE, REFS, STEM
 from tests.servers import Registry
 from tests.test_signing import keypair
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="openssl (Debian package openssl) is not installed")
-BUNDLE = f"{STEM}.tar.zst"
 OTHER = "other-amd64"
 EPOCH = 1700000000  # 2023-11-14T22:13:20Z
 SIDE = (".tar.zst", ".txt", ".manifest.json", ".manifest.json.sig")

@@ -1,0 +1,53 @@
+"""A bundle file's contents, for tests: its plain tar, the members of that tar, and a tar
+written back as a bundle file (to damage a bundle: read it, change the tar, write it again)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import zstandard
+
+from bundler import compress
+
+
+def plain_tar(bundle: Path) -> bytes:
+    """The tar inside a .tar.zst, every frame of it (a bundle is many frames)."""
+    with open(bundle, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+
+
+def write_zst(tar: bytes, path: Path, level: int = 3) -> Path:
+    """`tar` as one streamed zstd frame (no content size, as bundler streams a frame) in
+    `path`, its directory made if need be; returns `path`."""
+    out = io.BytesIO()
+    with compress.compressor(level).stream_writer(out, closefd=False) as w:
+        w.write(tar)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def members(tar: bytes) -> list[tarfile.TarInfo]:
+    """Every member of `tar` as Python's tarfile reads it, in order."""
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        return t.getmembers()
+
+
+def files(tar: bytes) -> list[tuple[str, bytes]]:
+    """(name, data) of every regular file in `tar`, in order."""
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        return [(m.name, t.extractfile(m).read()) for m in t.getmembers() if m.isfile()]
+
+
+def read_member(tar: bytes, name: str) -> bytes:
+    """The data of the member `name` of `tar`."""
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        return t.extractfile(name).read()
+
+
+def json_member(tar: bytes, name: str) -> object:
+    """The member `name` of `tar` (index.json, manifest.json), parsed."""
+    return json.loads(read_member(tar, name))
