@@ -86,7 +86,7 @@ _UNCHECKED = (
     "import bundler.sinks.bundle as sink\n"
     "from bundler.verify import Report\n"
     "class Unchecked:\n"
-    "    def __init__(self, name): self.report = Report(name)\n"
+    "    def __init__(self, name, diff_ids=None): self.report = Report(name)\n"
     "    def feed(self, offset, data): pass\n"
     "    def finish(self, path, size, sha256, doc): return self.report\n"
     "    def abort(self): pass\n"
