@@ -32,10 +32,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler.config import DEFAULT_TIMEOUT, RegistriesConfig
+from bundler.config import RegistriesConfig
 from bundler.errors import BundlerError, InputError, VerificationFailed
 from bundler.image import Descriptor
 from bundler.reference import Reference
+from bundler.registry.endpoint import DEFAULT_TIMEOUT
 from bundler.sinks.registry import Blob, RegistrySink, Target, parse_target, registries_yaml
 from bundler.sources import bundle as bundle_source
 

@@ -145,8 +145,8 @@ def test_basic_auth_missing_credentials_is_denied(tmp_path, htpasswd_registry):
 def test_expired_token_is_fetched_again(tmp_path, token_registry):
     import time
 
-    from bundler.config import Endpoint
     from bundler.registry.client import Client
+    from bundler.registry.endpoint import Endpoint
 
     # expires_in 11 s minus the 10 s safety margin: the token is good for one second.
     tokens, registry = token_registry(expires_in=11)
@@ -290,9 +290,9 @@ def test_tls_connections_share_one_context_with_the_cas_loaded_once(tmp_path, ht
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from bundler.config import Credentials, Endpoint, TLSConfig
     from bundler.errors import NetworkError
     from bundler.registry.client import Client
+    from bundler.registry.endpoint import Credentials, Endpoint, TLSConfig
 
     registry, ca = htpasswd_registry
     endpoint = Endpoint(registry.url, TLSConfig(ca_file=str(ca)), Credentials(USER, PASSWORD))

@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from bundler import config
-from bundler.config import DEFAULT_TIMEOUT, Endpoint, RegistriesConfig
+from bundler.config import RegistriesConfig
 from bundler.errors import InputError
 from bundler.image import Image
 from bundler.reference import Reference
+from bundler.registry.endpoint import DEFAULT_TIMEOUT, Endpoint, TLSConfig
 from bundler.registry.writer import Writer
 
 _PREFIX_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)"
@@ -231,7 +231,7 @@ def registries_yaml(target: Target, images: Sequence[Image] | Sequence[Reference
             lines += ["    rewrite:", f"      {_quoted('^(.*)$')}: "
                       f"{_quoted(target.prefix + '/$1')}"]
     tls = target.endpoint.tls
-    if tls != config.TLSConfig():
+    if tls != TLSConfig():
         lines += ["configs:", f"  {_quoted(target.host)}:", "    tls:"]
         for key in ("ca_file", "cert_file", "key_file"):
             if getattr(tls, key):
