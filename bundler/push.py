@@ -1,6 +1,7 @@
 """`bundler push`: a bundle into a registry, verified on the way, in one pass over the file.
 
-bundle source -> registry sink. The bundle is read once, front to back, by verify.verify itself
+bundle source -> registry (through registry/api.py, the blob, manifest and tag operations
+the registry sink speaks too). The bundle is read once, front to back, by verify.verify itself
 (every member, blob digest, diff_id and the cross-checks of index.json, manifest.json,
 repositories and the checksum files); its on_blob hook hands each blob the registry lacks to
 a spool file as it streams past, which is uploaded from there, at
@@ -32,11 +33,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler.config import DEFAULT_TIMEOUT, RegistriesConfig
+from bundler.config import RegistriesConfig
 from bundler.errors import BundlerError, InputError, VerificationFailed
 from bundler.image import Descriptor
 from bundler.reference import Reference
-from bundler.sinks.registry import Blob, RegistrySink, Target, parse_target, registries_yaml
+from bundler.registry.api import Blob, RegistryAPI, names, needed
+from bundler.registry.endpoint import DEFAULT_TIMEOUT
+from bundler.sinks.registry import Target, manifests, parse_target, registries_yaml
 from bundler.sources import bundle as bundle_source
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,7 @@ class PushResult:
 
 
 def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = None,
-         jobs: int = 4, timeout: float = DEFAULT_TIMEOUT, sink: RegistrySink | None = None,
+         jobs: int = 4, timeout: float = DEFAULT_TIMEOUT, api: RegistryAPI | None = None,
          manifest: str | Path | None = None, key: str | Path | None = None,
          require_checksum: bool = False, max_inflation: float | None = None,
          allow_rename: bool = False, not_before: datetime | None = None) -> PushResult:
@@ -78,7 +81,7 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
     the file, so push does not skip the pass)."""
     path = Path(bundle)
     target = parse_target(to, registries)
-    sink = sink or RegistrySink(target, jobs=jobs, timeout=timeout)
+    api = api or RegistryAPI(target.endpoint, timeout, jobs=jobs)
     with bundle_source.open_bundle(path) as f:
         # The names and tags come from this read of the metadata, the proof from verify's
         # own read of the file: the two are tied by the file's sha256, so a file swapped
@@ -88,7 +91,7 @@ def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = N
         meta = bundle_source.read_metadata(path, whole)
         whole.hash_rest()
         try:
-            result = _push(path, to, meta, whole, target, sink, jobs, {
+            result = _push(path, to, meta, whole, target, api, {
                 "manifest": manifest, "key": key, "require_checksum": require_checksum,
                 "allow_rename": allow_rename, "not_before": not_before,
                 **({} if max_inflation is None else {"max_inflation": max_inflation})})
@@ -116,11 +119,17 @@ def _unresolvable_pin(target: Target, entry: bundle_source.Entry) -> str | None:
 
 
 def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,
-          target: Target, sink: RegistrySink, jobs: int, checks: dict) -> PushResult:
+          target: Target, api: RegistryAPI, checks: dict) -> PushResult:
     _check_collisions(meta, target)
-    blobs = _needed(meta, target)
-    names = sink.names((e.reference, e.manifest.digest) for e in meta.entries)
-    found, unnamed = sink.survey(blobs, names)
+    # Layers and configs per repository, from manifest.json at the front (verify checks it
+    # against the manifests at the end before anything is named). Sizes are not at the
+    # front: Blob.size is filled when the member streams past.
+    blobs = needed((target.repository(e.reference),
+                    [(d, 0) for d in (*e.layer_digests, e.config_digest)])
+                   for e in meta.entries)
+    found, unnamed = api.survey(blobs, names(
+        (target.repository(e.reference), e.reference, e.manifest.digest)
+        for e in meta.entries))
     missing = {b.digest: b for b in found}
     result = PushResult(to, skipped=len(blobs) - len(missing))
     asked = checks["manifest"] is not None or checks["key"] is not None \
@@ -137,7 +146,7 @@ def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,
     from bundler import verify  # the streaming pass; a re-push that sends nothing never loads it
 
     with tempfile.TemporaryDirectory(prefix="bundler-push-") as spool_dir:
-        uploads = _Uploads(sink, missing, Path(spool_dir), jobs)
+        uploads = _Uploads(api, missing, Path(spool_dir))
         try:
             report = verify.verify(path, on_blob=uploads.open, **checks)
         except BaseException:
@@ -154,9 +163,9 @@ def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,
                                  f"manifest: {first}", report)
     uploads.raise_first()
     images = [bundle_source.image_of(e, report.documents, _unopenable) for e in meta.entries]
-    sink.put_manifests(images, unnamed)
+    api.put_manifests(manifests(target, images), unnamed)
     result.verified = True
-    result.uploaded, result.mounted = sink.writer.uploads, sink.writer.mounts
+    result.uploaded, result.mounted = api.uploads, api.mounts
     result.images = [_pushed(target, i.reference, i.manifest_digest) for i in images]
     result.registries_yaml = registries_yaml(target, images)
     return result
@@ -222,28 +231,15 @@ def _check_collisions(meta: bundle_source.Metadata, target: Target) -> None:
                              f"{target.host}/{name}; push them with different prefixes")
 
 
-def _needed(meta: bundle_source.Metadata, target: Target) -> list[Blob]:
-    """Layers and configs per repository, from manifest.json at the front (verify checks it
-    against the manifests at the end before anything is named)."""
-    repos: dict[str, list[str]] = {}
-    for e in meta.entries:
-        repo = target.repository(e.reference)
-        for digest in (*e.layer_digests, e.config_digest):
-            if repo not in repos.setdefault(digest, []):
-                repos[digest].append(repo)
-    # Sizes are not at the front; Blob.size is filled when the member streams past.
-    return [Blob(d, 0, tuple(r)) for d, r in repos.items()]
-
-
 class _Uploads:
     """Spools and uploads the blobs the registry lacks as the verified stream reaches them."""
 
-    def __init__(self, sink: RegistrySink, missing: dict[str, Blob], spool: Path, jobs: int):
-        self._sink = sink
+    def __init__(self, api: RegistryAPI, missing: dict[str, Blob], spool: Path):
+        self._api = api
         self._missing = missing
         self._spool = spool
-        self._slots = threading.BoundedSemaphore(2 * jobs)
-        self._pool = ThreadPoolExecutor(jobs)
+        self._slots = threading.BoundedSemaphore(2 * api.jobs)
+        self._pool = ThreadPoolExecutor(api.jobs)
         self._futures: list[Future] = []
         self.failed = threading.Event()
 
@@ -263,7 +259,7 @@ class _Uploads:
 
     def _upload(self, blob: Blob, path: Path) -> None:
         try:
-            self._sink.put_blob(blob, lambda: open(path, "rb"))
+            self._api.put_blob(blob, lambda: open(path, "rb"))
         except BaseException:
             self.failed.set()
             raise

@@ -6,8 +6,9 @@ import stat
 
 import pytest
 
-from bundler.config import Credentials, Endpoint, docker_credentials, load_registries
+from bundler.config import docker_credentials, load_registries
 from bundler.errors import InputError
+from bundler.registry.endpoint import Credentials, Endpoint
 from tests.cli_helpers import bundler
 
 
@@ -171,11 +172,6 @@ def test_credentials_in_an_endpoint_url_are_refused_without_echoing_them(tmp_pat
         "supported; put them under configs.<host>.auth")
     assert "s3" not in str(e.value) and "puller" not in str(e.value)
 
-
-def test_endpoint_host_is_host_and_port_only():
-    assert Endpoint("http://mirror.example:5000/prefix").host == "mirror.example:5000"
-    assert Endpoint("http://u:pw@mirror.example:5000").host == "mirror.example:5000"
-    assert Endpoint("http://[::1]:5000").host == "[::1]:5000"
 
 
 def test_scheme_defaults_as_in_k3s(tmp_path):

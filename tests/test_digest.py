@@ -16,6 +16,7 @@ from bundler.digest import (
     sha256_digest,
 )
 from bundler.errors import DigestMismatch
+from tests.streams import Recording
 
 DATA = b"layer bytes" * 1000
 GOOD = "sha256:" + hashlib.sha256(DATA).hexdigest()
@@ -51,24 +52,6 @@ def test_rewind_takes_back_what_was_written_since_mark(tmp_path):
     assert (tmp_path / "out").read_bytes() == b"kept after"
     assert w.size == len(b"kept after")
     assert w.digest == "sha256:" + hashlib.sha256(b"kept after").hexdigest()
-
-
-class Recording(io.BytesIO):
-    """A stream that remembers what each read asked for, to check the reader's bounds."""
-
-    def __init__(self, data: bytes, piece: int = -1):
-        super().__init__(data)
-        self.asked: list[int | None] = []
-        self.given: list[int] = []
-        self._piece = piece  # the most one read returns, as a socket gives what has arrived
-
-    def read(self, n=-1):
-        self.asked.append(n)
-        if self._piece > 0 and (n is None or n < 0 or n > self._piece):
-            n = self._piece
-        data = super().read(n)
-        self.given.append(len(data))
-        return data
 
 
 def _read_all(reader, n):

@@ -35,12 +35,13 @@ finally:  # --help and --version end in SystemExit from argparse
 # What no command needs unless asked for: the network stack, YAML, the Docker SDK, progress
 # bars, signatures, and bundler's own modules of the other commands.
 NETWORK = {"requests", "urllib3", "charset_normalizer", "bundler.registry.client",
-           "bundler.registry.transport", "bundler.sources.registry", "bundler.registry.writer"}
+           "bundler.registry.transport", "bundler.sources.registry", "bundler.registry.writer",
+           "bundler.registry.endpoint"}
 OPTIONAL = {"yaml", "docker", "tqdm", "cryptography", "jsonschema", "bundler.sources.docker",
             "bundler.signing", "bundler.chart"}
 BUILD_ONLY = {"bundler.bundle", "bundler.sinks.bundle", "bundler.fetch", "bundler.config",
               "bundler.sbom", "bundler.progress", "bundler.mutate"}
-PUSH_ONLY = {"bundler.push", "bundler.sinks.registry"}
+PUSH_ONLY = {"bundler.push", "bundler.sinks.registry", "bundler.registry.api"}
 # Only build and push log (retries, endpoints); loading logging costs the others ~5 ms.
 # tarfile (~1 MiB): only a build writes tar headers, verify's reader is tarstream; the blob
 # cache: only a build keeps one.

@@ -6,9 +6,7 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -16,10 +14,10 @@ import requests
 import zstandard
 
 from bundler import config
-from tests import pki
+from tests import registries
 from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
 from tests.conftest import STEM
-from tests.faultproxy import HOP, RegistryFront, serve
+from tests.registries import Front
 from tests.servers import Registry, write_registries_yaml
 from tests.tokenserver import TokenServer
 
@@ -30,93 +28,6 @@ ACCEPT = ("application/vnd.oci.image.manifest.v1+json, "
 
 def _bundle(builds, name: str = "p1") -> Path:
     return builds[name] / f"{STEM}.tar.zst"
-
-
-class Front:
-    """A plain HTTP front for a registry that forwards every method, counts what reaches the
-    registry, and injects faults (`fault(method, path) -> status or None`)."""
-
-    def __init__(self, upstream: str, fault=None, hang_after_puts: int | None = None,
-                 head_delay: float = 0.0):
-        self.upstream, self.fault = upstream, fault
-        self.hang_after_puts = hang_after_puts
-        self.head_delay = head_delay  # seconds each HEAD is held, so overlaps show
-        self.calls: list[tuple[str, str, int]] = []
-        self.hung = 0
-        self.in_flight = self.most_in_flight = 0
-        self.connections = 0
-        self._count = threading.Lock()
-        front = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def setup(self):
-                super().setup()
-                with front._count:
-                    front.connections += 1
-
-            def _any(self):
-                front.handle(self)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
-
-        self.httpd, url = serve("127.0.0.1", Handler)
-        self.host = url.split("://", 1)[1]
-
-    def handle(self, h: BaseHTTPRequestHandler) -> None:
-        with self._count:
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            if h.command == "HEAD" and self.head_delay:
-                time.sleep(self.head_delay)
-            self._handle(h)
-        finally:
-            with self._count:
-                self.in_flight -= 1
-
-    def _handle(self, h: BaseHTTPRequestHandler) -> None:
-        length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length) if length else b""
-        path = h.path.split("?", 1)[0]
-        status = self.fault(h.command, h.path) if self.fault else None
-        if status is None and self.hang_after_puts is not None and h.command == "PUT" \
-                and "/blobs/uploads/" in path and self.blob_puts() >= self.hang_after_puts:
-            self.hung += 1
-            time.sleep(3600)  # the client is killed meanwhile
-        if status is not None:
-            self.calls.append((h.command, h.path, status))
-            RegistryFront.reply(h, status,
-                                b'{"errors":[{"code":"DENIED","message":"injected"}]}', {})
-            return
-        headers = {k: v for k, v in h.headers.items()
-                   if k.lower() in ("accept", "content-type", "content-range", "authorization")}
-        r = requests.request(h.command, self.upstream + h.path, headers=headers, data=body,
-                             timeout=60, allow_redirects=False)
-        self.calls.append((h.command, h.path, r.status_code))
-        out = {k: v for k, v in r.headers.items() if k.lower() not in HOP | {"content-length"}}
-        if "Location" in out:
-            out["Location"] = out["Location"].replace(self.upstream, f"http://{self.host}")
-        RegistryFront.reply(h, r.status_code, r.content if h.command != "HEAD" else b"", out)
-
-    def blob_puts(self, done: bool = True) -> int:
-        return sum(1 for m, p, s in self.calls
-                   if m == "PUT" and "/blobs/uploads/" in p and (s == 201 or not done))
-
-    def uploaded_digests(self) -> list[str]:
-        return [p.split("digest=", 1)[1].replace("%3A", ":") for m, p, s in self.calls
-                if m == "PUT" and "/blobs/uploads/" in p and s == 201]
-
-    def manifest_puts(self) -> int:
-        return sum(1 for m, p, s in self.calls if m == "PUT" and "/manifests/" in p)
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -141,15 +52,8 @@ def front(registry):
 
 @pytest.fixture
 def htpasswd_registry(tmp_path):
-    ca, cert, key = pki.server_tls(tmp_path)
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text(subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True,
-                                       text=True, check=True).stdout)
-    reg = Registry(tmp_path / "basic", f"auth:\n  htpasswd: {{realm: r, path: {htpasswd}}}\n",
-                   tls=(cert, key))
-    reg.start(verify=str(ca))
-    yield reg, ca
-    reg.stop()
+    with registries.htpasswd_registry(tmp_path, USER, PASSWORD) as (reg, ca):
+        yield reg, ca
 
 
 def _yaml(tmp: Path, host: str, password: str = PASSWORD, ca: Path | None = None) -> Path:

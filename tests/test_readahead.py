@@ -10,6 +10,7 @@ import pytest
 import zstandard
 
 from bundler.readahead import Ahead, AheadReader
+from tests.streams import Recording
 
 
 def test_chunks_in_order_then_none_for_good():
@@ -89,15 +90,10 @@ def test_reader_gives_the_bytes_in_any_read_sizes():
 def test_reader_asks_for_its_chunk_size_and_holds_few_of_them():
     """verify's memory depends on it: the pieces in flight are what it costs above zstd's
     window."""
-    asked = []
-
-    class Recording(io.BytesIO):
-        def read(self, n=-1):
-            asked.append(n)
-            return super().read(n)
-
     data = bytes(range(256)) * 4096  # 1 MiB
-    reader = AheadReader(Recording(data), "t", depth=1, chunk=64 << 10)
+    raw = Recording(data)
+    asked = raw.asked
+    reader = AheadReader(raw, "t", depth=1, chunk=64 << 10)
     time.sleep(0.2)
     assert len(asked) <= 3, asked  # one queued, one being put, none taken yet
     assert reader.read(1 << 20) == data[: 64 << 10]  # one chunk at a time

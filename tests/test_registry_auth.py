@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import imagegen as gen
-from tests import pki
+from tests import pki, registries
 from tests.cli_helpers import assert_one_line_error, bundler
 from tests.registryseed import push_image
 from tests.servers import Registry, write_registries_yaml
@@ -41,17 +42,9 @@ def _build(tmp: Path, registries: Path, env: dict | None = None):
 
 @pytest.fixture
 def token_registry(tmp_path, seeded_data):
-    def start(**kwargs):
-        tokens = TokenServer(tmp_path, **kwargs).start()
-        registry = Registry(tmp_path / "reg", tokens.registry_config(), data=seeded_data).start()
-        started.append((tokens, registry))
-        return tokens, registry
-
-    started: list = []
-    yield start
-    for tokens, registry in started:
-        registry.stop()
-        tokens.stop()
+    with contextlib.ExitStack() as stack:
+        yield lambda **kwargs: stack.enter_context(
+            registries.token_registry(tmp_path, seeded_data, **kwargs))
 
 
 def test_anonymous_bearer_token(tmp_path, token_registry):
@@ -101,16 +94,8 @@ def test_wrong_password_is_one_line_and_secret_free(tmp_path, token_registry):
 
 @pytest.fixture
 def htpasswd_registry(tmp_path, seeded_data):
-    ca, cert, key = pki.server_tls(tmp_path)
-    htpasswd = tmp_path / "htpasswd"
-    line = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True,
-                          check=True).stdout
-    htpasswd.write_text(line)
-    config = f"auth:\n  htpasswd: {{realm: test-realm, path: {htpasswd}}}\n"
-    registry = Registry(tmp_path / "reg", config, data=seeded_data, tls=(cert, key))
-    registry.start(verify=str(ca))
-    yield registry, ca
-    registry.stop()
+    with registries.htpasswd_registry(tmp_path, USER, PASSWORD, seeded_data) as (registry, ca):
+        yield registry, ca
 
 
 def test_basic_auth_over_tls_with_ca_file(tmp_path, htpasswd_registry):
@@ -145,8 +130,8 @@ def test_basic_auth_missing_credentials_is_denied(tmp_path, htpasswd_registry):
 def test_expired_token_is_fetched_again(tmp_path, token_registry):
     import time
 
-    from bundler.config import Endpoint
     from bundler.registry.client import Client
+    from bundler.registry.endpoint import Endpoint
 
     # expires_in 11 s minus the 10 s safety margin: the token is good for one second.
     tokens, registry = token_registry(expires_in=11)
@@ -290,9 +275,9 @@ def test_tls_connections_share_one_context_with_the_cas_loaded_once(tmp_path, ht
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from bundler.config import Credentials, Endpoint, TLSConfig
     from bundler.errors import NetworkError
     from bundler.registry.client import Client
+    from bundler.registry.endpoint import Credentials, Endpoint, TLSConfig
 
     registry, ca = htpasswd_registry
     endpoint = Endpoint(registry.url, TLSConfig(ca_file=str(ca)), Credentials(USER, PASSWORD))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bundler.config import Credentials, Endpoint
 from bundler.digest import VerifyingReader
 from bundler.errors import DigestMismatch
 from bundler.registry.client import Client
+from bundler.registry.endpoint import Credentials, Endpoint
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.faultproxy import RegistryFront
 from tests.servers import write_registries_yaml

@@ -15,12 +15,12 @@ from bundler.platform import for_arch
 from bundler.reference import parse
 from bundler.sources.registry import RegistrySource
 from tests import imagegen as gen
+from tests import registries
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.faultproxy import RegistryFront
 from tests.netshape import NetShape
 from tests.registryseed import push_image
 from tests.servers import Registry, free_port, write_registries_yaml
-from tests.tokenserver import TokenServer
 
 REFS = ["docker.io/rancher/multilist:v1", "docker.io/rancher/ociindex:v1",
         "docker.io/library/busybox:1.36.1", "docker.io/rancher/big:v1"]
@@ -85,13 +85,10 @@ def token_registry(tmp_path):
                 push_image(plain.url, repo, img, f"t{n}")
     finally:
         plain.stop()
-    tokens = TokenServer(tmp_path).start()
-    registry = Registry(tmp_path / "reg", tokens.registry_config(), data=data).start()
-    front = NetShape(registry.url, delay=0.02).start()
-    yield tokens, front
-    front.stop()
-    registry.stop()
-    tokens.stop()
+    with registries.token_registry(tmp_path, data) as (tokens, registry):
+        front = NetShape(registry.url, delay=0.02).start()
+        yield tokens, front
+        front.stop()
 
 
 def test_a_scope_token_is_fetched_once_by_concurrent_threads(token_registry, tmp_path):

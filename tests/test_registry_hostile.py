@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bundler.errors import RegistryError
-from bundler.registry import transport
+from bundler.registry import targets
 from tests import pki
 from tests.cli_helpers import Measured, assert_one_line_error, measured
 from tests.hostileserver import (
@@ -251,8 +251,8 @@ def test_userinfo_in_an_endpoint_url_is_never_shown_or_sent(hostile, tmp_path):
 
 def test_client_strips_userinfo_an_endpoint_url_carries(hostile):
     # registries.yaml refuses such URLs; the client must not depend on that.
-    from bundler.config import Endpoint
     from bundler.registry.client import Client
+    from bundler.registry.endpoint import Endpoint
 
     server = hostile(lambda h: "/manifests/" in h.path and reply(h, 403, b""))
     client = Client(Endpoint(f"http://{USER}:{PASSWORD}@{server.host}"), timeout=5)
@@ -285,7 +285,7 @@ def test_dangerous_redirects_are_refused_once(hostile, tmp_path, target, fragmen
 
 
 def test_check_target_rules():
-    check = transport.check_target
+    check = targets.check_target
     check("http://127.0.0.1:5000/v2/", "http://127.0.0.1:5001", "x", "redirected to")
     check("https://10.1.2.3/blob", "https://10.9.9.9", "x", "redirected to")  # private: fine
     with pytest.raises(RegistryError, match="loopback"):
@@ -301,8 +301,8 @@ def test_check_target_rules():
 
 def test_redact_drops_userinfo_and_query():
     url = f"https://{USER}:{PASSWORD}@[::1]:5000/v2/x/blobs/sha256:ab?X-Amz-Signature=s3cr3t"
-    assert transport.redact(url) == "https://[::1]:5000/v2/x/blobs/sha256:ab"
-    assert transport.host_of(url) == "[::1]:5000"
+    assert targets.redact(url) == "https://[::1]:5000/v2/x/blobs/sha256:ab"
+    assert targets.host_of(url) == "[::1]:5000"
 
 
 # --- issue 11 item 5: the TLS hint --------------------------------------------------------

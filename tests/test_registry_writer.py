@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bundler.config import Endpoint
 from bundler.registry import body as registry_body
-from bundler.registry import transport
+from bundler.registry import writer as registry_writer
+from bundler.registry.endpoint import Endpoint
 from bundler.registry.writer import Writer, _Body
 from tests import hostileserver as hs
 from tests import pki
@@ -78,7 +78,7 @@ def test_upload_a_registry_takes_too_slowly_ends(monkeypatch):
     --timeout, so only the rate bound ends it, after about 2 x --timeout; and it is not tried
     again in a new session (a slow registry is slow every time)."""
     monkeypatch.setattr(registry_body, "MIN_RATE", 1 << 20)
-    monkeypatch.setattr(transport, "MIN_RATE", 1 << 20)  # the message reads it here
+    monkeypatch.setattr(registry_writer, "MIN_RATE", 1 << 20)  # the message reads it here
     location: list = []
 
     def put(h):
@@ -111,7 +111,7 @@ def test_upload_a_registry_takes_too_slowly_ends(monkeypatch):
     writer._upload_once = recorded
     started = time.monotonic()
     try:
-        with pytest.raises(transport.TooSlow, match=f"blob x: {server.host} took"):
+        with pytest.raises(registry_body.TooSlow, match=f"blob x: {server.host} took"):
             writer.upload("x/y", "sha256:" + "0" * 64, size,
                           lambda: io.BytesIO(bytes(size)), "blob x")
     finally:
@@ -137,10 +137,10 @@ def test_body_holds_the_registry_to_the_rate_after_the_grace(monkeypatch):
     assert len(body) == 40_000
     assert body.read(8192) == bytes(8192)
     # Inside the grace (2 x 5 s) plus 1 s per MIN_RATE bytes taken: still going.
-    clock.now += 10 + 8192 / transport.MIN_RATE - 0.01
+    clock.now += 10 + 8192 / registry_body.MIN_RATE - 0.01
     assert len(body.read(8192)) == 8192
-    clock.now += 0.02 + 8192 / transport.MIN_RATE  # past what 16 KiB earns
-    with pytest.raises(transport.TooSlow, match=r"blob x: reg.example took 16384 bytes"):
+    clock.now += 0.02 + 8192 / registry_body.MIN_RATE  # past what 16 KiB earns
+    with pytest.raises(registry_body.TooSlow, match=r"blob x: reg.example took 16384 bytes"):
         body.read(8192)
 
 
@@ -151,7 +151,7 @@ def test_body_at_the_rate_never_trips(monkeypatch):
     got = 0
     while data := body.read(4096):
         got += len(data)
-        clock.now += 4096 / transport.MIN_RATE  # exactly MIN_RATE, no grace used
+        clock.now += 4096 / registry_body.MIN_RATE  # exactly MIN_RATE, no grace used
     assert got == 1 << 20
 
 

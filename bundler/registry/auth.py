@@ -21,9 +21,11 @@ from urllib.parse import urlsplit
 
 import requests
 
-from bundler.config import DEFAULT_TIMEOUT, Credentials
 from bundler.errors import BundlerError, RegistryError
 from bundler.registry import retry, transport
+from bundler.registry.body import MAX_TOKEN_BODY, read_small
+from bundler.registry.endpoint import DEFAULT_TIMEOUT, Credentials
+from bundler.registry.targets import check_target, host_of, without_userinfo
 
 _PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 # Renew a token this many seconds before the registry says it expires.
@@ -53,7 +55,7 @@ class Authenticator:
     the way distribution is often deployed in a lab). Any other realm is refused with one
     line when we hold credentials: going anonymous would only trade a clear error for a
     confusing "access denied". Without credentials nothing secret is sent and any http(s)
-    realm is used, subject to transport.check_target (issue 10 item 4).
+    realm is used, subject to targets.check_target (issue 10 item 4).
     """
 
     def __init__(self, session: requests.Session, endpoint_url: str,
@@ -61,7 +63,7 @@ class Authenticator:
                  known: dict[str, str] | None = None):
         self._session = session
         self._endpoint = endpoint_url
-        self._host = transport.host_of(endpoint_url)
+        self._host = host_of(endpoint_url)
         self._timeout = timeout
         self._credentials = credentials
         self._scheme: str | None = None
@@ -170,8 +172,8 @@ class Authenticator:
 
     def _fetch_token(self, params: dict[str, str], scope: str, what: str,
                      policy: retry.Policy = retry.DEFAULT) -> tuple[str, float]:
-        realm = transport.without_userinfo(params["realm"])
-        transport.check_target(realm, self._endpoint, what, "names as its token realm")
+        realm = without_userinfo(params["realm"])
+        check_target(realm, self._endpoint, what, "names as its token realm")
         # The challenge names what the refused request needed (a HEAD: pull); we ask for that
         # and for our own scope too (a push: pull,push), as repeated scope parameters (token
         # spec), so one token serves both and a push costs no second 401.
@@ -182,21 +184,21 @@ class Authenticator:
         c = self._credentials
         if c and (c.identity_token or c.username):
             self._check_realm(realm, what)
-        what = f"{what}: token from {transport.host_of(realm)}"
+        what = f"{what}: token from {host_of(realm)}"
         if c and c.identity_token:
             # An identity token is an OAuth2 refresh token (distribution docs, oauth.md).
             # POST is not retried: a server may rotate the refresh token on use.
             form = {**query, "grant_type": "refresh_token", "refresh_token": c.identity_token,
                     "client_id": "bundler"}
-            body, _ = transport.read_small(
+            body, _ = read_small(
                 lambda: self._token_request("POST", realm, data=form, what=what),
-                transport.MAX_TOKEN_BODY, what, timeout=self._timeout, policy=retry.Policy(1))
+                MAX_TOKEN_BODY, what, timeout=self._timeout, policy=retry.Policy(1))
         else:
             headers = {"Authorization": self._basic()} if c and c.username else {}
-            body, _ = transport.read_small(
+            body, _ = read_small(
                 lambda: self._token_request("GET", realm, params=query, headers=headers,
                                             what=what, policy=policy),
-                transport.MAX_TOKEN_BODY, what, timeout=self._timeout, policy=policy)
+                MAX_TOKEN_BODY, what, timeout=self._timeout, policy=policy)
         return _parse_token(body, realm, what)
 
     def _check_realm(self, realm: str, what: str) -> None:
@@ -207,7 +209,7 @@ class Authenticator:
         if scheme != "https" and not same_host_http:
             raise RegistryError(
                 f"{what}: {self._host} names a token realm on plain http at "
-                f"{transport.host_of(realm)}; not sending the credentials for {self._host} "
+                f"{host_of(realm)}; not sending the credentials for {self._host} "
                 f"there (a realm must be https, or http on the endpoint's own host)")
 
     def _token_request(self, method: str, realm: str, *, what: str,
@@ -218,13 +220,13 @@ class Authenticator:
             response.close()  # its body is not read: nothing from it is shown
         if response.status_code in (401, 403):
             raise RegistryError(
-                f"{what}: authentication refused by {transport.host_of(realm)} "
+                f"{what}: authentication refused by {host_of(realm)} "
                 f"({response.status_code}); check the credentials for {self._host}",
                 status=response.status_code,
             )
         if response.status_code != 200:
             raise RegistryError(
-                f"{what}: token request to {transport.host_of(realm)} failed "
+                f"{what}: token request to {host_of(realm)} failed "
                 f"({response.status_code})",
                 status=response.status_code,
             )
@@ -240,7 +242,7 @@ def _parse_token(body: bytes, realm: str, what: str) -> tuple[str, float]:
     # Some token servers send access_token instead of token (OAuth2 style).
     token = doc.get("token") or doc.get("access_token")
     if not isinstance(token, str) or len(token) > _MAX_TOKEN or not _TOKEN_RE.fullmatch(token):
-        raise RegistryError(f"{what}: {transport.host_of(realm)} sent no usable token")
+        raise RegistryError(f"{what}: {host_of(realm)} sent no usable token")
     expires_in = doc.get("expires_in")
     if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) \
             or not 0 < expires_in < 1e9:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 import requests
 import urllib3
 
-from bundler.config import DEFAULT_TIMEOUT
 from bundler.errors import NetworkError, RegistryError
 from bundler.registry import retry
+from bundler.registry.endpoint import DEFAULT_TIMEOUT
 from bundler.registry.targets import reason as _reason
 
 _again = retry.again

@@ -13,11 +13,13 @@ from urllib.parse import urljoin
 import requests
 
 from bundler import mediatypes
-from bundler.config import DEFAULT_TIMEOUT, Endpoint
 from bundler.digest import DIGEST_RE, sha256_digest
 from bundler.errors import DigestMismatch, RegistryError
 from bundler.registry import retry, transport
 from bundler.registry.auth import Authenticator
+from bundler.registry.body import BodyReader, error_body, read_small, release
+from bundler.registry.endpoint import DEFAULT_TIMEOUT, Endpoint
+from bundler.registry.targets import check_target, host_of, origin, redact, without_userinfo
 
 # distribution refuses manifests over 4 MiB; anything larger is not a manifest.
 MAX_MANIFEST = 4 << 20
@@ -33,10 +35,10 @@ class Client:
         self.endpoint = endpoint
         # A user:password@ in the URL is never sent, nor shown: credentials come from
         # registries.yaml `configs` or Docker's config.json, and messages name host_of().
-        self._base = transport.without_userinfo(endpoint.url)
-        self.host = transport.host_of(self._base)
+        self._base = without_userinfo(endpoint.url)
+        self.host = host_of(self._base)
         # What repositories go after: `<url>/v2`, or the endpoint's own path as K3s takes it.
-        self._root = transport.without_userinfo(endpoint.api_root)
+        self._root = without_userinfo(endpoint.api_root)
         self._timeout = timeout
         self._session = transport.new_session(endpoint.tls, pool)
         # known_challenge: this endpoint's Bearer challenge from an earlier run (auth.py).
@@ -51,7 +53,7 @@ class Client:
     def manifest(self, repository: str, ref: str, what: str) -> tuple[bytes, str, str]:
         """(bytes, media type, digest) of a manifest; a digest `ref` is checked."""
         what = f"{what}: manifest {ref}" if ref.startswith("sha256:") else what
-        body, response = transport.read_small(
+        body, response = read_small(
             lambda: self._get(repository, f"manifests/{ref}", what, accept=mediatypes.MANIFESTS),
             MAX_MANIFEST, what, timeout=self._timeout)
         digest = sha256_digest(body)
@@ -72,7 +74,7 @@ class Client:
             if e.status in (401, 403) or e.status in retry.RETRY_STATUSES:
                 raise
             return None
-        transport.release(response, self._timeout)
+        release(response, self._timeout)
         said = response.headers.get("Docker-Content-Digest", "")
         return said in ("", digest)
 
@@ -86,12 +88,12 @@ class Client:
             if e.status in (401, 403, 404) or e.status in retry.RETRY_STATUSES:
                 raise  # the GET would get the same answer
             return None  # a registry that does not do HEAD (405, 501): the GET will tell
-        transport.release(response, self._timeout)
+        release(response, self._timeout)
         digest = response.headers.get("Docker-Content-Digest", "")
         return digest if DIGEST_RE.fullmatch(digest) else None
 
     def blob(self, repository: str, digest: str, what: str, size: int | None = None
-             ) -> transport.BodyReader:
+             ) -> BodyReader:
         """A stream of the blob's bytes (unchecked: wrap it in digest.VerifyingReader).
 
         With `size`, a download cut off mid-way resumes with a Range request.
@@ -101,8 +103,8 @@ class Client:
         def reopen(offset: int) -> requests.Response:
             return self._get(repository, path, what, ranged_from=offset)
 
-        return transport.BodyReader(self._get(repository, path, what), what, size, reopen,
-                                    timeout=self._timeout)
+        return BodyReader(self._get(repository, path, what), what, size, reopen,
+                          timeout=self._timeout)
 
     def _get(
         self, repository: str, path: str, what: str, accept: tuple[str, ...] = (),
@@ -118,9 +120,9 @@ class Client:
         response, sent = self._follow(method, url, headers, scope, what)
         # Only the endpoint itself may ask for our credentials: a 401 from storage behind a
         # redirect could name any realm.
-        if response.status_code == 401 and transport.origin(response.url) == transport.origin(
-                self._base) and self._auth.answer(response, scope, what, sent=sent):
-            transport.release(response, self._timeout)
+        if response.status_code == 401 and origin(response.url) == origin(self._base) \
+                and self._auth.answer(response, scope, what, sent=sent):
+            release(response, self._timeout)
             response, _ = self._follow(method, url, headers, scope, what)
         if response.status_code != 200 and not (ranged_from > 0 and response.status_code == 206):
             raise _error(response, what, self.host, self._timeout)
@@ -134,10 +136,10 @@ class Client:
         # Redirects are followed by hand so Authorization goes only to the endpoint's own
         # origin (scheme, host, port): blob storage behind a redirect must never see the
         # registry's credentials, nor may a redirect to http:// on the same host name.
-        own = transport.origin(self._base)
+        own = origin(self._base)
         for _ in range(_MAX_REDIRECTS + 1):
             sent = dict(headers)
-            if transport.origin(url) == own:
+            if origin(url) == own:
                 authorization = self._auth.authorization(scope)
                 if authorization:
                     sent["Authorization"] = authorization
@@ -147,13 +149,13 @@ class Client:
             if response.status_code not in (301, 302, 303, 307, 308):
                 return response, sent.get("Authorization")
             location = response.headers.get("Location")
-            transport.release(response, self._timeout)
+            release(response, self._timeout)
             if not location:
                 break
-            target = transport.without_userinfo(urljoin(url, location))
-            transport.check_target(target, self._base, what, "redirected to", came_from=url)
+            target = without_userinfo(urljoin(url, location))
+            check_target(target, self._base, what, "redirected to", came_from=url)
             url = target
-        raise RegistryError(f"{what}: {method} {transport.redact(url)}: too many redirects")
+        raise RegistryError(f"{what}: {method} {redact(url)}: too many redirects")
 
 
 def media_type_of(body: bytes, content_type: str = "") -> str:
@@ -174,7 +176,7 @@ def media_type_of(body: bytes, content_type: str = "") -> str:
 def _error(response: requests.Response, what: str, host: str,
            timeout: float = DEFAULT_TIMEOUT) -> RegistryError:
     status = response.status_code
-    code, message = error_code(transport.error_body(response, timeout))
+    code, message = error_code(error_body(response, timeout))
     detail = f"{code}: {message}" if code else printable(response.reason or "")
     if status == 404:
         text = f"{what}: not found on {host} ({detail or 404})"

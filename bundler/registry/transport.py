@@ -20,29 +20,11 @@ import requests
 import urllib3
 
 from bundler import __version__
-from bundler.config import DEFAULT_TIMEOUT, TLSConfig
 from bundler.errors import NetworkError, RegistryError
 from bundler.registry import retry
-
-# Moved to body.py and targets.py; re-exported here, where writer.py and the tests import them.
-from bundler.registry.body import (  # noqa: F401
-    MAX_ERROR_BODY,
-    MAX_TOKEN_BODY,
-    MIN_RATE,
-    BodyReader,
-    TooSlow,
-    error_body,
-    read_small,
-    release,
-    too_slow,
-)
-from bundler.registry.targets import (  # noqa: F401
-    check_target,
-    host_of,
-    origin,
-    redact,
-    without_userinfo,
-)
+from bundler.registry.body import release
+from bundler.registry.endpoint import DEFAULT_TIMEOUT, TLSConfig
+from bundler.registry.targets import host_of, redact
 from bundler.registry.targets import reason as _reason
 
 _again = retry.again

@@ -24,12 +24,14 @@ from urllib.parse import quote, urljoin
 
 import requests
 
-from bundler.config import DEFAULT_TIMEOUT, Endpoint
 from bundler.digest import CHUNK
 from bundler.errors import NetworkError, RegistryError
 from bundler.registry import retry, transport
 from bundler.registry.auth import Authenticator
+from bundler.registry.body import MIN_RATE, TooSlow, error_body, release, too_slow
 from bundler.registry.client import error_code, printable
+from bundler.registry.endpoint import DEFAULT_TIMEOUT, Endpoint
+from bundler.registry.targets import check_target, host_of, origin, without_userinfo
 
 # Blobs up to this size go in one PUT; larger ones in PATCH chunks of CHUNK_SIZE (some
 # registries and proxies in front of them cap a request body; distribution does not).
@@ -45,10 +47,10 @@ class Writer:
     def __init__(self, endpoint: Endpoint, timeout: float = DEFAULT_TIMEOUT, *,
                  monolithic_max: int = MONOLITHIC_MAX, chunk_size: int = CHUNK_SIZE,
                  policy: retry.Policy = retry.DEFAULT):
-        self._base = transport.without_userinfo(endpoint.url)
+        self._base = without_userinfo(endpoint.url)
         # The API root: url + /v2, or the url itself for an override_path endpoint (K3s).
-        self._root = transport.without_userinfo(endpoint.api_root)
-        self.host = transport.host_of(self._base)
+        self._root = without_userinfo(endpoint.api_root)
+        self.host = host_of(self._base)
         self._timeout = timeout
         self._session = transport.new_session(endpoint.tls)
         self._auth = Authenticator(self._session, self._base, endpoint.credentials, timeout)
@@ -93,7 +95,7 @@ class Writer:
             except (NetworkError, RegistryError) as e:
                 retryable = isinstance(e, NetworkError) or (
                     isinstance(e, RegistryError) and e.status in retry.RETRY_STATUSES)
-                if not retryable or isinstance(e, transport.TooSlow):
+                if not retryable or isinstance(e, TooSlow):
                     raise  # a registry that takes uploads slowly does so on every try
                 # It may have landed before the connection broke: then it is done.
                 if self.has_blob(repo, digest, what):
@@ -188,7 +190,7 @@ class Writer:
     def _done(self, response: requests.Response) -> None:
         # Read to its (empty or small) end, a response gives its connection back to the
         # pool; close() would drop it, and every HEAD of a re-push would open a new one.
-        transport.release(response, self._timeout)
+        release(response, self._timeout)
 
     def _request(self, method: str, path_or_url: str, scope: str, what: str, *,
                  data: object = None, headers: dict[str, str] | None = None
@@ -196,7 +198,7 @@ class Writer:
         url = path_or_url if "://" in path_or_url else self._root + path_or_url
         sent = self._authorization(url, scope)
         response = self._send(method, url, sent, what, data, headers or {})
-        if response.status_code == 401 and transport.origin(url) == transport.origin(self._base):
+        if response.status_code == 401 and origin(url) == origin(self._base):
             if isinstance(data, _Body) and data.sent:
                 return response  # its stream is spent; the caller's retry starts afresh
             # Several threads meet the same challenge; the Authenticator answers it once
@@ -207,13 +209,13 @@ class Writer:
                     if self._auth.authorization(scope) == sent else True
             now = self._authorization(url, scope)
             if answered and now != sent:
-                transport.release(response, self._timeout)
+                release(response, self._timeout)
                 response = self._send(method, url, now, what, data, headers or {})
         return response
 
     def _authorization(self, url: str, scope: str) -> str | None:
         # Credentials only to the endpoint's own origin: an upload Location may name another.
-        if transport.origin(url) != transport.origin(self._base):
+        if origin(url) != origin(self._base):
             return None
         return self._auth.authorization(scope)
 
@@ -231,17 +233,17 @@ class Writer:
         if not location:
             response.close()
             raise RegistryError(f"{what}: {self.host} opened an upload without a Location")
-        target = transport.without_userinfo(urljoin(response.url, location))
+        target = without_userinfo(urljoin(response.url, location))
         # An upload location is a redirect the registry chose: an https registry must not move
         # the blob (and the session state in its URL) to plain http, e.g. a TLS-terminating
         # proxy that does not tell the registry the original scheme.
-        transport.check_target(target, self._base, what, "names as its upload location",
-                               came_from=response.url)
+        check_target(target, self._base, what, "names as its upload location",
+                     came_from=response.url)
         return target
 
     def _error(self, response: requests.Response, what: str) -> RegistryError:
         status = response.status_code
-        code, message = error_code(transport.error_body(response, self._timeout))
+        code, message = error_code(error_body(response, self._timeout))
         detail = f"{code}: {message}" if code else printable(response.reason or "")
         if status in (401, 403):
             text = f"{what}: push refused by {self.host} ({status} {detail}); check the " \
@@ -273,7 +275,7 @@ class _Body:
     """Exactly `size` bytes of a stream as a request body (requests sends len() as its
     Content-Length and reads it in chunks); a shorter stream is an error, not a short
     upload. A registry must keep taking it: after a grace of 2 x --timeout, at least
-    MIN_RATE bytes a second on average, as for downloads (body.BodyReader). Each send of a
+    MIN_RATE bytes a second on average, as for downloads (BodyReader). Each send of a
     chunk finishing inside --timeout would otherwise let a registry reading a few hundred
     bytes a second hold a push for days."""
 
@@ -297,10 +299,10 @@ class _Body:
         if self._started is None:
             self._started = now
         taken = self._size - self._left
-        if transport.too_slow(taken, now - self._started, self._grace):
-            raise transport.TooSlow(
+        if too_slow(taken, now - self._started, self._grace):
+            raise TooSlow(
                 f"{self._what}: {self._host} took {taken} bytes in {now - self._started:.0f}s "
-                f"(under {transport.MIN_RATE >> 10} KiB/s after a {self._grace:g}s grace)")
+                f"(under {MIN_RATE >> 10} KiB/s after a {self._grace:g}s grace)")
         if self._left <= 0:
             return b""
         data = self._stream.read(min(n if n and n > 0 else CHUNK, self._left))

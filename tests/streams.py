@@ -1,0 +1,23 @@
+"""Streams for tests of readers: what each read asked for and was given."""
+
+from __future__ import annotations
+
+import io
+
+
+class Recording(io.BytesIO):
+    """A stream that remembers what each read asked for, to check the reader's bounds."""
+
+    def __init__(self, data: bytes, piece: int = -1):
+        super().__init__(data)
+        self.asked: list[int | None] = []
+        self.given: list[int] = []
+        self._piece = piece  # the most one read returns, as a socket gives what has arrived
+
+    def read(self, n=-1):
+        self.asked.append(n)
+        if self._piece > 0 and (n is None or n < 0 or n > self._piece):
+            n = self._piece
+        data = super().read(n)
+        self.given.append(len(data))
+        return data
