@@ -2,7 +2,7 @@
 
 verify must check the very members containerd and K3s import, and they read tars with Go's
 archive/tar, which reads some headers differently from Python's tarfile (and from the reader
-this one replaced; issue 10: two pax headers in a row hid a second index.json). So wherever
+this one replaced: two pax headers in a row can hide a second index.json). So wherever
 two readers could disagree, this one refuses. It accepts only what a plain POSIX writer
 produces (Python's tarfile in PAX_FORMAT, as archive.py uses it) and reads it exactly as Go's
 reader does (src/archive/tar: reader.go, strconv.go, format.go):
