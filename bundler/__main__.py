@@ -16,8 +16,8 @@ from bundler.signals import as_interrupts
 #   450 ms of CPU, against 11k and 390 ms);
 # - each thread that allocates may get an arena of its own (up to 8 per core), and each
 #   arena's free pieces stay resident: a 200-image build, its downloads, resolutions and
-#   frames on several threads, peaked at 53 MiB where 10 images took 46 (issue 12's goal:
-#   at most 1.15x).
+#   frames on several threads, peaked at 53 MiB where 10 images took 46 (the benchmark's
+#   goal: at most 1.15x).
 # Fixed thresholds (streamed pieces up to 1 MiB from the heap, bigger blocks mapped and given
 # back, the heap trimmed past 4 MiB free) and two arenas: 44-48 MiB for 200 images, 44-46 for
 # 10, verify unchanged. Other allocators have no mallopt, or ignore it; without ctypes, freeing

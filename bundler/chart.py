@@ -27,7 +27,8 @@ from pathlib import Path
 
 from bundler import helmyaml, localfile, reference
 from bundler.errors import EnvironmentFailure, InputError
-from bundler.reference import Reference, quoted
+from bundler.reference import Reference
+from bundler.text import NAME_LIMIT, quoted, shown
 
 # rke2-multus's .tgz is 30 KB; the largest public charts are a few MB.
 MAX_CHART_FILE = 32 << 20
@@ -309,7 +310,7 @@ def _meta_text(value: object, where: str) -> str | None:
     if isinstance(value, helmyaml.HelmNumber):
         go = value.go
         return str(go) if isinstance(go, int) else helmyaml.go_format(go, 32)
-    raise ChartError(f"{where}: want text, got {_shown(value)}")
+    raise ChartError(f"{where}: want text, got {_go_value(value)}")
 
 
 # ---- loading a chart ------------------------------------------------------------------------
@@ -594,7 +595,7 @@ def _walk(node: object, path: list[str], chart: _Chart, prefix: str, off: str | 
     if not isinstance(node, dict):
         return
     if path and "enabled" in node and not _truthy(node["enabled"]) and off is None:
-        off = f"{prefix}{'.'.join(path)}.enabled is {_shown(node['enabled'])}"
+        off = f"{prefix}{'.'.join(path)}.enabled is {_go_value(node['enabled'])}"
     if path and _is_image(path[-1], node):
         ref = _reference(node, f"{prefix}{'.'.join(path)}", chart, registry)
         found.append(ChartImage(ref, f"{prefix}{'.'.join(path)}", off))
@@ -620,13 +621,13 @@ def _truthy(value: object) -> bool:
     return value not in (None, False, 0, "") and value != {} and value != []
 
 
-def _shown(value: object) -> str:
+def _go_value(value: object) -> str:
     """A value as a Go template prints it (fmt's %v): a float64 in Go's shortest form."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return helmyaml.go_format(value)
-    return "null" if value is None else repr(value)
+    return "null" if value is None else shown(value, quote=True, limit=NAME_LIMIT)
 
 
 def _reference(node: dict, path: str, chart: _Chart, registry: str | None) -> Reference:
@@ -663,5 +664,5 @@ def _text(value: object, where: str) -> str | None:
         return str(value)
     if isinstance(value, helmyaml.HelmNumber):
         return helmyaml.go_format(value)
-    raise ChartError(f"{where}: want text, got {_shown(value)} (quote it in YAML: a number "
+    raise ChartError(f"{where}: want text, got {_go_value(value)} (quote it in YAML: a number "
                      "like 1.10 would print as 1.1)")

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from bundler import __version__, localfile, platform, reference, strictjson
 from bundler.errors import BundlerError, InputError
-from bundler.strictjson import object_or_empty, shown
+from bundler.strictjson import object_or_empty
+from bundler.text import shown
 
 if TYPE_CHECKING:
     from bundler.image import Image

@@ -1,6 +1,6 @@
 """The command line: argument parsing, and the one handler that turns errors into exit codes.
 
-Each subcommand imports only the modules it uses, when it runs (issues 12 and 13): verify,
+Each subcommand imports only the modules it uses, when it runs: verify,
 place and inspect run on small airgapped nodes and never load requests, yaml, docker, tqdm or
 cryptography; a warm rebuild spends most of its time starting up. A subcommand's arguments
 are added only when that subcommand is parsed (_Command), since their defaults and help come

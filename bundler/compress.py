@@ -26,31 +26,10 @@ from bundler.errors import InputError
 
 WINDOW_LOG = 25
 MAX_WINDOW = 1 << WINDOW_LOG
-# zstd's multi-threaded jobs (measured on the 126 MB compact stand-in tar, level 16, 2 cores;
-# zstd's own choice there is 16 MiB jobs, each re-reading 16 MiB of the previous one):
-#   16 MiB jobs, overlap 1/2 window: 32.44 MB, 180 MiB, 33.8 CPU-s  (zstd's defaults)
-#   12 MiB jobs, overlap 1/8 window: 32.58 MB, 159 MiB, 30.9 CPU-s  (ours)
-#   32 MiB jobs, overlap 1/16:       31.94 MB, 237 MiB
-# Memory grows with the job size (159, 180, 226, 237 MiB for 12, 16, 24, 32 MiB jobs), and a
-# build must stay within 1.2x of the zstd CLI's memory on the same work (scripts/bench). Both
-# values are constants, never derived from the machine, so the bytes do not depend on it.
-# Measured again for issue 12 (size, time and memory together; python-zstandard 0.25 with
-# libzstd 1.5.7 compressing the same 126 MB tar alone, peak RSS of that process; the zstd 1.5.4
-# CLI `-T0 -16 --long=25` on it: 33.02 MB, 165 MiB, 18.1 / 24.9 s in two quiet rounds):
-#   12 MiB, overlap_log 6: 32.58 MB (0.987 of the CLI's), 164 MiB (0.99x), 15.2 / 13.6 s
-#   16 MiB, overlap_log 6: 32.51 MB, 187 MiB, 15.2 / 12.7 s
-#   16 MiB, overlap_log 8: 32.44 MB, 187 MiB;  24 MiB, overlap_log 6: 31.90 MB, 232 MiB
-#   32 MiB, overlap_log 6: 31.93 MB, 238 MiB, 15.2 / 13.3 s
-# A build adds ~20 MiB of interpreter and HTTP stack to the compressor's memory, so only the
-# 12 MiB jobs keep it within 1.2x of the CLI's (197 MiB); they are also smaller than the CLI's
-# output. Bigger jobs would buy 0.2-2% at 1.4x the memory.
-# The overlap, measured a third time (session 4, same tar, 12 MiB jobs): a longer overlap
-# costs almost no memory but CPU, since every job indexes its overlap again:
-#   overlap_log 6 (4 MiB):  32.58 MB, 160-163 MiB; whole compact build 17.8-18.8 s, 32-34 CPU-s
-#   overlap_log 8 (16 MiB): 32.44 MB, 161-164 MiB; whole compact build 19.9-20.6 s, 37 CPU-s
-#   overlap_log 9 (32 MiB): 32.25 MB, 163-166 MiB; about 20% more CPU than 6 (alone)
-# 0.4% of size for 10% of time put the compact build at 0.85x the classic pipeline in the
-# benchmark, the very edge of its goal; 6 keeps it at 0.76-0.8 and still smaller than the CLI.
+# zstd's multi-threaded jobs and their overlap: constants, never derived from the machine, so
+# the bytes do not depend on it. Memory grows with the job size and a build must stay within
+# 1.2x of the zstd CLI's memory on the same work; a longer overlap costs CPU more than it saves
+# size. The measurements behind both are in docs/benchmark.md ("The compressor's parameters").
 MAX_JOB_SIZE = 12 << 20
 OVERLAP_LOG = 6  # overlap = window >> (9 - 6); zstd's default for levels below lazy2
 DEFAULT_LEVEL = 16
@@ -82,7 +61,7 @@ def frame_params(level: int, size: int | None) -> zstandard.ZstdCompressionParam
     parameters zstd itself picks for that level and size (ZSTD_getCParams: tables sized to
     the input) and a window just big enough for it. Workers would gain nothing on a frame that
     is one job, and setting up a level-16, 2^25-window, multi-threaded context cost 50-90 ms
-    per frame, most of a many-image preserve build (issue 12). Everything else is compressed
+    per frame, most of a many-image preserve build. Everything else is compressed
     multi-threaded with the full 2^25 window and long-distance matching; zstd's multi-threaded
     mode gives the same bytes for any worker count >= 1 (they differ only from single-threaded
     mode), so it always runs with at least one worker. Which of the two a frame gets depends
@@ -376,7 +355,7 @@ def compress_frame(segments: Iterable[Segment], level: int, out: BinaryIO,
     right whatever the size turns out to be (zstd never refers past its window); archive's
     reader fails a blob that is not its stated size before the frame is finished.
 
-    The work runs on a thread of its own, so that a signal is handled at once (issue 11):
+    The work runs on a thread of its own, so that a signal is handled at once:
     a write into zstd's multi-threaded compressor blocks until a worker takes the next job,
     seconds at level 16, and the main thread handles signals only between bytecodes. An
     interrupted frame is abandoned, not finished: closing it would compress all that is

@@ -23,6 +23,8 @@ import re
 import struct
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 
+from bundler.text import shown
+
 STR = "tag:yaml.org,2002:str"
 BINARY = "tag:yaml.org,2002:binary"
 MERGE = "tag:yaml.org,2002:merge"
@@ -231,7 +233,7 @@ def resolve_tagged(tag: str, text: str) -> object:
         return value
     if want == "float" and kind == "int" and -_INT64 <= value < _INT64:  # type: ignore[operator]
         return float(value)  # type: ignore[arg-type]
-    raise HelmYAMLError(f"cannot decode !!{kind} {_short(text)} as a !!{want}")
+    raise HelmYAMLError(f"cannot decode !!{kind} {shown(text, quote=True, limit=24)} as a !!{want}")
 
 
 def _kind(value: object) -> str:
@@ -244,10 +246,6 @@ def _kind(value: object) -> str:
     if isinstance(value, float):
         return "float"
     return "str"
-
-
-def _short(text: str) -> str:
-    return repr(text if len(text) <= 20 else text[:17] + "...")
 
 
 def _go_replace(error: UnicodeError) -> tuple[str, int]:

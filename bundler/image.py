@@ -16,6 +16,7 @@ from bundler.digest import DIGEST_RE, sha256_digest
 from bundler.errors import RegistryError
 from bundler.platform import Platform
 from bundler.reference import Reference
+from bundler.text import shown
 
 # What an os, architecture or variant may be: every name an index or config uses (linux,
 # amd64, arm64, v8, ppc64le, windows) fits, and nothing that moves a terminal's cursor or
@@ -38,9 +39,11 @@ class Descriptor:
             raise RegistryError(f"{what}: descriptor is not an object")
         digest, size = obj.get("digest"), obj.get("size")
         if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
-            raise RegistryError(f"{what}: descriptor digest {_short(digest)} is not sha256:<hex>")
+            raise RegistryError(
+                f"{what}: descriptor digest {shown(digest, quote=True)} is not sha256:<hex>")
         if not strictjson.is_count(size):
-            raise RegistryError(f"{what}: descriptor size {_short(size)} is not a byte count")
+            raise RegistryError(
+                f"{what}: descriptor size {shown(size, quote=True)} is not a byte count")
         media_type = obj.get("mediaType", "")
         if not isinstance(media_type, str):
             raise RegistryError(f"{what}: descriptor mediaType is not a string")
@@ -128,7 +131,7 @@ def platform_field_problem(fields: list[str]) -> str | None:
     but is not a platform name, for a message; None when all are names."""
     for key, value in zip(PLATFORM_KEYS, fields, strict=True):
         if value and not PLATFORM_FIELD.fullmatch(value):
-            return (f"{key} {strictjson.shown(value)} is not a platform name (letters, "
+            return (f"{key} {shown(value)} is not a platform name (letters, "
                     "digits, '.', '_', '-'; at most 64)")
     return None
 
@@ -141,6 +144,3 @@ def load_document(body: bytes, what: str, schema: strictjson.Schema | None = Non
         raise RegistryError(f"{what}: bad JSON ({e})") from None
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

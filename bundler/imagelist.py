@@ -6,7 +6,8 @@ from pathlib import Path
 
 from bundler import localfile, reference
 from bundler.errors import InputError
-from bundler.reference import Reference, quoted
+from bundler.reference import Reference
+from bundler.text import quoted
 
 # Thousands of references fit in far less; a larger file is something else given by mistake
 # (a bundle, /dev/zero), refused before it is read into memory.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bundler import archive, strictjson
+from bundler import archive, strictjson, text
 from bundler.errors import BundlerError, InputError
 from bundler.image import parse_config, parse_manifest
 from bundler.layout import shared_ref_names
@@ -150,9 +150,9 @@ def render_text(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _safe(text: str) -> str:
-    # (strictjson.shown also cuts at 80 characters: image names are longer.)
-    return text if text.isascii() and text.isprintable() else repr(text)
+def _safe(value: str) -> str:
+    # Shown whole: image names are longer than a message's values, and this is a listing.
+    return text.shown(value, limit=1 << 16)
 
 
 def render_json(info: dict) -> str:

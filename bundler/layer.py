@@ -99,7 +99,7 @@ class GzipReader:
 
     zlib parses each member's header and checks its trailer (CRC-32 and ISIZE) in C: the gzip
     module's Python layers cost as much as inflating itself on the small layers of many images
-    (issue 12), and read a long FNAME field one byte at a time. Where Python's gzip module and
+    and read a long FNAME field one byte at a time. Where Python's gzip module and
     Go's disagree, the input is refused: anything after a member other than another member
     (Python skips zero padding, Go fails), an FNAME or FCOMMENT of 512 bytes or more (Go's
     limit), a header CRC that does not match, reserved flag bits. At most MAX_MEMBERS members:
@@ -278,7 +278,7 @@ def check_diff_id(layer: Layer, actual: str, what: str) -> None:
 
 # A gzip layer of this size or more (as stored) is not staged before a compact bundle's body
 # reaches it: its blob is downloaded as it is, then inflated straight into the compressor
-# (issue 12, "Big layers"). Staging a 1 GiB layer first made the build 2.4x zstd's time on the
+# (sinks/bundle.py). Staging a 1 GiB layer first made the build 2.4x zstd's time on the
 # finished tar; below this size a layer's staging takes well under a second and overlaps the
 # compression of the layers before it.
 STREAM_SIZE = 64 << 20

@@ -29,7 +29,8 @@ from bundler.image import (
     parse_config,
 )
 from bundler.platform import Platform
-from bundler.strictjson import object_or_empty, shown
+from bundler.strictjson import object_or_empty
+from bundler.text import shown
 
 
 @dataclass

@@ -5,7 +5,7 @@ v1.29.13/v1.30.9/v1.31.5/v1.32.0, whenever one appears or changes (fsnotify, 2 s
 half-written file was imported and failed (k3s PR 10973). So the copy is written under a name
 with none of the importable suffixes, flushed, and renamed into place in the same directory.
 
-place runs as root into a directory K3s trusts, so it works by file descriptor (issue 10): the
+place runs as root into a directory K3s trusts, so it works by file descriptor: the
 directory is opened once and every name is looked up relative to it, the copy is made through
 the descriptor it was created with (O_EXCL|O_NOFOLLOW), and a name is never followed. A
 directory other users may write to without the sticky bit is refused: there, anyone could swap

@@ -2,7 +2,7 @@
 has no room to draw one (a 0-column pty, as some CI runners give), nothing when stderr is not
 a terminal or with --quiet.
 
-Every bar's total is known when its stage starts (issue 11): it never grows under the user's
+Every bar's total is known when its stage starts: it never grows under the user's
 eyes, except when more bytes come than announced (a blob fetched again after a bad digest),
 and then it grows to the count, never shrinks. Units are decimal, MB as `verify` prints them.
 """

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from bundler.digest import DIGEST_RE
 from bundler.errors import InputError
+from bundler.text import quoted
 
 DOCKER_HUB = "docker.io"
 # Hosts people write for Docker Hub; all mean docker.io (the API host is set in config.py).
@@ -27,7 +28,6 @@ _DOMAIN_RE = re.compile(
 )
 _TAG_RE = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
 _MAX_NAME = 255
-_MAX_SHOWN = 100
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,6 @@ def parse(text: str) -> Reference:
 def valid_repository(name: str) -> bool:
     """Whether `name` is a repository path (`rancher/x`) by the distribution grammar."""
     return bool(_PATH_RE.fullmatch(name)) and len(name) <= _MAX_NAME
-
-
-def quoted(text: str) -> str:
-    """`text` quoted for a one-line message, cut short: an input line can be megabytes."""
-    shown = repr(text)
-    return shown if len(shown) <= _MAX_SHOWN else f"{shown[:_MAX_SHOWN - 4]}...{shown[-1]}"
 
 
 def _split_domain(s: str, text: str) -> tuple[str, str]:

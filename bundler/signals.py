@@ -1,4 +1,4 @@
-"""SIGTERM and SIGHUP end a run the way Ctrl-C does (issue 11).
+"""SIGTERM and SIGHUP end a run the way Ctrl-C does.
 
 CI cancels, `timeout` and systemd send SIGTERM; a closed terminal sends SIGHUP. Python's default
 for both is to die on the spot, leaving temporaries and scratch directories behind. Here each

@@ -246,16 +246,6 @@ def is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT
 
 
-def shown(value: object) -> str:
-    """A value from an untrusted document, for a one-line message: plain when it is a
-    printable ASCII string or a number, else its repr (no control character from a bundle
-    reaches the terminal), and at most 80 characters."""
-    plain = isinstance(value, int) and not isinstance(value, bool) or \
-        isinstance(value, str) and value.isprintable() and value.isascii()
-    text = str(value) if plain else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def object_or_empty(value: object) -> dict:
     """`value` if it is a JSON object, else an empty one (the caller reports what is absent)."""
     return value if isinstance(value, dict) else {}

@@ -2,7 +2,7 @@
 
 verify must check the very members containerd and K3s import, and they read tars with Go's
 archive/tar, which reads some headers differently from Python's tarfile (and from the reader
-this one replaced; issue 10: two pax headers in a row hid a second index.json). So wherever
+this one replaced: two pax headers in a row can hide a second index.json). So wherever
 two readers could disagree, this one refuses. It accepts only what a plain POSIX writer
 produces (Python's tarfile in PAX_FORMAT, as archive.py uses it) and reads it exactly as Go's
 reader does (src/archive/tar: reader.go, strconv.go, format.go):
@@ -28,6 +28,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from bundler.text import quoted
 
 BLOCK = 512
 # Go refuses a pax header of more than 1 MiB (maxSpecialFileSize, as libarchive does).
@@ -72,7 +74,6 @@ _NAME_FIELD = 100
 # A pax size record is only written for sizes an 11-digit octal field cannot hold.
 _OCTAL_SIZE_LIMIT = 8**11
 _INT64_LIMIT = 1 << 63  # Go's ParseInt(v, 10, 64) and parseNumeric overflow here
-_MAX_SHOWN = 100
 
 
 class TarError(Exception):
@@ -213,12 +214,6 @@ class TarStream:
                            f"zero block, not two)")
 
 
-def _shown(text: str | bytes) -> str:
-    """`text` quoted for a one-line message, cut short: a pax record can be 1 MiB."""
-    shown = repr(text)
-    return shown if len(shown) <= _MAX_SHOWN else f"{shown[:_MAX_SHOWN - 4]}...{shown[-1]}"
-
-
 def _first_nonzero(data: bytes) -> int:
     return len(data) - len(data.lstrip(b"\0"))
 
@@ -284,10 +279,10 @@ def _string(field: bytes, what: str, at: int) -> str:
     if rest.count(0) != len(rest):
         # Go and tarfile stop at the first NUL; what follows it would be a hidden second text.
         raise TarError(f"{what} field in the header at byte {at} has bytes after its NUL "
-                       f"terminator ({_shown(field.rstrip(bytes(1)))})")
+                       f"terminator ({quoted(field.rstrip(bytes(1)))})")
     if not _PRINTABLE.fullmatch(text):
         raise TarError(f"{what} field in the header at byte {at} is not printable ASCII "
-                       f"({_shown(text)})")
+                       f"({quoted(text)})")
     return text.decode("ascii")
 
 
@@ -321,7 +316,7 @@ def _parse_pax(data: bytes, at: int) -> dict[str, str]:
             # (mtime: Go rejects "1e3" or " 1", tarfile's float() reads them; uid/gid/size:
             # tarfile reads a bad number as 0; GNU.sparse.*: Go makes the file sparse;
             # hdrcharset: tarfile changes how it decodes names; linkpath: no links here).
-            raise TarError(f"{where}: pax key {_shown(key)} not allowed (only path and size)")
+            raise TarError(f"{where}: pax key {quoted(key)} not allowed (only path and size)")
         if key in records:
             raise TarError(f"{where}: second {key!r} record")
         if not value:
@@ -338,7 +333,7 @@ def _apply_pax(pax: dict[str, str], pax_at: int, name: str, size: int, at: int
     if "path" in pax:
         name = pax["path"]
         if _CONTROL.search(name):
-            raise TarError(f"{where}: control character in path {_shown(name)}")
+            raise TarError(f"{where}: control character in path {quoted(name)}")
         if len(name) <= _NAME_FIELD and _PRINTABLE.fullmatch(name.encode()):
             # Writers use the record only for names the header cannot hold; a reader that
             # skips pax records would take the header's name instead.
@@ -346,7 +341,7 @@ def _apply_pax(pax: dict[str, str], pax_at: int, name: str, size: int, at: int
     if "size" in pax:
         value = pax["size"]
         if not _DECIMAL.fullmatch(value) or int(value) >= _INT64_LIMIT:
-            raise TarError(f"{where}: bad size {_shown(value)}")
+            raise TarError(f"{where}: bad size {quoted(value)}")
         # Writers use the record only for sizes the octal field cannot hold, and then put
         # 0 there; a reader that skips pax records must not see a different, plausible size.
         if int(value) < _OCTAL_SIZE_LIMIT or size != 0:
@@ -360,7 +355,7 @@ def _check_member(kind: str, name: str, size: int, at: int) -> None:
     if not name:
         raise TarError(f"member without a name (header at byte {at})")
     if kind == DIRECTORY and size:
-        raise TarError(f"directory {_shown(name)} with a size of {size} (header at byte {at})")
+        raise TarError(f"directory {quoted(name)} with a size of {size} (header at byte {at})")
     if kind == REGULAR and name.endswith("/"):
         # tarfile strips the slash of a pax path, Go keeps it, containerd cleans it away.
-        raise TarError(f"file {_shown(name)} ends with '/' (header at byte {at})")
+        raise TarError(f"file {quoted(name)} ends with '/' (header at byte {at})")

@@ -8,7 +8,7 @@ Peers, each run the way people run them today, against the same local registry:
   py floor: the least a Python program can do for the same work (zstandard + hashlib and
             nothing else), which no Python tool goes below: memory against the zstd CLI
             cannot drop under CPython's own 15 MiB plus zstd's 32 MiB window
-  skopeo loop: for many images (issue 12), `skopeo copy --override-arch amd64` once per image
+  skopeo loop: for many images, `skopeo copy --override-arch amd64` once per image
             into ONE OCI layout, then tar + the same zstd: what a release pipeline's shell
             loop does
 Issue 12's cases: N generated small multi-arch images (a shared base layer and one layer of
@@ -51,7 +51,7 @@ from tests.registryseed import push_image  # noqa: E402
 from tests.servers import Dockerd, Registry, write_registries_yaml  # noqa: E402
 
 BUNDLER = [sys.executable, "-m", "bundler"]
-FRONT_MANY = 50  # generated images built through the front (issue 12)
+FRONT_MANY = 50  # generated images built through the front
 BUNDLE = "k3s-airgap-images-multus-amd64.tar.zst"
 ZSTD = "zstd -q -T0 -16 --long=25 -f"
 REFS = [f"docker.io/{repo}:{tag}" for repo, tag in standins.IMAGES.items()]
@@ -361,11 +361,11 @@ def _push_cases(r: dict, registry: Registry, w: Path, runs: int) -> None:
         target.stop()
 
 
-PUSH_BIG_MIB = 256  # the bigger push bundle's one layer, uncompressed (issue 13)
+PUSH_BIG_MIB = 256  # the bigger push bundle's one layer, uncompressed
 
 
 def _push_memory(r: dict, registry: Registry, w: Path, runs: int) -> None:
-    """Peak RSS of `bundler push` into an empty registry, against bundle size (issue 13): the
+    """Peak RSS of `bundler push` into an empty registry, against bundle size: the
     stand-ins (preserve and compact) and one image with a PUSH_BIG_MIB MiB layer (preserve),
     each beside the Python floor decompressing and hashing the same file; and the big
     bundle's re-push against its first push. zstd's streaming decoder keeps at most one

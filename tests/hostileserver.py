@@ -1,4 +1,4 @@
-"""A registry built to lie, exhaust or leak, for the hostile-registry tests (issue 10).
+"""A registry built to lie, exhaust or leak, for the hostile-registry tests.
 
 It serves one small image (docker.io/hostile/img:v1) whose one layer is whatever a test
 makes it: an endless body, a trickle, a redirect. A test passes `behave(h)`, called for every

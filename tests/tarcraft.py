@@ -1,4 +1,4 @@
-"""Hand-made tar headers, for tars no honest writer produces (issue 10's hostile bundles).
+"""Hand-made tar headers, for tars no honest writer produces (hostile bundles).
 
 Every helper returns bytes. A header is built from a plain ustar template (what tarfile writes
 in PAX_FORMAT for a short ASCII name) and any field can be replaced by raw bytes; the checksum

@@ -1,4 +1,4 @@
-"""Each subcommand loads only what it uses (issues 12 and 13).
+"""Each subcommand loads only what it uses.
 
 A warm rebuild or a re-push spends most of its time starting up, and verify, place and inspect
 run on small airgapped nodes: none of them should pay for requests, yaml, docker, tqdm or

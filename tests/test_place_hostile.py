@@ -1,5 +1,5 @@
 """place into a directory other users can reach: it works by descriptor, never by a name that
-someone else could have swapped (issue 10, item 5)."""
+someone else could have swapped."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_symlink_to_identical_bundle_is_not_unchanged(builds, tmp_path):
 
 
 def test_symlink_swapped_onto_the_temporary_is_caught(builds, tmp_path, victim):
-    """The race of issue 10: between the copy and the rename, a symlink to a root-only file is
+    """The race: between the copy and the rename, a symlink to a root-only file is
     renamed onto the temporary. The old place chmodded its target to 0644 and renamed the
     symlink into place. Now the swap is seen before the rename: the bundle placed before
     stays as it was."""

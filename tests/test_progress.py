@@ -1,4 +1,4 @@
-"""Progress (issue 11, item 6): totals known up front and exact, decimal units, updates while
+"""Progress: totals known up front and exact, decimal units, updates while
 zstd works, and a plain line per stage on a terminal with no room for a bar."""
 
 from __future__ import annotations

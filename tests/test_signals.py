@@ -1,5 +1,5 @@
 """SIGTERM and SIGHUP end a build like Ctrl-C; an interrupt is prompt even mid-compression;
-what a killed run left is removed by the next one (issue 11, item 3)."""
+what a killed run left is removed by the next one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Big gzip layers streamed into a compact bundle's compressor (issue 12, "Big layers"): the
+"""Big gzip layers streamed into a compact bundle's compressor: the
 same bytes as staging them first, a fallback when the gzip trailer's size is wrong, and the
 staged path's errors when the layer is bad.
 

@@ -1,5 +1,5 @@
-"""Bundles whose tar Go's archive/tar (containerd, K3s) could read differently from verify
-(issue 10): each is refused by `bundler verify` with a line naming the tar byte offset, or,
+"""Bundles whose tar Go's archive/tar (containerd, K3s) could read differently from verify:
+each is refused by `bundler verify` with a line naming the tar byte offset, or,
 were it accepted, the real containerd would have to import exactly what verify reported."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The tar reader refuses every header Go's archive/tar could read differently (issue 10).
+"""The tar reader refuses every header Go's archive/tar could read differently.
 
 Hand-made headers for each rule (each refusal names the byte offset), the tars a plain writer
 makes (tarfile in PAX_FORMAT, bundler's own archive.segments), and property tests: random
@@ -199,7 +199,7 @@ def test_short_reads_from_the_stream_give_the_same_members(most):
 SECOND_INDEX = b'{"schemaVersion":2,"manifests":[]}'
 
 CASES = {
-    # pax headers: one per member, exact records, known keys (issue 10's hidden index.json)
+    # pax headers: one per member, exact records, known keys (a hidden second index.json)
     "two pax headers in a row": (
         FIRST + pax(record("path", "index.json")) + pax(record("path", "repositories"))
         + member("repositories", SECOND_INDEX) + END,
@@ -536,7 +536,7 @@ def test_octal_helper_matches_tarfile():
     assert header("a", 5)[124:136] == octal(5, 12) == tarfile.itn(5, 12, tarfile.PAX_FORMAT)
 
 
-# -- the Go model agrees with Go where issue 10 saw the readers part ---------------------------
+# -- the Go model agrees with Go where the readers were seen to part --------------------------
 
 def test_go_model_reads_the_issues_attacks_as_go_does():
     # Only the last pax header counts (reader.go: paxHdrs is replaced, not merged).

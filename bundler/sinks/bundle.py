@@ -250,8 +250,44 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     """The uncompressed-layers bundle, its big frame compressed while layers still arrive.
 
     The metadata (which needs every layer's size) is its own first frame; the rest is
-    compressed to a scratch file layer by layer, in tar order, as each one is staged, and
-    appended after it.
+    compressed to a scratch file layer by layer, in tar order, as each one is staged
+    (_CompactBody), and appended after it.
+    """
+    body = _CompactBody(upstream, fetcher)
+    store = fetcher.store
+    _start_pull(pull, sum(layer.descriptor.size for d, (layer, _) in body.wanted.items()
+                          if not store.has(d)))
+    weights, exact = _layer_weights(body.wanted, store)
+    total = sum(weights.values())
+    bar.start(total, f"compressing {_mb(total)} of layers" + (
+        "" if exact else " (counted as sized in the registry: gzip until pulled)"))
+    if frames and all(store.has(d) for d in body.wanted):
+        # Everything staged before: if both frames are cached too, this is a copy.
+        images = [mutate.staged(image, fetcher) for image in upstream]
+        groups = frame_groups(archive.segments(images), mutate.UNCOMPRESSED, level)
+        if all(frames.lookup(g.key) for g in groups):
+            compress.write_frames(groups, out, frames, plain=plain)
+            bar.update(total)
+            return images
+    big = scratch / "frame.zst"
+    images, segments = body.compress(big, level, _ByLayer(bar), weights)
+    head, rest = frame_groups(segments, mutate.UNCOMPRESSED, level)
+    # The body's two copies (into the frame cache, after the metadata into the bundle) are
+    # each a read, a hash and a write: on two threads they overlap (0.6 s on one thread for
+    # a 1 GiB layer's 320 MB body).
+    keeping = _Background(lambda: frames.put(rest.key, big)) if frames else None
+    compress.write_frames([head], out, frames, plain=plain)
+    with open(big, "rb") as f:
+        tee = compress.plain_tee(out, plain, head.size)
+        shutil.copyfileobj(f, tee, 1 << 20)
+        tee.close()
+    if keeping:
+        keeping.result()  # not waited for if the copy failed: a failed build ends at once
+    return images
+
+
+class _CompactBody:
+    """A compact bundle's body: every layer, uncompressed, in tar order, as each arrives.
 
     A big gzip layer (layer.streams) is not staged first: its blob is downloaded as it is, and
     when the body reaches it, it is inflated straight into the compressor under a tar header
@@ -260,44 +296,53 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     normal way and the body is compressed again from its start: one zstd frame cannot be
     taken back in part. The layers streamed before it are read back from the store then.
     """
-    wanted = {}
-    for image in upstream:
-        for i, layer in enumerate(image.layers):
-            wanted.setdefault(layer.diff_id, (layer, mutate.layer_what(image, i)))
-    store = fetcher.store
-    _start_pull(pull, sum(layer.descriptor.size for d, (layer, _) in wanted.items()
-                          if not store.has(d)))
-    weights, exact = _layer_weights(wanted, store)
-    total = sum(weights.values())
-    bar.start(total, f"compressing {_mb(total)} of layers" + (
-        "" if exact else " (counted as sized in the registry: gzip until pulled)"))
-    if frames and all(store.has(d) for d in wanted):
-        # Everything staged before: if both frames are cached too, this is a copy.
-        images = [mutate.staged(image, fetcher) for image in upstream]
-        groups = frame_groups(archive.segments(images), mutate.UNCOMPRESSED, level)
-        if all(frames.lookup(g.key) for g in groups):
-            compress.write_frames(groups, out, frames, plain=plain)
-            bar.update(total)
-            return images
-    order = sorted(wanted)
-    downloads = {}
-    for digest in order:
-        layer, what = wanted[digest]
-        if layers.streams(layer) and not store.has(digest):
-            downloads[digest] = fetcher.download(layer, what)
-        else:
-            fetcher.ensure(layer, what)
-    meter = _ByLayer(bar)
 
-    def arriving_layers():
-        for digest in order:
-            layer, what = wanted[digest]
+    def __init__(self, upstream: list[Image], fetcher: Fetcher):
+        self.upstream, self.fetcher, self.store = upstream, fetcher, fetcher.store
+        self.wanted: dict = {}
+        for image in upstream:
+            for i, layer in enumerate(image.layers):
+                self.wanted.setdefault(layer.diff_id, (layer, mutate.layer_what(image, i)))
+        self.order = sorted(self.wanted)
+        self.downloads: dict = {}
+
+    def compress(self, big: Path, level: int, meter: _ByLayer, weights: dict[str, int]
+                 ) -> tuple[list[Image], list[archive.Segment]]:
+        """Compress the body into `big`; the images as written, and the tar's segments."""
+        self._start()
+        while True:
+            try:
+                return _compress_body(big, level, self._arriving(meter, weights),
+                                      self.upstream, self.fetcher, meter)
+            except layers.Mispredicted as e:
+                log.info("%s; staging it and compressing the bundle's body again", e)
+                mispredicted = e.layer
+            # Outside the except block, so the abandoned frame's compressor (held by the
+            # exception's traceback) is freed before the layer is staged and a new one made.
+            gc.collect()
+            layer, what = self.wanted[mispredicted.diff_id]
+            self.fetcher.stage_file(layer, what, self.downloads[mispredicted.diff_id].result())
+            meter.restart()
+
+    def _start(self) -> None:
+        """Start every download: big gzip layers as blobs, the others staged."""
+        for digest in self.order:
+            layer, what = self.wanted[digest]
+            if layers.streams(layer) and not self.store.has(digest):
+                self.downloads[digest] = self.fetcher.download(layer, what)
+            else:
+                self.fetcher.ensure(layer, what)
+
+    def _arriving(self, meter: _ByLayer, weights: dict[str, int]):
+        fetcher, store = self.fetcher, self.store
+        for digest in self.order:
+            layer, what = self.wanted[digest]
             streamed = None
-            if digest in downloads and not store.has(digest):
-                streamed = layers.StreamedLayer.of(downloads[digest].result(), layer, store,
-                                                   what)
+            if digest in self.downloads and not store.has(digest):
+                streamed = layers.StreamedLayer.of(self.downloads[digest].result(), layer,
+                                                   store, what)
                 if streamed is None:  # not to be streamed; nothing of it is compressed yet
-                    fetcher.stage_file(layer, what, downloads[digest].result())
+                    fetcher.stage_file(layer, what, self.downloads[digest].result())
             if streamed is not None:
                 segment = archive.blob_segment(digest, streamed.size, streamed.open, True)
             else:
@@ -308,35 +353,6 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
             yield segment
             if streamed is not None:  # read to its end: checked and in the store now
                 fetcher.mark_staged(layer)
-
-    big = scratch / "frame.zst"
-    while True:
-        try:
-            images, segments = _compress_body(big, level, arriving_layers(), upstream,
-                                              fetcher, meter)
-            break
-        except layers.Mispredicted as e:
-            log.info("%s; staging it and compressing the bundle's body again", e)
-            mispredicted = e.layer
-        # Outside the except block, so the abandoned frame's compressor (held by the
-        # exception's traceback) is freed before the layer is staged and a new one is made.
-        gc.collect()
-        layer, what = wanted[mispredicted.diff_id]
-        fetcher.stage_file(layer, what, downloads[mispredicted.diff_id].result())
-        meter.restart()
-    head, body = frame_groups(segments, mutate.UNCOMPRESSED, level)
-    # The body's two copies (into the frame cache, after the metadata into the bundle) are
-    # each a read, a hash and a write: on two threads they overlap (0.6 s on one thread for
-    # a 1 GiB layer's 320 MB body).
-    keeping = _Background(lambda: frames.put(body.key, big)) if frames else None
-    compress.write_frames([head], out, frames, plain=plain)
-    with open(big, "rb") as f:
-        tee = compress.plain_tee(out, plain, head.size)
-        shutil.copyfileobj(f, tee, 1 << 20)
-        tee.close()
-    if keeping:
-        keeping.result()  # not waited for if the copy failed: a failed build ends at once
-    return images
 
 
 class _Background(threading.Thread):

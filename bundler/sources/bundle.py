@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from bundler import archive, compress, localfile, reference, strictjson
+from bundler import archive, compress, localfile, reference, strictjson, text
 from bundler.digest import CHUNK, DIGEST_RE, VerifyingReader, sha256_digest
 from bundler.errors import BundlerError, DigestMismatch, InputError
 from bundler.image import (
@@ -189,7 +189,7 @@ def _entries(members: dict[str, bytes], path: Path) -> Iterator[Entry]:
             variant = variant if isinstance(variant, str) and variant else None
             if bad := platform_field_problem([declared["os"], declared["architecture"],
                                               variant or ""]):
-                raise InputError(f"{where} ({strictjson.shown(name)}): platform {bad}")
+                raise InputError(f"{where} ({text.shown(name)}): platform {bad}")
             plat = Platform(declared["os"], declared["architecture"], variant)
         config = _blob_digest(view.get("Config"), f"{where} ({archive.DOCKER_MANIFEST} Config)")
         layers = view.get("Layers")

@@ -21,7 +21,7 @@ import posixpath
 from functools import partial
 
 from bundler import layer as layers
-from bundler import mediatypes, platform, strictjson
+from bundler import mediatypes, platform, strictjson, text
 from bundler.cache import BlobStore
 from bundler.digest import CHUNK, DIGEST_RE, HashingWriter, sha256_digest
 from bundler.errors import BundlerError, InputError, NetworkError, PlatformError, RegistryError
@@ -74,7 +74,7 @@ class DockerSource:
             raise RegistryError(f"{name}: not in the Docker daemon (--pull never)")
         image_id = found.attrs.get("Id")
         if not isinstance(image_id, str) or not DIGEST_RE.fullmatch(image_id):
-            raise RegistryError(f"{name}: the daemon's image ID {strictjson.shown(image_id)} is "
+            raise RegistryError(f"{name}: the daemon's image ID {text.shown(image_id)} is "
                                 "not a sha256 digest")
         inspected = Platform(found.attrs.get("Os", ""), found.attrs.get("Architecture", ""),
                              found.attrs.get("Variant") or None)

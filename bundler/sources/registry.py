@@ -55,16 +55,16 @@ class RegistrySource:
         self._store = store
         # A store that held nothing when we started holds none of our manifests: a cold
         # build (an empty cache, --no-cache) GETs each tag at once, instead of a HEAD for a
-        # digest it cannot have and then the GET, a round trip more per image (issue 12).
+        # digest it cannot have and then the GET, a round trip more per image.
         self._store_held = store is not None and _holds_anything(store)
         # Where anonymous endpoints' Bearer challenges are kept across runs (the cache):
-        # with one known, a rebuild asks for its tokens without a 401 first (issue 12).
+        # with one known, a rebuild asks for its tokens without a 401 first.
         self._challenges_path = Path(challenges) if challenges else None
         self._challenges = _read_challenges(self._challenges_path)
 
     def images(self, refs: list[Reference]) -> list[Image]:
         """[image(ref) for ref in refs], resolved `jobs` at a time (over a real network each
-        image costs several round trips, issue 12), in the order of `refs`; every failing
+        image costs several round trips), in the order of `refs`; every failing
         image is named in one error (fetch.resolve_all)."""
         try:
             return resolve_all(self.image, refs, self._jobs)
@@ -150,7 +150,7 @@ class RegistrySource:
         """A manifest by tag or digest, from the cache when we have it. With `confirm`, a
         cached by-digest manifest is used only once a HEAD says this repository holds it:
         the cache is keyed by digest alone, and `name@sha256:<another repository's
-        manifest>` must fail warm as it fails cold (issue 11 item 2). Manifests named by an
+        manifest>` must fail warm as it fails cold. Manifests named by an
         index we already hold are in its repository by the registry's own rule."""
         digest = ref if ref.startswith("sha256:") else None
         if self._store_held and digest is None:
