@@ -17,12 +17,12 @@ from pathlib import Path
 from bundler import cache, compress, imagelist, mutate, platform, sources
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore, FrameCache
-from bundler.config import DEFAULT_TIMEOUT
 from bundler.errors import BundlerError, EnvironmentFailure, InputError
 from bundler.fetch import DEFAULT_JOBS
 from bundler.image import Image
 from bundler.progress import Progress
 from bundler.reference import Reference
+from bundler.registry.endpoint import DEFAULT_TIMEOUT
 from bundler.sinks.bundle import BundleSink, Extras
 from bundler.sources import SOURCES
 

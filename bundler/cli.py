@@ -124,7 +124,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _build_arguments(b: argparse.ArgumentParser) -> None:
-    from bundler import bundle, cache, compress, config, fetch, mutate
+    from bundler import bundle, cache, compress, fetch, mutate
+    from bundler.registry import endpoint
 
     b.add_argument("--images", default="images.txt", metavar="FILE",
                    help="image list, one reference a line (default: images.txt)")
@@ -153,8 +154,8 @@ def _build_arguments(b: argparse.ArgumentParser) -> None:
                    help=f"zstd level {compress.MIN_LEVEL}-{compress.MAX_LEVEL} (default: "
                         f"{compress.DEFAULT_LEVEL}); the window stays 2^{compress.WINDOW_LOG}, "
                         "the most K3s decodes")
-    b.add_argument("--timeout", type=float, default=config.DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help=f"connect and read timeout (default: {config.DEFAULT_TIMEOUT:g})")
+    b.add_argument("--timeout", type=float, default=endpoint.DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"connect and read timeout (default: {endpoint.DEFAULT_TIMEOUT:g})")
     b.add_argument("--jobs", type=int, default=fetch.DEFAULT_JOBS, metavar="N",
                    help=f"parallel blob downloads (default: {fetch.DEFAULT_JOBS})")
     caching = b.add_mutually_exclusive_group()
@@ -238,7 +239,8 @@ def _inspect_arguments(ins: argparse.ArgumentParser) -> None:
 
 
 def _push_arguments(pu: argparse.ArgumentParser) -> None:
-    from bundler import config, fetch
+    from bundler import fetch
+    from bundler.registry import endpoint
 
     pu.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to push")
     pu.add_argument("--to", required=True, metavar="HOST[/PREFIX]",
@@ -249,9 +251,9 @@ def _push_arguments(pu: argparse.ArgumentParser) -> None:
                          "target")
     pu.add_argument("--jobs", type=int, default=fetch.DEFAULT_JOBS, metavar="N",
                     help=f"parallel blob uploads (default: {fetch.DEFAULT_JOBS})")
-    pu.add_argument("--timeout", type=float, default=config.DEFAULT_TIMEOUT, metavar="SECONDS",
+    pu.add_argument("--timeout", type=float, default=endpoint.DEFAULT_TIMEOUT, metavar="SECONDS",
                     help=f"connect and read timeout per request (default: "
-                         f"{config.DEFAULT_TIMEOUT:g})")
+                         f"{endpoint.DEFAULT_TIMEOUT:g})")
     pu.add_argument("--print-registries", action="store_true",
                     help="after the push, print on stdout the registries.yaml that makes K3s "
                          "pull these images from there")

@@ -29,12 +29,7 @@ from urllib.parse import urlsplit
 from bundler import localfile
 from bundler.errors import InputError
 from bundler.reference import DOCKER_HUB
-from bundler.registry.endpoint import (  # noqa: F401 - DEFAULT_TIMEOUT: the sources' default too
-    DEFAULT_TIMEOUT,
-    Credentials,
-    Endpoint,
-    TLSConfig,
-)
+from bundler.registry.endpoint import Credentials, Endpoint, TLSConfig
 
 log = logging.getLogger(__name__)
 

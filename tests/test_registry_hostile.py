@@ -1,5 +1,5 @@
-"""A registry built to exhaust, stall or leak gets one line of error and nothing else (issue 10
-items 3, 4 and 6; issue 11 item 5's TLS hint).
+"""A registry built to exhaust, stall or leak gets one line of error and nothing else (bounded
+bodies, credentials, redirects, and the TLS hint).
 
 Each case runs `bundler build` as a subprocess against tests/hostileserver.py and bounds the
 child's peak memory (its own rusage, from wait4) and its time, and checks that no credential
@@ -71,7 +71,7 @@ def _creds(server: HostileServer, **tls) -> dict:
     return {server.host: {"auth": {"username": USER, "password": PASSWORD}, **tls}}
 
 
-# --- issue 10 item 3: bounded bodies -----------------------------------------------------
+# --- bounded bodies --------------------------------------------------------------------------
 
 def test_endless_layer_body_stops_at_its_size(hostile, tmp_path):
     server = hostile(lambda h: h.path == server.image.layer_path and endless(h))
@@ -144,7 +144,7 @@ def test_huge_error_body_is_capped(hostile, tmp_path):
     assert_bounded(m, 30)
 
 
-# --- issue 10 item 4: credentials ---------------------------------------------------------
+# --- credentials -----------------------------------------------------------------------------
 
 def _basic_then(then):
     def behave(h) -> bool:
@@ -263,7 +263,7 @@ def test_client_strips_userinfo_an_endpoint_url_carries(hostile):
     assert server.requests and all(r.authorization == "" for r in server.requests)
 
 
-# --- issue 10 item 6: redirects -----------------------------------------------------------
+# --- redirects -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target, fragment", [
     ("http://169.254.169.254/latest/meta-data/",
@@ -305,7 +305,7 @@ def test_redact_drops_userinfo_and_query():
     assert targets.host_of(url) == "[::1]:5000"
 
 
-# --- issue 11 item 5: the TLS hint --------------------------------------------------------
+# --- the TLS hint ----------------------------------------------------------------------------
 
 def test_https_to_a_plain_http_server_hints_at_http(hostile, tmp_path):
     server = hostile()

@@ -1,4 +1,4 @@
-"""The registry writer against registries that move or starve an upload (issue 13, attacker's
+"""The registry writer against registries that move or starve an upload (an attacker's
 review): an https upload must not be sent on over plain http, and an upload a registry takes
 slower than MIN_RATE must end, not hold a push for days."""
 

@@ -3,7 +3,7 @@
 On a 401 the registry's WWW-Authenticate challenge says what to do; we answer it once per
 scope and cache the token until shortly before it expires. Threads resolving images at once
 share one Authenticator: a scope's token is fetched by one of them while the others wait for
-it (issue 12), and scopes of different repositories are fetched side by side.
+it, and scopes of different repositories are fetched side by side.
 
 An anonymous endpoint's Bearer challenge (where tokens come from, never a token) may be kept
 from an earlier run and handed back as `known`: tokens are then asked for before the first
@@ -55,7 +55,7 @@ class Authenticator:
     the way distribution is often deployed in a lab). Any other realm is refused with one
     line when we hold credentials: going anonymous would only trade a clear error for a
     confusing "access denied". Without credentials nothing secret is sent and any http(s)
-    realm is used, subject to targets.check_target (issue 10 item 4).
+    realm is used, subject to targets.check_target.
     """
 
     def __init__(self, session: requests.Session, endpoint_url: str,
@@ -92,7 +92,7 @@ class Authenticator:
     def prepare(self, scope: str, what: str) -> None:
         """Fetch `scope`'s token before the first request for it, once this endpoint's own
         Bearer challenge (for another scope) has said where tokens come from: without, each
-        new repository costs a 401 round trip first (issue 12; containerd and
+        new repository costs a 401 round trip first (containerd and
         go-containerregistry ask the realm directly too). The realm was checked when the
         challenge came and is checked again here, by the same rules."""
         with self._lock:

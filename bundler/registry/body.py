@@ -1,7 +1,7 @@
 """Response bodies read within bounds: size caps, a minimum rate, resumption by Range.
 
 Every byte a registry sends us passes through BodyReader, so no body can be larger than its
-caller allows nor take longer than its size justifies (issue 10 item 3).
+caller allows nor take longer than its size justifies.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _again = retry.again
 # MIN_RATE bytes it delivers. Only time spent blocked in reads counts, summed over resumes, so
 # retry back-off and our own work are not charged. A link sustaining MIN_RATE (per parallel
 # download) never trips it; a body trickling a byte every few seconds, each read inside
-# --timeout, fails after about 2 x --timeout instead of never (issue 10 item 3).
+# --timeout, fails after about 2 x --timeout instead of never.
 MIN_RATE = 8 << 10
 # Caps for bodies nobody should send big: registry error documents and token responses.
 MAX_ERROR_BODY = 64 << 10
@@ -142,7 +142,7 @@ def read_small(
 ) -> tuple[bytes, requests.Response]:
     """The whole body of a small document (manifest, token) and its response, at most `cap`
     bytes. A body cut off mid-way is asked for again from the start, under the same retry
-    policy as every request (issue 11 item 1): a document is not resumed by Range, since a
+    policy as every request: a document is not resumed by Range, since a
     tag may point elsewhere by the time we ask again."""
     attempts = retry.Attempts(policy)
     while True:
@@ -183,7 +183,7 @@ def error_body(response: requests.Response, timeout: float = DEFAULT_TIMEOUT) ->
 
 # A body declared this small is read to its end when we are done with a response (a HEAD's,
 # a redirect's, a 401 challenge's), so its connection carries the next request: a new one
-# costs a TCP (and TLS) handshake, a round trip or more over a real network (issue 12). A
+# costs a TCP (and TLS) handshake, a round trip or more over a real network. A
 # larger or undeclared body is cut off by closing the connection, as before.
 MAX_DRAIN = 4 << 10
 

@@ -7,7 +7,6 @@ Docker list and manifest v2); without it a registry may answer with one platform
 from __future__ import annotations
 
 import json
-import re
 from urllib.parse import urljoin
 
 import requests
@@ -20,6 +19,7 @@ from bundler.registry.auth import Authenticator
 from bundler.registry.body import BodyReader, error_body, read_small, release
 from bundler.registry.endpoint import DEFAULT_TIMEOUT, Endpoint
 from bundler.registry.targets import check_target, host_of, origin, redact, without_userinfo
+from bundler.text import shown
 
 # distribution refuses manifests over 4 MiB; anything larger is not a manifest.
 MAX_MANIFEST = 4 << 20
@@ -64,7 +64,7 @@ class Client:
     def has_manifest(self, repository: str, digest: str, what: str) -> bool | None:
         """Whether this repository holds the manifest `digest` (one HEAD): False on 404, None
         when the registry does not answer HEAD. A manifest cached from another repository
-        must not stand in for one this repository lacks (issue 11 item 2)."""
+        must not stand in for one this repository lacks."""
         try:
             response = self._get(repository, f"manifests/{digest}", what,
                                  accept=mediatypes.MANIFESTS, method="HEAD")
@@ -205,6 +205,6 @@ def error_code(body: bytes) -> tuple[str, str]:
     return printable(code), printable(message)
 
 
-def printable(text: str, limit: int = 200) -> str:
-    # One line, printable, short: the text is the registry's, and goes into our one line.
-    return re.sub(r"[^\x20-\x7e]", "?", text[:limit])
+def printable(text: str) -> str:
+    """A registry's text (an error message, a reason, a header) for our one line."""
+    return shown(text, limit=200)

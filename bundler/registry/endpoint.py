@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from bundler.reference import quoted, valid_repository
+from bundler.reference import valid_repository
+from bundler.text import quoted
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ def retry_after(value: str | None) -> float | None:
     # which float() refuses with a ValueError.
     if value.isascii() and value.isdigit():
         return float(value)
-    import email.utils  # here: verify and place import this module, and never parse dates
+    import email.utils  # here: most runs never see a Retry-After date
 
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -56,7 +56,7 @@ def without_userinfo(url: str) -> str:
 def check_target(url: str, registry_url: str, what: str, why: str,
                  came_from: str | None = None) -> None:
     """Refuse to send a request the registry chose (a redirect, a token realm) where it must
-    not go (issue 10 item 6), as a RegistryError naming the registry and the target host:
+    not go, as a RegistryError naming the registry and the target host:
 
     - anything but http and https (file:, ftp:, gopher: ...);
     - a redirect from https (`came_from`) to http: credentials and signed URLs would travel

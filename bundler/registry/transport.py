@@ -4,7 +4,7 @@ Registry code never touches connection details; it gets a session from new_sessi
 through send(). Foreign exceptions are turned into NetworkError here, where they enter.
 Connections are kept alive and shared by the threads using a session: a response is either
 read to its end (body.read_small, BodyReader at its size, body.release) or closed, which
-is what gives its connection back to the pool or drops it (issue 12).
+is what gives its connection back to the pool or drops it.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def new_session(tls: TLSConfig, pool: int = POOL) -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     # Proxies come from the environment as usual; credentials never do. requests reads
-    # ~/.netrc for any request (redirect targets too) when the session has no auth of its own
-    # (issue 10 item 4); an auth that adds nothing turns that off and leaves proxies alone.
+    # ~/.netrc for any request (redirect targets too) when the session has no auth of its
+    # own; an auth that adds nothing turns that off and leaves proxies alone.
     session.trust_env = True
     session.auth = _NoNetrc()
     trusted = None if tls.insecure_skip_verify else _ca_location(tls.ca_file)
@@ -132,7 +132,7 @@ class _Adapter(requests.adapters.HTTPAdapter):
 
     urllib3 loads the CA file into every new TLS connection's context: certifi's bundle costs
     ~17 ms of CPU each time, and a warm rebuild from Docker Hub opens one connection per
-    image to the registry and one to its token server (issue 12). Here the context is made
+    image to the registry and one to its token server. Here the context is made
     and loaded once, at the first https request, `trusted` being the location requests would
     load; connections of pools that carry it are given no CA file of their own. A pool
     without it (one reached through a proxy) or a request that wants other CAs keeps

@@ -11,7 +11,7 @@ from pathlib import Path
 from bundler import localfile, mediatypes, platform
 from bundler.atomic import remove_stale, temp_name
 from bundler.cache import BlobStore
-from bundler.config import DEFAULT_TIMEOUT, Endpoint, RegistriesConfig
+from bundler.config import RegistriesConfig
 from bundler.digest import VerifyingReader
 from bundler.errors import BundlerError, PlatformError, RegistryError
 from bundler.fetch import DEFAULT_JOBS, resolve_all
@@ -20,6 +20,7 @@ from bundler.platform import Platform
 from bundler.reference import Reference
 from bundler.registry import retry
 from bundler.registry.client import Client, media_type_of
+from bundler.registry.endpoint import DEFAULT_TIMEOUT, Endpoint
 from bundler.registry.targets import without_userinfo
 
 # Image configs are small JSON documents; a larger one is refused rather than buffered.
