@@ -41,8 +41,11 @@ def _build(tmp: Path, registries: Path, env: dict | None = None):
 
 @pytest.fixture
 def token_registry(tmp_path, seeded_data):
-    def start(**kwargs):
-        tokens = TokenServer(tmp_path, **kwargs).start()
+    def start(realm_host: str = "", **kwargs):
+        tokens = TokenServer(tmp_path, **kwargs)
+        if realm_host:  # the registry names its realm by another host name for this machine
+            tokens.url = tokens.url.replace("127.0.0.1", realm_host, 1)
+        tokens.start()
         registry = Registry(tmp_path / "reg", tokens.registry_config(), data=seeded_data).start()
         started.append((tokens, registry))
         return tokens, registry
@@ -318,3 +321,78 @@ def test_tls_connections_share_one_context_with_the_cas_loaded_once(tmp_path, ht
                                Credentials(USER, PASSWORD)))
     with pytest.raises(NetworkError, match="TLS failed"):
         stranger.manifest("library/busybox", "1.36.1", "busybox")
+
+
+def _client(registry, credentials: bool = True, tls=None):
+    from bundler.config import Credentials, Endpoint, TLSConfig
+    from bundler.registry.client import Client
+
+    return Client(Endpoint(registry.url, TLSConfig(ca_file=str(tls)) if tls else TLSConfig(),
+                           Credentials(USER, PASSWORD) if credentials else None), timeout=10)
+
+
+@pytest.mark.parametrize("tail", [" x", "\"", ",x", "\u00e9", "\t", "=x", ";", "\x7f"])
+def test_a_token_with_a_bad_character_after_good_ones_is_refused(token_registry, tail):
+    # The whole token must be of the header's token68 charset, not just its start: it goes
+    # into an Authorization header as it is.
+    from bundler.errors import RegistryError
+
+    tokens, registry = token_registry()
+    plain = tokens.token
+    tokens.token = lambda scope: plain(scope) + tail
+    with pytest.raises(RegistryError, match="^busybox: token from 127.0.0.1:[0-9]+: .* sent "
+                                            "no usable token$"):
+        _client(registry, credentials=False).manifest("library/busybox", "1.36.1", "busybox")
+    assert len(tokens.requests) == 1
+
+
+def test_a_token_of_the_whole_charset_with_padding_is_used(token_registry):
+    # Refused by the registry (it is no JWT), but sent: our side took it.
+    from bundler.errors import RegistryError
+
+    tokens, registry = token_registry()
+    sent = "AZaz09-._~+/" + "=="
+    tokens.token = lambda scope: sent
+    with pytest.raises(RegistryError) as e:
+        _client(registry, credentials=False).manifest("library/busybox", "1.36.1", "busybox")
+    assert "usable token" not in str(e.value)
+
+
+def test_credentials_go_to_a_plain_http_realm_only_on_the_endpoints_own_host(tmp_path,
+                                                                              token_registry):
+    """The realm-host rule: with credentials, an http realm must be on the http endpoint's own
+    host name; `localhost` is this machine too, but not the host the endpoint was named by."""
+    from bundler.errors import RegistryError
+
+    tokens, registry = token_registry(realm_host="localhost", username=USER, password=PASSWORD)
+    with pytest.raises(RegistryError) as e:
+        _client(registry).manifest("library/busybox", "1.36.1", "busybox")
+    assert str(e.value).startswith("busybox: ") and "names a token realm on plain http at " \
+        "localhost:" in str(e.value) and "not sending the credentials" in str(e.value)
+    assert PASSWORD not in str(e.value)
+    assert tokens.requests == []
+    # The same realm is used without credentials (nothing secret to send): the refusal above
+    # is the rule's, not an unreachable realm's.
+    tokens.username = ""
+    _client(registry, credentials=False).manifest("library/busybox", "1.36.1", "busybox")
+    assert [r["authorization"] for r in tokens.requests] == [""]
+
+
+def test_credentials_never_go_to_a_plain_http_realm_from_an_https_endpoint(tmp_path,
+                                                                           seeded_data):
+    # Same host name, but the endpoint was configured as https: the credentials were
+    # promised encryption.
+    from bundler.errors import RegistryError
+
+    ca, cert, key = pki.server_tls(tmp_path)
+    tokens = TokenServer(tmp_path, username=USER, password=PASSWORD).start()
+    registry = Registry(tmp_path / "reg", tokens.registry_config(), data=seeded_data,
+                        tls=(cert, key)).start(verify=str(ca))
+    try:
+        with pytest.raises(RegistryError, match="names a token realm on plain http at "
+                                                "127.0.0.1:[0-9]+; not sending the credentials"):
+            _client(registry, tls=ca).manifest("library/busybox", "1.36.1", "busybox")
+        assert tokens.requests == []
+    finally:
+        registry.stop()
+        tokens.stop()
