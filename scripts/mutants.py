@@ -248,7 +248,9 @@ def _drop_bytecode(module: Path) -> None:
 
 
 def _run(tests: list[str], timeout: float, extra: list[str]) -> tuple[str, float]:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # This checkout's bundler, whichever one .venv installed: a copy of the repository can be
+    # mutated while the work tree is being edited.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *extra, *tests],
@@ -317,6 +319,7 @@ def main() -> int:
 
     results = []
     restore = module.stat()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # restore the file on kill too
     try:
         for i, m in enumerate(mutants, 1):
             if i not in wanted:
