@@ -141,6 +141,34 @@ def test_created_is_a_real_rfc_3339_time(created, ok):
             strictjson.loads(doc, strictjson.CONFIG)
 
 
+def _time_ok(created: str) -> bool:
+    try:
+        strictjson.loads(json.dumps({"created": created}).encode(), strictjson.CONFIG)
+    except StrictJSONError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("year", [2023, 2024, 1900, 2000])
+def test_every_months_last_day_is_a_time_and_the_day_after_is_not(year):
+    import calendar
+
+    for month in range(1, 13):
+        last = calendar.monthrange(year, month)[1]
+        assert _time_ok(f"{year}-{month:02}-{last:02}T00:00:00Z"), (year, month)
+        assert not _time_ok(f"{year}-{month:02}-{last + 1:02}T00:00:00Z"), (year, month)
+        assert _time_ok(f"{year}-{month:02}-01T00:00:00Z") and \
+            not _time_ok(f"{year}-{month:02}-00T00:00:00Z")
+
+
+def test_time_fields_at_their_bounds():
+    assert _time_ok("0001-01-01T23:59:59+23:59") and _time_ok("9999-12-31T00:00:00-00:00")
+    assert _time_ok("2024-01-01T00:00:00.000000001Z")
+    for bad in ("2024-01-01T00:00:00.Z", "2024-01-01T00:00:00+2359", "2024-01-01T00:00Z",
+                "2024-01-01T00:00:00z", "2024-1-01T00:00:00Z", "2024-01-01T00:00:00+23:59x"):
+        assert not _time_ok(bad), bad
+
+
 @pytest.mark.parametrize("escape", ["\\ud800", "\\uD800", "\\udbff", "\\uDc00", "\\uDFFF",
                                     "\\uDAbC"])
 @pytest.mark.parametrize("where", ['{"a": "x%s"}', '{"%s": 1}', '[[{"b": ["%s"]}]]'])
