@@ -177,3 +177,44 @@ def test_every_lone_surrogate_escape_is_refused(escape, where):
         strictjson.loads((where % escape).encode())
     # after an escaped backslash it is text, not an escape
     assert strictjson.loads((where % ("\\\\" + escape[1:])).encode())
+
+
+@pytest.mark.parametrize(("data", "schema", "message"), [
+    (b'[]', strictjson.INDEX, "the document is not an object"),
+    (b'{}', strictjson.DOCKER_MANIFEST, "the document is not a list"),
+    (b'{"manifests": {}}', strictjson.INDEX, "manifests is not a list"),
+    (b'{"manifests": [{}, 1]}', strictjson.INDEX, "manifests[1] is not an object"),
+    (b'{"manifests": [{"size": true}]}', strictjson.INDEX, "manifests[0].size is not an integer"),
+    (b'{"manifests": [{"size": 1.0}]}', strictjson.INDEX, "manifests[0].size is not an integer"),
+    (b'{"schemaVersion": "2"}', strictjson.MANIFEST, "schemaVersion is not an integer"),
+    (b'{"config": {"digest": 5}}', strictjson.MANIFEST, "config.digest is not a string"),
+    (b'{"annotations": {"a": "x", "b": 1}}', strictjson.INDEX,
+     "annotations is not an object of strings"),
+    (b'{"annotations": ["a"]}', strictjson.INDEX, "annotations is not an object of strings"),
+    (b'{"layers": [{"platform": {"os.features": ["a", 2]}}]}', strictjson.MANIFEST,
+     "layers[0].platform.os.features[1] is not a string"),
+    (b'{"rootfs": {"diff_ids": "sha256:x"}}', strictjson.CONFIG, "rootfs.diff_ids is not a list"),
+    (b'{"config": []}', strictjson.CONFIG, "config is not an object"),
+    (b'{"history": [{"empty_layer": 0}]}', strictjson.CONFIG,
+     "history[0].empty_layer is not a boolean"),
+    (b'[{"Layers": ["a"], "RepoTags": "x:1"}]', strictjson.DOCKER_MANIFEST,
+     "[0].RepoTags is not a list"),
+])
+def test_values_go_cannot_decode_into_their_field_are_refused(data, schema, message):
+    with pytest.raises(StrictJSONError) as e:
+        strictjson.loads(data, schema)
+    assert str(e.value) == message
+
+
+def test_null_and_the_right_types_are_accepted_anywhere():
+    doc = (b'{"schemaVersion": 2, "manifests": [null, {"size": 0, "annotations": {}, '
+           b'"platform": {"os.features": null}}], "annotations": {"a": "b"}, "subject": null}')
+    assert strictjson.loads(doc, strictjson.INDEX) == json.loads(doc)
+
+
+def test_a_document_may_hold_exactly_max_objects():
+    n = strictjson.MAX_OBJECTS
+    assert n == 100_000
+    assert len(strictjson.loads(b"[" + b"{}," * (n - 1) + b"{}]")) == n
+    with pytest.raises(StrictJSONError, match=f"^more than {n} objects$"):
+        strictjson.loads(b"[" + b"{}," * n + b"{}]")
