@@ -295,3 +295,45 @@ def test_a_skippable_frame_cut_short_is_a_frame_error():
         list(compress.frames(io.BytesIO(data)))
     with pytest.raises(compress.FrameError, match="^truncated zstd stream at byte 6$"):
         list(compress.frames(io.BytesIO(data[:6])))  # half its size field
+
+
+def _big_stream() -> bytes:
+    """Frames whose skippable payload and blocks are past Seeking's 4096-byte read limit."""
+    skippable = (0x184D2A50).to_bytes(4, "little") + (5000).to_bytes(4, "little") + b"s" * 5000
+    blocks = _block(b"r" * 9000, last=False) + _block(b"z", kind=1, size=70000, last=False) \
+        + _block(b"c" * 4097)
+    return skippable + _crafted(0x04, wd=0x10, blocks=blocks, checksum=True) + \
+        _compress(DATA[:50_000], window_log=20)
+
+
+def test_seeking_walks_a_file_as_reading_it_does(tmp_path):
+    data = _big_stream()
+    path = tmp_path / "s.zst"
+    path.write_bytes(data)
+    read = list(compress.frames(io.BytesIO(data)))
+    assert [f.offset for f in read] == [0, 5008, 5008 + 6 + 9003 + 4 + 4100 + 4]
+    with open(path, "rb") as f:
+        assert list(compress.frames(compress.Seeking(f))) == read
+    # Cut anywhere, seeking names the same byte as reading does.
+    for cut in (5007, 5008 + 3000, 5008 + 6 + 9003 + 2, 5008 + 6 + 9003 + 4 + 4000,
+                len(data) - 10_000, len(data) - 3):
+        path.write_bytes(data[:cut])
+        with pytest.raises(compress.FrameError) as read_error:
+            list(compress.frames(io.BytesIO(data[:cut])))
+        with open(path, "rb") as f, pytest.raises(compress.FrameError) as seek_error:
+            list(compress.frames(compress.Seeking(f)))
+        assert str(seek_error.value) == str(read_error.value), cut
+
+
+def test_seeking_read_skips_big_reads_and_stops_at_the_end(tmp_path):
+    path = tmp_path / "f"
+    data = bytes(range(256)) * 40  # 10240 bytes
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        s = compress.Seeking(f)
+        assert s.read(4) == b"\0\1\2\3"  # small: read
+        assert s.read(5000) == b"\0" * 5000 and f.tell() == 5004  # big: skipped, not read
+        assert s.read(4096) == data[5004:9100]  # 4096 is still read
+        assert f.tell() == 9100
+        assert s.read(8000) == b"\0" * 1140 and f.tell() == 10240  # short at the end
+        assert s.read(8000) == b"" and s.read(4) == b""
