@@ -19,6 +19,7 @@ import argparse
 import ast
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -306,7 +307,7 @@ def main() -> int:
         for i, m in enumerate(mutants, 1):
             print(f"{i:4} {args.module}:{m.line}: {m.what}: {m.text}")
         return 0
-    extra = args.pytest.split()
+    extra = shlex.split(args.pytest)
 
     _drop_bytecode(module)
     state, clean = _run(args.tests, 3600, extra)
