@@ -272,6 +272,7 @@ def test_frames_refuses_magics_next_to_the_real_ones(magic):
 
 @pytest.mark.parametrize(("cut", "where"), [
     (2, "truncated frame header at byte 0"),
+    (3, "truncated frame header at byte 0"),  # a FrameError still, not struct's error
     (4, "truncated zstd stream at byte 4"),  # no descriptor
     (5, "truncated zstd stream at byte 5"),  # no window descriptor
     (7, "truncated zstd stream at byte 7"),  # half the 2-byte dictionary id
@@ -337,3 +338,11 @@ def test_seeking_read_skips_big_reads_and_stops_at_the_end(tmp_path):
         assert f.tell() == 9100
         assert s.read(8000) == b"\0" * 1140 and f.tell() == 10240  # short at the end
         assert s.read(8000) == b"" and s.read(4) == b""
+
+
+@pytest.mark.parametrize("tail", [b"\x28", b"\x28\xb5", b"\x28\xb5\x2f"])
+def test_a_frame_magic_cut_after_whole_frames_names_its_byte(tail):
+    data = _crafted(0x20, fcs=b"\x01")
+    with pytest.raises(compress.FrameError, match=f"^truncated frame header at byte "
+                                                  f"{len(data)}$"):
+        list(compress.frames(io.BytesIO(data + tail)))
