@@ -282,3 +282,34 @@ def test_index_digests_and_layers_of():
     config = json.loads(blobs[digest].data)["config"]["digest"]
     assert layout.layers_of(digest) == (config, [{"digest": _sha(LAYER), "size": len(LAYER)}])
     assert layout.layers_of("sha256:" + "0" * 64) is None
+
+
+def _two_images(second_arch: str, first_broken: bool = False
+                ) -> tuple[dict[str, bytes], dict[str, Blob]]:
+    """Two images in one layout (the second named y, of `second_arch`), or three, the first
+    of them broken, when `first_broken`."""
+    parts = []
+    for i, arch in enumerate(["amd64", second_arch]):
+        p = Parts()
+        p.config["architecture"] = arch
+        if i:
+            p.config["author"] = "y"  # another config digest
+            p.entry["annotations"] = {"io.containerd.image.name": "docker.io/rancher/y:1"}
+        parts.append(p.build())
+    index = [json.loads(m["index.json"])["manifests"][0] for m, _ in parts]
+    if first_broken:
+        index.insert(0, {"mediaType": OCI_MANIFEST, "digest": _sha(b"gone"), "size": 4})
+    metadata = {**parts[0][0], "index.json": json.dumps(
+        {"schemaVersion": 2, "manifests": index}).encode()}
+    return metadata, {**parts[0][1], **parts[1][1]}
+
+
+@pytest.mark.parametrize("first_broken", [False, True])
+def test_without_a_platform_wanted_the_first_image_sets_it_for_the_rest(first_broken):
+    problems: list[str] = []
+    Layout(*_two_images("arm64", first_broken), problems.append).check(None)
+    assert "docker.io/rancher/y:1: config says linux/arm64, the bundle is linux/amd64" \
+        in problems, problems
+    problems = []
+    Layout(*_two_images("amd64", first_broken), problems.append).check(None)
+    assert not [p for p in problems if "config says" in p], problems

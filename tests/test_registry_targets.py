@@ -59,7 +59,7 @@ def test_https_must_not_downgrade_to_http():
     "http://169.254.169.254/latest/meta-data/", "http://169.254.0.1/",
     "http://169.254.255.255:80/", "http://[fe80::1]:8080/x", "http://[febf::1]/",
     "http://[::ffff:169.254.169.254]/", "http://2852039166/", "http://0xA9FEA9FE/",
-    "http://[fe80::1%25eth0]/",
+    "http://[fe80::1%25eth0]/", "http://169.254.169.254%25eth0/",  # a zone on IPv4 too
 ])
 def test_link_local_is_refused_even_from_a_loopback_registry(url):
     for registry in (REMOTE, "http://127.0.0.1:5000"):
