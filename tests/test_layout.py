@@ -313,3 +313,13 @@ def test_without_a_platform_wanted_the_first_image_sets_it_for_the_rest(first_br
     problems = []
     Layout(*_two_images("amd64", first_broken), problems.append).check(None)
     assert not [p for p in problems if "config says" in p], problems
+
+
+def test_a_layer_may_start_empty_or_with_the_end_of_archive_block():
+    # An empty layer (docker's for a metadata-only step) is two zero blocks, or nothing.
+    from bundler.layout import _is_tar_start
+
+    for head in (b"", bytes(512), bytes(100)):
+        assert _is_tar_start(head), len(head)
+    assert _is_tar_start(LAYER[:512])
+    assert not _is_tar_start(LAYER[:511]) and not _is_tar_start(b"\0" * 511 + b"x")
