@@ -396,3 +396,49 @@ def test_credentials_never_go_to_a_plain_http_realm_from_an_https_endpoint(tmp_p
     finally:
         registry.stop()
         tokens.stop()
+
+
+@pytest.mark.parametrize(("header", "scheme", "params"), [
+    ('Bearer realm="https://auth.example/token",service="registry.example",'
+     'scope="repository:a/b:pull"', "bearer",
+     {"realm": "https://auth.example/token", "service": "registry.example",
+      "scope": "repository:a/b:pull"}),
+    ('  BEARER  Realm = "https://a/t" , SERVICE=plain, x="a\\"b,c"', "bearer",
+     {"realm": "https://a/t", "service": "plain", "x": 'a\\"b,c'}),
+    ('Basic realm="hostile"', "basic", {"realm": "hostile"}),
+    ("", "", {}),
+])
+def test_parse_challenge(header, scheme, params):
+    from bundler.registry.auth import parse_challenge
+
+    assert parse_challenge(header) == (scheme, params)
+
+
+def test_token_bodies_what_is_used_and_for_how_long():
+    import time
+
+    from bundler.errors import RegistryError
+    from bundler.registry import auth
+
+    def parsed(doc) -> tuple[str, float]:
+        before = time.monotonic()
+        token, deadline = auth._parse_token(json.dumps(doc).encode(), "https://t.example/x",
+                                            "img")
+        return token, deadline - before
+
+    longest = "a" * auth._MAX_TOKEN
+    assert auth._MAX_TOKEN == 16 << 10
+    assert parsed({"token": longest})[0] == longest
+    assert parsed({"access_token": "oauth", "expires_in": 300})[0] == "oauth"
+    assert parsed({"token": "t", "access_token": "other"})[0] == "t"
+    for lifetime, lasts in ((300, 290), (11, 1), (5, 1), (999_999_999, 999_999_989)):
+        assert lasts <= parsed({"token": "t", "expires_in": lifetime})[1] < lasts + 1, lifetime
+    for absent in (None, True, 0, -5, 1e9, "300", [300]):  # the spec's default, 60 s
+        assert 50 <= parsed({"token": "t", "expires_in": absent})[1] < 51, absent
+    for bad in ({"token": longest + "a"}, {"token": ""}, {"token": 5}, {"access_token": None},
+                {}, ["t"], "t", None):
+        with pytest.raises(RegistryError, match="^img: t.example sent no usable token$"):
+            parsed(bad)
+    for body in (b"{", b"\xff", b"[" * 100_000):
+        with pytest.raises(RegistryError, match="sent no usable token"):
+            auth._parse_token(body, "https://t.example/x", "img")
