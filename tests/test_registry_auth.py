@@ -442,3 +442,42 @@ def test_token_bodies_what_is_used_and_for_how_long():
     for body in (b"{", b"\xff", b"[" * 100_000):
         with pytest.raises(RegistryError, match="sent no usable token"):
             auth._parse_token(body, "https://t.example/x", "img")
+
+
+def test_a_kept_realm_that_fails_gets_one_try(tmp_path, token_registry):
+    """A kept realm is a hint from an earlier run: one failed token request drops it (the
+    registry's own 401 then says where to ask), where a live realm's would be retried."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.cli_helpers import build_args
+
+    asked = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_response(503)  # retryable: a live realm saying this is asked again
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    stale = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=stale.serve_forever, daemon=True).start()
+    tokens, registry = token_registry()
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
+        args = build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml)
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "challenges.json").write_text(json.dumps(
+            {registry.url: {"realm": f"http://127.0.0.1:{stale.server_address[1]}/token",
+                            "service": SERVICE}}))
+        run = bundler(*args)
+    finally:
+        stale.shutdown()
+        stale.server_close()
+    assert run.code == 0, run.stderr
+    assert len(asked) == 1, asked
+    assert _kept(tmp_path) == {registry.url: {"realm": tokens.url, "service": SERVICE}}
