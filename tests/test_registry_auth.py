@@ -481,3 +481,26 @@ def test_a_kept_realm_that_fails_gets_one_try(tmp_path, token_registry):
     assert run.code == 0, run.stderr
     assert len(asked) == 1, asked
     assert _kept(tmp_path) == {registry.url: {"realm": tokens.url, "service": SERVICE}}
+
+
+def test_authorization_waits_for_a_token_another_thread_is_fetching():
+    # Asking without it would only earn a 401 and a second answer.
+    import threading
+    import time
+
+    import requests
+
+    from bundler.registry.auth import Authenticator
+
+    auth = Authenticator(requests.Session(), "https://r.example", None)
+    assert auth.authorization("repository:a:pull") is None  # nobody fetching: no wait
+    fetching = auth._scope_lock("repository:a:pull")
+    fetching.acquire()  # as answer() and prepare() hold it while they fetch
+
+    def fetched():
+        time.sleep(0.3)
+        auth._tokens["repository:a:pull"] = ("t0k3n", time.monotonic() + 60)
+        fetching.release()
+
+    threading.Thread(target=fetched).start()
+    assert auth.authorization("repository:a:pull") == "Bearer t0k3n"
