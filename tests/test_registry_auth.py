@@ -504,3 +504,28 @@ def test_authorization_waits_for_a_token_another_thread_is_fetching():
 
     threading.Thread(target=fetched).start()
     assert auth.authorization("repository:a:pull") == "Bearer t0k3n"
+
+
+def test_challenges_that_give_nothing_to_answer_with_are_not_retried(tmp_path):
+    """A 401 is retried only when answering it can change something: never for a scheme we
+    do not speak, a Bearer challenge without a realm, or Basic without (new) credentials."""
+    import requests
+
+    from bundler.config import Credentials
+    from bundler.registry.auth import Authenticator
+
+    def answer(auth: Authenticator, header: str | None) -> bool:
+        response = requests.Response()
+        response.status_code = 401
+        if header is not None:
+            response.headers["WWW-Authenticate"] = header
+        return auth.answer(response, "repository:a:pull", "img")
+
+    anonymous = Authenticator(requests.Session(), "http://127.0.0.1:9", None)
+    for header in ('Digest realm="http://127.0.0.1:9/token"', 'Bearer service="s"', "Bearer",
+                   "", None, 'Basic realm="r"'):
+        assert answer(anonymous, header) is False, header
+    creds = Authenticator(requests.Session(), "http://127.0.0.1:9", Credentials(USER, PASSWORD))
+    assert answer(creds, 'Basic realm="r"') is True  # first time: send the credentials
+    assert answer(creds, 'Basic realm="r"') is False  # refused with them: an answer
+    assert creds.authorization("repository:a:pull").startswith("Basic ")
