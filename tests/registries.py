@@ -20,11 +20,15 @@ from tests.tokenserver import TokenServer
 
 
 @contextmanager
-def token_registry(tmp_path: Path, data: Path | None = None, **token_options
-                   ) -> Iterator[tuple[TokenServer, Registry]]:
+def token_registry(tmp_path: Path, data: Path | None = None, realm_host: str = "",
+                   **token_options) -> Iterator[tuple[TokenServer, Registry]]:
     """A registry behind the token server, serving `data` (a registry's storage directory);
-    `token_options` go to TokenServer (username, password, expires_in...)."""
-    tokens = TokenServer(tmp_path, **token_options).start()
+    `token_options` go to TokenServer (username, password, expires_in...). `realm_host`: the
+    registry names its realm by this other host name for this machine."""
+    tokens = TokenServer(tmp_path, **token_options)
+    if realm_host:
+        tokens.url = tokens.url.replace("127.0.0.1", realm_host, 1)
+    tokens.start()
     try:
         registry = Registry(tmp_path / "reg", tokens.registry_config(), data=data).start()
     except BaseException:

@@ -170,3 +170,179 @@ def test_group_frames_decode_and_streamed_groups_keep_the_big_window(tmp_path):
         assert header.window_size == window
         assert zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out.getvalue())).read() \
             == data
+
+
+MAGIC = (0xFD2FB528).to_bytes(4, "little")
+
+
+def _block(payload: bytes, kind: int = 0, last: bool = True, size: int | None = None) -> bytes:
+    """A block header (3 bytes, little-endian: last bit, type, size) and its payload."""
+    size = len(payload) if size is None else size
+    return (int(last) | kind << 1 | size << 3).to_bytes(3, "little") + payload
+
+
+def _crafted(fhd: int, wd: int | None = None, dict_id: bytes = b"", fcs: bytes = b"",
+             blocks: bytes = b"", checksum: bool = False) -> bytes:
+    head = MAGIC + bytes([fhd]) + (bytes([wd]) if wd is not None else b"") + dict_id + fcs
+    return head + (blocks or _block(b"x")) + (b"\0" * 4 if checksum else b"")
+
+
+@pytest.mark.parametrize("exponent", [0, 14, 15, 16, 21])  # 21: libzstd's most, 2^31
+def test_frames_reads_the_window_descriptors_mantissa(exponent):
+    # Window = 2^(10 + exponent) + mantissa eighths of it (RFC 8878, 3.1.1.1.2); encoders write
+    # mantissa 0, but a crafted header need not, and 2^25 + 2^22 is past K3s's limit.
+    for mantissa in range(8):
+        data = _crafted(0x00, wd=exponent << 3 | mantissa)
+        base = 1 << (10 + exponent)
+        want = base + base // 8 * mantissa
+        assert want == zstandard.get_frame_parameters(data).window_size  # libzstd agrees
+        assert list(compress.frames(io.BytesIO(data))) == [compress.Frame(0, want)], mantissa
+
+
+# (frame header descriptor, window descriptor, dictionary id, frame content size)
+HEADERS = [
+    (0x20, None, b"", b"\x07"),  # single segment, 1-byte size: the window is the size
+    (0x60, None, b"", b"\x07\x01"),  # 2-byte size: 256 more than it says
+    (0xA0, None, b"", b"\x07\x01\x02\x00"),
+    (0xE0, None, b"", b"\x07\x01\x02\x00\x00\x00\x00\x00"),
+    (0x21, None, b"\x05", b"\x09"),  # dictionary ids of 1, 2 and 4 bytes before the size
+    (0x62, None, b"\x05\x06", b"\x09\x01"),
+    (0xA3, None, b"\x05\x06\x07\x08", b"\x09\x01\x02\x03"),
+    (0x01, 0x58, b"\x05", b""),  # not single segment: a window descriptor, no size
+    (0x42, 0x7B, b"\x05\x06", b"\x09\x01"),  # ...and a size, which is not the window then
+    (0x80, 0x7B, b"", b"\x09\x01\x02\x03"),
+    (0xC3, 0x7B, b"\x05\x06\x07\x08", b"\x09\x01\x02\x03\x04\x05\x06\x07"),
+]
+
+
+@pytest.mark.parametrize(("fhd", "wd", "dict_id", "fcs"), HEADERS)
+@pytest.mark.parametrize("checksum", [False, True])
+def test_frames_walks_every_header_layout(fhd, wd, dict_id, fcs, checksum):
+    """Each field's length is read from the descriptor: the next frame starts where libzstd
+    says this one ends, with the window libzstd reads."""
+    fhd |= 0x04 if checksum else 0
+    first = _crafted(fhd, wd, dict_id, fcs, checksum=checksum)
+    params = zstandard.get_frame_parameters(first)
+    assert params.has_checksum == checksum and params.dict_id == int.from_bytes(dict_id,
+                                                                                 "little")
+    second = _crafted(0x20, fcs=b"\x01")
+    stream = first + second + first
+    assert list(compress.frames(io.BytesIO(stream))) == [
+        compress.Frame(0, params.window_size), compress.Frame(len(first), 1),
+        compress.Frame(len(first) + len(second), params.window_size)]
+
+
+def test_frames_skips_blocks_by_type():
+    # Raw and compressed blocks carry `size` bytes, an RLE block one byte repeated `size`
+    # times; only the last-block bit ends the frame.
+    blocks = (_block(b"abc", last=False) + _block(b"z", kind=1, size=1000, last=False)
+              + _block(b"\0" * 5, kind=2, last=False) + _block(b"", last=False)
+              + _block(b"q", kind=1, size=7))
+    data = _crafted(0x00, wd=0, blocks=blocks)
+    tail = _crafted(0x20, fcs=b"\x02")
+    assert list(compress.frames(io.BytesIO(data + tail))) == [
+        compress.Frame(0, 1024), compress.Frame(len(data), 2)]
+
+
+def test_frames_refuses_reserved_bits_and_block_types():
+    with pytest.raises(compress.FrameError, match="^reserved bit set in frame header at byte "
+                                                  "4$"):
+        list(compress.frames(io.BytesIO(_crafted(0x08, wd=0))))
+    good = _crafted(0x20, fcs=b"\x01")
+    bad = _crafted(0x00, wd=0, blocks=_block(b"ab", last=False) + _block(b"", kind=3))
+    with pytest.raises(compress.FrameError, match=f"^reserved block type at byte "
+                                                  f"{len(good) + 6 + 5}$"):
+        list(compress.frames(io.BytesIO(good + bad)))
+
+
+@pytest.mark.parametrize("magic", [0x184D2A50, 0x184D2A57, 0x184D2A5F])
+def test_frames_skips_every_skippable_magic(magic):
+    skippable = magic.to_bytes(4, "little") + (5).to_bytes(4, "little") + b"12345"
+    tail = _crafted(0x20, fcs=b"\x03")
+    assert list(compress.frames(io.BytesIO(skippable + tail))) == [
+        compress.Frame(0, 0, skippable=True), compress.Frame(13, 3)]
+
+
+@pytest.mark.parametrize("magic", [0x184D2A4F, 0x184D2A60, 0x184D2B50, 0xFD2FB527])
+def test_frames_refuses_magics_next_to_the_real_ones(magic):
+    data = _crafted(0x20, fcs=b"\x01")
+    with pytest.raises(compress.FrameError, match=f"^no zstd frame at byte {len(data)}$"):
+        list(compress.frames(io.BytesIO(data + magic.to_bytes(4, "little") + b"\0" * 20)))
+
+
+@pytest.mark.parametrize(("cut", "where"), [
+    (2, "truncated frame header at byte 0"),
+    (3, "truncated frame header at byte 0"),  # a FrameError still, not struct's error
+    (4, "truncated zstd stream at byte 4"),  # no descriptor
+    (5, "truncated zstd stream at byte 5"),  # no window descriptor
+    (7, "truncated zstd stream at byte 7"),  # half the 2-byte dictionary id
+    (9, "truncated zstd stream at byte 9"),  # no size
+    (11, "truncated zstd stream at byte 11"),  # a third of a block header
+    (14, "truncated zstd stream at byte 14"),  # one of three payload bytes
+    (16, "truncated zstd stream at byte 16"),  # no checksum
+    (18, "truncated zstd stream at byte 18"),  # half of it
+])
+def test_frames_names_the_byte_where_a_frame_is_cut(cut, where):
+    data = _crafted(0x46, wd=0, dict_id=b"\x05\x06", fcs=b"\x01\x02", blocks=_block(b"abc"),
+                    checksum=True)
+    assert len(data) == 20
+    with pytest.raises(compress.FrameError, match=f"^{where}$"):
+        list(compress.frames(io.BytesIO(data[:cut])))
+
+
+def test_a_skippable_frame_cut_short_is_a_frame_error():
+    data = (0x184D2A50).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"123"
+    with pytest.raises(compress.FrameError, match="^truncated zstd stream at byte 11$"):
+        list(compress.frames(io.BytesIO(data)))
+    with pytest.raises(compress.FrameError, match="^truncated zstd stream at byte 6$"):
+        list(compress.frames(io.BytesIO(data[:6])))  # half its size field
+
+
+def _big_stream() -> bytes:
+    """Frames whose skippable payload and blocks are past Seeking's 4096-byte read limit."""
+    skippable = (0x184D2A50).to_bytes(4, "little") + (5000).to_bytes(4, "little") + b"s" * 5000
+    blocks = _block(b"r" * 9000, last=False) + _block(b"z", kind=1, size=70000, last=False) \
+        + _block(b"c" * 4097)
+    return skippable + _crafted(0x04, wd=0x10, blocks=blocks, checksum=True) + \
+        _compress(DATA[:50_000], window_log=20)
+
+
+def test_seeking_walks_a_file_as_reading_it_does(tmp_path):
+    data = _big_stream()
+    path = tmp_path / "s.zst"
+    path.write_bytes(data)
+    read = list(compress.frames(io.BytesIO(data)))
+    assert [f.offset for f in read] == [0, 5008, 5008 + 6 + 9003 + 4 + 4100 + 4]
+    with open(path, "rb") as f:
+        assert list(compress.frames(compress.Seeking(f))) == read
+    # Cut anywhere, seeking names the same byte as reading does.
+    for cut in (5007, 5008 + 3000, 5008 + 6 + 9003 + 2, 5008 + 6 + 9003 + 4 + 4000,
+                len(data) - 10_000, len(data) - 3):
+        path.write_bytes(data[:cut])
+        with pytest.raises(compress.FrameError) as read_error:
+            list(compress.frames(io.BytesIO(data[:cut])))
+        with open(path, "rb") as f, pytest.raises(compress.FrameError) as seek_error:
+            list(compress.frames(compress.Seeking(f)))
+        assert str(seek_error.value) == str(read_error.value), cut
+
+
+def test_seeking_read_skips_big_reads_and_stops_at_the_end(tmp_path):
+    path = tmp_path / "f"
+    data = bytes(range(256)) * 40  # 10240 bytes
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        s = compress.Seeking(f)
+        assert s.read(4) == b"\0\1\2\3"  # small: read
+        assert s.read(5000) == b"\0" * 5000 and f.tell() == 5004  # big: skipped, not read
+        assert s.read(4096) == data[5004:9100]  # 4096 is still read
+        assert f.tell() == 9100
+        assert s.read(8000) == b"\0" * 1140 and f.tell() == 10240  # short at the end
+        assert s.read(8000) == b"" and s.read(4) == b""
+
+
+@pytest.mark.parametrize("tail", [b"\x28", b"\x28\xb5", b"\x28\xb5\x2f"])
+def test_a_frame_magic_cut_after_whole_frames_names_its_byte(tail):
+    data = _crafted(0x20, fcs=b"\x01")
+    with pytest.raises(compress.FrameError, match=f"^truncated frame header at byte "
+                                                  f"{len(data)}$"):
+        list(compress.frames(io.BytesIO(data + tail)))

@@ -282,3 +282,109 @@ def test_index_digests_and_layers_of():
     config = json.loads(blobs[digest].data)["config"]["digest"]
     assert layout.layers_of(digest) == (config, [{"digest": _sha(LAYER), "size": len(LAYER)}])
     assert layout.layers_of("sha256:" + "0" * 64) is None
+
+
+def _two_images(second_arch: str, first_broken: bool = False
+                ) -> tuple[dict[str, bytes], dict[str, Blob]]:
+    """Two images in one layout (the second named y, of `second_arch`), or three, the first
+    of them broken, when `first_broken`."""
+    parts = []
+    for i, arch in enumerate(["amd64", second_arch]):
+        p = Parts()
+        p.config["architecture"] = arch
+        if i:
+            p.config["author"] = "y"  # another config digest
+            p.entry["annotations"] = {"io.containerd.image.name": "docker.io/rancher/y:1"}
+        parts.append(p.build())
+    index = [json.loads(m["index.json"])["manifests"][0] for m, _ in parts]
+    if first_broken:
+        index.insert(0, {"mediaType": OCI_MANIFEST, "digest": _sha(b"gone"), "size": 4})
+    metadata = {**parts[0][0], "index.json": json.dumps(
+        {"schemaVersion": 2, "manifests": index}).encode()}
+    return metadata, {**parts[0][1], **parts[1][1]}
+
+
+@pytest.mark.parametrize("first_broken", [False, True])
+def test_without_a_platform_wanted_the_first_image_sets_it_for_the_rest(first_broken):
+    problems: list[str] = []
+    Layout(*_two_images("arm64", first_broken), problems.append).check(None)
+    assert "docker.io/rancher/y:1: config says linux/arm64, the bundle is linux/amd64" \
+        in problems, problems
+    problems = []
+    Layout(*_two_images("amd64", first_broken), problems.append).check(None)
+    assert not [p for p in problems if "config says" in p], problems
+
+
+def test_a_layer_may_start_empty_or_with_the_end_of_archive_block():
+    # An empty layer (docker's for a metadata-only step) is two zero blocks, or nothing.
+    from bundler.layout import _is_tar_start
+
+    for head in (b"", bytes(512), bytes(100)):
+        assert _is_tar_start(head), len(head)
+    assert _is_tar_start(LAYER[:512])
+    assert not _is_tar_start(LAYER[:511]) and not _is_tar_start(b"\0" * 511 + b"x")
+
+
+def _header(high: bytes = b"", mtime_end: bytes = b"\0") -> bytearray:
+    """A ustar header (etc/hostname) with `high` bytes in its user name and byte 147, the last
+    of the mtime field, set to `mtime_end`; its checksum field still to be written."""
+    h = bytearray(tarfile.TarInfo("etc/hostname").tobuf(format=tarfile.USTAR_FORMAT))
+    h[265:265 + len(high)] = high
+    h[147:148] = mtime_end
+    return h
+
+
+def _sums(h: bytearray) -> tuple[int, int]:
+    rest = bytes(h[:148]) + b" " * 8 + bytes(h[156:])
+    unsigned = sum(rest)
+    return unsigned, unsigned - 256 * sum(1 for c in rest if c >= 128)
+
+
+def _with_sum(h: bytearray, field: bytes) -> bytes:
+    assert len(field) == 8
+    return bytes(h[:148]) + field + bytes(h[156:])
+
+
+def test_a_layers_first_header_is_checked_as_go_checks_its_sum():
+    from bundler.layout import _is_tar_start
+
+    plain = _header()
+    unsigned, signed = _sums(plain)
+    assert unsigned == signed and unsigned < 0o100000
+    # Every form Go's parseOctal reads: padded with NULs or spaces, either side, or all digits.
+    for field in (b"%06o\0 " % unsigned, b"%07o\0" % unsigned, b"%08o" % unsigned,
+                  b"%o\0  " % unsigned, b" %o\0 " % unsigned, b"%o" % unsigned + b" " * 3):
+        assert _is_tar_start(_with_sum(plain, field)), field
+    for wrong in (unsigned + 1, unsigned - 1, unsigned + 256, unsigned - 256):
+        assert not _is_tar_start(_with_sum(plain, b"%06o\0 " % wrong)), wrong
+    for bad in (b"%05o8\0 " % (unsigned // 8), b"%05o9\0 " % (unsigned // 8), b"0/1234\0 ",
+                b"01x234\0 ", b"\0" * 8, b" " * 8):
+        assert not _is_tar_start(_with_sum(plain, bad)), bad
+    # A trailing space in mtime's field counts in the sum like any byte.
+    spaced = _header(mtime_end=b" ")
+    assert _is_tar_start(_with_sum(spaced, b"%06o\0 " % _sums(spaced)[0]))
+    assert not _is_tar_start(_with_sum(spaced, b"%06o\0 " % unsigned))
+
+
+@pytest.mark.parametrize("high", [b"\x80", b"\xff", b"\xe9" * 8, b"\x80\xff\x7f"])
+def test_a_header_with_high_bytes_may_carry_the_signed_or_the_unsigned_sum(high):
+    # Old tar implementations summed signed chars; Go accepts either sum.
+    from bundler.layout import _is_tar_start
+
+    h = _header(high)
+    unsigned, signed = _sums(h)
+    assert signed < unsigned
+    for good in (unsigned, signed):
+        assert _is_tar_start(_with_sum(h, b"%06o\0 " % good)), good
+    for wrong in (signed - 256, signed + 256 if signed + 256 != unsigned else signed - 1,
+                  unsigned + 256, signed + 1):
+        assert not _is_tar_start(_with_sum(h, b"%06o\0 " % wrong)), wrong
+
+
+def test_a_0x7f_byte_is_not_high():
+    from bundler.layout import _is_tar_start
+
+    h = _header(b"\x7f")
+    unsigned, signed = _sums(h)
+    assert unsigned == signed
+    assert not _is_tar_start(_with_sum(h, b"%06o\0 " % (unsigned - 256)))

@@ -115,6 +115,30 @@ def test_corrupt_bundle_places_nothing(builds, tmp_path):
     assert run.code == 1 and not target.exists()
 
 
+@pytest.mark.parametrize("change", ["grew", "shrank", "changed"])
+def test_a_source_changed_after_verify_places_nothing(builds, tmp_path, change):
+    # What is copied must be exactly what was verified: the verified bytes followed by more
+    # (a bundle still being written, or something appended) are not that file either.
+    source = tmp_path / "src" / BUNDLE
+    source.parent.mkdir()
+    shutil.copy(builds["p1"] / BUNDLE, source)
+    report = place.verify.verify(source)
+    assert report.ok
+    data = bytearray(source.read_bytes())
+    if change == "grew":
+        data += b"\0"
+    elif change == "shrank":
+        del data[-1]
+    else:
+        data[len(data) // 2] ^= 1
+    source.write_bytes(data)
+    target = tmp_path / "images"
+    with pytest.raises(VerificationFailed, match=f"^{source}: changed while being placed; "
+                                                 "nothing placed$"):
+        place.place(source, target, report=report)
+    assert list(target.iterdir()) == []  # neither the bundle nor a temporary
+
+
 def test_dry_run_writes_nothing(builds, tmp_path):
     run = bundler("place", str(builds["p1"] / BUNDLE), "--data-dir", str(tmp_path / "k3s"),
                   "--dry-run")

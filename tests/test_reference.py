@@ -79,6 +79,10 @@ def test_valid_repository_is_the_path_grammar_up_to_255():
     assert not valid_repository("a" * 256)
     assert not valid_repository("Rancher/x")
     assert not valid_repository("")
+    # The whole name, not a valid start of it.
+    for bad in ("rancher/X", "rancher/x\n", "rancher/x ", "rancher/", "rancher//x", "x/../y",
+                "rancher/x:tag", "rancher/x@sha256"):
+        assert not valid_repository(bad), bad
 
 
 def test_quoted_cuts_long_text_to_100_characters_keeping_the_closing_quote():

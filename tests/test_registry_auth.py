@@ -303,3 +303,211 @@ def test_tls_connections_share_one_context_with_the_cas_loaded_once(tmp_path, ht
                                Credentials(USER, PASSWORD)))
     with pytest.raises(NetworkError, match="TLS failed"):
         stranger.manifest("library/busybox", "1.36.1", "busybox")
+
+
+def _client(registry, credentials: bool = True, tls=None):
+    from bundler.config import Credentials, Endpoint, TLSConfig
+    from bundler.registry.client import Client
+
+    return Client(Endpoint(registry.url, TLSConfig(ca_file=str(tls)) if tls else TLSConfig(),
+                           Credentials(USER, PASSWORD) if credentials else None), timeout=10)
+
+
+@pytest.mark.parametrize("tail", [" x", "\"", ",x", "\u00e9", "\t", "=x", ";", "\x7f"])
+def test_a_token_with_a_bad_character_after_good_ones_is_refused(token_registry, tail):
+    # The whole token must be of the header's token68 charset, not just its start: it goes
+    # into an Authorization header as it is.
+    from bundler.errors import RegistryError
+
+    tokens, registry = token_registry()
+    plain = tokens.token
+    tokens.token = lambda scope: plain(scope) + tail
+    with pytest.raises(RegistryError, match="^busybox: token from 127.0.0.1:[0-9]+: .* sent "
+                                            "no usable token$"):
+        _client(registry, credentials=False).manifest("library/busybox", "1.36.1", "busybox")
+    assert len(tokens.requests) == 1
+
+
+def test_a_token_of_the_whole_charset_with_padding_is_used(token_registry):
+    # Refused by the registry (it is no JWT), but sent: our side took it.
+    from bundler.errors import RegistryError
+
+    tokens, registry = token_registry()
+    sent = "AZaz09-._~+/" + "=="
+    tokens.token = lambda scope: sent
+    with pytest.raises(RegistryError) as e:
+        _client(registry, credentials=False).manifest("library/busybox", "1.36.1", "busybox")
+    assert "usable token" not in str(e.value)
+
+
+def test_credentials_go_to_a_plain_http_realm_only_on_the_endpoints_own_host(tmp_path,
+                                                                              token_registry):
+    """The realm-host rule: with credentials, an http realm must be on the http endpoint's own
+    host name; `localhost` is this machine too, but not the host the endpoint was named by."""
+    from bundler.errors import RegistryError
+
+    tokens, registry = token_registry(realm_host="localhost", username=USER, password=PASSWORD)
+    with pytest.raises(RegistryError) as e:
+        _client(registry).manifest("library/busybox", "1.36.1", "busybox")
+    assert str(e.value).startswith("busybox: ") and "names a token realm on plain http at " \
+        "localhost:" in str(e.value) and "not sending the credentials" in str(e.value)
+    assert PASSWORD not in str(e.value)
+    assert tokens.requests == []
+    # The same realm is used without credentials (nothing secret to send): the refusal above
+    # is the rule's, not an unreachable realm's.
+    tokens.username = ""
+    _client(registry, credentials=False).manifest("library/busybox", "1.36.1", "busybox")
+    assert [r["authorization"] for r in tokens.requests] == [""]
+
+
+def test_credentials_never_go_to_a_plain_http_realm_from_an_https_endpoint(tmp_path,
+                                                                           seeded_data):
+    # Same host name, but the endpoint was configured as https: the credentials were
+    # promised encryption.
+    from bundler.errors import RegistryError
+
+    ca, cert, key = pki.server_tls(tmp_path)
+    tokens = TokenServer(tmp_path, username=USER, password=PASSWORD).start()
+    registry = Registry(tmp_path / "reg", tokens.registry_config(), data=seeded_data,
+                        tls=(cert, key)).start(verify=str(ca))
+    try:
+        with pytest.raises(RegistryError, match="names a token realm on plain http at "
+                                                "127.0.0.1:[0-9]+; not sending the credentials"):
+            _client(registry, tls=ca).manifest("library/busybox", "1.36.1", "busybox")
+        assert tokens.requests == []
+    finally:
+        registry.stop()
+        tokens.stop()
+
+
+@pytest.mark.parametrize(("header", "scheme", "params"), [
+    ('Bearer realm="https://auth.example/token",service="registry.example",'
+     'scope="repository:a/b:pull"', "bearer",
+     {"realm": "https://auth.example/token", "service": "registry.example",
+      "scope": "repository:a/b:pull"}),
+    ('  BEARER  Realm = "https://a/t" , SERVICE=plain, x="a\\"b,c"', "bearer",
+     {"realm": "https://a/t", "service": "plain", "x": 'a\\"b,c'}),
+    ('Basic realm="hostile"', "basic", {"realm": "hostile"}),
+    ("", "", {}),
+])
+def test_parse_challenge(header, scheme, params):
+    from bundler.registry.auth import parse_challenge
+
+    assert parse_challenge(header) == (scheme, params)
+
+
+def test_token_bodies_what_is_used_and_for_how_long():
+    import time
+
+    from bundler.errors import RegistryError
+    from bundler.registry import auth
+
+    def parsed(doc) -> tuple[str, float]:
+        before = time.monotonic()
+        token, deadline = auth._parse_token(json.dumps(doc).encode(), "https://t.example/x",
+                                            "img")
+        return token, deadline - before
+
+    longest = "a" * auth._MAX_TOKEN
+    assert auth._MAX_TOKEN == 16 << 10
+    assert parsed({"token": longest})[0] == longest
+    assert parsed({"access_token": "oauth", "expires_in": 300})[0] == "oauth"
+    assert parsed({"token": "t", "access_token": "other"})[0] == "t"
+    for lifetime, lasts in ((300, 290), (11, 1), (5, 1), (999_999_999, 999_999_989)):
+        assert lasts <= parsed({"token": "t", "expires_in": lifetime})[1] < lasts + 1, lifetime
+    for absent in (None, True, 0, -5, 1e9, "300", [300]):  # the spec's default, 60 s
+        assert 50 <= parsed({"token": "t", "expires_in": absent})[1] < 51, absent
+    for bad in ({"token": longest + "a"}, {"token": ""}, {"token": 5}, {"access_token": None},
+                {}, ["t"], "t", None):
+        with pytest.raises(RegistryError, match="^img: t.example sent no usable token$"):
+            parsed(bad)
+    for body in (b"{", b"\xff", b"[" * 100_000):
+        with pytest.raises(RegistryError, match="sent no usable token"):
+            auth._parse_token(body, "https://t.example/x", "img")
+
+
+def test_a_kept_realm_that_fails_gets_one_try(tmp_path, token_registry):
+    """A kept realm is a hint from an earlier run: one failed token request drops it (the
+    registry's own 401 then says where to ask), where a live realm's would be retried."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.cli_helpers import build_args
+
+    asked = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_response(503)  # retryable: a live realm saying this is asked again
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    stale = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=stale.serve_forever, daemon=True).start()
+    tokens, registry = token_registry()
+    try:
+        yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
+        args = build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml)
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "challenges.json").write_text(json.dumps(
+            {registry.url: {"realm": f"http://127.0.0.1:{stale.server_address[1]}/token",
+                            "service": SERVICE}}))
+        run = bundler(*args)
+    finally:
+        stale.shutdown()
+        stale.server_close()
+    assert run.code == 0, run.stderr
+    assert len(asked) == 1, asked
+    assert _kept(tmp_path) == {registry.url: {"realm": tokens.url, "service": SERVICE}}
+
+
+def test_authorization_waits_for_a_token_another_thread_is_fetching():
+    # Asking without it would only earn a 401 and a second answer.
+    import threading
+    import time
+
+    import requests
+
+    from bundler.registry.auth import Authenticator
+
+    auth = Authenticator(requests.Session(), "https://r.example", None)
+    assert auth.authorization("repository:a:pull") is None  # nobody fetching: no wait
+    fetching = auth._scope_lock("repository:a:pull")
+    fetching.acquire()  # as answer() and prepare() hold it while they fetch
+
+    def fetched():
+        time.sleep(0.3)
+        auth._tokens["repository:a:pull"] = ("t0k3n", time.monotonic() + 60)
+        fetching.release()
+
+    threading.Thread(target=fetched).start()
+    assert auth.authorization("repository:a:pull") == "Bearer t0k3n"
+
+
+def test_challenges_that_give_nothing_to_answer_with_are_not_retried(tmp_path):
+    """A 401 is retried only when answering it can change something: never for a scheme we
+    do not speak, a Bearer challenge without a realm, or Basic without (new) credentials."""
+    import requests
+
+    from bundler.config import Credentials
+    from bundler.registry.auth import Authenticator
+
+    def answer(auth: Authenticator, header: str | None) -> bool:
+        response = requests.Response()
+        response.status_code = 401
+        if header is not None:
+            response.headers["WWW-Authenticate"] = header
+        return auth.answer(response, "repository:a:pull", "img")
+
+    anonymous = Authenticator(requests.Session(), "http://127.0.0.1:9", None)
+    for header in ('Digest realm="http://127.0.0.1:9/token"', 'Bearer service="s"', "Bearer",
+                   "", None, 'Basic realm="r"'):
+        assert answer(anonymous, header) is False, header
+    creds = Authenticator(requests.Session(), "http://127.0.0.1:9", Credentials(USER, PASSWORD))
+    assert answer(creds, 'Basic realm="r"') is True  # first time: send the credentials
+    assert answer(creds, 'Basic realm="r"') is False  # refused with them: an answer
+    assert creds.authorization("repository:a:pull").startswith("Basic ")

@@ -141,6 +141,34 @@ def test_created_is_a_real_rfc_3339_time(created, ok):
             strictjson.loads(doc, strictjson.CONFIG)
 
 
+def _time_ok(created: str) -> bool:
+    try:
+        strictjson.loads(json.dumps({"created": created}).encode(), strictjson.CONFIG)
+    except StrictJSONError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("year", [2023, 2024, 1900, 2000])
+def test_every_months_last_day_is_a_time_and_the_day_after_is_not(year):
+    import calendar
+
+    for month in range(1, 13):
+        last = calendar.monthrange(year, month)[1]
+        assert _time_ok(f"{year}-{month:02}-{last:02}T00:00:00Z"), (year, month)
+        assert not _time_ok(f"{year}-{month:02}-{last + 1:02}T00:00:00Z"), (year, month)
+        assert _time_ok(f"{year}-{month:02}-01T00:00:00Z") and \
+            not _time_ok(f"{year}-{month:02}-00T00:00:00Z")
+
+
+def test_time_fields_at_their_bounds():
+    assert _time_ok("0001-01-01T23:59:59+23:59") and _time_ok("9999-12-31T00:00:00-00:00")
+    assert _time_ok("2024-01-01T00:00:00.000000001Z")
+    for bad in ("2024-01-01T00:00:00.Z", "2024-01-01T00:00:00+2359", "2024-01-01T00:00Z",
+                "2024-01-01T00:00:00z", "2024-1-01T00:00:00Z", "2024-01-01T00:00:00+23:59x"):
+        assert not _time_ok(bad), bad
+
+
 @pytest.mark.parametrize("escape", ["\\ud800", "\\uD800", "\\udbff", "\\uDc00", "\\uDFFF",
                                     "\\uDAbC"])
 @pytest.mark.parametrize("where", ['{"a": "x%s"}', '{"%s": 1}', '[[{"b": ["%s"]}]]'])
@@ -149,3 +177,64 @@ def test_every_lone_surrogate_escape_is_refused(escape, where):
         strictjson.loads((where % escape).encode())
     # after an escaped backslash it is text, not an escape
     assert strictjson.loads((where % ("\\\\" + escape[1:])).encode())
+
+
+@pytest.mark.parametrize(("data", "schema", "message"), [
+    (b'[]', strictjson.INDEX, "the document is not an object"),
+    (b'{}', strictjson.DOCKER_MANIFEST, "the document is not a list"),
+    (b'{"manifests": {}}', strictjson.INDEX, "manifests is not a list"),
+    (b'{"manifests": [{}, 1]}', strictjson.INDEX, "manifests[1] is not an object"),
+    (b'{"manifests": [{"size": true}]}', strictjson.INDEX, "manifests[0].size is not an integer"),
+    (b'{"manifests": [{"size": 1.0}]}', strictjson.INDEX, "manifests[0].size is not an integer"),
+    (b'{"schemaVersion": "2"}', strictjson.MANIFEST, "schemaVersion is not an integer"),
+    (b'{"config": {"digest": 5}}', strictjson.MANIFEST, "config.digest is not a string"),
+    (b'{"annotations": {"a": "x", "b": 1}}', strictjson.INDEX,
+     "annotations is not an object of strings"),
+    (b'{"annotations": ["a"]}', strictjson.INDEX, "annotations is not an object of strings"),
+    (b'{"layers": [{"platform": {"os.features": ["a", 2]}}]}', strictjson.MANIFEST,
+     "layers[0].platform.os.features[1] is not a string"),
+    (b'{"rootfs": {"diff_ids": "sha256:x"}}', strictjson.CONFIG, "rootfs.diff_ids is not a list"),
+    (b'{"config": []}', strictjson.CONFIG, "config is not an object"),
+    (b'{"history": [{"empty_layer": 0}]}', strictjson.CONFIG,
+     "history[0].empty_layer is not a boolean"),
+    (b'[{"Layers": ["a"], "RepoTags": "x:1"}]', strictjson.DOCKER_MANIFEST,
+     "[0].RepoTags is not a list"),
+])
+def test_values_go_cannot_decode_into_their_field_are_refused(data, schema, message):
+    with pytest.raises(StrictJSONError) as e:
+        strictjson.loads(data, schema)
+    assert str(e.value) == message
+
+
+def test_null_and_the_right_types_are_accepted_anywhere():
+    doc = (b'{"schemaVersion": 2, "manifests": [null, {"size": 0, "annotations": {}, '
+           b'"platform": {"os.features": null}}], "annotations": {"a": "b"}, "subject": null}')
+    assert strictjson.loads(doc, strictjson.INDEX) == json.loads(doc)
+
+
+def test_a_document_may_hold_exactly_max_objects():
+    n = strictjson.MAX_OBJECTS
+    assert n == 100_000
+    assert len(strictjson.loads(b"[" + b"{}," * (n - 1) + b"{}]")) == n
+    with pytest.raises(StrictJSONError, match=f"^more than {n} objects$"):
+        strictjson.loads(b"[" + b"{}," * n + b"{}]")
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    ("sha256:ab", "sha256:ab"), (42, "42"), (-1, "-1"),
+    (True, "True"), (None, "None"), (1.5, "1.5"),  # not str or int: repr
+    ("two\nlines", "'two\\nlines'"), ("\x1b[31mred", "'\\x1b[31mred'"),
+    ("caf\u00e9", "'caf\u00e9'"),
+    ("", ""), ({"a": 1}, "{'a': 1}"), (["x"], "['x']"),
+    ("x" * 80, "x" * 80), ("x" * 81, "x" * 77 + "..."), ("\n" * 40, "'" + "\\n" * 38 + "..."),
+])
+def test_shown_is_plain_only_for_printable_ascii_and_numbers_and_at_most_80(value, text):
+    assert strictjson.shown(value) == text
+    assert len(strictjson.shown(value)) <= 80
+
+
+def test_object_or_empty():
+    obj = strictjson.loads(b'{"a": 1}')
+    assert strictjson.object_or_empty(obj) is obj
+    for other in ([], "x", None, 1):
+        assert strictjson.object_or_empty(other) == {}

@@ -184,6 +184,42 @@ def test_oversized_window_is_refused(builds, tmp_path):
     assert any("exceeds 2^25" in p for p in report.problems), report.problems
 
 
+def _windowed(tar: bytes, path: Path, window_log: int, mantissa: int = 0) -> Path:
+    """`tar` as one zstd frame whose header declares 2^window_log bytes of window plus
+    `mantissa` eighths of that (zstd's window descriptor; encoders write mantissa 0)."""
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=window_log)
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(
+            out, closefd=False) as w:
+        w.write(tar)  # streamed, no size up front: the header states a window
+    data = bytearray(out.getvalue())
+    assert data[4] & 0x20 == 0 and data[5] == (window_log - 10) << 3  # not single-segment
+    data[5] |= mantissa
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(("window_log", "mantissa", "window"), [
+    (26, 0, 1 << 26),
+    (25, 1, (1 << 25) + (1 << 22)),  # one eighth more than K3s's limit, by the mantissa alone
+    (25, 7, (1 << 25) + 7 * (1 << 22)),
+])
+def test_window_just_past_the_limit_is_refused(builds, tmp_path, window_log, mantissa, window):
+    path = _windowed(_tar_bytes(builds["u1"] / BUNDLE), tmp_path / BUNDLE, window_log, mantissa)
+    report = verify(path)
+    assert not report.ok
+    assert f"zstd frame at byte 0: window of {window} bytes exceeds 2^25, the most K3s " \
+        "decodes" in report.problems, report.problems
+
+
+def test_window_of_exactly_the_limit_is_accepted(builds, tmp_path):
+    path = _windowed(_tar_bytes(builds["u1"] / BUNDLE), tmp_path / BUNDLE, 25)
+    report = verify(path)
+    assert report.ok, report.problems
+    assert [f.window_size for f in compress.frames(compress.Seeking(open(path, "rb")))] \
+        == [1 << 25]
+
+
 def test_checksum_manifest_mismatch(builds, tmp_path):
     d = tmp_path / "d"
     shutil.copytree(builds["p1"], d)
