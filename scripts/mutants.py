@@ -55,9 +55,15 @@ MODULES = {
     "place": ("bundler/place.py", ["tests/test_place.py", "tests/test_place_hostile.py"]),
     "signing": ("bundler/signing.py", ["tests/test_signing.py"]),
     "checksums": ("bundler/checksums.py", ["tests/test_checksums.py"]),
+    # A cached frame's check: the frame walk and copy, and the tar bytes it must decode to.
+    "framecheck": ("bundler/compress.py", ["tests/test_framecheck.py"]),
+    "segmentcheck": ("bundler/archive.py", ["tests/test_framecheck.py", "tests/test_archive.py"]),
+    "text": ("bundler/text.py", ["tests/test_text.py"]),
 }
 # frames: only the frame walk, not the compressor set-up.
-FUNCTIONS = {"frames": ["Seeking", "frames", "_frame_header", "_blocks", "_exact", "_skip"]}
+FUNCTIONS = {"frames": ["Seeking", "frames", "_frame_header", "_blocks", "_exact", "_skip"],
+             "framecheck": ["copy_checked", "frame_header", "compress_bound", "_CopyingReader"],
+             "segmentcheck": ["SegmentCheck", "_expected"]}
 CALLS = {"fullmatch": "match", "min": "max", "max": "min", "any": "all", "all": "any"}
 
 
