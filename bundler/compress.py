@@ -227,7 +227,7 @@ def frame_header(group: FrameGroup) -> bytes:
 
 
 def copy_checked(src: BinaryIO, out: BinaryIO, group: FrameGroup,
-                 plain: PlainSink | None = None, start: int = 0) -> bool:
+                 plain: PlainSink | None, start: int) -> bool:
     """Copy the frame that fills the rest of `src` to `out`, and say whether it is one frame
     with `group`'s header that decompresses (checksum included) to exactly its segments
     (archive.SegmentCheck). The bytes checked are the bytes copied, read once; when False,

@@ -102,6 +102,40 @@ def test_another_encoding_of_the_right_content_is_used(tmp_path):
     assert other != _frame(GROUP) and _copy(other, GROUP)[0]
 
 
+def test_the_frame_may_start_anywhere_in_its_file():
+    # As in the cache, where a line of magic comes first: the frame is the rest of the file.
+    frame, prefix = _frame(GROUP), b"bundler-frame-2\n"
+    src, out = io.BytesIO(prefix + frame), io.BytesIO()
+    src.seek(len(prefix))
+    assert compress.copy_checked(src, out, GROUP, None, 0) and out.getvalue() == frame
+    src = io.BytesIO(prefix + frame[:-1])
+    src.seek(len(prefix))
+    assert not compress.copy_checked(src, io.BytesIO(), GROUP, None, 0)
+
+
+def test_a_frame_of_part_of_the_segments_is_refused():
+    # A streamed group's header does not depend on its size: only the content tells.
+    group = compress.FrameGroup(GROUP.segments, 3, streamed=True)
+    out = io.BytesIO()
+    compress.compress_frame(iter(GROUP.segments[:2]), 3, out)
+    assert out.getvalue()[:6] == compress.frame_header(group)
+    assert not _copy(out.getvalue(), group)[0]
+    whole = io.BytesIO()
+    compress.compress_frame(iter(GROUP.segments), 3, whole)
+    assert _copy(whole.getvalue(), group)[0]
+
+
+def test_the_bound_is_zstds_and_holds_every_frame_we_write():
+    cffi = pytest.importorskip("zstandard.backend_cffi")
+    for size in (0, 1, 100, (128 << 10) - 1, 128 << 10, (128 << 10) + 1, 5 << 20):
+        # ZSTD_COMPRESSBOUND, plus what a frame adds around its blocks
+        assert compress.compress_bound(size) == cffi.lib.ZSTD_compressBound(size) + 32
+    for size in (1, 1000, 200_000, 3 << 20):
+        for level in (1, 16):
+            group = compress.FrameGroup((_blob(os.urandom(size)),), level)
+            assert len(_frame(group)) <= compress.compress_bound(group.size)
+
+
 def test_a_frame_for_other_segments_is_refused():
     other = compress.FrameGroup((_meta(b"[]" * 300), *GROUP.segments[1:]), 3)
     assert not _copy(_frame(other), GROUP)[0]

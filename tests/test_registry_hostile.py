@@ -172,6 +172,15 @@ def test_https_to_http_redirect_on_the_same_host_is_refused(hostile, tmp_path):
     assert not [r for r in server.requests if r.scheme == "http"]
 
 
+@pytest.mark.parametrize("realm", ["http://[::1/token", "http://bad host/token"])
+def test_a_malformed_token_realm_is_one_line(hostile, tmp_path, realm):
+    server = hostile(_token_challenge(realm))
+    m = build(tmp_path, server.url)
+    assert_one_line_error(m.run, REFERENCE, "names as its token realm a malformed URL; refused")
+    assert m.run.code == 1
+    assert_bounded(m, 30)
+
+
 def test_credentials_never_go_to_a_plain_http_realm_on_another_host(hostile, tmp_path):
     tokens = hostile(lambda h: reply(h, 200, b'{"token": "t"}'), host="127.0.0.2")
     server = hostile(_token_challenge(f"{tokens.url}/token"))

@@ -45,8 +45,12 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 
 def without_userinfo(url: str) -> str:
-    """The URL with any user:password@ removed, so requests never turns it into a header."""
-    parts = urlsplit(url)
+    """The URL with any user:password@ removed, so requests never turns it into a header.
+    One urlsplit cannot parse is returned as it is: check_target refuses it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
     if "@" not in parts.netloc:
         return url
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query,
@@ -69,7 +73,10 @@ def check_target(url: str, registry_url: str, what: str, why: str,
     commonly redirect blobs to internal object storage.
     """
     registry = host_of(registry_url)
-    scheme = urlsplit(url).scheme
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:  # urlsplit's own refusals ("Invalid IPv6 URL")
+        raise RegistryError(f"{what}: {registry} {why} a malformed URL; refused") from None
     if scheme not in ("http", "https"):
         raise RegistryError(f"{what}: {registry} {why} a {scheme or 'relative'}: URL; refused "
                             f"(only http and https)")
