@@ -172,3 +172,18 @@ def test_segment_check_refuses_any_byte_changed(where, xor):
     plain[where % len(plain)] ^= xor
     check = archive.SegmentCheck(GROUP.segments)
     assert not (check.feed(bytes(plain)) and check.complete())
+
+
+def test_an_empty_blob_is_checked_against_its_digest_too():
+    empty = archive.blob_segment("sha256:" + "0" * 64, 0, lambda: io.BytesIO(b""), True)
+    check = archive.SegmentCheck([empty])
+    assert not (check.feed(_plain([empty])) and check.complete())
+    right = _blob(b"")
+    check = archive.SegmentCheck([right])
+    assert check.feed(_plain([right])) and check.complete()
+
+
+def test_a_segment_with_bytes_it_cannot_check_is_a_programming_error():
+    odd = archive.Segment("x", 10, True, lambda: iter((bytes(10),)), head=b"ab")
+    with pytest.raises(ValueError, match="bytes beyond its head but no digest"):
+        archive.SegmentCheck([odd])
