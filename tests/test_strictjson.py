@@ -220,19 +220,6 @@ def test_a_document_may_hold_exactly_max_objects():
         strictjson.loads(b"[" + b"{}," * n + b"{}]")
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    ("sha256:ab", "sha256:ab"), (42, "42"), (-1, "-1"),
-    (True, "True"), (None, "None"), (1.5, "1.5"),  # not str or int: repr
-    ("two\nlines", "'two\\nlines'"), ("\x1b[31mred", "'\\x1b[31mred'"),
-    ("caf\u00e9", "'caf\u00e9'"),
-    ("", ""), ({"a": 1}, "{'a': 1}"), (["x"], "['x']"),
-    ("x" * 80, "x" * 80), ("x" * 81, "x" * 77 + "..."), ("\n" * 40, "'" + "\\n" * 38 + "..."),
-])
-def test_shown_is_plain_only_for_printable_ascii_and_numbers_and_at_most_80(value, text):
-    assert strictjson.shown(value) == text
-    assert len(strictjson.shown(value)) <= 80
-
-
 def test_object_or_empty():
     obj = strictjson.loads(b'{"a": 1}')
     assert strictjson.object_or_empty(obj) is obj

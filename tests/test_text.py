@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -40,3 +41,16 @@ def test_whatever_comes_in_one_bounded_printable_line_goes_out(value, quote, lim
     out = shown(value, quote=quote, limit=limit)
     assert len(out) <= limit
     assert out.isascii() and out.isprintable()
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    ("sha256:ab", "sha256:ab"), (42, "42"), (-1, "-1"),
+    (True, "True"), (None, "None"), (1.5, "1.5"),  # not str or int: repr
+    ("two\nlines", "'two\\nlines'"), ("\x1b[31mred", "'\\x1b[31mred'"),
+    ("caf\u00e9", "'caf\\xe9'"),
+    ("", ""), ({"a": 1}, "{'a': 1}"), (["x"], "['x']"),
+    ("x" * 80, "x" * 80), ("x" * 81, "x" * 77 + "..."), ("\n" * 40, "'" + "\\n" * 37 + "\\...'"),
+])
+def test_shown_is_plain_only_for_printable_ascii_and_numbers_and_at_most_80(value, text):
+    assert shown(value) == text
+    assert len(shown(value)) <= 80
