@@ -111,6 +111,12 @@ def test_the_frame_may_start_anywhere_in_its_file():
     src = io.BytesIO(prefix + frame[:-1])
     src.seek(len(prefix))
     assert not compress.copy_checked(src, io.BytesIO(), GROUP, None, 0)
+    # the bound is the frame's, whatever comes before it: an incompressible frame, near it
+    group = compress.FrameGroup((_blob(os.urandom(3000)),), 3)
+    frame = _frame(group)
+    src = io.BytesIO(bytes(4096) + frame)
+    src.seek(4096)
+    assert compress.copy_checked(src, io.BytesIO(), group, None, 0)
 
 
 def test_a_frame_of_part_of_the_segments_is_refused():
@@ -127,7 +133,7 @@ def test_a_frame_of_part_of_the_segments_is_refused():
 
 def test_the_bound_is_zstds_and_holds_every_frame_we_write():
     cffi = pytest.importorskip("zstandard.backend_cffi")
-    for size in (0, 1, 100, (128 << 10) - 1, 128 << 10, (128 << 10) + 1, 5 << 20):
+    for size in (0, 1, 100, 70_000, (128 << 10) - 1, 128 << 10, (128 << 10) + 1, 5 << 20):
         # ZSTD_COMPRESSBOUND, plus what a frame adds around its blocks
         assert compress.compress_bound(size) == cffi.lib.ZSTD_compressBound(size) + 32
     for size in (1, 1000, 200_000, 3 << 20):
