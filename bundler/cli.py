@@ -124,15 +124,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _build_arguments(b: argparse.ArgumentParser) -> None:
-    from bundler import bundle, cache, compress, fetch, mutate
+    from bundler import build, cache, compress, fetch, mutate
     from bundler.registry import endpoint
 
     b.add_argument("--images", default="images.txt", metavar="FILE",
                    help="image list, one reference a line (default: images.txt)")
     b.add_argument("--output-dir", default="dist", metavar="DIR",
                    help="where the bundle and its checksum files go (default: dist)")
-    b.add_argument("--name", default=bundle.DEFAULT_NAME,
-                   help=f"file name stem; files are NAME-ARCH.* (default: {bundle.DEFAULT_NAME})")
+    b.add_argument("--name", default=build.DEFAULT_NAME,
+                   help=f"file name stem; files are NAME-ARCH.* (default: {build.DEFAULT_NAME})")
     b.add_argument("--arch", default="amd64",
                    help="linux architecture to pull, or several comma-separated "
                         "(amd64,arm64): one bundle each (default: amd64)")
@@ -140,7 +140,7 @@ def _build_arguments(b: argparse.ArgumentParser) -> None:
                    help="preserve: upstream blobs and manifest digests (default with "
                         "--source registry); uncompressed: plain tar layers, smaller bundle, "
                         "new manifest digests (always with --source docker)")
-    b.add_argument("--source", choices=bundle.SOURCES, default="registry",
+    b.add_argument("--source", choices=build.SOURCES, default="registry",
                    help="registry: pull over the network (default); docker: export from the "
                         "local Docker engine (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)")
     b.add_argument("--pull", choices=("missing", "always", "never"),
@@ -279,17 +279,17 @@ def _images_arguments(im: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from bundler import bundle, cache
+    from bundler import build, cache
     from bundler.progress import Progress
 
     _log_to_stderr(args.verbose)
     if args.pull and args.source != "docker":
         raise UsageError("--pull goes with --source docker: a registry build always pulls")
     try:
-        bundle.architectures(args.arch)
+        build.architectures(args.arch)
     except InputError as e:
         raise UsageError(f"--arch {args.arch!r}: {e}") from None
-    opts = bundle.BuildOptions(
+    opts = build.BuildOptions(
         images=args.images, output_dir=args.output_dir, name=args.name, arch=args.arch,
         layers=args.layers, source=args.source, pull=args.pull or "missing",
         registries=args.registries,
@@ -298,7 +298,7 @@ def _build(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else (args.cache_dir or str(cache.default_dir())),
     )
     try:
-        result = bundle.build(opts, Progress(False if args.quiet else None))
+        result = build.build(opts, Progress(False if args.quiet else None))
     except cache.CacheUnusable as e:
         raise EnvironmentFailure(f"{e}; choose another with --cache-dir, or --no-cache"
                                  ) from None

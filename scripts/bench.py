@@ -74,7 +74,7 @@ PY_COMPRESS = [sys.executable, "-c", (
 # What each command imports before its first byte: the CLI loads a command's own modules only
 # (tests/test_imports.py), so each floor names that command's.
 PY_IMPORTS = [sys.executable, "-c",
-              "import bundler.__main__, bundler.cli, bundler.bundle, bundler.sources.registry, "
+              "import bundler.__main__, bundler.cli, bundler.build, bundler.sources.registry, "
               "yaml"]
 PY_PUSH_IMPORTS = [sys.executable, "-c",
                    "import bundler.__main__, bundler.cli, bundler.push, bundler.verify"]

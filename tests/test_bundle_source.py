@@ -11,7 +11,7 @@ import zstandard
 
 from bundler import compress, reference
 from bundler.errors import DigestMismatch, InputError
-from bundler.source import Source
+from bundler.sources import Source
 from bundler.sources.bundle import (
     BundleSource,
     frame_index,

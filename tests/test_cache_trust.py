@@ -19,7 +19,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bundler import archive, bundle, compress, mutate
+from bundler import archive, build, compress, mutate
 from bundler.sinks.bundle import SelfCheckFailed
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.conftest import REFS, STEM
@@ -355,17 +355,17 @@ def test_a_bundle_that_fails_verification_as_written_is_not_vouched_for(
     threads = threading.active_count()
     images = tmp_path / "images.txt"
     images.write_text("".join(f"{r}\n" for r in REFS))
-    opts = bundle.BuildOptions(images=str(images), output_dir=str(tmp_path / "dist"),
+    opts = build.BuildOptions(images=str(images), output_dir=str(tmp_path / "dist"),
                                registries=str(fixture_registry.registries_yaml(tmp_path)),
                                default_endpoint=False, cache_dir=None, sign_key=str(key),
                                sbom=True)
     with pytest.raises(SelfCheckFailed) as e:
-        bundle.build(opts)
+        build.build(opts)
     assert threading.active_count() == threads  # the checking thread ended too
     assert str(e.value).startswith(f"{BUNDLE}: the bundle just written fails verification: ")
     assert str(e.value).endswith("; nothing was kept")
     assert not (tmp_path / "dist").exists()
     monkeypatch.setattr(archive, "index_json", original)
-    bundle.build(opts)
+    build.build(opts)
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted(
         [*OUTPUTS, f"{STEM}.manifest.json.sig", f"{STEM}.spdx.json"])

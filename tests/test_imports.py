@@ -39,7 +39,7 @@ NETWORK = {"requests", "urllib3", "charset_normalizer", "bundler.registry.client
            "bundler.registry.endpoint"}
 OPTIONAL = {"yaml", "docker", "tqdm", "cryptography", "jsonschema", "bundler.sources.docker",
             "bundler.signing", "bundler.chart"}
-BUILD_ONLY = {"bundler.bundle", "bundler.sinks.bundle", "bundler.fetch", "bundler.config",
+BUILD_ONLY = {"bundler.build", "bundler.sinks.bundle", "bundler.fetch", "bundler.config",
               "bundler.sbom", "bundler.progress", "bundler.mutate"}
 PUSH_ONLY = {"bundler.push", "bundler.sinks.registry", "bundler.registry.api"}
 # Only build and push log (retries, endpoints); loading logging costs the others ~5 ms.

@@ -99,8 +99,8 @@ def test_interrupt_while_a_command_imports_its_modules_is_one_line_and_130(monke
 
 def test_interrupt_while_a_command_adds_its_arguments_is_one_line_and_130(monkeypatch, capsys):
     # build's arguments take their defaults from build's modules, imported while parsing.
-    _unimported(monkeypatch, "bundler.bundle")
-    monkeypatch.setattr(sys, "meta_path", [_InterruptOn("bundler.bundle"), *sys.meta_path])
+    _unimported(monkeypatch, "bundler.build")
+    monkeypatch.setattr(sys, "meta_path", [_InterruptOn("bundler.build"), *sys.meta_path])
     assert entry.run(["build", "--images", "/nonexistent/images.txt"]) == 130
     assert capsys.readouterr().err == "bundler: error: interrupted\n"
 

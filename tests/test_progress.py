@@ -19,7 +19,7 @@ from pathlib import Path
 import zstandard
 
 from bundler import compress
-from bundler.bundle import BuildOptions, build
+from bundler.build import BuildOptions, build
 from bundler.progress import Progress
 from tests.cli_helpers import build_args
 from tests.conftest import REFS

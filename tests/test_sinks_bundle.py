@@ -14,8 +14,9 @@ from bundler import mutate, platform, reference, sources
 from bundler.atomic import AtomicOutputs
 from bundler.cache import BlobStore
 from bundler.errors import DigestMismatch, InputError
+from bundler.sinks import Sink
 from bundler.sinks.bundle import BundleSink
-from bundler.source import Sink, Source
+from bundler.sources import Source
 from bundler.sources.bundle import BundleSource
 from tests.conftest import REFS, STEM
 

@@ -12,9 +12,10 @@ from bundler import platform, reference, sources
 from bundler.cache import BlobStore
 from bundler.errors import BundlerError, DigestMismatch
 from bundler.image import Image
+from bundler.sinks import Sink
 from bundler.sinks.bundle import BundleSink
 from bundler.sinks.registry import RegistrySink
-from bundler.source import Sink, Source
+from bundler.sources import Source
 from bundler.sources.bundle import BundleSource
 from bundler.sources.docker import DockerSource
 from bundler.sources.registry import RegistrySource

@@ -3,7 +3,7 @@ beside it, its image list, checksum manifest, sha256sum-ARCH.txt (and, when aske
 manifest's signature and an SPDX SBOM).
 
 Every file is written under a temporary name through the AtomicOutputs the sink is given and
-the caller commits: several architectures' files are committed together (bundle._build_into).
+the caller commits: several architectures' files are committed together (build._build_into).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class OutputNames:
 
 
 class BundleSink:
-    """One architecture's bundle and the files beside it (the Sink protocol, bundler.source).
+    """One architecture's bundle and the files beside it (the Sink protocol, bundler.sinks).
 
     write(images) stages every layer in `store` (each checked against its digests), writes
     the files under temporary names through `outputs`, and leaves the checksum manifest in

@@ -1,21 +1,46 @@
-"""Image sources: each yields image.Image values through the Source protocol (bundler.source).
+"""Image sources: each yields image.Image values through the Source protocol.
 
-from_options() is where a build's settings are handed out: registry settings reach only the
-registry source, the daemon's pull policy only the Docker source.
+As in go-containerregistry (`remote.Image`, `tarball.Image` / `remote.Write`, `tarball.Write`),
+any source composes with any sink (bundler.sinks): build is registry source -> bundle sink, push
+is bundle source -> registry sink. Both speak only the image.Image model. from_options() is
+where a build's settings are handed out: registry settings reach only the registry source, the
+daemon's pull policy only the Docker source.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bundler.errors import InputError
 
 if TYPE_CHECKING:
     from bundler.cache import BlobStore
+    from bundler.image import Image
     from bundler.platform import Platform
-    from bundler.source import Source
+    from bundler.reference import Reference
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where images come from (sources/registry.py, sources/docker.py, sources/bundle.py).
+
+    `image(ref)` resolves one reference to the image for the source's platform and returns it
+    with its manifest and config bytes in hand and its layers unread: each Layer.open() streams
+    the blob, checked against its descriptor by the time the stream ends (a mismatch raises
+    DigestMismatch from read()). It may be called any number of times, in any order, and
+    from several threads. On failure it raises a BundlerError naming `ref` and nothing the
+    source returned before is invalidated.
+    """
+
+    def image(self, ref: Reference) -> Image: ...
+
+    def images(self, refs: list[Reference]) -> list[Image]:
+        """[image(ref) for ref in refs], in that order, perhaps several at a time; when any
+        fail, one error names every failing reference."""
+        ...
+
 
 SOURCES = ("registry", "docker")
 
