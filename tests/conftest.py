@@ -142,6 +142,17 @@ def clean_containerd(containerd: Containerd) -> Containerd:
     return containerd
 
 
+@pytest.fixture
+def front(fixture_registry):
+    """The fixture registry behind a RegistryFront that records every request (modules that
+    need a front of another kind define their own `front`)."""
+    from tests.faultproxy import RegistryFront
+
+    f = RegistryFront(fixture_registry.registry.url)
+    yield f
+    f.stop()
+
+
 STEM = "k3s-airgap-images-multus-amd64"
 BUNDLE = f"{STEM}.tar.zst"
 REFS = ["rancher/multilist:v1", "docker.io/rancher/ociindex:v1", "busybox:1.36.1"]

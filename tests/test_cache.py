@@ -17,18 +17,9 @@ import pytest
 from bundler.cache import BlobStore, CacheUnusable, FrameCache
 from bundler.errors import EnvironmentFailure
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
-from tests.conftest import REFS, STEM
+from tests.conftest import BUNDLE, REFS, STEM
 from tests.faultproxy import RegistryFront
 from tests.servers import write_registries_yaml
-
-BUNDLE = f"{STEM}.tar.zst"
-
-
-@pytest.fixture
-def front(fixture_registry):
-    f = RegistryFront(fixture_registry.registry.url)
-    yield f
-    f.stop()
 
 
 def _args(front, tmp, *extra, out="dist", cache=True):

@@ -22,20 +22,11 @@ from hypothesis import strategies as st
 from bundler import archive, build, compress, mutate
 from bundler.sinks.bundle import SelfCheckFailed
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
-from tests.conftest import REFS, STEM
-from tests.faultproxy import RegistryFront
+from tests.conftest import BUNDLE, REFS, STEM
 from tests.servers import write_registries_yaml
 
-BUNDLE = f"{STEM}.tar.zst"
 OUTPUTS = [BUNDLE, f"{STEM}.txt", f"{STEM}.manifest.json", "sha256sum-amd64.txt"]
 MAGIC = b"bundler-frame-2\n"
-
-
-@pytest.fixture
-def front(fixture_registry):
-    f = RegistryFront(fixture_registry.registry.url)
-    yield f
-    f.stop()
 
 
 def _build(fixture, tmp: Path, out: str, *extra: str, cache: Path | None = None):
