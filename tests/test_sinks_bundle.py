@@ -110,3 +110,13 @@ def test_from_options_checks_before_opening(tmp_path):
         sources.from_options("docker", pull="sometimes")(AMD64, BlobStore(tmp_path / "s"))
     docker = sources.from_options("docker", pull="never")(AMD64, BlobStore(tmp_path / "s"))
     assert isinstance(docker, Source)
+
+
+def test_the_names_of_the_signature_and_sbom_are_the_ones_their_readers_look_for():
+    from bundler import sbom, signing
+    from bundler.sinks.bundle import OutputNames
+
+    for arch in ("amd64", "arm64/v8"):
+        names = OutputNames.of("k3s-airgap-images-multus", arch)
+        assert names.signature == signing.signature_path(names.manifest).name
+        assert names.sbom == sbom.file_name(names.bundle)
