@@ -11,7 +11,6 @@ so a client that never stops reading cannot keep the test machine busy for long.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import ssl
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests import imagegen as gen
+
 REPOSITORY, TAG = "hostile/img", "v1"
 REFERENCE = f"docker.io/{REPOSITORY}:{TAG}"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -31,28 +32,24 @@ ENDLESS_BYTES = 512 << 20
 ENDLESS_SECONDS = 30.0
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 @dataclass
 class FakeImage:
     """A linux/amd64 image with one layer of `layer_size` declared bytes (never served whole)."""
 
     layer_size: int = 4096
-    layer_digest: str = _digest(b"a layer nobody will ever see")
+    layer_digest: str = gen.digest(b"a layer nobody will ever see")
     config: bytes = field(init=False)
     manifest: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         self.config = json.dumps({
             "architecture": "amd64", "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [_digest(b"its diff id")]},
+            "rootfs": {"type": "layers", "diff_ids": [gen.digest(b"its diff id")]},
         }).encode()
         self.manifest = json.dumps({
             "schemaVersion": 2, "mediaType": MANIFEST_V2,
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                       "digest": _digest(self.config), "size": len(self.config)},
+                       "digest": gen.digest(self.config), "size": len(self.config)},
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
                         "digest": self.layer_digest, "size": self.layer_size}],
         }).encode()
@@ -142,10 +139,10 @@ class HostileServer:
         img = self.image
         if path == "/v2/":
             reply(h, 200, b"{}")
-        elif path in (img.manifest_path, f"/v2/{REPOSITORY}/manifests/{_digest(img.manifest)}"):
+        elif path in (img.manifest_path, f"/v2/{REPOSITORY}/manifests/{gen.digest(img.manifest)}"):
             reply(h, 200, img.manifest, {"Content-Type": MANIFEST_V2,
-                                         "Docker-Content-Digest": _digest(img.manifest)})
-        elif path == f"/v2/{REPOSITORY}/blobs/{_digest(img.config)}":
+                                         "Docker-Content-Digest": gen.digest(img.manifest)})
+        elif path == f"/v2/{REPOSITORY}/blobs/{gen.digest(img.config)}":
             reply(h, 200, img.config)
         else:
             reply(h, 404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"nothing here"}]}')

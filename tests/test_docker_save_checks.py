@@ -7,7 +7,6 @@ points at the front); the front forwards every request and can act on or rewrite
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import json
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import imagegen as gen
 from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
 from tests.conftest import BUNDLE
 
@@ -104,10 +104,6 @@ class DaemonFront:
         self._server.server_close()
 
 
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def _inspect_path(name: str) -> str:
     return f"/images/{name}/json"
 
@@ -128,7 +124,7 @@ class Save:
 
     def replace_config(self, body: bytes) -> str:
         """Put `body` in as the config, under the name its digest gives; its digest."""
-        digest = _sha256(body)
+        digest = gen.digest(body)
         member = self.files.pop(self.config_path)[0]
         oci = "/" in self.config_path  # blobs/sha256/HEX, else HEX.json
         self.config_path = f"blobs/sha256/{digest[7:]}" if oci else f"{digest[7:]}.json"
@@ -140,7 +136,7 @@ class Save:
         member = like or tarfile.TarInfo()
         member.name, member.size = name, len(content)
         self.files[name] = (member, content)
-        return _sha256(content)
+        return gen.digest(content)
 
     def tar(self, manifest: bytes | None = None) -> bytes:
         """The save as a tar, with `manifest` as manifest.json's bytes if given."""
@@ -349,11 +345,11 @@ def test_a_save_manifest_that_go_reads_otherwise_is_refused(client, front, tmp_p
 
 def _manifest_doc(save: Save) -> dict:
     layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-               "digest": _sha256(save.files[path][1]), "size": len(save.files[path][1])}
+               "digest": gen.digest(save.files[path][1]), "size": len(save.files[path][1])}
               for path in save.manifest[0]["Layers"]]
     return {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": _sha256(save.config), "size": len(save.config)},
+                       "digest": gen.digest(save.config), "size": len(save.config)},
             "layers": layers}
 
 
@@ -361,14 +357,14 @@ def _containerd_store_ids() -> dict[str, Callable[[Save], str]]:
     """Saves shaped as the containerd image store's: the ID names a manifest or an index."""
     def manifest(save: Save) -> str:
         body = json.dumps(_manifest_doc(save)).encode()
-        return save.add(f"blobs/sha256/{_sha256(body)[7:]}", body)
+        return save.add(f"blobs/sha256/{gen.digest(body)[7:]}", body)
 
     def index(save: Save) -> str:
         listed = manifest(save)
         body = json.dumps({"schemaVersion": 2, "manifests": [
             {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": listed,
              "size": save.files[f"blobs/sha256/{listed[7:]}"][0].size}]}).encode()
-        return save.add(f"blobs/sha256/{_sha256(body)[7:]}", body)
+        return save.add(f"blobs/sha256/{gen.digest(body)[7:]}", body)
 
     return {"manifest": manifest, "index": index}
 
@@ -388,9 +384,9 @@ def test_an_id_naming_a_saved_manifest_or_index_of_the_config_is_accepted(
 def test_an_id_naming_a_saved_manifest_of_another_config_is_refused(client, front, tmp_path):
     def other(save: Save) -> str:
         doc = _manifest_doc(save)
-        doc["config"]["digest"] = _sha256(b"another config")
+        doc["config"]["digest"] = gen.digest(b"another config")
         body = json.dumps(doc).encode()
-        return save.add(f"blobs/sha256/{_sha256(body)[7:]}", body)
+        return save.add(f"blobs/sha256/{gen.digest(body)[7:]}", body)
 
     host, claimed = _lying_front(client, front, other)
     run = _build(host, tmp_path, AMD)

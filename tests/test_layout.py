@@ -4,7 +4,6 @@ member or image (verify's own tests run the same checks on whole bundles)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -13,15 +12,12 @@ import pytest
 
 from bundler.layout import Blob, Layout
 from bundler.platform import Platform
+from tests import imagegen as gen
 
 NAME = "docker.io/rancher/x:1"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-
-
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _tar() -> bytes:
@@ -42,13 +38,13 @@ class Parts:
 
     def __init__(self):
         self.config = {"os": "linux", "architecture": "amd64",
-                       "rootfs": {"type": "layers", "diff_ids": [_sha(LAYER)]}}
-        self.layer_desc = {"mediaType": OCI_LAYER, "digest": _sha(LAYER), "size": len(LAYER)}
+                       "rootfs": {"type": "layers", "diff_ids": [gen.digest(LAYER)]}}
+        self.layer_desc = {"mediaType": OCI_LAYER, "digest": gen.digest(LAYER), "size": len(LAYER)}
         self.manifest: dict = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
         self.entry: dict = {"mediaType": OCI_MANIFEST,
                             "annotations": {"io.containerd.image.name": NAME}}
         self.entries: list | None = None  # index.json's manifests, when not [entry]
-        self.layer = Blob(len(LAYER), _sha(LAYER), None, "plain", LAYER[:512])
+        self.layer = Blob(len(LAYER), gen.digest(LAYER), None, "plain", LAYER[:512])
         self.oci_layout = b'{"imageLayoutVersion":"1.0.0"}'
         self.docker: list | None = None  # manifest.json, when not the right one
         self.repositories: dict | None = None
@@ -57,23 +53,23 @@ class Parts:
 
     def build(self) -> tuple[dict[str, bytes], dict[str, Blob]]:
         config = json.dumps(self.config).encode()
-        manifest = json.dumps({"config": {"mediaType": "", "digest": _sha(config),
+        manifest = json.dumps({"config": {"mediaType": "", "digest": gen.digest(config),
                                           "size": len(config)},
                                "layers": [self.layer_desc], **self.manifest}).encode()
-        entry = {"digest": _sha(manifest), "size": len(manifest), **self.entry}
+        entry = {"digest": gen.digest(manifest), "size": len(manifest), **self.entry}
         entries = [entry] if self.entries is None else self.entries
-        docker = [{"Config": f"blobs/sha256/{_sha(config)[7:]}", "RepoTags": [NAME],
-                   "Layers": [f"blobs/sha256/{_sha(LAYER)[7:]}"]}]
-        repos = {NAME.rsplit(":", 1)[0]: {"1": _sha(config)[7:]}}
+        docker = [{"Config": f"blobs/sha256/{gen.digest(config)[7:]}", "RepoTags": [NAME],
+                   "Layers": [f"blobs/sha256/{gen.digest(LAYER)[7:]}"]}]
+        repos = {NAME.rsplit(":", 1)[0]: {"1": gen.digest(config)[7:]}}
         metadata = {
             "oci-layout": self.oci_layout,
             "index.json": json.dumps({"schemaVersion": 2, "manifests": entries}).encode(),
             "manifest.json": json.dumps(docker if self.docker is None else self.docker).encode(),
             "repositories": json.dumps(repos if self.repositories is None
                                        else self.repositories).encode()}
-        blobs = {_sha(config): Blob(len(config), _sha(config), config),
-                 _sha(manifest): Blob(len(manifest), _sha(manifest), manifest),
-                 _sha(LAYER): self.layer, **self.extra_blobs}
+        blobs = {gen.digest(config): Blob(len(config), gen.digest(config), config),
+                 gen.digest(manifest): Blob(len(manifest), gen.digest(manifest), manifest),
+                 gen.digest(LAYER): self.layer, **self.extra_blobs}
         return ({k: v for k, v in metadata.items() if k not in self.drop},
                 {k: v for k, v in blobs.items() if k not in self.drop})
 
@@ -222,7 +218,7 @@ def test_a_config_that_does_not_parse():
 @pytest.mark.parametrize(("twist", "problem"), [
     (lambda p: setattr(p.layer, "size", 3), f"3 bytes, manifest says {len(LAYER)}"),
     (lambda p: setattr(p.layer, "content_digest", "sha256:" + "0" * 64),
-     f"diff_id mismatch: config says {_sha(LAYER)}, uncompressed layer is sha256:{'0' * 64}"),
+     f"diff_id mismatch: config says {gen.digest(LAYER)}, uncompressed layer is sha256:{'0' * 64}"),
     (lambda p: p.layer_desc.update(mediaType="application/x-mystery"),
      "mediaType application/x-mystery is not a layer type containerd unpacks"),
     (lambda p: setattr(p.layer, "compression", "gzip"),
@@ -232,14 +228,14 @@ def test_a_config_that_does_not_parse():
 def test_layers(twist, problem):
     parts = Parts()
     twist(parts)
-    where = f"index.json: manifests[0] ({NAME}): layer 0 (blobs/sha256/{_sha(LAYER)[7:]})"
+    where = f"index.json: manifests[0] ({NAME}): layer 0 (blobs/sha256/{gen.digest(LAYER)[7:]})"
     assert _check(parts)[1] == [f"{where}: {problem}"]
 
 
 def test_a_missing_layer():
     parts = Parts()
-    parts.drop = {_sha(LAYER)}
-    where = f"index.json: manifests[0] ({NAME}): layer 0 (blobs/sha256/{_sha(LAYER)[7:]})"
+    parts.drop = {gen.digest(LAYER)}
+    where = f"index.json: manifests[0] ({NAME}): layer 0 (blobs/sha256/{gen.digest(LAYER)[7:]})"
     names, problems = _check(parts)
     assert problems[0] == f"{where}: missing"
 
@@ -280,7 +276,7 @@ def test_index_digests_and_layers_of():
     digest = json.loads(metadata["index.json"])["manifests"][0]["digest"]
     assert layout.index_digests() == {NAME: digest}
     config = json.loads(blobs[digest].data)["config"]["digest"]
-    assert layout.layers_of(digest) == (config, [{"digest": _sha(LAYER), "size": len(LAYER)}])
+    assert layout.layers_of(digest) == (config, [{"digest": gen.digest(LAYER), "size": len(LAYER)}])
     assert layout.layers_of("sha256:" + "0" * 64) is None
 
 
@@ -298,7 +294,7 @@ def _two_images(second_arch: str, first_broken: bool = False
         parts.append(p.build())
     index = [json.loads(m["index.json"])["manifests"][0] for m, _ in parts]
     if first_broken:
-        index.insert(0, {"mediaType": OCI_MANIFEST, "digest": _sha(b"gone"), "size": 4})
+        index.insert(0, {"mediaType": OCI_MANIFEST, "digest": gen.digest(b"gone"), "size": 4})
     metadata = {**parts[0][0], "index.json": json.dumps(
         {"schemaVersion": 2, "manifests": index}).encode()}
     return metadata, {**parts[0][1], **parts[1][1]}

@@ -15,23 +15,9 @@ import zstandard
 
 from bundler import compress
 from bundler.verify import verify
+from tests.bundlefiles import members, plain_tar, write_zst
 from tests.cli_helpers import assert_one_line_error, bundler
-from tests.conftest import STEM
-
-BUNDLE = f"{STEM}.tar.zst"
-
-
-def _tar_bytes(bundle: Path) -> bytes:
-    with open(bundle, "rb") as f:
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
-
-
-def _zst(tar: bytes, path: Path) -> Path:
-    out = io.BytesIO()
-    with compress.compressor(3).stream_writer(out, closefd=False) as w:
-        w.write(tar)
-    path.write_bytes(out.getvalue())
-    return path
+from tests.conftest import BUNDLE, STEM
 
 
 def _alone(src: Path, tmp: Path) -> Path:
@@ -98,19 +84,14 @@ def test_truncations_are_caught(builds, tmp_path):
                    for p in report.problems), report.problems
 
 
-def _members(tar: bytes) -> list[tarfile.TarInfo]:
-    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-        return t.getmembers()
-
-
 @pytest.mark.parametrize("build", ["p1", "u1"])
 def test_flipped_byte_in_any_member_is_named(builds, build, tmp_path):
-    tar = _tar_bytes(builds[build] / BUNDLE)
+    tar = plain_tar(builds[build] / BUNDLE)
     rng = random.Random(9)
-    for i, member in enumerate(m for m in _members(tar) if m.isfile()):
+    for i, member in enumerate(m for m in members(tar) if m.isfile()):
         damaged = bytearray(tar)
         damaged[member.offset_data + rng.randrange(member.size)] ^= 0x20
-        path = _zst(bytes(damaged), tmp_path / f"m{i}.tar.zst")
+        path = write_zst(bytes(damaged), tmp_path / f"m{i}.tar.zst")
         report = verify(path)
         assert not report.ok, member.name
         assert any(member.name in p for p in report.problems), (member.name, report.problems)
@@ -144,9 +125,9 @@ def _info(name: str, kind=tarfile.REGTYPE, size: int = 0, link: str = "") -> tar
     ("./blobs/sha256", tarfile.DIRTYPE, b"", "", "duplicate of an earlier member"),
 ])
 def test_crafted_members_are_refused(builds, tmp_path, name, kind, data, link, fragment):
-    tar = _crafted(_tar_bytes(builds["p1"] / BUNDLE), [(_info(name, kind, len(data), link),
+    tar = _crafted(plain_tar(builds["p1"] / BUNDLE), [(_info(name, kind, len(data), link),
                                                         data)])
-    report = verify(_zst(tar, tmp_path / BUNDLE))
+    report = verify(write_zst(tar, tmp_path / BUNDLE))
     assert any(fragment in p for p in report.problems), report.problems
     if kind == tarfile.DIRTYPE and name == "etc":
         assert report.problems == [report.problems[0]]
@@ -154,11 +135,11 @@ def test_crafted_members_are_refused(builds, tmp_path, name, kind, data, link, f
 
 
 def test_member_after_the_end_is_refused(builds, tmp_path):
-    tar = _tar_bytes(builds["p1"] / BUNDLE)
+    tar = plain_tar(builds["p1"] / BUNDLE)
     extra = io.BytesIO()
     with tarfile.open(fileobj=extra, mode="w") as t:
         t.addfile(_info("index.json", size=2), io.BytesIO(b"{}"))
-    report = verify(_zst(tar + extra.getvalue(), tmp_path / BUNDLE))
+    report = verify(write_zst(tar + extra.getvalue(), tmp_path / BUNDLE))
     assert any("data after the end of the tar archive" in p for p in report.problems)
 
 
@@ -167,12 +148,12 @@ def test_oversized_metadata_is_refused(tmp_path):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
         t.addfile(_info("index.json", size=len(big)), io.BytesIO(big))
-    report = verify(_zst(buf.getvalue(), tmp_path / BUNDLE))
+    report = verify(write_zst(buf.getvalue(), tmp_path / BUNDLE))
     assert any("more than" in p and "index.json" in p for p in report.problems), report.problems
 
 
 def test_oversized_window_is_refused(builds, tmp_path):
-    tar = _tar_bytes(builds["u1"] / BUNDLE)
+    tar = plain_tar(builds["u1"] / BUNDLE)
     params = zstandard.ZstdCompressionParameters.from_level(3, window_log=27)
     out = io.BytesIO()
     with zstandard.ZstdCompressor(compression_params=params).stream_writer(out) as w:
@@ -205,7 +186,7 @@ def _windowed(tar: bytes, path: Path, window_log: int, mantissa: int = 0) -> Pat
     (25, 7, (1 << 25) + 7 * (1 << 22)),
 ])
 def test_window_just_past_the_limit_is_refused(builds, tmp_path, window_log, mantissa, window):
-    path = _windowed(_tar_bytes(builds["u1"] / BUNDLE), tmp_path / BUNDLE, window_log, mantissa)
+    path = _windowed(plain_tar(builds["u1"] / BUNDLE), tmp_path / BUNDLE, window_log, mantissa)
     report = verify(path)
     assert not report.ok
     assert f"zstd frame at byte 0: window of {window} bytes exceeds 2^25, the most K3s " \
@@ -213,7 +194,7 @@ def test_window_just_past_the_limit_is_refused(builds, tmp_path, window_log, man
 
 
 def test_window_of_exactly_the_limit_is_accepted(builds, tmp_path):
-    path = _windowed(_tar_bytes(builds["u1"] / BUNDLE), tmp_path / BUNDLE, 25)
+    path = _windowed(plain_tar(builds["u1"] / BUNDLE), tmp_path / BUNDLE, 25)
     report = verify(path)
     assert report.ok, report.problems
     assert [f.window_size for f in compress.frames(compress.Seeking(open(path, "rb")))] \
@@ -248,11 +229,11 @@ def test_file_checksum_covers_the_whole_file_when_the_tar_breaks_early(builds, t
     # rest of the file is still hashed, by this one, in order.
     import hashlib
 
-    tar = bytearray(_tar_bytes(builds["p1"] / BUNDLE))
+    tar = bytearray(plain_tar(builds["p1"] / BUNDLE))
     cut = 0 if where == "start" else len(tar) // 2
     tar[cut + 100 : cut + 600] = b"\xff" * 500  # a broken header (or data) there
     tar += random.Random(2).randbytes(12 << 20)  # several chunks past the break
-    path = _zst(bytes(tar), tmp_path / BUNDLE)
+    path = write_zst(bytes(tar), tmp_path / BUNDLE)
     report = verify(path)
     assert not report.ok
     assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -300,15 +281,15 @@ def _docker_twists() -> list:
 def test_docker_views_must_be_what_the_writer_writes(builds, tmp_path, name, twist, fragment):
     """manifest.json and repositories are checked against archive.py's own output for the
     images index.json names: any other entry, order, tag, layer list or extra key fails."""
-    tar = _tar_bytes(builds["u1"] / BUNDLE)
+    tar = plain_tar(builds["u1"] / BUNDLE)
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
         doc = json.loads(t.extractfile(name).read())
     changed = json.dumps(twist(json.loads(json.dumps(doc)))).encode()
-    report = verify(_zst(_with_member(tar, name, changed), tmp_path / BUNDLE))
+    report = verify(write_zst(_with_member(tar, name, changed), tmp_path / BUNDLE))
     assert any(fragment in p for p in report.problems), report.problems
     # the same documents, only written differently, still verify
     same = json.dumps(doc, indent=1).encode()
-    assert verify(_zst(_with_member(tar, name, same), tmp_path / "same.tar.zst")).ok
+    assert verify(write_zst(_with_member(tar, name, same), tmp_path / "same.tar.zst")).ok
 
 
 def test_on_blob_writers_get_each_blob_as_verify_reads_it(builds, tmp_path):
@@ -343,11 +324,11 @@ def test_on_blob_writers_get_each_blob_as_verify_reads_it(builds, tmp_path):
         assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
         assert data.startswith(b"{")
     # a member cut short: its writer is still closed, with what came
-    tar = _tar_bytes(builds["u1"] / BUNDLE)
-    last = max((m for m in _members(tar) if m.isfile()), key=lambda m: m.offset_data)
+    tar = plain_tar(builds["u1"] / BUNDLE)
+    last = max((m for m in members(tar) if m.isfile()), key=lambda m: m.offset_data)
     got.clear()
     asked.clear()
-    cut = _zst(tar[:last.offset_data + last.size // 2], tmp_path / BUNDLE)
+    cut = write_zst(tar[:last.offset_data + last.size // 2], tmp_path / BUNDLE)
     report = verify(cut, on_blob=lambda d, n: (asked.append(d), Writer(d, n))[1])
     assert not report.ok
     assert len(got) == len(asked) and got[asked[-1]][1] != b""

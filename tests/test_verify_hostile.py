@@ -4,7 +4,6 @@ something else: every one refused with a line, in bounded memory and time, never
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -19,11 +18,12 @@ import zstandard
 
 from bundler import verify as verify_module
 from bundler.verify import verify
+from tests import imagegen as gen
+from tests.bundlefiles import files, plain_tar
 from tests.cli_helpers import assert_one_line_error, bundler, measured
-from tests.conftest import STEM
+from tests.conftest import BUNDLE, STEM
 from tests.tarcraft import END, GoError, go_read, member, pax, record
 
-BUNDLE = f"{STEM}.tar.zst"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,25 +43,14 @@ def _zst(tar: bytes, path: Path) -> Path:
     return path
 
 
-def _members(bundle: Path) -> list[tuple[str, bytes]]:
-    with open(bundle, "rb") as f:
-        data = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
-    with tarfile.open(fileobj=io.BytesIO(data)) as t:
-        return [(m.name, t.extractfile(m).read()) for m in t.getmembers() if m.isfile()]
-
-
 def _replaced(bundle: Path, name: str, data: bytes, out: Path) -> Path:
     """The bundle's tar with member `name` holding `data` instead, recompressed."""
-    members = [(n, data if n == name else d) for n, d in _members(bundle)]
+    members = [(n, data if n == name else d) for n, d in files(plain_tar(bundle))]
     return _zst(_tar(members), out)
 
 
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def _blob(data: bytes) -> tuple[str, bytes]:
-    return f"blobs/sha256/{_sha(data)[7:]}", data
+    return f"blobs/sha256/{gen.digest(data)[7:]}", data
 
 
 def _peak(script: str, *args: str, timeout: float = 120) -> tuple[object, float]:
@@ -82,15 +71,15 @@ OUT = {"ok": r.ok, "count": r.problem_count, "kept": len(r.problems), "first": r
 def test_index_naming_one_huge_manifest_many_times_costs_it_once(builds, tmp_path):
     """The issue's case: index.json names one 30,000-layer manifest 100 times (it cost ~11 MB
     per entry, 2.1 GB at 200): memory and time stay those of one manifest."""
-    layers = [{"mediaType": "", "digest": _sha(i.to_bytes(4, "big")), "size": 4}
+    layers = [{"mediaType": "", "digest": gen.digest(i.to_bytes(4, "big")), "size": 4}
               for i in range(30_000)]
     config = json.dumps({"os": "linux", "architecture": "amd64", "rootfs": {
         "type": "layers", "diff_ids": [d["digest"] for d in layers]}}).encode()
     manifest = json.dumps({"schemaVersion": 2, "config": {
-        "mediaType": "", "digest": _sha(config), "size": len(config)},
+        "mediaType": "", "digest": gen.digest(config), "size": len(config)},
         "layers": layers}).encode()
     entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
-             "digest": _sha(manifest), "size": len(manifest),
+             "digest": gen.digest(manifest), "size": len(manifest),
              "annotations": {"io.containerd.image.name": "docker.io/rancher/x:1"}}
     index = json.dumps({"schemaVersion": 2, "manifests": [entry] * 100}).encode()
     path = _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
@@ -208,7 +197,7 @@ def _index(entry_changes: dict | None = None, raw: bytes | None = None) -> bytes
 ])
 def test_index_entries_of_the_wrong_shape_are_problems(builds, tmp_path, mutate, fragment):
     bundle = builds["p1"] / BUNDLE
-    index = json.loads(dict(_members(bundle))["index.json"])
+    index = json.loads(dict(files(plain_tar(bundle)))["index.json"])
     mutate(index["manifests"][0])
     path = _replaced(bundle, "index.json", json.dumps(index).encode(), tmp_path / BUNDLE)
     report = verify(path)
@@ -325,27 +314,27 @@ def _small_bundle(path: Path, *, layer: bytes | None = None, layer_type: str = O
                   entry_extra: dict | None = None, diff_id: str | None = None) -> Path:
     """A one-image bundle in bundler's layout, made by hand, with the given twists."""
     layer = _tar([("etc/hostname", b"x\n")]) if layer is None else layer
-    diff_id = diff_id or _sha(gzip.decompress(layer) if layer[:2] == b"\x1f\x8b" else layer)
+    diff_id = diff_id or gen.digest(gzip.decompress(layer) if layer[:2] == b"\x1f\x8b" else layer)
     config = json.dumps({"os": "linux", "architecture": "amd64",
                          "rootfs": {"type": "layers", "diff_ids": [diff_id]},
                          **(config_extra or {})}).encode()
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                           "config": {"mediaType": "", "digest": _sha(config),
+                           "config": {"mediaType": "", "digest": gen.digest(config),
                                       "size": len(config)},
-                           "layers": [{"mediaType": layer_type, "digest": _sha(layer),
+                           "layers": [{"mediaType": layer_type, "digest": gen.digest(layer),
                                        "size": len(layer)}],
                            **(manifest_extra or {})}).encode()
-    entries = [{"mediaType": OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest),
+    entries = [{"mediaType": OCI_MANIFEST, "digest": gen.digest(manifest), "size": len(manifest),
                 "annotations": {"io.containerd.image.name": name}, **(entry_extra or {})}
                for name in names]
     index = json.dumps({"schemaVersion": 2, "manifests": entries}).encode()
-    docker = json.dumps([{"Config": f"blobs/sha256/{_sha(config)[7:]}", "RepoTags": [name],
-                          "Layers": [f"blobs/sha256/{_sha(layer)[7:]}"]}
+    docker = json.dumps([{"Config": f"blobs/sha256/{gen.digest(config)[7:]}", "RepoTags": [name],
+                          "Layers": [f"blobs/sha256/{gen.digest(layer)[7:]}"]}
                          for name in names]).encode()
     repos: dict = {}
     for name in names:
         repo, tag = name.rsplit(":", 1)
-        repos.setdefault(repo, {})[tag] = _sha(config)[7:]
+        repos.setdefault(repo, {})[tag] = gen.digest(config)[7:]
     blobs = {_blob(b) for b in (layer, config, manifest)}
     return _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
                       ("manifest.json", docker), ("repositories", json.dumps(repos).encode()),
@@ -415,11 +404,11 @@ def test_a_zstd_layer_that_starts_with_a_skippable_frame_is_zstd(tmp_path):
     layer = SKIPPABLE + zstandard.ZstdCompressor().compress(tar)
     zstd_type = "application/vnd.oci.image.layer.v1.tar+zstd"
     good = _small_bundle(tmp_path / "good" / BUNDLE, layer=layer, layer_type=zstd_type,
-                         diff_id=_sha(tar))
+                         diff_id=gen.digest(tar))
     assert verify(good).ok, verify(good).problems
     # a config that names the compressed bytes as the diff_id: containerd would fail to unpack
     bad = _small_bundle(tmp_path / "bad" / BUNDLE, layer=layer, layer_type=zstd_type,
-                        diff_id=_sha(layer))
+                        diff_id=gen.digest(layer))
     assert any("diff_id mismatch" in p for p in verify(bad).problems)
 
 
@@ -467,7 +456,7 @@ def test_a_gzip_layer_go_refuses_is_refused(tmp_path):
     tar = _tar([("etc/hostname", b"x\n")])
     padded = gzip.compress(tar, mtime=0) + bytes(16)  # Python skips the zeros; Go refuses
     report = verify(_small_bundle(tmp_path / BUNDLE, layer=padded, layer_type=(
-        "application/vnd.oci.image.layer.v1.tar+gzip"), diff_id=_sha(tar)))
+        "application/vnd.oci.image.layer.v1.tar+gzip"), diff_id=gen.digest(tar)))
     assert any("not another member" in p for p in report.problems), report.problems
 
 
@@ -499,7 +488,7 @@ def test_paths_without_a_file_name_are_one_line(arg, tmp_path):
 @pytest.mark.parametrize("name", ["blobs//sha256/" + "a" * 64, "blobs/./sha256/" + "a" * 64,
                                   "././index.json", "blobs/sha256/../sha256/" + "a" * 64])
 def test_names_containerd_would_clean_are_refused(builds, tmp_path, name):
-    members = _members(builds["p1"] / BUNDLE) + [(name, b"{}")]
+    members = files(plain_tar(builds["p1"] / BUNDLE)) + [(name, b"{}")]
     report = verify(_zst(_tar(members), tmp_path / BUNDLE))
     assert any(f"member {name!r}" in p and ("not a clean path" in p or "climbs out" in p)
                for p in report.problems), report.problems
