@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bundler import signing
-from bundler.errors import EXIT_FAILED, EXIT_USAGE
+from bundler.errors import EXIT_FAILED, EXIT_USAGE, EnvironmentFailure, InputError
 from bundler.signing import SignatureInvalid, SigningKeyError
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
@@ -170,3 +170,48 @@ def test_a_planted_symlink_is_not_followed_for_the_found_signature(tmp_path):
     assert signing.verify_file(tmp_path / "link.json", pub) == MANIFEST  # named by the user
     with pytest.raises(Exception, match="link.json: is a symbolic link; not followed"):
         signing.verify_file(tmp_path / "link.json", pub, signed_found=True)
+
+
+# -- files that cannot be read: each error names the file, and says what kind it is -------------
+
+
+def test_a_key_path_that_is_no_file_is_an_environment_failure(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(EnvironmentFailure) as e:
+        signing.read_key(tmp_path / "afile" / "key.pem")
+    assert str(e.value) == f"{tmp_path / 'afile'}: not a directory" and e.value.exit_code == 3
+    with pytest.raises(SigningKeyError, match="no such key file"):
+        signing.read_key(tmp_path / "missing.pem")
+
+
+def test_a_key_file_is_read_up_to_its_cap_and_no_further(tmp_path):
+    key = tmp_path / "key.pem"
+    key.write_bytes(b"x" * signing.MAX_KEY)
+    assert len(signing.read_key(key)) == signing.MAX_KEY
+    key.write_bytes(b"x" * (signing.MAX_KEY + 1))
+    with pytest.raises(InputError, match=f"more than {signing.MAX_KEY} bytes"):
+        signing.read_key(key)
+
+
+def test_what_verify_file_reads_is_named_when_it_cannot_be_read(tmp_path):
+    _, pub = keypair(tmp_path)
+    signed = tmp_path / "m.json"
+    signed.write_text("{}")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(EnvironmentFailure, match=f"^{tmp_path / 'afile'}: not a directory$"):
+        signing.verify_file(signed, pub, tmp_path / "afile" / "m.json.sig")
+    sig = tmp_path / "given.sig"
+    sig.write_bytes(b"x" * (signing.MAX_SIGNATURE + 1))
+    with pytest.raises(InputError, match=f"more than {signing.MAX_SIGNATURE} bytes"):
+        signing.verify_file(signed, pub, sig)
+    sig.write_text("AAAA")
+    with pytest.raises(InputError, match="no such file"):
+        signing.verify_file(tmp_path / "gone.json", pub, sig)
+    with pytest.raises(EnvironmentFailure, match=f"^{tmp_path / 'afile'}: not a directory$"):
+        signing.verify_file(tmp_path / "afile" / "m.json", pub, sig)
+
+
+def test_a_password_for_a_key_that_is_no_pem_is_not_called_wrong():
+    not_pem = b"-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(SigningKeyError, match="not a PEM private key"):
+        signing.sign(b"data", not_pem, b"a password", key_name="k.pem")
