@@ -269,6 +269,10 @@ def _run(tests: list[str], timeout: float, extra: list[str]) -> tuple[str, float
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         return "timeout", time.monotonic() - started
+    except BaseException:  # interrupted: the tests of the mutant go too
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     elapsed = time.monotonic() - started
     if code == 0:
         return "survived", elapsed

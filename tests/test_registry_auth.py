@@ -413,7 +413,7 @@ def test_token_bodies_what_is_used_and_for_how_long():
     assert parsed({"token": longest})[0] == longest
     assert parsed({"access_token": "oauth", "expires_in": 300})[0] == "oauth"
     assert parsed({"token": "t", "access_token": "other"})[0] == "t"
-    for lifetime, lasts in ((300, 290), (11, 1), (5, 1), (999_999_999, 999_999_989)):
+    for lifetime, lasts in ((300, 290), (11, 1), (5, 1), (0.5, 1), (999_999_999, 999_999_989)):
         assert lasts <= parsed({"token": "t", "expires_in": lifetime})[1] < lasts + 1, lifetime
     for absent in (None, True, 0, -5, 1e9, "300", [300]):  # the spec's default, 60 s
         assert 50 <= parsed({"token": "t", "expires_in": absent})[1] < 51, absent
