@@ -51,6 +51,15 @@ def test_a_reader_reads_no_more_than_its_limit(serve):
     assert reader.read(0) == b"" and reader.read() == b""
 
 
+def _cut_once_then_whole(asked: list, at: int):
+    """A server cutting its first answer off after `at` bytes, then sending the whole body
+    whatever was asked; the Range headers it was sent go into `asked`."""
+    def behave(h):
+        asked.append(h.headers.get("Range"))
+        return _cut_off(h, DATA, at) if len(asked) == 1 else hs.reply(h, 200, DATA)
+    return behave
+
+
 def test_a_body_cut_off_resumes_by_range_from_the_byte_it_reached(serve):
     asked: list[str | None] = []
 
@@ -73,13 +82,8 @@ def test_a_body_cut_off_resumes_by_range_from_the_byte_it_reached(serve):
 
 
 def test_a_resumed_body_sent_whole_again_skips_what_was_passed_on(serve):
-    asked = []
-
-    def behave(h):
-        asked.append(h.headers.get("Range"))
-        return _cut_off(h, DATA, 3000) if len(asked) == 1 else hs.reply(h, 200, DATA)
-
-    server = serve(behave)
+    asked: list[str | None] = []
+    server = serve(_cut_once_then_whole(asked, 3000))
     session = new_session(TLSConfig())
     url = server.url + "/b"
     reader = body.BodyReader(_get(session, url), "blob x", len(DATA),
@@ -106,13 +110,8 @@ def test_a_small_document_over_its_cap_is_refused(serve):
 
 
 def test_a_small_document_cut_off_is_asked_for_again_from_its_start(serve):
-    asked = []
-
-    def behave(h):
-        asked.append(h.headers.get("Range"))
-        return _cut_off(h, DATA, 100) if len(asked) == 1 else hs.reply(h, 200, DATA)
-
-    server = serve(behave)
+    asked: list[str | None] = []
+    server = serve(_cut_once_then_whole(asked, 100))
     session = new_session(TLSConfig())
     got, _ = body.read_small(lambda: _get(session, server.url + "/m"), len(DATA), "m",
                              policy=QUICK)
