@@ -27,7 +27,7 @@ from bundler.errors import (
 )
 
 if TYPE_CHECKING:
-    from bundler.verify import Report
+    from bundler.checks.verify import Report
 
 # A bundle broken everywhere would print thousands of lines; the count says the rest.
 _MAX_PROBLEMS = 50
@@ -124,7 +124,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _build_arguments(b: argparse.ArgumentParser) -> None:
-    from bundler import build, cache, compress, fetch, mutate
+    from bundler import cache, fetch, mutate
+    from bundler.bundleformat import compress
+    from bundler.commands import build
     from bundler.registry import endpoint
 
     b.add_argument("--images", default="images.txt", metavar="FILE",
@@ -175,7 +177,7 @@ def _build_arguments(b: argparse.ArgumentParser) -> None:
 
 
 def _verify_arguments(v: argparse.ArgumentParser) -> None:
-    from bundler import verify
+    from bundler.checks import verify
 
     v.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to check")
     _proof_arguments(v, verify.DEFAULT_MAX_INFLATION,
@@ -213,7 +215,7 @@ def _signed_arguments(p: argparse.ArgumentParser, key_help: str) -> None:
 
 
 def _place_arguments(pl: argparse.ArgumentParser) -> None:
-    from bundler import place
+    from bundler.commands import place
 
     pl.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to place")
     where = pl.add_mutually_exclusive_group()
@@ -279,7 +281,8 @@ def _images_arguments(im: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from bundler import build, cache
+    from bundler import cache
+    from bundler.commands import build
     from bundler.progress import Progress
 
     _log_to_stderr(args.verbose)
@@ -314,7 +317,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from bundler import verify
+    from bundler.checks import verify
 
     if not args.max_inflation > 0:
         raise UsageError(f"--max-inflation {args.max_inflation:g}: want a positive ratio")
@@ -330,7 +333,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _place(args: argparse.Namespace) -> int:
-    from bundler import place
+    from bundler.commands import place
 
     target = place.images_dir(args.images_dir, args.data_dir, args.distro)
     checks = _signed_checks(args)
@@ -352,7 +355,7 @@ def _place(args: argparse.Namespace) -> int:
 
 def _signed_checks(args: argparse.Namespace) -> dict:
     """verify's key, allow_rename and not_before from --key, --allow-rename, --not-before."""
-    from bundler import checksums
+    from bundler.bundleformat import checksums
 
     not_before = None
     if args.not_before is not None:
@@ -370,7 +373,7 @@ def _signed_checks(args: argparse.Namespace) -> dict:
 @contextlib.contextmanager
 def _renamed_hint() -> Iterator[None]:
     """A renamed signed bundle's one line, with the flag that accepts it."""
-    from bundler import checksums
+    from bundler.bundleformat import checksums
 
     try:
         yield
@@ -439,7 +442,7 @@ def _log_to_stderr(verbose: bool) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from bundler import inspection
+    from bundler.commands import inspect as inspection
 
     info = inspection.inspect(args.bundle, sizes=args.sizes)
     render = inspection.render_json if args.json else inspection.render_text
@@ -448,7 +451,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from bundler import config, push
+    from bundler import config
+    from bundler.commands import push
 
     _log_to_stderr(args.verbose)
     if args.jobs < 1:

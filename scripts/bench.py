@@ -67,24 +67,26 @@ PY_VERIFY = [sys.executable, "-c", (
 PY_COMPRESS = [sys.executable, "-c", (
     "import sys\n"
     f"sys.path.insert(0, {str(ROOT)!r})\n"
-    "from bundler.compress import compressor\n"
+    "from bundler.bundleformat.compress import compressor\n"
     "with open(sys.argv[1], 'rb') as f, open(sys.argv[2], 'wb') as out:\n"
     "    compressor(int(sys.argv[3])).copy_stream(f, out)\n")]
 # What any registry build pays before its first request: interpreter and imports.
 # What each command imports before its first byte: the CLI loads a command's own modules only
 # (tests/test_imports.py), so each floor names that command's.
 PY_IMPORTS = [sys.executable, "-c",
-              "import bundler.__main__, bundler.cli, bundler.build, bundler.sources.registry, "
-              "yaml"]
+              "import bundler.__main__, bundler.cli, bundler.commands.build, "
+              "bundler.sources.registry, yaml"]
 PY_PUSH_IMPORTS = [sys.executable, "-c",
-                   "import bundler.__main__, bundler.cli, bundler.push, bundler.verify"]
-PY_CLI_IMPORTS = [sys.executable, "-c", "import bundler.__main__, bundler.cli, bundler.verify"]
+                   "import bundler.__main__, bundler.cli, bundler.commands.push, "
+                   "bundler.checks.verify"]
+PY_CLI_IMPORTS = [sys.executable, "-c",
+                  "import bundler.__main__, bundler.cli, bundler.checks.verify"]
 # What build's self-check costs: the same build with verify.WrittenCheck replaced, in this
 # program only, by one that checks nothing (bundler itself has no way to turn it off).
 _UNCHECKED = (
     "import sys\n"
     "import bundler.sinks.bundle as sink\n"
-    "from bundler.verify import Report\n"
+    "from bundler.checks.verify import Report\n"
     "class Unchecked:\n"
     "    def __init__(self, name, diff_ids=None): self.report = Report(name)\n"
     "    def feed(self, offset, data): pass\n"
@@ -99,7 +101,7 @@ UNCHECKED = [sys.executable, "-c", shlex.quote(_UNCHECKED)]
 PY_STREAM = [sys.executable, "-c", (
     "import hashlib, queue, sys, threading, zlib\n"
     f"sys.path.insert(0, {str(ROOT)!r})\n"
-    "from bundler.compress import compressor\n"
+    "from bundler.bundleformat.compress import compressor\n"
     "chunks = queue.Queue(2)\n"
     "def inflate():\n"
     "    d = zlib.decompressobj(zlib.MAX_WBITS | 16)\n"

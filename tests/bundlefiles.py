@@ -10,7 +10,7 @@ from pathlib import Path
 
 import zstandard
 
-from bundler import compress
+from bundler.bundleformat import compress
 
 
 def plain_tar(bundle: Path) -> bytes:

@@ -10,7 +10,8 @@ import tarfile
 
 import pytest
 
-from bundler import archive, mediatypes
+from bundler import mediatypes
+from bundler.bundleformat import archive
 from bundler.errors import DigestMismatch
 from bundler.image import Image
 from tests import bundlefiles

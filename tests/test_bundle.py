@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler import compress
+from bundler.bundleformat import compress
 from tests import bundlefiles
 from tests.cli_helpers import (
     assert_one_line_error,

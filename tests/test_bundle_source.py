@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from bundler import compress, reference
+from bundler import reference
+from bundler.bundleformat import compress
+from bundler.checks.verify import verify
 from bundler.errors import DigestMismatch, InputError
 from bundler.sources import Source
 from bundler.sources.bundle import (
@@ -18,7 +20,6 @@ from bundler.sources.bundle import (
     image_of,
     read_metadata,
 )
-from bundler.verify import verify
 from tests.cli_helpers import read_manifest
 from tests.conftest import STEM
 
@@ -136,7 +137,7 @@ def test_a_tar_that_never_reaches_its_manifests_is_cut_off(tmp_path, builds):
     of them (1.1 GiB of zeros from a few KB) stops at verify's inflation bound, one line."""
     import zstandard
 
-    from bundler import compress
+    from bundler.bundleformat import compress
     from tests import tarcraft
 
     src = builds["u1"] / f"{STEM}.tar.zst"
@@ -189,7 +190,7 @@ def test_more_frames_than_a_bundle_can_have_is_refused(tmp_path, builds):
     member run plus the front and the end: a file of that many frames is indexed, one frame
     more (800 KB of skippable frames) is refused in one line instead of walked (1M of them
     took 4.5 s)."""
-    from bundler import verify as verify_module
+    from bundler.checks import verify as verify_module
 
     src = builds["p1"] / f"{STEM}.tar.zst"
     skippable = b"\x50\x2a\x4d\x18" + bytes(4)

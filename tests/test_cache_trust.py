@@ -19,7 +19,9 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bundler import archive, build, compress, mutate
+from bundler import mutate
+from bundler.bundleformat import archive, compress
+from bundler.commands import build
 from bundler.sinks.bundle import SelfCheckFailed
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.conftest import BUNDLE, REFS, STEM

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bundler import checksums
+from bundler.bundleformat import checksums
+from bundler.checks.verify import verify
 from bundler.errors import InputError
 from bundler.platform import Platform
-from bundler.verify import verify
 from tests.conftest import BUNDLE, STEM
 
 MANIFEST = f"{STEM}.manifest.json"

@@ -5,7 +5,7 @@ import random
 import pytest
 import zstandard
 
-from bundler import compress
+from bundler.bundleformat import compress
 from bundler.digest import HashingWriter
 from bundler.errors import InputError
 

@@ -12,7 +12,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bundler import archive, compress
+from bundler.bundleformat import archive, compress
 
 
 def _blob(data: bytes) -> archive.Segment:

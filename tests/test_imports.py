@@ -38,10 +38,10 @@ NETWORK = {"requests", "urllib3", "charset_normalizer", "bundler.registry.client
            "bundler.registry.transport", "bundler.sources.registry", "bundler.registry.writer",
            "bundler.registry.endpoint"}
 OPTIONAL = {"yaml", "docker", "tqdm", "cryptography", "jsonschema", "bundler.sources.docker",
-            "bundler.signing", "bundler.chart"}
-BUILD_ONLY = {"bundler.build", "bundler.sinks.bundle", "bundler.fetch", "bundler.config",
-              "bundler.sbom", "bundler.progress", "bundler.mutate"}
-PUSH_ONLY = {"bundler.push", "bundler.sinks.registry", "bundler.registry.api"}
+            "bundler.bundleformat.signing", "bundler.chart"}
+BUILD_ONLY = {"bundler.commands.build", "bundler.sinks.bundle", "bundler.fetch", "bundler.config",
+              "bundler.bundleformat.sbom", "bundler.progress", "bundler.mutate"}
+PUSH_ONLY = {"bundler.commands.push", "bundler.sinks.registry", "bundler.registry.api"}
 # Only build and push log (retries, endpoints); loading logging costs the others ~5 ms.
 # tarfile (~1 MiB): only a build writes tar headers, verify's reader is tarstream; the blob
 # cache: only a build keeps one.
@@ -102,8 +102,9 @@ def test_the_launcher_sees_what_is_imported_late(built):
     # cryptography is imported inside signing's functions, only when a key is given, and uuid
     # inside sbom's, only for an SBOM: seeing them shows that a module loaded late, inside a
     # command, is caught too.
-    assert loaded_of({"cryptography", "bundler.signing", "uuid"}, built["signed_build"]) == [
-        "bundler.signing", "cryptography", "uuid"]
+    assert loaded_of({"cryptography", "bundler.bundleformat.signing", "uuid"},
+                     built["signed_build"]) == ["bundler.bundleformat.signing", "cryptography",
+                                                "uuid"]
 
 
 @pytest.mark.parametrize("command", ["verify", "place", "inspect"])
@@ -117,7 +118,7 @@ def test_offline_commands_load_no_network_yaml_docker_bars_or_crypto(built, tmp_
 def test_verify_with_a_key_loads_cryptography_and_nothing_else_extra(built):
     loaded, run = modules_of("verify", str(built["bundle"]), "--key", str(built["pub"]))
     assert run.returncode == 0, run.stderr
-    assert loaded_of(OFFLINE_ABSENT, loaded) == ["bundler.signing", "cryptography"]
+    assert loaded_of(OFFLINE_ABSENT, loaded) == ["bundler.bundleformat.signing", "cryptography"]
 
 
 def test_a_registry_build_loads_no_docker_chart_bars_or_crypto(fixture_registry, tmp_path):
@@ -128,8 +129,9 @@ def test_a_registry_build_loads_no_docker_chart_bars_or_crypto(fixture_registry,
     # the few runs that need them. verify is loaded: build checks what it writes.)
     assert loaded_of({"docker", "tqdm", "cryptography", "jsonschema", "uuid", "subprocess",
                       "difflib", "bundler.sources.docker", "bundler.chart",
-                      "bundler.signing", "bundler.sbom"} | PUSH_ONLY, loaded) == []
-    assert "bundler.verify" in loaded
+                      "bundler.bundleformat.signing", "bundler.bundleformat.sbom"} | PUSH_ONLY,
+                     loaded) == []
+    assert "bundler.checks.verify" in loaded
     assert loaded_of({"requests", "bundler.sources.registry"}, loaded) == [
         "bundler.sources.registry", "requests"]
 
@@ -156,14 +158,14 @@ def test_images_loads_no_network_zstd_or_other_commands(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "rancher/x:v2" in run.stdout
     assert loaded_of(NETWORK | OPTIONAL - {"yaml", "bundler.chart"} | BUILD_ONLY | PUSH_ONLY
-                     | {"zstandard", "bundler.verify", "logging"}, loaded) == []
+                     | {"zstandard", "bundler.checks.verify", "logging"}, loaded) == []
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"]])
 def test_help_and_version_load_no_command(args):
     loaded, run = modules_of(*args)
     assert run.returncode == 0, run.stderr
-    assert loaded_of(OFFLINE_ABSENT | {"zstandard", "bundler.verify"}, loaded) == []
+    assert loaded_of(OFFLINE_ABSENT | {"zstandard", "bundler.checks.verify"}, loaded) == []
 
 
 def test_a_commands_help_loads_only_that_command():

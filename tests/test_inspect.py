@@ -8,7 +8,7 @@ import shutil
 import pytest
 import zstandard
 
-from bundler import inspection
+from bundler.commands import inspect as inspection
 from bundler.errors import InputError
 from bundler.sources.bundle import frame_index
 from tests import tarcraft
@@ -279,7 +279,7 @@ def test_text_escapes_what_is_not_printable():
 def _metadata_frame_edited(builds, tmp_path, old: bytes, new: bytes):
     """The preserve bundle with `old` replaced by `new` (same length) in its metadata frame
     only: every blob keeps its own frame."""
-    from bundler import compress
+    from bundler.bundleformat import compress
 
     assert len(old) == len(new)
     src = builds["p1"] / f"{STEM}.tar.zst"

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from bundler.layout import Blob, Layout
+from bundler.checks.layout import Blob, Layout
 from bundler.platform import Platform
 from tests import imagegen as gen
 
@@ -313,7 +313,7 @@ def test_without_a_platform_wanted_the_first_image_sets_it_for_the_rest(first_br
 
 def test_a_layer_may_start_empty_or_with_the_end_of_archive_block():
     # An empty layer (docker's for a metadata-only step) is two zero blocks, or nothing.
-    from bundler.layout import _is_tar_start
+    from bundler.checks.layout import _is_tar_start
 
     for head in (b"", bytes(512), bytes(100)):
         assert _is_tar_start(head), len(head)
@@ -342,7 +342,7 @@ def _with_sum(h: bytearray, field: bytes) -> bytes:
 
 
 def test_a_layers_first_header_is_checked_as_go_checks_its_sum():
-    from bundler.layout import _is_tar_start
+    from bundler.checks.layout import _is_tar_start
 
     plain = _header()
     unsigned, signed = _sums(plain)
@@ -365,7 +365,7 @@ def test_a_layers_first_header_is_checked_as_go_checks_its_sum():
 @pytest.mark.parametrize("high", [b"\x80", b"\xff", b"\xe9" * 8, b"\x80\xff\x7f"])
 def test_a_header_with_high_bytes_may_carry_the_signed_or_the_unsigned_sum(high):
     # Old tar implementations summed signed chars; Go accepts either sum.
-    from bundler.layout import _is_tar_start
+    from bundler.checks.layout import _is_tar_start
 
     h = _header(high)
     unsigned, signed = _sums(h)
@@ -378,7 +378,7 @@ def test_a_header_with_high_bytes_may_carry_the_signed_or_the_unsigned_sum(high)
 
 
 def test_a_0x7f_byte_is_not_high():
-    from bundler.layout import _is_tar_start
+    from bundler.checks.layout import _is_tar_start
 
     h = _header(b"\x7f")
     unsigned, signed = _sums(h)

@@ -81,26 +81,25 @@ class _InterruptOn(importlib.abc.MetaPathFinder):
 
 
 def _unimported(monkeypatch, dotted: str) -> None:
-    """As if `dotted` (bundler.X) had not been imported in this process yet."""
-    import bundler
-
+    """As if `dotted` (bundler.X or bundler.P.X) had not been imported in this process yet."""
+    parent, _, name = dotted.rpartition(".")
     monkeypatch.delitem(sys.modules, dotted, raising=False)
-    monkeypatch.delattr(bundler, dotted.rpartition(".")[2], raising=False)
+    monkeypatch.delattr(importlib.import_module(parent), name, raising=False)
 
 
 def test_interrupt_while_a_command_imports_its_modules_is_one_line_and_130(monkeypatch, capsys):
     # Each command imports its own modules when it runs (tests/test_imports.py): a Ctrl-C then
     # ends like one anywhere else.
-    _unimported(monkeypatch, "bundler.verify")
-    monkeypatch.setattr(sys, "meta_path", [_InterruptOn("bundler.verify"), *sys.meta_path])
+    _unimported(monkeypatch, "bundler.checks.verify")
+    monkeypatch.setattr(sys, "meta_path", [_InterruptOn("bundler.checks.verify"), *sys.meta_path])
     assert entry.run(["verify", "/nonexistent/b.tar.zst"]) == 130
     assert capsys.readouterr().err == "bundler: error: interrupted\n"
 
 
 def test_interrupt_while_a_command_adds_its_arguments_is_one_line_and_130(monkeypatch, capsys):
     # build's arguments take their defaults from build's modules, imported while parsing.
-    _unimported(monkeypatch, "bundler.build")
-    monkeypatch.setattr(sys, "meta_path", [_InterruptOn("bundler.build"), *sys.meta_path])
+    _unimported(monkeypatch, "bundler.commands.build")
+    monkeypatch.setattr(sys, "meta_path", [_InterruptOn("bundler.commands.build"), *sys.meta_path])
     assert entry.run(["build", "--images", "/nonexistent/images.txt"]) == 130
     assert capsys.readouterr().err == "bundler: error: interrupted\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler import place
+from bundler.commands import place
 from bundler.errors import VerificationFailed
 from tests.cli_helpers import assert_one_line_error, build_args, bundler, small_disk
 from tests.conftest import BUNDLE

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler import place
+from bundler.commands import place
 from bundler.errors import EnvironmentFailure
 from tests.cli_helpers import assert_one_line_error, bundler
 from tests.conftest import BUNDLE, STEM

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import zstandard
 
-from bundler import compress
-from bundler.build import BuildOptions, build
+from bundler.bundleformat import compress
+from bundler.commands.build import BuildOptions, build
 from bundler.progress import Progress
 from tests.cli_helpers import build_args
 from tests.conftest import REFS

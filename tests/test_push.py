@@ -391,7 +391,7 @@ def test_plain_http_to_a_tls_registry_says_https(builds, htpasswd_registry):
 def _names_swapped(src: Path, dst: Path, a: str, b: str) -> None:
     """`src` with manifest digests `a` and `b` swapped in its metadata frame (index.json):
     the tags of the two images name each other's manifests; the blobs are unchanged."""
-    from bundler import compress
+    from bundler.bundleformat import compress
 
     data = src.read_bytes()
     with open(src, "rb") as f:
@@ -449,7 +449,7 @@ def _signed_copy(builds, d: Path) -> tuple[Path, Path, Path]:
     """The p1 outputs in `d`, the checksum manifest signed; (bundle, its key, another key)."""
     import shutil
 
-    from bundler import signing
+    from bundler.bundleformat import signing
 
     d.mkdir()
     for f in builds["p1"].iterdir():
@@ -473,7 +473,8 @@ def test_push_with_a_key_verifies_the_signature_in_its_one_pass(tmp_path, builds
     """push(key=...) checks the bundle against the signed checksum manifest in the pass
     that streams it (no window between a separate verify --key and the push); a wrong key
     pushes nothing, and with a key even a re-push verifies."""
-    from bundler import push, signing
+    from bundler.bundleformat import signing
+    from bundler.commands import push
 
     bundle, key, other = _signed_copy(builds, tmp_path / "signed")
     f = front()
@@ -533,7 +534,7 @@ def test_push_require_checksum_and_manifest_reach_verify(tmp_path, builds, regis
     its checksum manifest given as manifest=."""
     import shutil
 
-    from bundler import push
+    from bundler.commands import push
     from bundler.errors import VerificationFailed
 
     lone = tmp_path / "alone" / f"{STEM}.tar.zst"

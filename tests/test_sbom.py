@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bundler import sbom
+from bundler.bundleformat import sbom
 from bundler.errors import InputError
 from tests.bundlefiles import json_member, plain_tar
 from tests.cli_helpers import build_args, bundler, read_manifest

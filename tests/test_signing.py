@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bundler import signing
+from bundler.bundleformat import signing
+from bundler.bundleformat.signing import SignatureInvalid, SigningKeyError
 from bundler.errors import EXIT_FAILED, EXIT_USAGE, EnvironmentFailure, InputError
-from bundler.signing import SignatureInvalid, SigningKeyError
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="openssl (Debian package openssl) is not installed")

@@ -113,7 +113,7 @@ def test_from_options_checks_before_opening(tmp_path):
 
 
 def test_the_names_of_the_signature_and_sbom_are_the_ones_their_readers_look_for():
-    from bundler import sbom, signing
+    from bundler.bundleformat import sbom, signing
     from bundler.sinks.bundle import OutputNames
 
     for arch in ("amd64", "arm64/v8"):

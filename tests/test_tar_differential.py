@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler import archive
+from bundler.bundleformat import archive
 from bundler.tarstream import TarStream
 from tests import imagegen as gen
 from tests.bundlefiles import json_member, members, plain_tar, read_member, write_zst

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from bundler import archive
+from bundler.bundleformat import archive
 from bundler.image import Image
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 from tests import imagegen as gen

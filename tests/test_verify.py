@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from bundler import compress
-from bundler.verify import verify
+from bundler.bundleformat import compress
+from bundler.checks.verify import verify
 from tests.bundlefiles import members, plain_tar, write_zst
 from tests.cli_helpers import assert_one_line_error, bundler
 from tests.conftest import BUNDLE, STEM

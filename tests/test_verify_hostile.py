@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from bundler import verify as verify_module
-from bundler.verify import verify
+from bundler.checks import verify as verify_module
+from bundler.checks.verify import verify
 from tests import imagegen as gen
 from tests.bundlefiles import files, plain_tar
 from tests.cli_helpers import assert_one_line_error, bundler, measured
@@ -62,7 +62,7 @@ def _peak(script: str, *args: str, timeout: float = 120) -> tuple[object, float]
 
 
 _VERIFY_IN_CHILD = """
-from bundler.verify import verify
+from bundler.checks.verify import verify
 r = verify(sys.argv[1])
 OUT = {"ok": r.ok, "count": r.problem_count, "kept": len(r.problems), "first": r.problems[:3]}
 """
@@ -85,7 +85,7 @@ def test_index_naming_one_huge_manifest_many_times_costs_it_once(builds, tmp_pat
     path = _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
                       _blob(manifest), _blob(config)]), tmp_path / BUNDLE)
     assert path.stat().st_size < 4 << 20  # the digests are random: 2 MB
-    _, floor = _peak("from bundler.verify import verify\nOUT = None")
+    _, floor = _peak("from bundler.checks.verify import verify\nOUT = None")
     assert floor < 60, floor  # the interpreter and verify's imports, not pytest's memory
     started = time.monotonic()
     out, rss = _peak(_VERIFY_IN_CHILD, str(path))
@@ -121,7 +121,7 @@ def test_verify_needs_no_more_memory_than_decompressing_and_hashing(tmp_path):
     path = tmp_path / BUNDLE
     path.write_bytes(zstandard.ZstdCompressor(compression_params=params).compress(tar))
     del layer, tar
-    _, imports = _peak("from bundler.verify import verify\nOUT = None")
+    _, imports = _peak("from bundler.checks.verify import verify\nOUT = None")
     _, bare = _peak("import hashlib, zstandard\nOUT = None")
     out, rss = _peak(_VERIFY_IN_CHILD, str(path))
     assert not out["ok"]  # index.json is missing: all the same, the stream was read whole

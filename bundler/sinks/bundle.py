@@ -16,23 +16,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundler import (
-    archive,
-    checksums,
-    compress,
-    imagelist,
-    mediatypes,
-    mutate,
-)
+from bundler import imagelist, mediatypes, mutate
 from bundler import layer as layers
 from bundler.atomic import AtomicOutputs
+from bundler.bundleformat import archive, checksums, compress
 from bundler.cache import BlobStore, FrameCache
+from bundler.checks.verify import WrittenCheck
 from bundler.digest import HashingWriter, hex_of, sha256_digest
 from bundler.errors import BundlerError
 from bundler.fetch import DEFAULT_JOBS, Fetcher
 from bundler.image import Image
 from bundler.progress import Bar, Progress
-from bundler.verify import WrittenCheck
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +53,14 @@ class Extras:
         # signing and sbom are imported only when asked for: most builds need neither.
         key = password = None
         if sign_key:
-            from bundler import signing
+            from bundler.bundleformat import signing
 
             key, password = signing.read_key(sign_key), signing.password_from_env(environ)
             # A wrong password or a key that is not P-256 fails now, not after the pull.
             signing.sign(b"", key, password, key_name=sign_key)
         created = None
         if with_sbom:
-            from bundler import sbom
+            from bundler.bundleformat import sbom
 
             created = sbom.created_time(environ)
         return cls(key, password, sign_key or "", created, epoch)
@@ -153,14 +147,14 @@ class BundleSink:
         ours = {names.bundle: sha, names.image_list: hex_of(sha256_digest(list_text))}
         extras = self._extras
         if extras.key is not None:
-            from bundler import signing
+            from bundler.bundleformat import signing
 
             put(names.signature,
                 signing.sign(manifest, extras.key, extras.password, key_name=extras.key_name))
         else:
             outputs.remove(names.signature)  # an earlier build's, of another manifest
         if extras.sbom_created is not None:
-            from bundler import sbom
+            from bundler.bundleformat import sbom
 
             spdx = sbom.dumps(sbom.document(doc, created=extras.sbom_created))
             put(names.sbom, spdx)

@@ -20,7 +20,8 @@ from typing import BinaryIO
 
 import zstandard
 
-from bundler import archive, compress, localfile, reference, strictjson, text
+from bundler import localfile, reference, strictjson, text
+from bundler.bundleformat import archive, compress
 from bundler.digest import CHUNK, DIGEST_RE, VerifyingReader, sha256_digest
 from bundler.errors import BundlerError, DigestMismatch, InputError
 from bundler.image import (
@@ -94,7 +95,7 @@ def inflation_limit(size: int) -> int:
     """How much a bundle of `size` bytes may decompress to before a reader gives up: a zstd
     frame can expand some 30,000-fold, and a reader that walks the tar must end in time.
     verify's bound, so a bundle verify accepts is never refused here."""
-    from bundler import verify  # its constants; verify itself is not run here
+    from bundler.checks import verify  # its constants; verify itself is not run here
 
     return max(int(size * verify.DEFAULT_MAX_INFLATION), verify.INFLATION_FLOOR)
 

@@ -248,7 +248,9 @@ def read_manifest(bundle: Path, given: str | Path | None = None,
     candidate = Path(given) if given else bundle.with_name(stem(bundle) + ".manifest.json")
     try:
         if key is not None:
-            from bundler import signing  # cryptography is loaded only to check a signature
+            from bundler.bundleformat import (
+                signing,  # cryptography is loaded only to check a signature
+            )
 
             if not given and not os.path.lexists(candidate):
                 raise signing.SignatureInvalid(

@@ -14,8 +14,9 @@ import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler import cache, compress, imagelist, mutate, platform, sources
+from bundler import cache, imagelist, mutate, platform, sources
 from bundler.atomic import AtomicOutputs
+from bundler.bundleformat import compress
 from bundler.cache import BlobStore, FrameCache
 from bundler.errors import BundlerError, EnvironmentFailure, InputError
 from bundler.fetch import DEFAULT_JOBS

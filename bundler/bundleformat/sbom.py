@@ -20,7 +20,8 @@ import time
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from bundler import __version__, checksums, reference
+from bundler import __version__, reference
+from bundler.bundleformat import checksums
 
 SUFFIX = ".spdx.json"
 NAMESPACE_BASE = "https://spdx.org/spdxdocs/bundler"

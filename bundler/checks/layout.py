@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from bundler import archive, mediatypes, platform, reference, strictjson
+from bundler import mediatypes, platform, reference, strictjson
+from bundler.bundleformat import archive
 from bundler.errors import BundlerError, InputError
 from bundler.image import (
     Descriptor,

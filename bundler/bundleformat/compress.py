@@ -233,7 +233,7 @@ def copy_checked(src: BinaryIO, out: BinaryIO, group: FrameGroup,
     (archive.SegmentCheck). The bytes checked are the bytes copied, read once; when False,
     what was written to `out` must be taken back. Memory is bounded by the window, whatever
     the frame holds. `plain` hears the bytes that matched so far, from tar offset `start`."""
-    from bundler.archive import SegmentCheck
+    from bundler.bundleformat.archive import SegmentCheck
 
     at = src.tell()
     if src.seek(0, os.SEEK_END) - at > compress_bound(group.size):

@@ -33,10 +33,11 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from bundler import archive, checksums, compress, layer, localfile
+from bundler import layer, localfile
+from bundler.bundleformat import archive, checksums, compress
+from bundler.checks.layout import Blob, Layout
 from bundler.digest import CHUNK
 from bundler.errors import BundlerError, InputError
-from bundler.layout import Blob, Layout
 from bundler.readahead import AheadReader, Pipe
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bundler import archive, strictjson, text
+from bundler import strictjson, text
+from bundler.bundleformat import archive
+from bundler.checks.layout import shared_ref_names
 from bundler.errors import BundlerError, InputError
 from bundler.image import parse_config, parse_manifest
-from bundler.layout import shared_ref_names
 from bundler.sources import bundle as source
 
 # Why the sizes of a compact bundle are missing, in the JSON and in the text.

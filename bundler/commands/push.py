@@ -143,7 +143,9 @@ def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,
         result.images = [_pushed(target, e.reference, e.manifest.digest) for e in meta.entries]
         result.registries_yaml = registries_yaml(target, [e.reference for e in meta.entries])
         return result
-    from bundler import verify  # the streaming pass; a re-push that sends nothing never loads it
+    from bundler.checks import (
+        verify,  # the streaming pass; a re-push that sends nothing never loads it
+    )
 
     with tempfile.TemporaryDirectory(prefix="bundler-push-") as spool_dir:
         uploads = _Uploads(api, missing, Path(spool_dir))

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bundler import localfile, verify
+from bundler import localfile
 from bundler.atomic import remove_stale, temp_name
+from bundler.checks import verify
 from bundler.digest import CHUNK, HashingWriter, hash_rest
 from bundler.errors import EnvironmentFailure, InputError, VerificationFailed
 

@@ -1,0 +1,1 @@
+"""What a bundle is: its tar layout, zstd frames, checksum files, signature and SBOM."""

@@ -1,0 +1,1 @@
+"""The subcommands: each composes sources, checks and sinks."""
