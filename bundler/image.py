@@ -6,23 +6,16 @@ diff_id, and an opener that streams the blob's bytes checked against the descrip
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from bundler import strictjson
+from bundler import platform, strictjson
 from bundler.digest import DIGEST_RE, sha256_digest
 from bundler.errors import RegistryError
 from bundler.platform import Platform
 from bundler.reference import Reference
 from bundler.text import shown
-
-# What an os, architecture or variant may be: every name an index or config uses (linux,
-# amd64, arm64, v8, ppc64le, windows) fits, and nothing that moves a terminal's cursor or
-# splits a message line does.
-PLATFORM_FIELD = re.compile(r"[A-Za-z0-9._-]{1,64}")
-PLATFORM_KEYS = ("os", "architecture", "variant")
 
 
 @dataclass(frozen=True)
@@ -72,6 +65,10 @@ class Image:
     index_digest: str | None = None
     # Where the source knows it better than manifest_digest: a daemon's RepoDigests entry.
     upstream_digest: str | None = None
+    # The manifest's config descriptor, when whoever built the image parsed the manifest
+    # already: index.json may name one large manifest under many names, and
+    # config_descriptor would parse it again for each.
+    config_desc: Descriptor | None = field(default=None, compare=False, repr=False)
 
     @property
     def manifest_digest(self) -> str:
@@ -83,6 +80,8 @@ class Image:
 
     @property
     def config_descriptor(self) -> Descriptor:
+        if self.config_desc is not None:
+            return self.config_desc
         doc = strictjson.loads(self.manifest, strictjson.MANIFEST)
         assert isinstance(doc, dict)  # parse_manifest accepted these bytes before
         return Descriptor.from_json(doc.get("config"), f"{self.reference}: manifest config")
@@ -118,22 +117,11 @@ def parse_config(body: bytes, layer_count: int, what: str) -> tuple[Platform, li
         raise RegistryError(
             f"{what}: config lists {len(diff_ids)} diff_ids for {layer_count} layers"
         )
-    fields = [doc.get(key) or "" for key in PLATFORM_KEYS]
-    if not all(isinstance(f, str) for f in fields):
-        raise RegistryError(f"{what}: config os, architecture or variant is not a string")
-    if bad := platform_field_problem(fields):
-        raise RegistryError(f"{what}: config {bad}")
-    return Platform(fields[0], fields[1], fields[2] or None), diff_ids
-
-
-def platform_field_problem(fields: list[str]) -> str | None:
-    """What is wrong with the first of (os, architecture, variant) that is given ("" is not)
-    but is not a platform name, for a message; None when all are names."""
-    for key, value in zip(PLATFORM_KEYS, fields, strict=True):
-        if value and not PLATFORM_FIELD.fullmatch(value):
-            return (f"{key} {shown(value)} is not a platform name (letters, "
-                    "digits, '.', '_', '-'; at most 64)")
-    return None
+    try:
+        have = platform.read(doc)
+    except platform.PlatformFieldError as e:
+        raise RegistryError(f"{what}: config {e}") from None
+    return have, diff_ids
 
 
 def load_document(body: bytes, what: str, schema: strictjson.Schema | None = None) -> object:

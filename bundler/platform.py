@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bundler.errors import InputError, PlatformError, RegistryError
+from bundler.text import shown
 
 # Buildx marks provenance/SBOM entries with this annotation and platform unknown/unknown.
 _ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
 # Architectures whose manifests carry a variant we pick by default when the user gives none
 # (containerd's platforms.normalizeArch: amd64/v1 and arm64/v8 are the plain ones, arm is v7).
 _DEFAULT_VARIANT = {"amd64": "v1", "arm64": "v8", "arm": "v7"}
+# What an os, architecture or variant may be: every name an index or config uses (linux,
+# amd64, arm64, v8, ppc64le, windows) fits, and nothing that moves a terminal's cursor or
+# splits a message line does.
+PLATFORM_FIELD = re.compile(r"[A-Za-z0-9._-]{1,64}")
+PLATFORM_KEYS = ("os", "architecture", "variant")
+NOT_STRINGS = "os, architecture or variant is not a string"
 
 # The Linux GOARCH values (`go tool dist list`), as image indexes name them, and the variants
 # each may carry (OCI image-index spec; GOAMD64 levels for amd64). Anything else matches no
@@ -77,9 +86,30 @@ def for_arch(arch: str) -> Platform:
     return Platform("linux", name, variant or None)
 
 
-def of(obj: dict) -> Platform:
-    """The platform described by an index entry's `platform` or an image config."""
-    return Platform(obj.get("os", ""), obj.get("architecture", ""), obj.get("variant") or None)
+class PlatformFieldError(ValueError):
+    """A platform object whose fields are not strings, or not platform names; the message says
+    which (for the caller to prefix with where it is). `platform`: the fields as written,
+    when they are strings, for a message comparing them with another platform."""
+
+    def __init__(self, message: str, written: Platform | None):
+        super().__init__(message)
+        self.platform = written
+
+
+def read(obj: Mapping[str, object]) -> Platform:
+    """The platform an image config or an index entry's `platform` object describes: its os,
+    architecture and variant, each absent or null read as "" (as Go decodes them), else a
+    string that is a platform name (PLATFORM_FIELD). PlatformFieldError otherwise."""
+    fields = [obj.get(key) for key in PLATFORM_KEYS]
+    fields = ["" if value is None else value for value in fields]
+    if not all(isinstance(value, str) for value in fields):
+        raise PlatformFieldError(NOT_STRINGS, None)
+    written = Platform(fields[0], fields[1], fields[2] or None)
+    for key, value in zip(PLATFORM_KEYS, fields, strict=True):
+        if value and not PLATFORM_FIELD.fullmatch(value):
+            raise PlatformFieldError(f"{key} {shown(value)} is not a platform name (letters, "
+                                     "digits, '.', '_', '-'; at most 64)", written)
+    return written
 
 
 def matches(want: Platform, have: Platform) -> bool:
@@ -90,7 +120,8 @@ def matches(want: Platform, have: Platform) -> bool:
     return (want.variant or default) == (have.variant or default)
 
 
-def _entries(index: object, what: str) -> list[dict]:
+def _entries(index: object, what: str) -> list[tuple[dict, Platform | None]]:
+    """Each entry of a registry's index with the platform it declares (None: none)."""
     if not isinstance(index, dict):
         raise RegistryError(f"{what}: index is not a JSON object")
     manifests = index.get("manifests")
@@ -98,41 +129,57 @@ def _entries(index: object, what: str) -> list[dict]:
         return []
     if not isinstance(manifests, list):
         raise RegistryError(f"{what}: index `manifests` is not a list")
+    out = []
     for i, entry in enumerate(manifests):
         if not isinstance(entry, dict):
             raise RegistryError(f"{what}: index entry {i} is not an object")
         p = entry.get("platform")
-        if p is not None and not (isinstance(p, dict) and all(
-                isinstance(p.get(k, ""), str) for k in ("os", "architecture", "variant"))):
+        if p is not None and not isinstance(p, dict):
             raise RegistryError(f"{what}: index entry {i}: platform is not an object of strings")
+        try:
+            declared = None if p is None else read(p)
+        except PlatformFieldError as e:
+            if e.platform is None:
+                raise RegistryError(f"{what}: index entry {i}: platform is not an object of "
+                                    "strings") from None
+            raise RegistryError(f"{what}: index entry {i}: platform {e}") from None
         if not isinstance(entry.get("annotations") or {}, dict):
             raise RegistryError(f"{what}: index entry {i}: annotations is not an object")
-    return manifests
+        out.append((entry, declared))
+    return out
 
 
-def is_attestation(entry: dict) -> bool:
-    annotations = entry.get("annotations") or {}
-    p = entry.get("platform") or {}
-    return _ATTESTATION_ANNOTATION in annotations or (
-        p.get("os") == "unknown" and p.get("architecture") == "unknown"
-    )
+def is_attestation(entry: dict, declared: Platform | None = None) -> bool:
+    """Whether an index entry is buildx's provenance or SBOM rather than an image: by its
+    annotation, or by its platform (`declared`, read from the entry when not given) being
+    unknown/unknown."""
+    if _ATTESTATION_ANNOTATION in (entry.get("annotations") or {}):
+        return True
+    if declared is None and isinstance(entry.get("platform"), dict):
+        try:
+            declared = read(entry["platform"])
+        except PlatformFieldError:
+            return False
+    return declared is not None and (declared.os, declared.architecture) == ("unknown",
+                                                                             "unknown")
 
 
-def _label(entry: dict) -> str:
+def _label(declared: Platform | None) -> str:
     # The platform field is optional (OCI image-index); `/` alone would say nothing.
-    p = of(entry.get("platform") or {})
-    return str(p) if p.os or p.architecture else "(no platform)"
+    return str(declared) if declared and (declared.os or declared.architecture) \
+        else "(no platform)"
 
 
 def select(index: object, want: Platform, what: str) -> dict:
     """The descriptor in `index` for `want`; PlatformError lists what is there otherwise.
 
-    `index` is a registry's JSON: an index of the wrong shape is a RegistryError naming the
-    entry, as Go's decoder (containerd's) refuses it too, never a traceback.
+    `index` is a registry's JSON: an index of the wrong shape, or a platform that is not
+    made of platform names, is a RegistryError naming the entry, as Go's decoder
+    (containerd's) refuses the first too, never a traceback.
     """
-    entries = [m for m in _entries(index, what) if not is_attestation(m)]
-    for entry in entries:
-        if matches(want, of(entry.get("platform") or {})):
+    entries = [(m, p) for m, p in _entries(index, what) if not is_attestation(m, p)]
+    for entry, declared in entries:
+        if matches(want, declared or Platform("", "")):
             return entry
-    available = sorted({_label(m) for m in entries}) or ["none"]
+    available = sorted({_label(p) for _, p in entries}) or ["none"]
     raise PlatformError(f"{what}: no {want} manifest; available: {', '.join(available)}")

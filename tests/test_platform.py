@@ -141,8 +141,35 @@ def test_an_entry_without_a_platform_is_listed_as_such():
                             "linux/arm64")
 
 
-def test_of_reads_absent_fields_as_empty():
-    assert platform.of({}) == platform.Platform("", "", None)
-    assert platform.of({"os": "linux", "architecture": "arm", "variant": ""}) == \
+def test_read_reads_absent_and_null_fields_as_empty():
+    assert platform.read({}) == platform.Platform("", "", None)
+    assert platform.read({"os": None, "architecture": "arm", "variant": None}) == \
+        platform.Platform("", "arm", None)
+    assert platform.read({"os": "linux", "architecture": "arm", "variant": ""}) == \
         platform.Platform("linux", "arm", None)
-    assert platform.of({"os": "linux", "architecture": "arm", "variant": "v6"}).variant == "v6"
+    assert platform.read({"os": "linux", "architecture": "arm", "variant": "v6"}).variant == "v6"
+
+
+@pytest.mark.parametrize(("obj", "message", "written"), [
+    ({"os": 1}, "os, architecture or variant is not a string", None),
+    ({"os": "linux", "variant": ["v7"]}, "os, architecture or variant is not a string", None),
+    ({"os": "linux", "architecture": "amd64\x1b[2J"},
+     "architecture 'amd64\\x1b[2J' is not a platform name (letters, digits, '.', '_', '-'; "
+     "at most 64)", platform.Platform("linux", "amd64\x1b[2J")),
+    ({"os": "l" * 65}, f"os {'l' * 65} is not a platform name (letters, digits, '.', '_', "
+     "'-'; at most 64)", platform.Platform("l" * 65, "")),
+])
+def test_read_refuses_what_is_not_a_platform_name_saying_which_field(obj, message, written):
+    with pytest.raises(platform.PlatformFieldError) as e:
+        platform.read(obj)
+    assert str(e.value) == message
+    assert e.value.platform == written
+
+
+def test_select_refuses_an_entry_whose_platform_is_no_name_in_one_line():
+    index = {"manifests": [_entry("amd64"), {"digest": "sha256:a", "platform": {
+        "os": "linux", "architecture": "arm64\nOK"}}]}
+    with pytest.raises(RegistryError) as e:
+        platform.select(index, platform.for_arch("amd64"), "img:1")
+    assert str(e.value) == ("img:1: index entry 1: platform architecture 'arm64\\nOK' is not a "
+                            "platform name (letters, digits, '.', '_', '-'; at most 64)")

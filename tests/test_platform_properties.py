@@ -46,7 +46,7 @@ def entries(draw) -> dict:
 def test_known_names_give_the_platform_they_name(arch):
     want = platform.for_arch(arch)
     assert str(want) == f"linux/{arch}"
-    assert platform.matches(want, platform.of(want.as_json()))
+    assert platform.matches(want, platform.read(want.as_json()))
 
 
 @settings(max_examples=500, deadline=None)

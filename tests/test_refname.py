@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.checks.layout import MAX_SHARED_SHOWN, shared_ref_names
+from bundler.bundleformat.metadata import MAX_SHARED_SHOWN, shared_ref_names
 from tests import imagegen as gen
 from tests.bundlefiles import json_member, plain_tar, write_zst
 from tests.cli_helpers import build_args, bundler, read_manifest

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from bundler import mediatypes, platform, reference, strictjson
+from bundler import mediatypes, platform, strictjson
 from bundler.bundleformat import archive
-from bundler.errors import BundlerError, InputError
+from bundler.bundleformat.metadata import Entry, Metadata
+from bundler.bundleformat.metadata import read as read_metadata
+from bundler.errors import BundlerError
 from bundler.image import (
     Descriptor,
     Image,
@@ -30,7 +32,6 @@ from bundler.image import (
     parse_config,
 )
 from bundler.platform import Platform
-from bundler.strictjson import object_or_empty
 from bundler.text import shown
 
 
@@ -51,6 +52,17 @@ _LAYER_COMPRESSION = {mediatypes.OCI_LAYER: "plain", mediatypes.DOCKER_LAYER: "p
                       mediatypes.OCI_LAYER_ZSTD: "zstd"}
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A manifest, its config and its layers, each found as its descriptor says."""
+
+    manifest: bytes
+    config: bytes
+    config_desc: Descriptor
+    layers: tuple[Layer, ...]
+    platform: Platform
+
+
 class Layout:
     """The metadata and blobs a bundle's stream held, checked as an OCI image layout."""
 
@@ -60,71 +72,58 @@ class Layout:
         self.blobs = blobs
         self.problem = problem
         self.warn = warn  # what is worth saying but fails nothing (bundles of older writers)
-        self._checked: dict[tuple, dict | None] = {}  # manifests checked once
-        self._good: dict[str, dict] | None = None  # of those read whole, by digest
+        self._checked: dict[tuple, _Checked | None] = {}  # manifests checked once
+        self._good: dict[str, _Checked] | None = None  # of those read whole, by digest
         self._names: set[str] = set()
+        self._read: Metadata | None = None
+
+    @property
+    def read(self) -> Metadata:
+        """The metadata members, read (once)."""
+        if self._read is None:
+            self._read = read_metadata(self.metadata)
+        return self._read
 
     def check(self, want: Platform | None) -> list[str]:
         """The names of the images index.json names and that were read whole; every problem
         found on the way goes to `problem`. `want`: the platform every image must have (by
         default, the first image's)."""
-        for name in archive.METADATA:
-            if name not in self.metadata:
-                self.problem(f"{name}: missing")
-        if any(name not in self.metadata for name in (archive.OCI_LAYOUT, archive.INDEX)):
-            return []
-        layout = _json(self.metadata[archive.OCI_LAYOUT], archive.OCI_LAYOUT, self.problem)
-        if layout != {"imageLayoutVersion": "1.0.0"}:
-            self.problem(f"{archive.OCI_LAYOUT}: not an OCI layout 1.0.0 marker")
-        referenced: set[str] = set()
-        index = _json(self.metadata[archive.INDEX], archive.INDEX, self.problem)
-        entries = index.get("manifests") if isinstance(index, dict) else None
-        if not isinstance(entries, list) or not entries:
-            self.problem(f"{archive.INDEX}: lists no manifests")
-            return []
-        for text in shared_ref_names(entries):
+        meta = self.read
+        for text in meta.index_problems:
+            self.problem(text)
+        for text in meta.warnings:
             self.warn(text)
-        images = []
-        for i, entry in enumerate(entries):
-            images.append(self._image(i, entry, want, referenced))
+        if archive.OCI_LAYOUT not in self.metadata or not meta.listed:
+            for text in meta.docker_problems:
+                self.problem(text)
+            return []
+        referenced: set[str] = set()
+        images: list[Image | None] = [None] * meta.listed
+        for entry in meta.entries:
+            image = images[entry.position] = self._image(entry, want, referenced)
             # Without a checksum manifest the first image sets the platform for the rest.
-            want = want or (images[-1] or {}).get("platform")
-        if all(images):
-            self._docker_views(images)
+            want = want or (image.platform if image else None)
+        for text in meta.docker_problems:
+            self.problem(text)
+        if all(images) and meta.docker is not None:
+            self._docker_views(meta.docker, [i for i in images if i])
         for digest in sorted(set(self.blobs) - referenced):
             self.problem(f"{archive.blob_path(digest)}: not referenced by any image")
-        return [img["name"] for img in images if img]
+        return [img.reference.image_name for img in images if img]
 
-    def _image(self, i: int, entry: object, want: Platform | None, referenced: set[str]
-               ) -> dict | None:
-        where = f"{archive.INDEX}: manifests[{i}]"
-        if not isinstance(entry, dict):
-            self.problem(f"{where}: not an object")
-            return None
-        annotations = entry.get("annotations")
-        if not isinstance(annotations, dict):
-            self.problem(f"{where}: annotations is not an object")
-            return None
-        name = annotations.get(archive.ANNOTATION_IMAGE_NAME)
-        try:
-            if not isinstance(name, str):
-                raise InputError("missing or not a string")
-            ref = reference.parse(name)
-            if ref.image_name != name:
-                raise InputError(f"not a full name (want {ref.image_name})")
-        except InputError as e:
-            self.problem(f"{where}: {archive.ANNOTATION_IMAGE_NAME} {shown(name)}: {e}")
+    def _image(self, entry: Entry, want: Platform | None, referenced: set[str]
+               ) -> Image | None:
+        """The image `entry` names, checked against the blobs, or None and the problems."""
+        where, name, desc = entry.where, entry.name, entry.manifest
+        if entry.reference.image_name != name:
+            self.problem(f"{where}: {archive.ANNOTATION_IMAGE_NAME} {shown(name)}: not a full "
+                         f"name (want {entry.reference.image_name})")
             return None
         if name in self._names:
             # containerd keeps the first entry of a name, a reader of the last another image
             self.problem(f"{where}: {name} is named by an earlier entry too")
             return None
         self._names.add(name)
-        try:
-            desc = Descriptor.from_json(entry, where)
-        except BundlerError as e:
-            self.problem(str(e))
-            return None
         if desc.media_type not in mediatypes.IMAGE_MANIFESTS:
             self.problem(f"{where}: mediaType {shown(desc.media_type)} is not an image "
                          "manifest's (containerd refuses the import)")
@@ -136,21 +135,16 @@ class Layout:
         checked = self._checked[key]
         if checked is None:
             return None
-        have = checked["platform"]
+        have = checked.platform
         if want and not platform.matches(want, have):
             self.problem(f"{name}: config says {have}, the bundle is {want}")
-        declared = entry.get("platform")
-        if declared is not None:
-            if not isinstance(declared, dict):
-                self.problem(f"{where}: platform is not an object")
-            elif _platform_of(declared) != have:
-                self.problem(f"{where}: platform {shown(str(_platform_of(declared)))} but the "
-                             f"config says {have}")
-        return {"name": name, "platform": have, "image": _Read(
-            ref, have, checked["manifest"], desc.media_type, checked["config"],
-            checked["layers"], config_read=checked["config_desc"])}
+        if entry.platform is not None and entry.platform != have:
+            self.problem(f"{where}: platform {shown(str(entry.platform))} but the "
+                         f"config says {have}")
+        return Image(entry.reference, have, checked.manifest, desc.media_type, checked.config,
+                     checked.layers, config_desc=checked.config_desc)
 
-    def _manifest(self, desc: Descriptor, what: str, referenced: set[str]) -> dict | None:
+    def _manifest(self, desc: Descriptor, what: str, referenced: set[str]) -> _Checked | None:
         """The manifest, its config and layers checked against the blobs (once per digest)."""
         manifest = self._document(desc, f"{what}: manifest", referenced)
         if manifest is None:
@@ -182,8 +176,7 @@ class Layout:
                         layer_desc, diff_id, referenced)
         layers = tuple(Layer(d, diff_id, _not_reopened)
                        for d, diff_id in zip(layer_descs, diff_ids, strict=True))
-        return {"manifest": manifest, "config": config, "config_desc": config_desc,
-                "layers": layers, "platform": have}
+        return _Checked(manifest, config, config_desc, layers, have)
 
     def _document(self, desc: Descriptor, what: str, referenced: set[str]) -> bytes | None:
         referenced.add(desc.digest)
@@ -219,18 +212,10 @@ class Layout:
         elif not _is_tar_start(blob.tar_head):
             self.problem(f"{what}: not a tar archive")
 
-    def index_digests(self) -> dict[str, object]:
-        """Image name -> the digest index.json gives it, for the entries that name one."""
-        index = object_or_empty(_json(self.metadata.get(archive.INDEX, b"{}"), archive.INDEX,
-                                      self.problem))
-        entries: dict[str, object] = {}
-        manifests = index.get("manifests")
-        for e in manifests if isinstance(manifests, list) else []:
-            name = object_or_empty(object_or_empty(e).get("annotations")).get(
-                archive.ANNOTATION_IMAGE_NAME)
-            if isinstance(name, str):
-                entries[name] = e.get("digest")
-        return entries
+    def index_digests(self) -> dict[str, str | None]:
+        """Image name -> the digest index.json gives it, for the entries that name one (None
+        where the entry's descriptor does not read)."""
+        return self.read.by_name()
 
     def layers_of(self, digest: str) -> tuple[str, list[dict]] | None:
         """(config digest, [{digest, size}] of the layers) of a manifest check() read
@@ -243,94 +228,28 @@ class Layout:
         checked = self._good.get(digest)
         if checked is None:
             return None
-        return checked["config_desc"].digest, [
-            {"digest": x.descriptor.digest, "size": x.descriptor.size} for x in checked["layers"]]
+        return checked.config_desc.digest, [
+            {"digest": x.descriptor.digest, "size": x.descriptor.size} for x in checked.layers]
 
-    def _docker_views(self, images: list[dict]) -> None:
+    def _docker_views(self, docker: tuple[object, ...], images: list[Image]) -> None:
         """manifest.json and repositories against what archive.py writes for these images:
         the layout rules live there only."""
-        docker = _json(self.metadata.get(archive.DOCKER_MANIFEST, b"[]"),
-                       archive.DOCKER_MANIFEST, self.problem)
-        if not isinstance(docker, list) or len(docker) != len(images):
-            self.problem(f"{archive.DOCKER_MANIFEST}: does not list the {len(images)} images "
-                         f"of {archive.INDEX}")
-        else:
-            # One entry at a time, and only for an entry listing as many layers as its image:
-            # an index naming one big manifest many times then costs what manifest.json
-            # itself holds, not a copy of the layer list per name.
-            for i, (have, img) in enumerate(zip(docker, images, strict=True)):
-                image = img["image"]
-                layers = have.get("Layers") if isinstance(have, dict) else None
-                if not isinstance(layers, list) or len(layers) != len(image.layers) or \
-                        have != json.loads(archive.manifest_json([image]))[0]:
-                    self.problem(f"{archive.DOCKER_MANIFEST}: entry {i} disagrees with "
-                                 f"{archive.INDEX} ({img['name']})")
-        repos = _json(self.metadata.get(archive.REPOSITORIES, b"{}"), archive.REPOSITORIES,
-                      self.problem)
-        if repos != json.loads(archive.repositories_json([img["image"] for img in images])):
+        # One entry at a time, and only for an entry listing as many layers as its image: an
+        # index naming one big manifest many times then costs what manifest.json itself
+        # holds, not a copy of the layer list per name.
+        for i, (have, image) in enumerate(zip(docker, images, strict=True)):
+            layers = have.get("Layers") if isinstance(have, dict) else None
+            if not isinstance(layers, list) or len(layers) != len(image.layers) or \
+                    have != json.loads(archive.manifest_json([image]))[0]:
+                self.problem(f"{archive.DOCKER_MANIFEST}: entry {i} disagrees with "
+                             f"{archive.INDEX} ({image.reference.image_name})")
+        try:
+            repos = strictjson.loads(self.metadata.get(archive.REPOSITORIES, b"{}"))
+        except strictjson.StrictJSONError as e:
+            self.problem(f"{archive.REPOSITORIES}: bad JSON ({e})")
+            repos = None
+        if repos != json.loads(archive.repositories_json(images)):
             self.problem(f"{archive.REPOSITORIES}: disagrees with {archive.INDEX}")
-
-
-
-# Shared ref.name values reported one by one; a hostile index can share thousands.
-MAX_SHARED_SHOWN = 10
-
-
-def shared_ref_names(entries: list) -> list[str]:
-    """A warning for each org.opencontainers.image.ref.name that several of index.json's
-    `entries` give, naming the images (their io.containerd.image.name) and the value.
-
-    Not a problem: bundles written before ref.name held the full name give the bare tag, and
-    two images of one tag (hardened-multus-cni and hardened-multus-thick) then share it.
-    containerd and K3s go by io.containerd.image.name and are not misled; a reader that looks
-    the name up (skopeo's oci-archive:, umoci) takes one of them silently or refuses both."""
-    holders: dict[str, list[int]] = {}
-    for i, entry in enumerate(entries):
-        ref_name = object_or_empty(object_or_empty(entry).get("annotations")).get(
-            archive.ANNOTATION_REF_NAME)
-        if isinstance(ref_name, str):
-            holders.setdefault(ref_name, []).append(i)
-    shared = [(value, at) for value, at in holders.items() if len(at) > 1]
-    warnings = []
-    for value, at in shared[:MAX_SHARED_SHOWN]:
-        first, second = (f"manifests[{i}] ({_image_name(entries[i])})" for i in at[:2])
-        more = f" and {len(at) - 2} more" if len(at) > 2 else ""
-        warnings.append(
-            f"{archive.INDEX}: {first} and {second}{more} share {archive.ANNOTATION_REF_NAME} "
-            f"{shown(value)}: skopeo or umoci asked for that name takes one of them or "
-            f"refuses it (containerd goes by {archive.ANNOTATION_IMAGE_NAME})")
-    if len(shared) > MAX_SHARED_SHOWN:
-        warnings.append(f"{archive.INDEX}: and {len(shared) - MAX_SHARED_SHOWN} more "
-                        f"{archive.ANNOTATION_REF_NAME} values shared by several images")
-    return warnings
-
-
-def _image_name(entry: dict) -> str:
-    """An entry's io.containerd.image.name for a message: whole when it is a full name (the
-    grammar admits printable ASCII only), else shown escaped and cut."""
-    name = object_or_empty(entry.get("annotations")).get(archive.ANNOTATION_IMAGE_NAME)
-    if not isinstance(name, str):
-        return f"no {archive.ANNOTATION_IMAGE_NAME}"
-    try:
-        if reference.parse(name).image_name == name:
-            return name
-    except InputError:
-        pass
-    return shown(name)
-
-
-@dataclass(frozen=True)
-class _Read(Image):
-    """An image as verify read it back from the bundle, to hand to archive.py's writers.
-    It carries the config descriptor verify parsed: Image.config_descriptor parses the
-    manifest on every call, and index.json may name one large manifest under many names."""
-
-    config_read: Descriptor | None = None
-
-    @property
-    def config_descriptor(self) -> Descriptor:
-        assert self.config_read is not None
-        return self.config_read
 
 
 def _not_reopened() -> BinaryIO:
@@ -354,22 +273,3 @@ def _is_tar_start(head: bytes) -> bool:
 
 
 _HIGH_BYTES = bytes(range(128, 256))  # the bytes a signed char reads as negative
-
-
-_SCHEMAS = {archive.OCI_LAYOUT: strictjson.OCI_LAYOUT, archive.INDEX: strictjson.INDEX,
-            archive.DOCKER_MANIFEST: strictjson.DOCKER_MANIFEST}
-
-
-def _json(data: bytes, what: str, problem: Callable[[str], None]) -> object:
-    try:
-        return strictjson.loads(data, _SCHEMAS.get(what))
-    except strictjson.StrictJSONError as e:
-        problem(f"{what}: bad JSON ({e})")
-        return None
-
-
-def _platform_of(obj: dict) -> Platform | str:
-    fields = [obj.get(key) or "" for key in ("os", "architecture", "variant")]
-    if not all(isinstance(f, str) for f in fields):
-        return "(not strings)"
-    return Platform(fields[0], fields[1], fields[2] or None)

@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bundler import strictjson, text
-from bundler.bundleformat import archive
-from bundler.checks.layout import shared_ref_names
+from bundler import text
 from bundler.errors import BundlerError, InputError
 from bundler.image import parse_config, parse_manifest
+from bundler.platform import Platform
 from bundler.sources import bundle as source
 
 # Why the sizes of a compact bundle are missing, in the JSON and in the text.
@@ -40,8 +39,6 @@ def inspect(path: str | Path, *, sizes: bool = False) -> dict:
     ref.name, as bundles of older writers have)."""
     path = Path(path)
     meta = source.read_metadata(path)
-    # read_metadata has read index.json strictly already: its manifests are a list.
-    index = strictjson.loads(meta.members[archive.INDEX], strictjson.INDEX)
     frames = source.frame_index(path)
     manifests = {e.manifest.digest for e in meta.entries}
     per_blob = manifests <= frames.keys()
@@ -55,7 +52,7 @@ def inspect(path: str | Path, *, sizes: bool = False) -> dict:
         images.append({
             "reference": e.name or full,
             "fullName": full if e.name and e.name != full else None,
-            "platform": str(e.platform) if e.platform else None,
+            "platform": _declared(e.platform),
             "configPlatform": config_platform,
             "manifestDigest": e.manifest.digest,
             "manifestMediaType": e.manifest.media_type,
@@ -72,7 +69,12 @@ def inspect(path: str | Path, *, sizes: bool = False) -> dict:
             "decompressedWhole": bool(read) and not per_blob,
             "verified": False,
             "images": images,
-            "warnings": shared_ref_names(index["manifests"])}
+            "warnings": list(meta.warnings)}
+
+
+def _declared(plat: Platform | None) -> str | None:
+    """The platform index.json declares, None when it declares neither os nor architecture."""
+    return str(plat) if plat and plat.os and plat.architecture else None
 
 
 def _read_documents(path: Path, meta: source.Metadata, frames: dict[str, tuple[int, int]]

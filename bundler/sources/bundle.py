@@ -13,26 +13,18 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
 
-from bundler import localfile, reference, strictjson, text
-from bundler.bundleformat import archive, compress
-from bundler.digest import CHUNK, DIGEST_RE, VerifyingReader, sha256_digest
-from bundler.errors import BundlerError, DigestMismatch, InputError
-from bundler.image import (
-    Descriptor,
-    Image,
-    Layer,
-    parse_config,
-    parse_manifest,
-    platform_field_problem,
-)
-from bundler.platform import Platform
+from bundler import localfile
+from bundler.bundleformat import archive, compress, metadata
+from bundler.bundleformat.metadata import Entry, Metadata  # push names them from here
+from bundler.digest import CHUNK, VerifyingReader, sha256_digest
+from bundler.errors import DigestMismatch, InputError
+from bundler.image import Descriptor, Image, Layer, parse_config, parse_manifest
 from bundler.reference import Reference
 from bundler.tarstream import REGULAR, TarError, TarStream
 
@@ -51,26 +43,6 @@ MAX_FRAMES = 100_002
 # header, and the reader's 1 MiB read-ahead; a hostile front cannot make read_metadata walk
 # a zstd bomb of directory entries.
 _FRONT_LIMIT = len(archive.METADATA) * (MAX_DOCUMENT + (1 << 20)) + (2 << 20)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One image as the metadata at the front names it (index.json and manifest.json)."""
-
-    reference: Reference
-    manifest: Descriptor
-    platform: Platform | None  # as index.json declares it
-    config_digest: str  # manifest.json's Config
-    layer_digests: tuple[str, ...]  # manifest.json's Layers
-    # The name as index.json writes it (containerd records it so); `reference` is it parsed
-    # and normalized, which verify requires it to be already.
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class Metadata:
-    entries: tuple[Entry, ...]
-    members: dict[str, bytes]  # the metadata members, by name
 
 
 def open_bundle(path: Path) -> BinaryIO:
@@ -130,7 +102,7 @@ def read_metadata(path: Path, f: BinaryIO | None = None) -> Metadata:
         raise InputError(f"{path}: tar: {e}") from None
     except zstandard.ZstdError as e:
         raise InputError(f"{path}: not a zstd bundle ({e})") from None
-    return Metadata(tuple(_entries(members, path)), members)
+    return metadata.read_strict(members, str(path))
 
 
 def _front(tar: TarStream, path: Path) -> dict[str, bytes]:
@@ -153,68 +125,6 @@ def _front(tar: TarStream, path: Path) -> dict[str, bytes]:
             raise InputError(f"{path}: no {name} before the first blob; not a bundle bundler "
                              "reads (metadata must be at the front)")
     return members
-
-
-def _entries(members: dict[str, bytes], path: Path) -> Iterator[Entry]:
-    index = _json(members[archive.INDEX], archive.INDEX, strictjson.INDEX, path)
-    docker = _json(members[archive.DOCKER_MANIFEST], archive.DOCKER_MANIFEST,
-                   strictjson.DOCKER_MANIFEST, path)
-    manifests = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(manifests, list) or not manifests:
-        raise InputError(f"{path}: {archive.INDEX} lists no manifests")
-    if not isinstance(docker, list) or len(docker) != len(manifests):
-        raise InputError(f"{path}: {archive.DOCKER_MANIFEST} does not list the "
-                         f"{len(manifests)} images of {archive.INDEX}")
-    for i, (entry, view) in enumerate(zip(manifests, docker, strict=True)):
-        where = f"{path}: {archive.INDEX} manifests[{i}]"
-        if not isinstance(entry, dict) or not isinstance(view, dict):
-            raise InputError(f"{where}: not an object")
-        annotations = entry.get("annotations")
-        name = annotations.get(archive.ANNOTATION_IMAGE_NAME) \
-            if isinstance(annotations, dict) else None
-        if not isinstance(name, str):
-            raise InputError(f"{where}: no {archive.ANNOTATION_IMAGE_NAME}")
-        try:
-            ref = reference.parse(name)
-        except InputError as e:
-            raise InputError(f"{where}: {archive.ANNOTATION_IMAGE_NAME}: {e}") from None
-        try:
-            desc = Descriptor.from_json(entry, where)
-        except BundlerError as e:
-            raise InputError(str(e)) from None
-        declared = entry.get("platform")
-        plat = None
-        if isinstance(declared, dict) and isinstance(declared.get("os"), str) \
-                and isinstance(declared.get("architecture"), str):
-            variant = declared.get("variant")
-            variant = variant if isinstance(variant, str) and variant else None
-            if bad := platform_field_problem([declared["os"], declared["architecture"],
-                                              variant or ""]):
-                raise InputError(f"{where} ({text.shown(name)}): platform {bad}")
-            plat = Platform(declared["os"], declared["architecture"], variant)
-        config = _blob_digest(view.get("Config"), f"{where} ({archive.DOCKER_MANIFEST} Config)")
-        layers = view.get("Layers")
-        if not isinstance(layers, list):
-            raise InputError(f"{where}: {archive.DOCKER_MANIFEST} entry has no Layers list")
-        yield Entry(ref, desc, plat, config,
-                    tuple(_blob_digest(p, f"{where} ({archive.DOCKER_MANIFEST} Layers)")
-                          for p in layers), name)
-
-
-def _blob_digest(member: object, where: str) -> str:
-    if not isinstance(member, str) or not member.startswith(archive.BLOB_DIR):
-        raise InputError(f"{where}: {str(member)[:100]!r} is not a blob path")
-    digest = "sha256:" + member[len(archive.BLOB_DIR):]
-    if not DIGEST_RE.fullmatch(digest):
-        raise InputError(f"{where}: {str(member)[:100]!r} is not a blob path")
-    return digest
-
-
-def _json(data: bytes, name: str, schema: strictjson.Schema, path: Path) -> object:
-    try:
-        return strictjson.loads(data, schema)
-    except strictjson.StrictJSONError as e:
-        raise InputError(f"{path}: {name}: bad JSON ({e})") from None
 
 
 # -- blobs at frame starts (preserve bundles) ----------------------------------------------
@@ -403,7 +313,8 @@ def image_of(entry: Entry, documents: Mapping[str, bytes],
     plat, diff_ids = parse_config(config, len(layer_descs), what)
     layers = tuple(Layer(d, diff_id, opener(d, what))
                    for d, diff_id in zip(layer_descs, diff_ids, strict=True))
-    return Image(entry.reference, plat, manifest, entry.manifest.media_type, config, layers)
+    return Image(entry.reference, plat, manifest, entry.manifest.media_type, config, layers,
+                 config_desc=config_desc)
 
 
 def _kept(documents: Mapping[str, bytes], digest: str, what: str) -> bytes:

@@ -145,7 +145,10 @@ class DockerSource:
 
     def _serves(self, config: bytes, name: str) -> bool:
         doc = load_document(config, f"{name}: config", strictjson.CONFIG)
-        return isinstance(doc, dict) and platform.matches(self._want, platform.of(doc))
+        try:
+            return isinstance(doc, dict) and platform.matches(self._want, platform.read(doc))
+        except platform.PlatformFieldError:
+            return False  # parse_config says what is wrong with it
 
     def _read_save(self, client, name: str, image_id: str
                    ) -> tuple[dict[str, str], dict[str, str], bytes]:
