@@ -3,12 +3,13 @@
 verify reads the tar once, front to back, keeping the metadata members (oci-layout,
 index.json, manifest.json, repositories), the small JSON blobs (manifests, configs) and, for
 every blob, its size, the digest of its content (decompressed) and how it is compressed. Layout
-then checks what index.json names against those: every image's manifest, config and layers
+reads the metadata with bundleformat.metadata (reporting every problem that reader finds) and
+then checks the images it names against those: every image's manifest, config and layers
 present, of the sizes their descriptors say, of the media types containerd accepts, each layer
 a tar whose content hashes to its config's diff_id, one platform for all, no blob left
-unreferenced; and manifest.json and repositories exactly what archive.py writes for those
-images (the layout rules live there only). Each distinct manifest is checked once however often
-index.json names it.
+unreferenced; each named once, in full; and manifest.json and repositories exactly what
+archive.py writes for those images (the layout rules live there only). Each distinct manifest
+is checked once however often index.json names it.
 """
 
 from __future__ import annotations
@@ -75,20 +76,20 @@ class Layout:
         self._checked: dict[tuple, _Checked | None] = {}  # manifests checked once
         self._good: dict[str, _Checked] | None = None  # of those read whole, by digest
         self._names: set[str] = set()
-        self._read: Metadata | None = None
+        self._model: Metadata | None = None
 
     @property
-    def read(self) -> Metadata:
-        """The metadata members, read (once)."""
-        if self._read is None:
-            self._read = read_metadata(self.metadata)
-        return self._read
+    def model(self) -> Metadata:
+        """The metadata members, read once (bundleformat.metadata, the one reader)."""
+        if self._model is None:
+            self._model = read_metadata(self.metadata)
+        return self._model
 
     def check(self, want: Platform | None) -> list[str]:
         """The names of the images index.json names and that were read whole; every problem
         found on the way goes to `problem`. `want`: the platform every image must have (by
         default, the first image's)."""
-        meta = self.read
+        meta = self.model
         for text in meta.index_problems:
             self.problem(text)
         for text in meta.warnings:
@@ -215,7 +216,7 @@ class Layout:
     def index_digests(self) -> dict[str, str | None]:
         """Image name -> the digest index.json gives it, for the entries that name one (None
         where the entry's descriptor does not read)."""
-        return self.read.by_name()
+        return self.model.by_name()
 
     def layers_of(self, digest: str) -> tuple[str, list[dict]] | None:
         """(config digest, [{digest, size}] of the layers) of a manifest check() read

@@ -4,9 +4,10 @@ archive.py puts the metadata members (oci-layout, index.json, manifest.json, rep
 first, in their own zstd frame; so what a bundle holds is known after decompressing that frame
 alone. A preserve bundle has one frame per blob member (sinks.bundle.frame_groups), so any one blob
 can be read by seeking to its frame; a compact bundle has the blobs in one frame, read from
-its start. The tar is read with TarStream and the JSON with strictjson, as verify reads them:
-every byte is untrusted, and every blob read through this source is checked against its
-digest (VerifyingReader) before its stream ends.
+its start. The tar is read with TarStream and the metadata with bundleformat.metadata, the
+reader verify uses, refusing the bundle on the first problem it finds: every byte is
+untrusted, and every blob read through this source is checked against its digest
+(VerifyingReader) before its stream ends.
 """
 
 from __future__ import annotations
