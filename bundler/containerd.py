@@ -118,7 +118,7 @@ def _translated(e, socket: str, timeout: float) -> Unreachable:
 def _one_line(text: str) -> str:
     from bundler.text import shown
 
-    return shown(text.replace("\n", " ")[:300]).strip("'\"")
+    return shown(" ".join(text.split()), limit=300)
 
 
 # -- the wire format (protobuf encoding, developers.google.com/protocol-buffers/docs/encoding)
