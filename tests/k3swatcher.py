@@ -28,12 +28,13 @@ _UNPACKED = re.compile(r"^unpacking (\S+) \(sha256:[0-9a-f]{64}\)", re.MULTILINE
 
 class Watcher:
     def __init__(self, containerd: Containerd, images_dir: Path, *, debounce: float = 0.5,
-                 same_size_skips: bool = False, pin: bool = True):
+                 same_size_skips: bool = False, pin: bool = True, pin_delay: float = 0.0):
         self.containerd = containerd
         self.dir = images_dir
         self.debounce = debounce
         self.same_size_skips = same_size_skips
         self.pin = pin
+        self.pin_delay = pin_delay  # between the import and the labels, as a slow K3s
         self.imported: list[str] = []  # file names, in the order imported
         self.errors: list[str] = []
         self._seen: dict[str, tuple[int, int]] = {}
@@ -84,7 +85,7 @@ class Watcher:
         if done.returncode != 0:
             self.errors.append(f"{path.name}: {done.stderr.strip()}")
             return
-        if self.pin:
+        if self.pin and not self._stop.wait(self.pin_delay):
             for name in _UNPACKED.findall(done.stdout):
                 self.containerd.ctr("images", "label", name, *PINNED, check=True)
         self.imported.append(path.name)

@@ -18,6 +18,8 @@ from pathlib import Path
 from bundler import containerd
 
 IMPORTED, MISSING, OTHER = "imported", "missing", "other digest"
+# How long place --wait waits for the pinned labels once every image is imported.
+PIN_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -83,17 +85,22 @@ def status(bundle: str | Path, socket: str = containerd.DEFAULT_SOCKET) -> Statu
 
 
 def wait(bundle: str | Path, seconds: float, socket: str = containerd.DEFAULT_SOCKET, *,
-         wanted: list[tuple[str, str]] | None = None, interval: float = 1.0,
+         wanted: list[tuple[str, str]] | None = None, interval: float = 0.5,
          clock: Callable[[], float] = time.monotonic) -> Status:
-    """status() again every `interval` seconds until every image is imported or `seconds`
-    have passed; the last Status either way. containerd unreachable ends it at once (its
-    error): K3s's containerd does not go away while K3s imports."""
+    """status() again every `interval` seconds until every image is imported and pinned, or
+    `seconds` have passed; the last Status either way. K3s labels the images just after it
+    imports them: once all are imported, the labels get PIN_GRACE seconds more (within
+    `seconds`), not the whole time. containerd unreachable ends it at once (its error)."""
     wanted = wanted if wanted is not None else bundle_images(Path(bundle))
     deadline = clock() + seconds
     while True:
         now = compare(str(bundle), socket, wanted, containerd.list_images(socket))
+        if now.ok:
+            if all(i.pinned for i in now.images):
+                return now
+            deadline = min(deadline, clock() + PIN_GRACE)
         left = deadline - clock()
-        if now.ok or left <= 0:
+        if left <= 0:
             return now
         time.sleep(min(interval, left))
 
