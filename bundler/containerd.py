@@ -67,7 +67,7 @@ def list_images(socket: str, namespace: str = NAMESPACE,
 
     options = [("grpc.max_receive_message_length", MAX_ANSWER),
                ("grpc.enable_http_proxy", 0), ("grpc.enable_retries", 0)]
-    with grpc.insecure_channel(f"unix:{socket}", options=options) as channel:
+    with grpc.insecure_channel(f"unix:{os.path.abspath(socket)}", options=options) as channel:
         # Bytes in and out: a deserializer that raised would have grpcio log a traceback.
         call = channel.unary_unary(_LIST)
         try:
