@@ -97,6 +97,13 @@ def parser() -> argparse.ArgumentParser:
                                "RKE2) imports images from, atomically: K3s never sees a "
                                "partial file. The .txt image list is not copied."
                    ).set_defaults(run=_place)
+    sub.add_parser("status", parents=[verbose], arguments=_status_arguments,
+                   help="check that K3s imported a bundle: its images in K3s's containerd",
+                   description="Read K3s's (or RKE2's) containerd and say, for every image "
+                               "of the bundle, whether its name in namespace k8s.io points "
+                               "at the bundle's manifest digest, and whether it is pinned. "
+                               "Exit 0 only when every image is imported."
+                   ).set_defaults(run=_status)
     sub.add_parser("inspect", parents=[verbose], arguments=_inspect_arguments,
                    help="list the images of a bundle from its metadata",
                    description="Show the images of a bundle (platform, manifest and "
@@ -230,6 +237,27 @@ def _place_arguments(pl: argparse.ArgumentParser) -> None:
                           "key, for a file of this name")
     pl.add_argument("--dry-run", action="store_true", help="verify and say what would be done")
     pl.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    pl.add_argument("--force", action="store_true",
+                    help="place even when containerd's root (agent/containerd beside the "
+                         "images directory) looks too small for the import")
+    pl.add_argument("--wait", type=float, metavar="SECONDS",
+                    help="after placing, wait up to SECONDS for K3s to import every image "
+                         "into its containerd, as bundler status checks it")
+    _socket_argument(pl)
+
+
+def _socket_argument(p: argparse.ArgumentParser) -> None:
+    from bundler import containerd
+
+    p.add_argument("--containerd-socket", default=containerd.DEFAULT_SOCKET, metavar="PATH",
+                   help=f"K3s's containerd socket (default: {containerd.DEFAULT_SOCKET}, "
+                        "which RKE2 uses too)")
+
+
+def _status_arguments(st: argparse.ArgumentParser) -> None:
+    st.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst K3s should have imported")
+    _socket_argument(st)
+    st.add_argument("--json", action="store_true", help="print a JSON report on stdout")
 
 
 def _inspect_arguments(ins: argparse.ArgumentParser) -> None:
@@ -337,8 +365,14 @@ def _place(args: argparse.Namespace) -> int:
 
     target = place.images_dir(args.images_dir, args.data_dir, args.distro)
     checks = _signed_checks(args)
-    with _renamed_hint():
-        done = place.place(args.bundle, target, dry_run=args.dry_run, **checks)
+    wanted = _before_wait(args)
+    with _renamed_hint(), _import_space_hint():
+        done = place.place(args.bundle, target, dry_run=args.dry_run,
+                           check_import_space=not args.force, **checks)
+    for warning in done.warnings:
+        print(f"bundler: warning: {warning}", file=sys.stderr)
+    if wanted is not None:
+        return _wait(args, done, wanted)
     if args.json:
         json.dump({"path": str(done.path), "size": done.size, "sha256": done.sha256,
                    "action": done.action}, sys.stdout, indent=2)
@@ -351,6 +385,78 @@ def _place(args: argparse.Namespace) -> int:
     elif done.action == "unchanged":
         print("an identical file is already in place: nothing to do")
     return 0
+
+
+def _before_wait(args: argparse.Namespace) -> list[tuple[str, str]] | None:
+    """With --wait: the bundle's images, once containerd has answered, before anything is
+    placed (a wrong socket is said with nothing written); None without --wait."""
+    if args.wait is None:
+        return None
+    if not args.wait >= 0:
+        raise UsageError(f"--wait {args.wait:g}: want a number of seconds, 0 or more")
+    if args.dry_run:
+        raise UsageError("--wait and --dry-run exclude each other: a dry run places nothing "
+                         "to import")
+    from bundler import containerd
+    from bundler.commands import status
+
+    with _socket_hint():
+        containerd.list_images(args.containerd_socket)
+    return status.bundle_images(args.bundle)
+
+
+def _wait(args: argparse.Namespace, done, wanted: list[tuple[str, str]]) -> int:
+    """place --wait after the placement: status until imported or --wait seconds passed."""
+    from bundler.commands import status
+
+    if not args.json:
+        print(f"{done.action} {done.path} ({done.size} bytes, sha256 {done.sha256})")
+        print(f"waiting up to {args.wait:g} s for {_DISTRO_NAMES[args.distro]} to import "
+              f"{_count(len(wanted), 'image')}", file=sys.stderr)
+    with _socket_hint():
+        found = status.wait(args.bundle, args.wait, args.containerd_socket, wanted=wanted)
+    if args.json:
+        json.dump({"path": str(done.path), "size": done.size, "sha256": done.sha256,
+                   "action": done.action, "warnings": list(done.warnings),
+                   "import": found.as_json()}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(status.render_text(found, within=args.wait))
+    return 0 if found.ok else EXIT_FAILED
+
+
+def _status(args: argparse.Namespace) -> int:
+    from bundler.commands import status
+
+    with _socket_hint():
+        found = status.status(args.bundle, args.containerd_socket)
+    if args.json:
+        json.dump(found.as_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(status.render_text(found))
+    return 0 if found.ok else EXIT_FAILED
+
+
+@contextlib.contextmanager
+def _socket_hint() -> Iterator[None]:
+    """containerd not found at the socket: the flag that names another."""
+    from bundler import containerd
+
+    try:
+        yield
+    except containerd.Unreachable as e:
+        raise type(e)(f"{e}; --containerd-socket names another socket") from None
+
+
+@contextlib.contextmanager
+def _import_space_hint() -> Iterator[None]:
+    from bundler.commands import place
+
+    try:
+        yield
+    except place.ImportSpace as e:
+        raise place.ImportSpace(f"{e} (--force places anyway)") from None
 
 
 def _signed_checks(args: argparse.Namespace) -> dict:

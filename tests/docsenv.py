@@ -14,7 +14,9 @@ Two hosts stand for loopback registries with TLS (the CA is `ca.pem` in the dire
 images.txt, and `registry.internal:5000`, empty, for push. The prepared directory holds
 images.txt, registries.yaml (the README's), ca.pem, the bundle `bundler build` writes into dist/,
 and two charts shaped like rke2-multus: rke2-multus-v4.3.008.tgz, which pins images.txt, and
-rke2-multus-v4.3.017.tgz, with newer tags.
+rke2-multus-v4.3.017.tgz, with newer tags. A page whose examples pass `--containerd-socket
+containerd.sock` runs with a real containerd behind that socket and a stand-in for K3s's
+watcher importing from `k3s/agent/images` (Env.k3s).
 
 `python -m tests.docsenv DIR` prepares DIR and keeps the registries up until Ctrl-C, to write
 examples against; `python -m tests.docsenv DIR PAGE.md` runs PAGE's examples and prints what
@@ -23,6 +25,7 @@ each command printed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -31,18 +34,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests import imagegen as gen
 from tests.pki import server_tls
 from tests.registryseed import push_index
-from tests.servers import Registry
+from tests.servers import Containerd, Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 MIRROR = "mirror.internal:5000"
 TARGET = "registry.internal:5000"
 BUNDLE = "dist/k3s-airgap-images-multus-amd64.tar.zst"
+# The examples' K3s containerd socket, in the directory they run in (Env.k3s).
+K3S_SOCKET = "containerd.sock"
 FENCE = re.compile(r"^(`{3,})(.*)$")
 MARK = "\x1e"
 
@@ -127,6 +133,7 @@ class Env:
     template: Path
     mirror: Registry
     target: Registry
+    containerd: Containerd | None = None  # started for the first page that names K3S_SOCKET
 
     def to_local(self, text: str, command: bool = False) -> str:
         """Example text with the example hosts replaced by the loopback registries. A bare
@@ -183,6 +190,25 @@ class Env:
     def stop(self) -> None:
         self.mirror.stop()
         self.target.stop()
+        if self.containerd:
+            self.containerd.stop()
+
+    @contextlib.contextmanager
+    def k3s(self, page: Path, work: Path) -> Iterator[None]:
+        """For a page whose examples pass `--containerd-socket containerd.sock`: an empty real
+        containerd behind work/containerd.sock, and K3s's watcher (tests/k3swatcher.py) on
+        work/k3s/agent/images while the page runs."""
+        if f"--containerd-socket {K3S_SOCKET}" not in page.read_text():
+            yield
+            return
+        from tests.k3swatcher import Watcher
+
+        if self.containerd is None:
+            self.containerd = Containerd(self.template.parent / "containerd").start()
+        self.containerd.clear()
+        (work / K3S_SOCKET).symlink_to(self.containerd.socket)
+        with Watcher(self.containerd, work / "k3s" / "agent" / "images"):
+            yield
 
 
 def _seed(url: str) -> None:
@@ -263,11 +289,12 @@ def run_page(env: Env, page: Path, work: Path, skip: set[str] = frozenset(),
     env.empty_target()
     shutil.copytree(env.template, work, symlinks=True)
     results = []
-    for block in blocks(page):
-        if block.file:
-            (work / block.file).write_text(env.to_local("\n".join(block.lines) + "\n"))
-        if block.kind == "console":
-            results.extend((block, *r) for r in env.run(block, work, skip))
+    with env.k3s(page, work):
+        for block in blocks(page):
+            if block.file:
+                (work / block.file).write_text(env.to_local("\n".join(block.lines) + "\n"))
+            if block.kind == "console":
+                results.extend((block, *r) for r in env.run(block, work, skip))
     return results
 
 

@@ -47,6 +47,9 @@ PUSH_ONLY = {"bundler.commands.push", "bundler.sinks.registry", "bundler.registr
 # cache: only a build keeps one.
 OFFLINE_ABSENT = NETWORK | OPTIONAL | BUILD_ONLY | PUSH_ONLY | {"logging", "tarfile",
                                                                  "bundler.cache"}
+# gRPC: only status and place --wait talk to containerd (place's --help names containerd's
+# default socket, so bundler.containerd itself, which loads no gRPC, may load).
+CONTAINERD = {"grpc", "bundler.commands.status"}
 
 STEM = "k3s-airgap-images-multus-amd64"
 REFS = ["rancher/multilist:v1", "busybox:1.36.1"]
@@ -112,7 +115,23 @@ def test_offline_commands_load_no_network_yaml_docker_bars_or_crypto(built, tmp_
     extra = ["--images-dir", str(tmp_path / "images")] if command == "place" else []
     loaded, run = modules_of(command, str(built["bundle"]), *extra)
     assert run.returncode == 0, run.stderr
-    assert loaded_of(OFFLINE_ABSENT, loaded) == []
+    assert loaded_of(OFFLINE_ABSENT | CONTAINERD, loaded) == []
+
+
+@pytest.mark.parametrize("command", ["status", "place --wait"])
+def test_status_and_place_wait_load_grpc_and_no_network_yaml_docker_bars_or_crypto(
+        built, tmp_path, containerd, command):
+    done = containerd.import_bundle(built["bundle"])
+    assert done.returncode == 0, done.stderr
+    extra = ["--images-dir", str(tmp_path / "images"), "--wait", "0"] \
+        if command == "place --wait" else []
+    loaded, run = modules_of(command.split()[0], str(built["bundle"]), "--containerd-socket",
+                             str(containerd.socket), *extra)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # (grpc loads logging itself.)
+    assert loaded_of(OFFLINE_ABSENT - {"logging"}, loaded) == []
+    assert loaded_of(CONTAINERD | {"bundler.containerd"}, loaded) == sorted(
+        CONTAINERD | {"bundler.containerd"})
 
 
 def test_verify_with_a_key_loads_cryptography_and_nothing_else_extra(built):
@@ -165,7 +184,8 @@ def test_images_loads_no_network_zstd_or_other_commands(tmp_path):
 def test_help_and_version_load_no_command(args):
     loaded, run = modules_of(*args)
     assert run.returncode == 0, run.stderr
-    assert loaded_of(OFFLINE_ABSENT | {"zstandard", "bundler.checks.verify"}, loaded) == []
+    assert loaded_of(OFFLINE_ABSENT | CONTAINERD | {"zstandard", "bundler.checks.verify"},
+                     loaded) == []
 
 
 def test_a_commands_help_loads_only_that_command():

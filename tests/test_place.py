@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bundler.checks import verify
 from bundler.commands import place
 from bundler.errors import VerificationFailed
 from tests.cli_helpers import assert_one_line_error, build_args, bundler, small_disk
@@ -231,3 +232,61 @@ def test_placed_bundle_imports_into_containerd(builds, tmp_path, clean_container
     result = clean_containerd.import_bundle(done.path)
     assert result.returncode == 0, result.stderr
     assert "docker.io/rancher/multilist:v1" in clean_containerd.images()
+
+
+def test_a_containerd_root_too_small_for_the_import(builds, tmp_path):
+    data = tmp_path / "k3s"
+    bundle = builds["p1"] / BUNDLE
+    with small_disk(data / "agent" / "containerd", "1m") as root:
+        run = bundler("place", str(bundle), "--data-dir", str(data))
+        assert_one_line_error(run, f"{root}: 1.0 MB free, importing needs ", "MB of blobs",
+                              "MB unpacked", "64 MiB headroom", "--force")
+        assert "same file system" not in run.stderr
+        assert run.code == 3
+        assert os.listdir(data / "agent" / "images") == []
+        forced = bundler("place", str(bundle), "--data-dir", str(data), "--force")
+        assert forced.code == 0, forced
+        assert os.listdir(data / "agent" / "images") == [BUNDLE]
+
+
+def test_a_disk_for_the_bundle_but_not_for_the_import_too(builds, tmp_path):
+    """The images dir and containerd's root on one disk: room for the bundle and headroom,
+    not for the import beside it."""
+    bundle = builds["p1"] / BUNDLE
+    report = verify.verify(bundle)
+    assert report.blob_bytes > 0 and report.unpacked_bytes >= report.blob_bytes
+    # Room for the import alone, and for the bundle alone, not for both.
+    size = (64 << 20) + report.blob_bytes + report.unpacked_bytes + report.size // 2
+    with small_disk(tmp_path / "k3s", f"{-(-size // 4096) * 4096}") as data:
+        run = bundler("place", str(bundle), "--data-dir", str(data))
+        assert_one_line_error(run, f"{data}/agent/containerd: ", "importing needs",
+                              "and the bundle's copy on the same file system")
+        assert run.code == 3
+        assert os.listdir(data / "agent" / "images") == []
+
+
+def test_verify_measures_what_an_import_stores(builds):
+    """blob_bytes is what the tar's blob members hold; unpacked_bytes is the same for the
+    preserve (gzip layers, inflated) and the compact (plain layers) build of the same images,
+    up to their few JSON documents."""
+    p1, u1 = verify.verify(builds["p1"] / BUNDLE), verify.verify(builds["u1"] / BUNDLE)
+    assert p1.blob_bytes < p1.unpacked_bytes
+    assert u1.blob_bytes == u1.unpacked_bytes
+    assert abs(p1.unpacked_bytes - u1.unpacked_bytes) < 8192
+
+
+def test_a_same_size_replacement_is_warned_about(builds, tmp_path):
+    bundle = builds["p1"] / BUNDLE
+    target = tmp_path / "images"
+    target.mkdir()
+    (target / BUNDLE).write_bytes(b"\0" * bundle.stat().st_size)  # other bytes, same size
+    run = bundler("place", str(bundle), "--images-dir", str(target))
+    assert run.code == 0, run
+    assert run.stdout.startswith("replaced ")
+    warning, = run.stderr.splitlines()
+    assert warning.startswith(f"bundler: warning: {target / BUNDLE}: replaced a file of the "
+                              "same size; ")
+    assert "k3s 14284" in warning and "new file name" in warning
+    assert [p.name for p in target.iterdir()] == [BUNDLE]  # nothing else written for K3s
+    other = bundler("place", str(builds["u1"] / BUNDLE), "--images-dir", str(target))
+    assert other.code == 0 and other.stderr == ""  # another size: nothing to say

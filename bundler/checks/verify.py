@@ -83,6 +83,10 @@ class Report:
     # hash to it is a problem above): when ok, a caller (push) builds the images from them
     # without reading the bundle again.
     documents: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # The blob members' bytes, and what they unpack to (a compressed layer decompressed, any
+    # other blob as it is): what an import stores, place's estimate of containerd's need.
+    blob_bytes: int = 0
+    unpacked_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -471,9 +475,13 @@ class _Content:
             content_digest = self._diff_ids[digest]
             self._head_only(head, name, first)
         elif layer.is_compressed(head.head):
+            def inflated(chunk: bytes) -> None:
+                self.budget.spend(chunk)
+                first.update(chunk)
+                self.report.unpacked_bytes += len(chunk)
+
             try:
-                content_digest = layer.uncompressed_digest(
-                    head, name, lambda chunk: (self.budget.spend(chunk), first.update(chunk)))
+                content_digest = layer.uncompressed_digest(head, name, inflated)
             except InflationLimit:
                 raise
             except BundlerError as e:
@@ -482,6 +490,8 @@ class _Content:
         else:
             layer.drain(layer.Tee(head, first.update))
             content_digest = "sha256:" + own.hexdigest()
+            self.report.unpacked_bytes += size
+        self.report.blob_bytes += size
         actual = "sha256:" + own.hexdigest()
         if actual != digest:
             self.problem(f"{name}: content hashes to {actual}")

@@ -45,6 +45,7 @@ class Placement:
     size: int
     sha256: str
     action: str  # "placed", "replaced", "unchanged", "would place", ...
+    warnings: tuple[str, ...] = ()
 
 
 def images_dir(images_dir: str | None, data_dir: str | None, distro: str) -> Path:
@@ -61,11 +62,14 @@ def images_dir(images_dir: str | None, data_dir: str | None, distro: str) -> Pat
 def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
           report: verify.Report | None = None, *, key: str | Path | None = None,
           allow_rename: bool = False, not_before: datetime | None = None,
+          check_import_space: bool = True,
           before_rename: Callable[[str], object] | None = None) -> Placement:
     """Verify `bundle` (its checksum manifest signed with the public `key`, if given, for a
     file of this name unless `allow_rename`, and dated at or after `not_before`, if given: as
     verify.verify checks them), then copy it atomically into `target_dir` (created if
-    missing).
+    missing). Before copying, the free space is checked: the bundle in `target_dir`, and
+    (unless not `check_import_space`) what importing it stores in containerd's root beside
+    it (containerd_root), each with headroom; EnvironmentFailure with the numbers otherwise.
 
     `before_rename` is a test hook: called with the temporary's name (in `target_dir`) after
     the copy is complete and before it is checked and renamed, where an attacker would act.
@@ -95,11 +99,14 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
         _check_dir(dir_fd, target_dir)
         if _same_file(dir_fd, name, report.size, report.sha256):
             return Placement(final, report.size, report.sha256, "unchanged")
-        action = "replaced" if _lexists(dir_fd, name) else "placed"
+        old_size = _size(dir_fd, name)
+        action = "placed" if old_size is None else "replaced"
         if dry_run:
             return Placement(final, report.size, report.sha256, f"would be {action}")
         remove_stale(target_dir, dir_fd=dir_fd)
         _check_space(dir_fd, target_dir, report.size)
+        if check_import_space:
+            _check_import_space(dir_fd, target_dir, report)
         _copy(source, dir_fd, target_dir, name, report.size, report.sha256, before_rename)
     except OSError as e:
         if isinstance(e.filename, str) and "/" not in e.filename:
@@ -107,7 +114,8 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
         raise EnvironmentFailure.from_os_error(e, str(target_dir)) from None
     finally:
         os.close(dir_fd)
-    return Placement(final, report.size, report.sha256, action)
+    warnings = (_same_size_warning(final),) if old_size == report.size else ()
+    return Placement(final, report.size, report.sha256, action, warnings)
 
 
 def _open_dir(directory: Path, create: bool) -> int | None:
@@ -155,12 +163,22 @@ def _check_dir(dir_fd: int, directory: Path) -> None:
             f"{directory}` (or `chmod +t`), then place again; nothing placed")
 
 
-def _lexists(dir_fd: int, name: str) -> bool:
+def _size(dir_fd: int, name: str) -> int | None:
+    """The size of what stands at `name` (not followed), None when nothing does."""
     try:
-        os.lstat(name, dir_fd=dir_fd)
+        return os.lstat(name, dir_fd=dir_fd).st_size
     except FileNotFoundError:
-        return False
-    return True
+        return None
+
+
+def _same_size_warning(final: Path) -> str:
+    # The watcher re-imports a changed file only when its size changed (with a newer mtime),
+    # and .cache.json skips it by path, size and mtime: until July 2026 a replacement of the
+    # same size was never imported (k3s 14284). Nothing is written to make it so: any file
+    # K3s would read in agent/images is one it imports or pulls.
+    return (f"{final}: replaced a file of the same size; K3s releases from before July 2026 "
+            "skip such a replacement (k3s 14284): place a changed bundle under a new file "
+            "name, or restart K3s, and check with bundler status")
 
 
 def _same_file(dir_fd: int, name: str, size: int, sha256: str) -> bool:
@@ -248,3 +266,36 @@ def _check_space(dir_fd: int, directory: Path, size: int) -> None:
         raise EnvironmentFailure(
             f"{directory}: {free / 1e6:.0f} MB free, placing needs {(size + _HEADROOM) / 1e6:.0f}"
             f" MB (the bundle plus {_HEADROOM_TEXT} headroom)")
+
+
+class ImportSpace(EnvironmentFailure):
+    """containerd's root has too little free space for the import (exit 3)."""
+
+
+def containerd_root(images_dir: Path) -> Path:
+    """Where K3s's (and RKE2's) containerd keeps content and snapshots: agent/containerd,
+    beside agent/images; often on the same small root disk (K3s discussion 14676)."""
+    return images_dir.parent / "containerd"
+
+
+def _check_import_space(dir_fd: int, directory: Path, report: verify.Report) -> None:
+    """What importing stores in containerd's root: every blob in the content store, and every
+    layer unpacked into a snapshot (overlayfs keeps each layer's files once: about its
+    uncompressed tar). Measured by verify as it read the bundle; an overestimate where
+    containerd already holds some of the layers."""
+    root = containerd_root(directory)
+    where = root
+    while not where.exists() and where != where.parent:
+        where = where.parent  # the file system it will be created on
+    fs = os.statvfs(where)
+    free = fs.f_bavail * fs.f_frsize
+    need = report.blob_bytes + report.unpacked_bytes + _HEADROOM
+    same_disk = os.stat(where).st_dev == os.fstat(dir_fd).st_dev
+    if same_disk:
+        need += report.size
+    if free < need:
+        also = " and the bundle's copy on the same file system" if same_disk else ""
+        raise ImportSpace(
+            f"{root}: {free / 1e6:.1f} MB free, importing needs {need / 1e6:.1f} MB "
+            f"({report.blob_bytes / 1e6:.1f} MB of blobs, {report.unpacked_bytes / 1e6:.1f} MB "
+            f"unpacked, {_HEADROOM_TEXT} headroom{also}); nothing placed")
