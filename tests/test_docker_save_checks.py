@@ -24,6 +24,7 @@ import pytest
 from tests import imagegen as gen
 from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
 from tests.conftest import BUNDLE
+from tests.httpreply import handler, reply
 
 AMD = "docker.io/library/busybox:1.36.1"  # pulled for linux/amd64 by the fixture below
 ARM = "docker.io/local/arm64:v1"  # an arm64 image, tagged only under this name
@@ -52,24 +53,11 @@ class DaemonFront:
 
     def __init__(self, upstream: Path, socket_path: Path, rewrite: Rewrite,
                  paths: dict[str, str]):
-        front = self
         self.seen: list[tuple[str, str]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                front.forward(self)
-
-            do_POST = do_HEAD = do_DELETE = do_PUT = do_GET
-
         self._upstream = str(upstream)
         self._rewrite = rewrite
         self._paths = paths  # text in a request's path -> what the daemon is asked instead
-        self._server = _Server(str(socket_path), Handler)
+        self._server = _Server(str(socket_path), handler(self.forward))
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.host = f"unix://{socket_path}"
 
@@ -90,14 +78,7 @@ class DaemonFront:
         path = re.sub(r"^/v[0-9.]+", "", h.path)
         self.seen.append((h.command, path))
         status, out, data = self._rewrite(h.command, path, status, out, data)
-        h.send_response(status)
-        for k, v in out.items():
-            if k.lower() not in HOP:
-                h.send_header(k, v)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(data)
+        reply(h, status, data, {k: v for k, v in out.items() if k.lower() not in HOP})
 
     def stop(self) -> None:
         self._server.shutdown()

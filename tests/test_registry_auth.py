@@ -12,7 +12,8 @@ import pytest
 
 from tests import imagegen as gen
 from tests import pki, registries
-from tests.cli_helpers import assert_one_line_error, bundler
+from tests.cli_helpers import assert_one_line_error, build_args, bundler
+from tests.httpreply import handler, reply, serve
 from tests.registryseed import push_image
 from tests.servers import Registry, write_registries_yaml
 from tests.tokenserver import SERVICE, TokenServer
@@ -150,7 +151,6 @@ def test_token_and_head_cut_off_are_retried_on_the_same_endpoint(tmp_path, seede
     digest first: nothing it could find in an empty cache)."""
     import socket
 
-    from tests.cli_helpers import build_args
     from tests.faultproxy import RegistryFront
 
     tokens = TokenServer(tmp_path, cut_first=1).start()
@@ -191,7 +191,6 @@ def _kept(tmp_path: Path) -> dict:
 def test_a_rebuild_asks_for_its_token_without_a_401_first(tmp_path, token_registry):
     """Issue 12: an anonymous registry's Bearer challenge is kept in the cache, so a rebuild
     is a token and one HEAD, not a 401, a token and a HEAD."""
-    from tests.cli_helpers import build_args
     from tests.faultproxy import RegistryFront
 
     tokens, registry = token_registry()
@@ -215,7 +214,6 @@ def test_a_rebuild_asks_for_its_token_without_a_401_first(tmp_path, token_regist
 
 
 def test_a_kept_realm_that_is_gone_costs_a_401_not_the_build(tmp_path, token_registry):
-    from tests.cli_helpers import build_args
     from tests.servers import free_port
 
     tokens, registry = token_registry()
@@ -245,7 +243,6 @@ def test_a_kept_realm_that_is_gone_costs_a_401_not_the_build(tmp_path, token_reg
 def test_no_challenge_is_kept_or_used_with_credentials(tmp_path, token_registry):
     # A kept realm is not the registry's word in this run: credentials never go where it
     # points, so one is neither written nor read for a registry with credentials.
-    from tests.cli_helpers import build_args
 
     tokens, registry = token_registry(username=USER, password=PASSWORD)
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]},
@@ -429,32 +426,17 @@ def test_token_bodies_what_is_used_and_for_how_long():
 def test_a_kept_realm_that_fails_gets_one_try(tmp_path, token_registry):
     """A kept realm is a hint from an earlier run: one failed token request drops it (the
     registry's own 401 then says where to ask), where a live realm's would be retried."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from tests.cli_helpers import build_args
-
     asked = []
-
-    class Unavailable(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            asked.append(self.path)
-            self.send_response(503)  # retryable: a live realm saying this is asked again
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    stale = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
-    threading.Thread(target=stale.serve_forever, daemon=True).start()
+    # 503 is retryable: a live realm saying this is asked again.
+    stale, stale_url = serve("127.0.0.1", handler(
+        lambda h: asked.append(h.path) or reply(h, 503), "GET"))
     tokens, registry = token_registry()
     try:
         yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
         args = build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml)
         (tmp_path / "cache").mkdir()
         (tmp_path / "cache" / "challenges.json").write_text(json.dumps(
-            {registry.url: {"realm": f"http://127.0.0.1:{stale.server_address[1]}/token",
+            {registry.url: {"realm": stale_url + "/token",
                             "service": SERVICE}}))
         run = bundler(*args)
     finally:

@@ -23,10 +23,10 @@ from tests.hostileserver import (
     HostileServer,
     endless,
     redirect,
-    reply,
     trickle,
     trickle_headers,
 )
+from tests.httpreply import reply
 from tests.servers import write_registries_yaml
 
 USER, PASSWORD = "hostile-user", "pw-Never-Shown-7c1"
@@ -51,20 +51,6 @@ def assert_bounded(m: Measured, seconds: float) -> None:
     assert m.peak_mib < PEAK_MIB, (m.peak_mib, m.run.stderr)
     assert m.seconds < seconds, (m.seconds, m.run.stderr)
     assert PASSWORD not in m.run.stdout + m.run.stderr
-
-
-@pytest.fixture
-def hostile():
-    started: list[HostileServer] = []
-
-    def start(behave=None, **kwargs) -> HostileServer:
-        server = HostileServer(behave, **kwargs)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def _creds(server: HostileServer, **tls) -> dict:

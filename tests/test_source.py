@@ -22,6 +22,7 @@ from bundler.sources.registry import RegistrySource
 from tests import imagegen as gen
 from tests.conftest import BUNDLE, REFS
 from tests.faultproxy import RegistryFront
+from tests.httpreply import reply
 from tests.servers import write_registries_yaml
 
 AMD64 = platform.for_arch("amd64")
@@ -111,8 +112,7 @@ def test_a_blob_that_does_not_hash_to_its_digest_fails_in_read(fixture_registry,
 
         body = bytearray(requests.get(upstream, timeout=30).content)
         body[len(body) // 2] ^= 1
-        RegistryFront.reply(h, 200, bytes(body), {"Content-Type": "application/octet-stream"})
-        return True
+        return reply(h, 200, bytes(body), {"Content-Type": "application/octet-stream"})
 
     front = RegistryFront(fixture_registry.registry.url, fault=flipped)
     try:
