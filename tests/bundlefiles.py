@@ -1,22 +1,29 @@
-"""A bundle file's contents, for tests: its plain tar, the members of that tar, and a tar
-written back as a bundle file (to damage a bundle: read it, change the tar, write it again)."""
+"""A bundle file's contents, for tests: its plain tar (from the file, or from the segments
+archive.py cuts it into), the members of that tar, and a tar written back as a bundle file
+(to damage a bundle: read it, change the tar, write it again)."""
 
 from __future__ import annotations
 
 import io
 import json
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import zstandard
 
-from bundler.bundleformat import compress
+from bundler.bundleformat import archive, compress
 
 
 def plain_tar(bundle: Path) -> bytes:
     """The tar inside a .tar.zst, every frame of it (a bundle is many frames)."""
     with open(bundle, "rb") as f:
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+
+
+def joined(segments: Iterable[archive.Segment]) -> bytes:
+    """The bytes of `segments` in order: of archive.segments(images), the bundle's tar."""
+    return b"".join(chunk for s in segments for chunk in s.chunks())
 
 
 def write_zst(tar: bytes, path: Path, level: int = 3) -> Path:

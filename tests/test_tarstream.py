@@ -20,6 +20,7 @@ from bundler.bundleformat import archive
 from bundler.image import Image
 from bundler.tarstream import DIRECTORY, REGULAR, TarError, TarStream
 from tests import imagegen as gen
+from tests.bundlefiles import joined
 from tests.tarcraft import (
     BLOCK,
     END,
@@ -90,7 +91,7 @@ def _image(seed: int, name: str) -> Image:
 
 def test_bundlers_own_archive_segments_read_back_exactly():
     images = [_image(1, "busybox:1.36.1"), _image(2, "rancher/multus:v1")]
-    tar = b"".join(chunk for s in archive.segments(images) for chunk in s.chunks())
+    tar = joined(archive.segments(images))
     got = read(tar)
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
         want = [(m.name + ("/" if m.isdir() else ""), DIRECTORY if m.isdir() else REGULAR,
