@@ -23,7 +23,7 @@ from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.conftest import REFS, STEM
 from tests.faultproxy import RegistryFront
 from tests.httpreply import cut_off, head, reply
-from tests.servers import write_registries_yaml
+from tests.servers import login, write_registries_yaml
 
 USER, PASSWORD = "u", "p"
 
@@ -105,7 +105,7 @@ def faulty_front(fixture_registry):
 
 def _yaml(tmp_path, front):
     return write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]},
-                                 {front.host: {"auth": {"username": USER, "password": PASSWORD}}})
+                                 login(front.host, USER, PASSWORD))
 
 
 def test_faults_are_survived_and_the_bundle_is_unchanged(faulty_front, builds, tmp_path):
