@@ -28,6 +28,14 @@ def test_a_reader_reads_no_more_than_its_limit(hostile):
     assert reader.read(0) == b"" and reader.read() == b""
 
 
+def _resuming(url: str) -> body.BodyReader:
+    """A reader of DATA at `url` that resumes by Range, trying QUICK-ly."""
+    session = new_session(TLSConfig())
+    return body.BodyReader(_get(session, url), "blob x", len(DATA),
+                           lambda offset: _get(session, url, {"Range": f"bytes={offset}-"}),
+                           QUICK)
+
+
 def _cut_once_then_whole(asked: list, at: int):
     """A server cutting its first answer off after `at` bytes, then sending the whole body
     whatever was asked; the Range headers it was sent go into `asked`."""
@@ -46,26 +54,16 @@ def test_a_body_cut_off_resumes_by_range_from_the_byte_it_reached(hostile):
             return cut_off(h, DATA, 5000)
         start = int(asked[-1].removeprefix("bytes=").split("-")[0])
         return reply(h, 206, DATA[start:],
-                        {"Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"})
+                     {"Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"})
 
-    server = hostile(behave)
-    session = new_session(TLSConfig())
-    url = server.url + "/b"
-    reader = body.BodyReader(_get(session, url), "blob x", len(DATA),
-                             lambda offset: _get(session, url, {"Range": f"bytes={offset}-"}),
-                             QUICK)
+    reader = _resuming(hostile(behave).url + "/b")
     assert b"".join(iter(reader.read, b"")) == DATA
     assert asked == [None, "bytes=5000-"]
 
 
 def test_a_resumed_body_sent_whole_again_skips_what_was_passed_on(hostile):
     asked: list[str | None] = []
-    server = hostile(_cut_once_then_whole(asked, 3000))
-    session = new_session(TLSConfig())
-    url = server.url + "/b"
-    reader = body.BodyReader(_get(session, url), "blob x", len(DATA),
-                             lambda offset: _get(session, url, {"Range": f"bytes={offset}-"}),
-                             QUICK)
+    reader = _resuming(hostile(_cut_once_then_whole(asked, 3000)).url + "/b")
     assert b"".join(iter(reader.read, b"")) == DATA
 
 
