@@ -26,14 +26,19 @@ def joined(segments: Iterable[archive.Segment]) -> bytes:
     return b"".join(chunk for s in segments for chunk in s.chunks())
 
 
-def write_zst(tar: bytes, path: Path, level: int = 3) -> Path:
-    """`tar` as one streamed zstd frame (no content size, as bundler streams a frame) in
-    `path`, its directory made if need be; returns `path`."""
+def zst(data: bytes, level: int = 3) -> bytes:
+    """`data` as one zstd frame streamed by bundler's compressor (no content size, as bundler
+    streams a frame)."""
     out = io.BytesIO()
     with compress.compressor(level).stream_writer(out, closefd=False) as w:
-        w.write(tar)
+        w.write(data)
+    return out.getvalue()
+
+
+def write_zst(tar: bytes, path: Path, level: int = 3) -> Path:
+    """zst(`tar`, `level`) in `path`, its directory made if need be; returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(out.getvalue())
+    path.write_bytes(zst(tar, level))
     return path
 
 

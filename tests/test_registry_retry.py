@@ -103,15 +103,11 @@ def faulty_front(fixture_registry):
     front.stop()
 
 
-def _yaml(tmp_path, front):
-    return write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]},
-                                 login(front.host, USER, PASSWORD))
-
-
 def test_faults_are_survived_and_the_bundle_is_unchanged(faulty_front, builds, tmp_path):
     front, faults = faulty_front
-    run = bundler("-v", *build_args(None, tmp_path, REFS, "--timeout", "1",
-                                    registries=_yaml(tmp_path, front)))
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]},
+                                 login(front.host, USER, PASSWORD))
+    run = bundler("-v", *build_args(None, tmp_path, REFS, "--timeout", "1", registries=yaml))
     assert run.code == 0, run.stderr
     # Every kind of fault happened, and was survived.
     for kind in ("429", "503", *Faults.BLOB_FAULTS):
