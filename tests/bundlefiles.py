@@ -1,16 +1,18 @@
-"""A bundle file's contents, for tests: its plain tar, the members of that tar, and a tar
-written back as a bundle file (to damage a bundle: read it, change the tar, write it again)."""
+"""A bundle file's contents, for tests: its plain tar (from the file, or from the segments
+archive.py cuts it into), the members of that tar, and a tar written back as a bundle file
+(to damage a bundle: read it, change the tar, write it again)."""
 
 from __future__ import annotations
 
 import io
 import json
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import zstandard
 
-from bundler.bundleformat import compress
+from bundler.bundleformat import archive, compress
 
 
 def plain_tar(bundle: Path) -> bytes:
@@ -19,14 +21,24 @@ def plain_tar(bundle: Path) -> bytes:
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
 
 
-def write_zst(tar: bytes, path: Path, level: int = 3) -> Path:
-    """`tar` as one streamed zstd frame (no content size, as bundler streams a frame) in
-    `path`, its directory made if need be; returns `path`."""
+def joined(segments: Iterable[archive.Segment]) -> bytes:
+    """The bytes of `segments` in order: of archive.segments(images), the bundle's tar."""
+    return b"".join(chunk for s in segments for chunk in s.chunks())
+
+
+def zst(data: bytes, level: int = 3) -> bytes:
+    """`data` as one zstd frame streamed by bundler's compressor (no content size, as bundler
+    streams a frame)."""
     out = io.BytesIO()
     with compress.compressor(level).stream_writer(out, closefd=False) as w:
-        w.write(tar)
+        w.write(data)
+    return out.getvalue()
+
+
+def write_zst(tar: bytes, path: Path, level: int = 3) -> Path:
+    """zst(`tar`, `level`) in `path`, its directory made if need be; returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(out.getvalue())
+    path.write_bytes(zst(tar, level))
     return path
 
 

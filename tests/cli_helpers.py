@@ -97,6 +97,16 @@ def build_args(fixture, tmp: Path, refs: list[str], *extra: str, out: str = "dis
             *(["--cache-dir", str(tmp / "cache")] if cache else []), *extra]
 
 
+def docker_build(host: str, tmp: Path, refs: list[str], *extra: str, out: str = "dist") -> Run:
+    """`bundler build --source docker` of `refs` from the daemon at `host` (DOCKER_HOST), with
+    TMP/cache as the cache."""
+    images = tmp / "images.txt"
+    images.write_text("".join(f"{r}\n" for r in refs))
+    return bundler("build", "--source", "docker", "--images", str(images), "--output-dir",
+                   str(tmp / out), "--quiet", "--cache-dir", str(tmp / "cache"), *extra,
+                   env={"DOCKER_HOST": host})
+
+
 def read_manifest(out_dir: Path, stem: str = "k3s-airgap-images-multus-amd64") -> dict:
     return json.loads((out_dir / f"{stem}.manifest.json").read_text())
 

@@ -153,6 +153,23 @@ def front(fixture_registry):
     f.stop()
 
 
+@pytest.fixture
+def hostile():
+    """Starts HostileServers: hostile(behave, tls=..., host=...) -> the server, running; each
+    one stops with the test."""
+    from tests.hostileserver import HostileServer
+
+    started: list[HostileServer] = []
+
+    def start(behave=None, **kwargs) -> HostileServer:
+        started.append(HostileServer(behave, **kwargs))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 STEM = "k3s-airgap-images-multus-amd64"
 BUNDLE = f"{STEM}.tar.zst"
 REFS = ["rancher/multilist:v1", "docker.io/rancher/ociindex:v1", "busybox:1.36.1"]

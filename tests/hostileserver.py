@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests import imagegen as gen
+from tests.httpreply import handler, head, reply
 
 REPOSITORY, TAG = "hostile/img", "v1"
 REFERENCE = f"docker.io/{REPOSITORY}:{TAG}"
@@ -86,17 +87,8 @@ class HostileServer:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(str(tls[0]), str(tls[1]))
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            scheme = "http"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                hostile._handle(self)
-
-            do_HEAD = do_POST = do_GET
+        Handler = handler(hostile._handle)
+        Handler.scheme = "http"
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
@@ -156,26 +148,10 @@ class HostileServer:
         self.httpd.server_close()
 
 
-def reply(h: BaseHTTPRequestHandler, status: int, body: bytes = b"",
-          headers: dict[str, str] | None = None) -> bool:
-    h.send_response(status)
-    for k, v in (headers or {}).items():
-        h.send_header(k, v)
-    h.send_header("Content-Length", str(len(body)))
-    h.end_headers()
-    if h.command != "HEAD":
-        h.wfile.write(body)
-    return True
-
-
 def endless(h: BaseHTTPRequestHandler, status: int = 200, prefix: bytes = b"",
             headers: dict[str, str] | None = None, fill: bytes = b"\0") -> bool:
     """An answer whose body never ends (up to ENDLESS_BYTES / ENDLESS_SECONDS), no length."""
-    h.send_response(status)
-    for k, v in (headers or {}).items():
-        h.send_header(k, v)
-    h.send_header("Connection", "close")
-    h.end_headers()
+    head(h, status, None, {**(headers or {}), "Connection": "close"})
     h.close_connection = True
     chunk = fill * (1 << 16)
     sent, started = 0, time.monotonic()
@@ -190,9 +166,7 @@ def trickle(h: BaseHTTPRequestHandler, length: int, interval: float,
             stop: threading.Event) -> bool:
     """A body of `length` declared bytes sent one byte every `interval` seconds (each read
     of the client's succeeds within its timeout), for at most ENDLESS_SECONDS."""
-    h.send_response(200)
-    h.send_header("Content-Length", str(length))
-    h.end_headers()
+    head(h, 200, length)
     h.close_connection = True
     started = time.monotonic()
     for _ in range(length):

@@ -14,7 +14,8 @@ from pathlib import Path
 import requests
 
 from tests import pki
-from tests.faultproxy import HOP, RegistryFront, serve
+from tests.faultproxy import HOP
+from tests.httpreply import QuietHandler, handler, reply, serve
 from tests.servers import Registry
 from tests.tokenserver import TokenServer
 
@@ -75,23 +76,13 @@ class Front:
         self._count = threading.Lock()
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Counting(QuietHandler):
             def setup(self):
                 super().setup()
                 with front._count:
                     front.connections += 1
 
-            def _any(self):
-                front.handle(self)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
-
-        self.httpd, url = serve("127.0.0.1", Handler)
+        self.httpd, url = serve("127.0.0.1", handler(front.handle, base=Counting))
         self.host = url.split("://", 1)[1]
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
@@ -117,8 +108,7 @@ class Front:
             time.sleep(3600)  # the client is killed meanwhile
         if status is not None:
             self.calls.append((h.command, h.path, status))
-            RegistryFront.reply(h, status,
-                                b'{"errors":[{"code":"DENIED","message":"injected"}]}', {})
+            reply(h, status, b'{"errors":[{"code":"DENIED","message":"injected"}]}')
             return
         headers = {k: v for k, v in h.headers.items()
                    if k.lower() in ("accept", "content-type", "content-range", "authorization")}
@@ -128,7 +118,7 @@ class Front:
         out = {k: v for k, v in r.headers.items() if k.lower() not in HOP | {"content-length"}}
         if "Location" in out:
             out["Location"] = out["Location"].replace(self.upstream, f"http://{self.host}")
-        RegistryFront.reply(h, r.status_code, r.content if h.command != "HEAD" else b"", out)
+        reply(h, r.status_code, r.content if h.command != "HEAD" else b"", out)
 
     def blob_puts(self, done: bool = True) -> int:
         return sum(1 for m, p, s in self.calls

@@ -154,6 +154,14 @@ def write_registries_yaml(path: Path, mirrors: dict[str, list[str]], configs: di
     return path
 
 
+def login(host: str, user: str, password: str, ca: Path | None = None) -> dict:
+    """registries.yaml's `configs` for `host`: a login, and the CA file that verifies it."""
+    config: dict = {"auth": {"username": user, "password": password}}
+    if ca:
+        config["tls"] = {"ca_file": str(ca)}
+    return {host: config}
+
+
 def ensure_binaries(*names: str) -> list[str]:
     """The names among `names` not on PATH."""
     return [n for n in names if not any(

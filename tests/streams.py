@@ -1,8 +1,10 @@
-"""Streams for tests of readers: what each read asked for and was given."""
+"""Streams for tests of readers: what each read asked for and was given, and a reader read to
+its end and closed."""
 
 from __future__ import annotations
 
 import io
+from typing import BinaryIO
 
 
 class Recording(io.BytesIO):
@@ -21,3 +23,12 @@ class Recording(io.BytesIO):
         data = super().read(n)
         self.given.append(len(data))
         return data
+
+
+def read_closed(reader: BinaryIO, piece: int = 1 << 16) -> bytes:
+    """All of `reader`, read `piece` bytes at a time (as bundler reads a blob), then closed
+    even when a read raises."""
+    try:
+        return b"".join(iter(lambda: reader.read(piece), b""))
+    finally:
+        reader.close()

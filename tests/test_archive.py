@@ -32,10 +32,6 @@ def _images() -> list[Image]:
             gen.model(pinned, f"docker.io/rancher/pinned@{pinned.digest}")]
 
 
-def _tar(images: list[Image]) -> bytes:
-    return b"".join(chunk for s in archive.segments(images) for chunk in s.chunks())
-
-
 def _blobs(images: list[Image]) -> dict[str, bytes]:
     """digest -> bytes of every blob the images refer to."""
     out = {}
@@ -49,7 +45,7 @@ def _blobs(images: list[Image]) -> dict[str, bytes]:
 
 def test_members_in_order_with_fixed_metadata():
     images = _images()
-    tar = _tar(images)
+    tar = bundlefiles.joined(archive.segments(images))
     members = bundlefiles.members(tar)
     names = [m.name for m in members]
     blobs = _blobs(images)
@@ -72,20 +68,21 @@ def test_members_in_order_with_fixed_metadata():
 
 
 def test_go_reads_what_tarfile_reads():
-    tar = _tar(_images())
+    tar = bundlefiles.joined(archive.segments(_images()))
     go = [(name.decode(), data) for name, flag, _, data in go_read(tar) if flag == b"0"]
     assert go == bundlefiles.files(tar)
 
 
 def test_same_images_same_bytes():
-    assert _tar(_images()) == _tar(_images())
+    first, again = archive.segments(_images()), archive.segments(_images())
+    assert bundlefiles.joined(first) == bundlefiles.joined(again)
     assert [s.key for s in archive.segments(_images())] == \
         [s.key for s in archive.segments(_images())]
 
 
 def test_index_and_docker_manifest_name_every_image():
     images = _images()
-    tar = _tar(images)
+    tar = bundlefiles.joined(archive.segments(images))
     index = bundlefiles.json_member(tar, archive.INDEX)
     assert index["mediaType"] == mediatypes.OCI_INDEX
     for entry, image in zip(index["manifests"], images, strict=True):
@@ -131,7 +128,7 @@ def test_blob_of_another_length_than_its_descriptor_is_refused(served, said):
 
 def test_segment_check_takes_the_exact_bytes_in_any_pieces():
     segments = archive.segments(_images())
-    tar = _tar(_images())
+    tar = bundlefiles.joined(archive.segments(_images()))
     rng = random.Random(5)
     for _ in range(5):
         check = archive.SegmentCheck(segments)
@@ -145,7 +142,7 @@ def test_segment_check_takes_the_exact_bytes_in_any_pieces():
 
 def test_segment_check_refuses_any_other_bytes():
     segments = archive.segments(_images())
-    tar = _tar(_images())
+    tar = bundlefiles.joined(archive.segments(_images()))
     rng = random.Random(6)
     for at in [0, len(tar) - 1, *rng.sample(range(len(tar)), 30)]:
         damaged = bytearray(tar)

@@ -371,9 +371,11 @@ LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     ([(_file("c/../../evil.yaml", b"x: 1\n"), b"x: 1\n")], "reaches outside the chart (..)"),
     ([(_file("/c/values.yaml", b"x: 1\n"), b"x: 1\n")], "has an absolute name"),
     ([(_file("c/templates/big.yaml", bytes(chart.MAX_MEMBER + 1)),
-       bytes(chart.MAX_MEMBER + 1))], "more than 5 MiB; refused"),
-    ([(_file(f"c/templates/{i}.bin", bytes(4 << 20)), bytes(4 << 20)) for i in range(17)],
-     "decompresses to more than 64 MiB"),
+       bytes(chart.MAX_MEMBER + 1))], f"more than {chart.MAX_MEMBER >> 20} MiB; refused"),
+    # Files just under the per-file cap, one more than MAX_UNPACKED holds.
+    ([(_file(f"c/templates/{i}.bin", bytes(4 << 20)), bytes(4 << 20))
+      for i in range(chart.MAX_UNPACKED // (4 << 20) + 1)],
+     f"decompresses to more than {chart.MAX_UNPACKED >> 20} MiB"),
     ([(_file("c/values.yaml", LAUGHS.encode()), LAUGHS.encode())],
      "hostile.tgz: values.yaml: more than 500000 values, counting each use of an alias"),
     ([(_file("c/values.yaml", b"a: &a\n  b: *a\n"), b"a: &a\n  b: *a\n")],

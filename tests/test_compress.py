@@ -8,6 +8,7 @@ import zstandard
 from bundler.bundleformat import compress
 from bundler.digest import HashingWriter
 from bundler.errors import InputError
+from tests.bundlefiles import zst
 
 DATA = random.Random(1).randbytes(300_000) * 4
 
@@ -21,16 +22,9 @@ def _compress(data, **params):
     return out.getvalue()
 
 
-def _ours(data, level=16):
-    out = io.BytesIO()
-    with compress.compressor(level).stream_writer(out, closefd=False) as w:
-        w.write(data)
-    return out.getvalue()
-
-
 def test_window_is_25_whatever_the_level():
     for level in (1, 16, 19, 22):
-        frames = list(compress.frames(io.BytesIO(_ours(DATA, level))))
+        frames = list(compress.frames(io.BytesIO(zst(DATA, level))))
         assert len(frames) == 1 and frames[0].window_size == 1 << 25, level
 
 
@@ -46,7 +40,7 @@ def test_output_does_not_depend_on_core_count(monkeypatch):
     outputs = {}
     for cores in (0, 1, 2, 8):  # 0: zstd's single-threaded mode, which bundler never uses
         monkeypatch.setattr(compress, "usable_cpus", lambda cores=cores: cores)
-        outputs[cores] = _ours(data, level=1)
+        outputs[cores] = zst(data, level=1)
     assert outputs[1] == outputs[2] == outputs[8]
     assert outputs[0] != outputs[1]  # the input is one where the job split shows
 
@@ -86,7 +80,7 @@ def test_frames_reads_windows_of_concatenated_and_skippable_frames():
 
 @pytest.mark.parametrize("cut", [1, 5, 100, -5, -1])
 def test_truncation_is_a_frame_error(cut):
-    data = _ours(DATA)
+    data = zst(DATA, 16)
     with pytest.raises(compress.FrameError, match="truncated"):
         list(compress.frames(io.BytesIO(data[:cut])))
 

@@ -22,11 +22,13 @@ from pathlib import Path
 import pytest
 
 from tests import imagegen as gen
-from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
+from tests.cli_helpers import assert_one_line_error, bundler, docker_build, read_manifest
 from tests.conftest import BUNDLE
+from tests.httpreply import handler, reply
 
 AMD = "docker.io/library/busybox:1.36.1"  # pulled for linux/amd64 by the fixture below
 ARM = "docker.io/local/arm64:v1"  # an arm64 image, tagged only under this name
+NEVER_PULL = ("--pull", "never")  # the daemon's own images, as the front shows them
 HOP = {"connection", "transfer-encoding", "keep-alive", "content-length"}
 
 # (method, path without the API version prefix, status, headers, body) -> the answer to give
@@ -52,24 +54,11 @@ class DaemonFront:
 
     def __init__(self, upstream: Path, socket_path: Path, rewrite: Rewrite,
                  paths: dict[str, str]):
-        front = self
         self.seen: list[tuple[str, str]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                front.forward(self)
-
-            do_POST = do_HEAD = do_DELETE = do_PUT = do_GET
-
         self._upstream = str(upstream)
         self._rewrite = rewrite
         self._paths = paths  # text in a request's path -> what the daemon is asked instead
-        self._server = _Server(str(socket_path), Handler)
+        self._server = _Server(str(socket_path), handler(self.forward))
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.host = f"unix://{socket_path}"
 
@@ -90,14 +79,7 @@ class DaemonFront:
         path = re.sub(r"^/v[0-9.]+", "", h.path)
         self.seen.append((h.command, path))
         status, out, data = self._rewrite(h.command, path, status, out, data)
-        h.send_response(status)
-        for k, v in out.items():
-            if k.lower() not in HOP:
-                h.send_header(k, v)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(data)
+        reply(h, status, data, {k: v for k, v in out.items() if k.lower() not in HOP})
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -189,14 +171,6 @@ def front(dockerd, tmp_path_factory):
         f.stop()
 
 
-def _build(host: str, tmp: Path, ref: str):
-    images = tmp / "images.txt"
-    images.write_text(f"{ref}\n")
-    return bundler("build", "--source", "docker", "--pull", "never", "--images", str(images),
-                   "--output-dir", str(tmp / "dist"), "--quiet", "--cache-dir",
-                   str(tmp / "cache"), env={"DOCKER_HOST": host})
-
-
 def _entry(tmp: Path) -> dict:
     (entry,) = read_manifest(tmp / "dist")["images"]
     return entry
@@ -219,7 +193,7 @@ def test_a_tag_moved_between_inspect_and_save_bundles_the_inspected_image(
 
     host = front(retag_after_inspect).host
     try:
-        run = _build(host, tmp_path, moving)
+        run = docker_build(host, tmp_path, [moving], *NEVER_PULL)
     finally:
         client.images.remove(moving, force=True)
     assert moved
@@ -242,7 +216,7 @@ def test_an_inspect_that_misstates_the_platform_is_refused(client, front, tmp_pa
             body = json.dumps(doc).encode()
         return status, headers, body
 
-    run = _build(front(say_amd64).host, tmp_path, ARM)
+    run = docker_build(front(say_amd64).host, tmp_path, [ARM], *NEVER_PULL)
     assert_one_line_error(run, ARM, "linux/arm64", "linux/amd64")
     assert run.code == 1 and not (tmp_path / "dist").exists()
 
@@ -261,7 +235,7 @@ def test_a_saved_config_that_is_not_the_inspected_image_is_refused(client, front
             replaced.append(digest)
         return status, headers, body
 
-    run = _build(front(other_config).host, tmp_path, AMD)
+    run = docker_build(front(other_config).host, tmp_path, [AMD], *NEVER_PULL)
     assert replaced
     assert_one_line_error(run, AMD, amd.id, replaced[0])
     assert run.code == 1 and not (tmp_path / "dist").exists()
@@ -300,7 +274,7 @@ def test_a_daemon_consistent_in_its_lie_is_refused_on_the_saved_config(client, f
     # Inspect and save agree on the ID, but the config saved under it is arm64 while the
     # inspect says amd64: the platform checked is the one the saved config states.
     host, _ = _lying_front(client, front, _config_change(lambda c: c.update(architecture="arm64")))
-    run = _build(host, tmp_path, AMD)
+    run = docker_build(host, tmp_path, [AMD], *NEVER_PULL)
     assert_one_line_error(run, AMD, "linux/arm64", "linux/amd64")
     assert run.code == 1 and not (tmp_path / "dist").exists()
 
@@ -310,7 +284,7 @@ def test_an_oversized_saved_config_is_refused_before_it_is_read(client, front, t
         return save.replace_config(save.config + b" " * (8 << 20))
 
     host, claimed = _lying_front(client, front, pad)
-    run = _build(host, tmp_path, AMD)
+    run = docker_build(host, tmp_path, [AMD], *NEVER_PULL)
     assert_one_line_error(run, AMD, claimed, "more than 8388608")
     assert run.code == 1 and not (tmp_path / "dist").exists()
 
@@ -324,7 +298,7 @@ def test_a_saved_layer_that_is_not_its_diff_id_is_refused(client, front, tmp_pat
             body = save.tar()
         return status, headers, body
 
-    run = _build(front(other_layer).host, tmp_path, AMD)
+    run = docker_build(front(other_layer).host, tmp_path, [AMD], *NEVER_PULL)
     assert_one_line_error(run, AMD, "layer 0", "diff_id mismatch")
     assert run.code == 1 and not (tmp_path / "dist").exists()
 
@@ -338,7 +312,7 @@ def test_a_save_manifest_that_go_reads_otherwise_is_refused(client, front, tmp_p
             body = save.tar(f"[{entry}]".encode())
         return status, headers, body
 
-    run = _build(front(twice).host, tmp_path, AMD)
+    run = docker_build(front(twice).host, tmp_path, [AMD], *NEVER_PULL)
     assert_one_line_error(run, AMD, "manifest.json")
     assert run.code == 1 and not (tmp_path / "dist").exists()
 
@@ -373,7 +347,7 @@ def _containerd_store_ids() -> dict[str, Callable[[Save], str]]:
 def test_an_id_naming_a_saved_manifest_or_index_of_the_config_is_accepted(
         client, front, tmp_path, shape):
     host, claimed = _lying_front(client, front, _containerd_store_ids()[shape])
-    run = _build(host, tmp_path, AMD)
+    run = docker_build(host, tmp_path, [AMD], *NEVER_PULL)
     assert run.code == 0, run.stderr
     amd = client.images.get(AMD)
     entry = _entry(tmp_path)
@@ -389,6 +363,6 @@ def test_an_id_naming_a_saved_manifest_of_another_config_is_refused(client, fron
         return save.add(f"blobs/sha256/{gen.digest(body)[7:]}", body)
 
     host, claimed = _lying_front(client, front, other)
-    run = _build(host, tmp_path, AMD)
+    run = docker_build(host, tmp_path, [AMD], *NEVER_PULL)
     assert_one_line_error(run, AMD, claimed, client.images.get(AMD).id)
     assert run.code == 1 and not (tmp_path / "dist").exists()

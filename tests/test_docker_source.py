@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli_helpers import assert_one_line_error, bundler, read_manifest
+from tests.cli_helpers import assert_one_line_error, bundler, docker_build, read_manifest
 from tests.conftest import BUNDLE, STEM
 
 REFS = ["rancher/multilist:v1", "busybox:1.36.1"]
@@ -23,20 +23,12 @@ def daemon(dockerd):
     return dockerd
 
 
-def _build(daemon, tmp, refs, *extra, out="dist"):
-    images = tmp / "images.txt"
-    images.write_text("".join(f"{r}\n" for r in refs))
-    return bundler("build", "--source", "docker", "--images", str(images), "--output-dir",
-                   str(tmp / out), "--quiet", "--cache-dir", str(tmp / "cache"), *extra,
-                   env={"DOCKER_HOST": daemon.host})
-
-
 @pytest.fixture(scope="module")
 def docker_builds(daemon, tmp_path_factory):
     out = {}
     for name in ("d1", "d2"):
         tmp = tmp_path_factory.mktemp(name)
-        run = _build(daemon, tmp, [*REFS, LOCAL], "--pull", "never")
+        run = docker_build(daemon.host, tmp, [*REFS, LOCAL], "--pull", "never")
         assert run.code == 0, run.stderr
         out[name] = tmp / "dist"
     return out
@@ -75,13 +67,14 @@ def test_docker_bundle_verifies_and_imports(docker_builds, clean_containerd):
 
 
 def test_missing_with_pull_never(daemon, tmp_path):
-    run = _build(daemon, tmp_path, ["docker.io/rancher/ociindex:v1"], "--pull", "never")
+    run = docker_build(daemon.host, tmp_path, ["docker.io/rancher/ociindex:v1"], "--pull",
+                       "never")
     assert_one_line_error(run, "docker.io/rancher/ociindex:v1", "not in the Docker daemon")
     assert run.code == 1 and not (tmp_path / "dist").exists()
 
 
 def test_pull_missing_through_the_daemon(daemon, tmp_path, fixture_registry):
-    run = _build(daemon, tmp_path, ["docker.io/rancher/big:v1"])
+    run = docker_build(daemon.host, tmp_path, ["docker.io/rancher/big:v1"])
     assert run.code == 0, run.stderr
     entry = read_manifest(tmp_path / "dist")["images"][0]
     assert entry["platform"] == "linux/amd64"
@@ -91,14 +84,14 @@ def test_pull_missing_through_the_daemon(daemon, tmp_path, fixture_registry):
 
 def test_failed_daemon_pull_is_one_line(daemon, tmp_path):
     # Docker 20.10 cannot pull this OCI index (zstd layer, attestation) through its mirror.
-    run = _build(daemon, tmp_path, ["docker.io/rancher/ociindex:v1"])
+    run = docker_build(daemon.host, tmp_path, ["docker.io/rancher/ociindex:v1"])
     if run.code == 0:
         pytest.skip("this daemon pulls the OCI index fine")
     assert_one_line_error(run, "docker.io/rancher/ociindex:v1")
 
 
 def test_wrong_platform_is_refused(daemon, tmp_path):
-    run = _build(daemon, tmp_path, ["docker.io/rancher/wrongarch:v1"])
+    run = docker_build(daemon.host, tmp_path, ["docker.io/rancher/wrongarch:v1"])
     assert_one_line_error(run, "docker.io/rancher/wrongarch:v1")
     assert run.code == 1
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bundler.bundleformat import archive, compress
+from tests.bundlefiles import joined
 
 
 def _blob(data: bytes) -> archive.Segment:
@@ -22,10 +23,6 @@ def _blob(data: bytes) -> archive.Segment:
 
 def _meta(data: bytes) -> archive.Segment:
     return archive.Segment("metadata x", len(data), True, lambda: iter((data,)), head=data)
-
-
-def _plain(segments) -> bytes:
-    return b"".join(chunk for s in segments for chunk in s.chunks())
 
 
 def _frame(group: compress.FrameGroup) -> bytes:
@@ -49,7 +46,7 @@ def test_the_frame_this_build_writes_is_used_and_copied_whole():
     ok, copied, heard = _copy(frame, GROUP)
     assert ok and copied == frame
     # what it decodes to is heard in order, from the offset given
-    assert b"".join(d for _, d in heard) == _plain(GROUP.segments)
+    assert b"".join(d for _, d in heard) == joined(GROUP.segments)
     assert [at for at, _ in heard][0] == 7
     assert all(a + len(d) == b for (a, d), (b, _) in zip(heard, heard[1:], strict=False))
 
@@ -63,7 +60,7 @@ def test_anything_but_that_frame_is_refused(change):
     frame = _frame(GROUP)
     if change == "one byte of the content":
         other = GROUP.segments[1]
-        data = bytearray(_plain([other]))
+        data = bytearray(joined([other]))
         data[600] ^= 1
         bad = compress.FrameGroup((GROUP.segments[0], _meta(bytes(data)), GROUP.segments[2]), 3)
         frame = _frame(compress.FrameGroup(bad.segments, 3))
@@ -81,10 +78,10 @@ def test_anything_but_that_frame_is_refused(change):
     elif change == "an empty block":
         frame = frame[:6] + bytes(3) + frame[6:]
     elif change == "no checksum":
-        frame = zstandard.ZstdCompressor(write_checksum=False).compress(_plain(GROUP.segments))
+        frame = zstandard.ZstdCompressor(write_checksum=False).compress(joined(GROUP.segments))
     elif change == "a content size in the header":
         frame = zstandard.ZstdCompressor(write_checksum=True, write_content_size=True
-                                         ).compress(_plain(GROUP.segments))
+                                         ).compress(joined(GROUP.segments))
     elif change == "another window":
         frame = frame[:5] + bytes([frame[5] + 8]) + frame[6:]
     elif change == "padded past the bound":
@@ -92,7 +89,7 @@ def test_anything_but_that_frame_is_refused(change):
     ok, _, heard = _copy(frame, GROUP)
     assert not ok
     # whatever was heard matched what the segments hold, as far as it went
-    assert _plain(GROUP.segments).startswith(b"".join(d for _, d in heard))
+    assert joined(GROUP.segments).startswith(b"".join(d for _, d in heard))
 
 
 def test_another_encoding_of_the_right_content_is_used(tmp_path):
@@ -159,7 +156,7 @@ def test_the_header_predicted_is_the_one_written():
 
 def test_segment_check_takes_any_pieces_and_wants_them_all():
     segments = GROUP.segments
-    plain = _plain(segments)
+    plain = joined(segments)
     for step in (1, 7, 512, len(plain)):
         check = archive.SegmentCheck(segments)
         assert all(check.feed(plain[i:i + step]) for i in range(0, len(plain), step))
@@ -174,7 +171,7 @@ def test_segment_check_takes_any_pieces_and_wants_them_all():
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 255))
 def test_segment_check_refuses_any_byte_changed(where, xor):
-    plain = bytearray(_plain(GROUP.segments))
+    plain = bytearray(joined(GROUP.segments))
     plain[where % len(plain)] ^= xor
     check = archive.SegmentCheck(GROUP.segments)
     assert not (check.feed(bytes(plain)) and check.complete())
@@ -183,10 +180,10 @@ def test_segment_check_refuses_any_byte_changed(where, xor):
 def test_an_empty_blob_is_checked_against_its_digest_too():
     empty = archive.blob_segment("sha256:" + "0" * 64, 0, lambda: io.BytesIO(b""), True)
     check = archive.SegmentCheck([empty])
-    assert not (check.feed(_plain([empty])) and check.complete())
+    assert not (check.feed(joined([empty])) and check.complete())
     right = _blob(b"")
     check = archive.SegmentCheck([right])
-    assert check.feed(_plain([right])) and check.complete()
+    assert check.feed(joined([right])) and check.complete()
 
 
 def test_a_segment_with_bytes_it_cannot_check_is_a_programming_error():

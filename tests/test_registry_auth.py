@@ -12,9 +12,10 @@ import pytest
 
 from tests import imagegen as gen
 from tests import pki, registries
-from tests.cli_helpers import assert_one_line_error, bundler
+from tests.cli_helpers import assert_one_line_error, build_args, bundler
+from tests.httpreply import handler, reply, serve
 from tests.registryseed import push_image
-from tests.servers import Registry, write_registries_yaml
+from tests.servers import Registry, login, write_registries_yaml
 from tests.tokenserver import SERVICE, TokenServer
 
 USER, PASSWORD = "puller", "s3cret-Passw0rd"
@@ -34,21 +35,21 @@ def seeded_data(tmp_path_factory) -> Path:
 
 
 def _build(tmp: Path, registries: Path, env: dict | None = None):
-    (tmp / "images.txt").write_text("busybox:1.36.1\n")
-    return bundler("build", "--images", str(tmp / "images.txt"), "--output-dir",
-                   str(tmp / "dist"), "--registries", str(registries), "--no-default-endpoint",
-                   "--quiet", env=env)
+    return bundler(*build_args(None, tmp, ["busybox:1.36.1"], registries=registries,
+                               cache=False), env=env)
 
 
 @pytest.fixture
-def token_registry(tmp_path, seeded_data):
+def bearer_registry(tmp_path, seeded_data):
+    """Starts registries.token_registry over the seeded data: bearer_registry(**token options)
+    -> (tokens, registry); each stops with the test."""
     with contextlib.ExitStack() as stack:
         yield lambda **kwargs: stack.enter_context(
             registries.token_registry(tmp_path, seeded_data, **kwargs))
 
 
-def test_anonymous_bearer_token(tmp_path, token_registry):
-    tokens, registry = token_registry()
+def test_anonymous_bearer_token(tmp_path, bearer_registry):
+    tokens, registry = bearer_registry()
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
     run = _build(tmp_path, yaml)
     assert run.code == 0, run.stderr
@@ -60,18 +61,17 @@ def test_anonymous_bearer_token(tmp_path, token_registry):
     assert len(tokens.requests) == 1
 
 
-def test_bearer_token_with_registries_yaml_credentials(tmp_path, token_registry):
-    tokens, registry = token_registry(username=USER, password=PASSWORD)
+def test_bearer_token_with_registries_yaml_credentials(tmp_path, bearer_registry):
+    tokens, registry = bearer_registry(username=USER, password=PASSWORD)
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]},
-                                 {registry.host: {"auth": {"username": USER,
-                                                           "password": PASSWORD}}})
+                                 login(registry.host, USER, PASSWORD))
     run = _build(tmp_path, yaml)
     assert run.code == 0, run.stderr
     assert tokens.requests[0]["authorization"].startswith("Basic ")
 
 
-def test_bearer_token_with_docker_config_credentials(tmp_path, token_registry):
-    tokens, registry = token_registry(username=USER, password=PASSWORD)
+def test_bearer_token_with_docker_config_credentials(tmp_path, bearer_registry):
+    tokens, registry = bearer_registry(username=USER, password=PASSWORD)
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
     docker = tmp_path / "docker"
     docker.mkdir()
@@ -81,11 +81,10 @@ def test_bearer_token_with_docker_config_credentials(tmp_path, token_registry):
     assert run.code == 0, run.stderr
 
 
-def test_wrong_password_is_one_line_and_secret_free(tmp_path, token_registry):
-    tokens, registry = token_registry(username=USER, password=PASSWORD)
+def test_wrong_password_is_one_line_and_secret_free(tmp_path, bearer_registry):
+    tokens, registry = bearer_registry(username=USER, password=PASSWORD)
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]},
-                                 {registry.host: {"auth": {"username": USER,
-                                                           "password": "wrong-pass"}}})
+                                 login(registry.host, USER, "wrong-pass"))
     run = _build(tmp_path, yaml)
     assert_one_line_error(run, "docker.io/library/busybox:1.36.1", "authentication refused")
     assert "wrong-pass" not in run.stderr + run.stdout
@@ -93,33 +92,33 @@ def test_wrong_password_is_one_line_and_secret_free(tmp_path, token_registry):
 
 
 @pytest.fixture
-def htpasswd_registry(tmp_path, seeded_data):
+def basic_registry(tmp_path, seeded_data):
+    """registries.htpasswd_registry over the seeded data, taking USER:PASSWORD: (registry, CA)."""
     with registries.htpasswd_registry(tmp_path, USER, PASSWORD, seeded_data) as (registry, ca):
         yield registry, ca
 
 
-def test_basic_auth_over_tls_with_ca_file(tmp_path, htpasswd_registry):
-    registry, ca = htpasswd_registry
+def test_basic_auth_over_tls_with_ca_file(tmp_path, basic_registry):
+    registry, ca = basic_registry
     yaml = write_registries_yaml(
         tmp_path / "r.yaml", {"docker.io": [registry.url]},
-        {registry.host: {"auth": {"username": USER, "password": PASSWORD},
-                         "tls": {"ca_file": str(ca)}}})
+        login(registry.host, USER, PASSWORD, ca))
     run = _build(tmp_path, yaml)
     assert run.code == 0, run.stderr
 
 
-def test_tls_without_ca_fails_clearly(tmp_path, htpasswd_registry):
-    registry, _ = htpasswd_registry
+def test_tls_without_ca_fails_clearly(tmp_path, basic_registry):
+    registry, _ = basic_registry
     yaml = write_registries_yaml(
         tmp_path / "r.yaml", {"docker.io": [registry.url]},
-        {registry.host: {"auth": {"username": USER, "password": PASSWORD}}})
+        login(registry.host, USER, PASSWORD))
     run = _build(tmp_path, yaml)
     assert_one_line_error(run, "TLS", registry.host)
     assert run.code == 3
 
 
-def test_basic_auth_missing_credentials_is_denied(tmp_path, htpasswd_registry):
-    registry, ca = htpasswd_registry
+def test_basic_auth_missing_credentials_is_denied(tmp_path, basic_registry):
+    registry, ca = basic_registry
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]},
                                  {registry.host: {"tls": {"ca_file": str(ca)}}})
     run = _build(tmp_path, yaml, env={"DOCKER_CONFIG": str(tmp_path / "none")})
@@ -127,14 +126,14 @@ def test_basic_auth_missing_credentials_is_denied(tmp_path, htpasswd_registry):
     assert run.code == 1
 
 
-def test_expired_token_is_fetched_again(tmp_path, token_registry):
+def test_expired_token_is_fetched_again(tmp_path, bearer_registry):
     import time
 
     from bundler.registry.client import Client
     from bundler.registry.endpoint import Endpoint
 
     # expires_in 11 s minus the 10 s safety margin: the token is good for one second.
-    tokens, registry = token_registry(expires_in=11)
+    tokens, registry = bearer_registry(expires_in=11)
     client = Client(Endpoint(registry.url))
     client.manifest("library/busybox", "1.36.1", "busybox")
     client.manifest("library/busybox", "1.36.1", "busybox")
@@ -150,7 +149,6 @@ def test_token_and_head_cut_off_are_retried_on_the_same_endpoint(tmp_path, seede
     digest first: nothing it could find in an empty cache)."""
     import socket
 
-    from tests.cli_helpers import build_args
     from tests.faultproxy import RegistryFront
 
     tokens = TokenServer(tmp_path, cut_first=1).start()
@@ -188,13 +186,12 @@ def _kept(tmp_path: Path) -> dict:
     return json.loads(kept.read_text()) if kept.exists() else {}
 
 
-def test_a_rebuild_asks_for_its_token_without_a_401_first(tmp_path, token_registry):
+def test_a_rebuild_asks_for_its_token_without_a_401_first(tmp_path, bearer_registry):
     """Issue 12: an anonymous registry's Bearer challenge is kept in the cache, so a rebuild
     is a token and one HEAD, not a 401, a token and a HEAD."""
-    from tests.cli_helpers import build_args
     from tests.faultproxy import RegistryFront
 
-    tokens, registry = token_registry()
+    tokens, registry = bearer_registry()
     front = RegistryFront(registry.url)
     try:
         yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
@@ -214,11 +211,10 @@ def test_a_rebuild_asks_for_its_token_without_a_401_first(tmp_path, token_regist
     assert len(tokens.requests) == 2  # one each run: tokens themselves are never kept
 
 
-def test_a_kept_realm_that_is_gone_costs_a_401_not_the_build(tmp_path, token_registry):
-    from tests.cli_helpers import build_args
+def test_a_kept_realm_that_is_gone_costs_a_401_not_the_build(tmp_path, bearer_registry):
     from tests.servers import free_port
 
-    tokens, registry = token_registry()
+    tokens, registry = bearer_registry()
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
     args = build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml)
     assert bundler(*args).code == 0
@@ -242,15 +238,12 @@ def test_a_kept_realm_that_is_gone_costs_a_401_not_the_build(tmp_path, token_reg
     assert _kept(tmp_path) == live
 
 
-def test_no_challenge_is_kept_or_used_with_credentials(tmp_path, token_registry):
+def test_no_challenge_is_kept_or_used_with_credentials(tmp_path, bearer_registry):
     # A kept realm is not the registry's word in this run: credentials never go where it
     # points, so one is neither written nor read for a registry with credentials.
-    from tests.cli_helpers import build_args
-
-    tokens, registry = token_registry(username=USER, password=PASSWORD)
+    tokens, registry = bearer_registry(username=USER, password=PASSWORD)
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]},
-                                 {registry.host: {"auth": {"username": USER,
-                                                           "password": PASSWORD}}})
+                                 login(registry.host, USER, PASSWORD))
     args = build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml)
     assert bundler(*args).code == 0
     assert _kept(tmp_path) == {}
@@ -268,7 +261,7 @@ def test_no_challenge_is_kept_or_used_with_credentials(tmp_path, token_registry)
     assert [r["authorization"].split()[0] for r in tokens.requests[before:]] == ["Basic"]
 
 
-def test_tls_connections_share_one_context_with_the_cas_loaded_once(tmp_path, htpasswd_registry):
+def test_tls_connections_share_one_context_with_the_cas_loaded_once(tmp_path, basic_registry):
     """Issue 12: urllib3 loads the CA file into every new connection (certifi's bundle is
     ~17 ms of CPU each); one endpoint's connections share one context, loaded once, and still
     verify: a registry whose CA is not the configured one fails."""
@@ -279,7 +272,7 @@ def test_tls_connections_share_one_context_with_the_cas_loaded_once(tmp_path, ht
     from bundler.registry.client import Client
     from bundler.registry.endpoint import Credentials, Endpoint, TLSConfig
 
-    registry, ca = htpasswd_registry
+    registry, ca = basic_registry
     endpoint = Endpoint(registry.url, TLSConfig(ca_file=str(ca)), Credentials(USER, PASSWORD))
     client = Client(endpoint, pool=4)
     barrier = threading.Barrier(4)
@@ -314,12 +307,12 @@ def _client(registry, credentials: bool = True, tls=None):
 
 
 @pytest.mark.parametrize("tail", [" x", "\"", ",x", "\u00e9", "\t", "=x", ";", "\x7f"])
-def test_a_token_with_a_bad_character_after_good_ones_is_refused(token_registry, tail):
+def test_a_token_with_a_bad_character_after_good_ones_is_refused(bearer_registry, tail):
     # The whole token must be of the header's token68 charset, not just its start: it goes
     # into an Authorization header as it is.
     from bundler.errors import RegistryError
 
-    tokens, registry = token_registry()
+    tokens, registry = bearer_registry()
     plain = tokens.token
     tokens.token = lambda scope: plain(scope) + tail
     with pytest.raises(RegistryError, match="^busybox: token from 127.0.0.1:[0-9]+: .* sent "
@@ -328,11 +321,11 @@ def test_a_token_with_a_bad_character_after_good_ones_is_refused(token_registry,
     assert len(tokens.requests) == 1
 
 
-def test_a_token_of_the_whole_charset_with_padding_is_used(token_registry):
+def test_a_token_of_the_whole_charset_with_padding_is_used(bearer_registry):
     # Refused by the registry (it is no JWT), but sent: our side took it.
     from bundler.errors import RegistryError
 
-    tokens, registry = token_registry()
+    tokens, registry = bearer_registry()
     sent = "AZaz09-._~+/" + "=="
     tokens.token = lambda scope: sent
     with pytest.raises(RegistryError) as e:
@@ -341,12 +334,12 @@ def test_a_token_of_the_whole_charset_with_padding_is_used(token_registry):
 
 
 def test_credentials_go_to_a_plain_http_realm_only_on_the_endpoints_own_host(tmp_path,
-                                                                              token_registry):
+                                                                              bearer_registry):
     """The realm-host rule: with credentials, an http realm must be on the http endpoint's own
     host name; `localhost` is this machine too, but not the host the endpoint was named by."""
     from bundler.errors import RegistryError
 
-    tokens, registry = token_registry(realm_host="localhost", username=USER, password=PASSWORD)
+    tokens, registry = bearer_registry(realm_host="localhost", username=USER, password=PASSWORD)
     with pytest.raises(RegistryError) as e:
         _client(registry).manifest("library/busybox", "1.36.1", "busybox")
     assert str(e.value).startswith("busybox: ") and "names a token realm on plain http at " \
@@ -401,6 +394,7 @@ def test_token_bodies_what_is_used_and_for_how_long():
 
     from bundler.errors import RegistryError
     from bundler.registry import auth
+    from bundler.registry.body import MAX_TOKEN_BODY
 
     def parsed(doc) -> tuple[str, float]:
         before = time.monotonic()
@@ -409,7 +403,8 @@ def test_token_bodies_what_is_used_and_for_how_long():
         return token, deadline - before
 
     longest = "a" * auth._MAX_TOKEN
-    assert auth._MAX_TOKEN == 16 << 10
+    # The longest token accepted fits, in a token response, under the cap that reads one.
+    assert len(json.dumps({"token": longest, "expires_in": 300})) <= MAX_TOKEN_BODY
     assert parsed({"token": longest})[0] == longest
     assert parsed({"access_token": "oauth", "expires_in": 300})[0] == "oauth"
     assert parsed({"token": "t", "access_token": "other"})[0] == "t"
@@ -426,35 +421,20 @@ def test_token_bodies_what_is_used_and_for_how_long():
             auth._parse_token(body, "https://t.example/x", "img")
 
 
-def test_a_kept_realm_that_fails_gets_one_try(tmp_path, token_registry):
+def test_a_kept_realm_that_fails_gets_one_try(tmp_path, bearer_registry):
     """A kept realm is a hint from an earlier run: one failed token request drops it (the
     registry's own 401 then says where to ask), where a live realm's would be retried."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from tests.cli_helpers import build_args
-
     asked = []
-
-    class Unavailable(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            asked.append(self.path)
-            self.send_response(503)  # retryable: a live realm saying this is asked again
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    stale = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
-    threading.Thread(target=stale.serve_forever, daemon=True).start()
-    tokens, registry = token_registry()
+    # 503 is retryable: a live realm saying this is asked again.
+    stale, stale_url = serve("127.0.0.1", handler(
+        lambda h: asked.append(h.path) or reply(h, 503), "GET"))
+    tokens, registry = bearer_registry()
     try:
         yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [registry.url]})
         args = build_args(None, tmp_path, ["busybox:1.36.1"], registries=yaml)
         (tmp_path / "cache").mkdir()
         (tmp_path / "cache" / "challenges.json").write_text(json.dumps(
-            {registry.url: {"realm": f"http://127.0.0.1:{stale.server_address[1]}/token",
+            {registry.url: {"realm": stale_url + "/token",
                             "service": SERVICE}}))
         run = bundler(*args)
     finally:

@@ -10,45 +10,30 @@ from bundler.registry import body, retry
 from bundler.registry.endpoint import TLSConfig
 from bundler.registry.transport import new_session, send
 from tests import hostileserver as hs
+from tests.httpreply import cut_off, reply
 
 DATA = bytes(range(256)) * 64  # 16 KiB
 QUICK = retry.Policy(attempts=3, base=0.01, cap=0.01)
-
-
-@pytest.fixture
-def serve():
-    started: list[hs.HostileServer] = []
-
-    def start(behave) -> hs.HostileServer:
-        started.append(hs.HostileServer(behave))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def _get(session, url: str, headers: dict | None = None):
     return send(session, "GET", url, headers, stream=True, timeout=5)
 
 
-def _cut_off(h, data: bytes, after: int) -> bool:
-    """Declare all of `data`, send `after` bytes of it, hang up."""
-    h.send_response(200)
-    h.send_header("Content-Length", str(len(data)))
-    h.end_headers()
-    h.wfile.write(data[:after])
-    h.wfile.flush()
-    h.close_connection = True
-    return True
-
-
-def test_a_reader_reads_no_more_than_its_limit(serve):
-    server = serve(lambda h: hs.reply(h, 200, DATA))
+def test_a_reader_reads_no_more_than_its_limit(hostile):
+    server = hostile(lambda h: reply(h, 200, DATA))
     reader = body.BodyReader(_get(new_session(TLSConfig()), server.url + "/b"), "blob x",
                              limit=100)
     assert b"".join(iter(reader.read, b"")) == DATA[:100]
     assert reader.read(0) == b"" and reader.read() == b""
+
+
+def _resuming(url: str) -> body.BodyReader:
+    """A reader of DATA at `url` that resumes by Range, trying QUICK-ly."""
+    session = new_session(TLSConfig())
+    return body.BodyReader(_get(session, url), "blob x", len(DATA),
+                           lambda offset: _get(session, url, {"Range": f"bytes={offset}-"}),
+                           QUICK)
 
 
 def _cut_once_then_whole(asked: list, at: int):
@@ -56,52 +41,42 @@ def _cut_once_then_whole(asked: list, at: int):
     whatever was asked; the Range headers it was sent go into `asked`."""
     def behave(h):
         asked.append(h.headers.get("Range"))
-        return _cut_off(h, DATA, at) if len(asked) == 1 else hs.reply(h, 200, DATA)
+        return cut_off(h, DATA, at) if len(asked) == 1 else reply(h, 200, DATA)
     return behave
 
 
-def test_a_body_cut_off_resumes_by_range_from_the_byte_it_reached(serve):
+def test_a_body_cut_off_resumes_by_range_from_the_byte_it_reached(hostile):
     asked: list[str | None] = []
 
     def behave(h):
         asked.append(h.headers.get("Range"))
         if len(asked) == 1:
-            return _cut_off(h, DATA, 5000)
+            return cut_off(h, DATA, 5000)
         start = int(asked[-1].removeprefix("bytes=").split("-")[0])
-        return hs.reply(h, 206, DATA[start:],
-                        {"Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"})
+        return reply(h, 206, DATA[start:],
+                     {"Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"})
 
-    server = serve(behave)
-    session = new_session(TLSConfig())
-    url = server.url + "/b"
-    reader = body.BodyReader(_get(session, url), "blob x", len(DATA),
-                             lambda offset: _get(session, url, {"Range": f"bytes={offset}-"}),
-                             QUICK)
+    reader = _resuming(hostile(behave).url + "/b")
     assert b"".join(iter(reader.read, b"")) == DATA
     assert asked == [None, "bytes=5000-"]
 
 
-def test_a_resumed_body_sent_whole_again_skips_what_was_passed_on(serve):
+def test_a_resumed_body_sent_whole_again_skips_what_was_passed_on(hostile):
     asked: list[str | None] = []
-    server = serve(_cut_once_then_whole(asked, 3000))
-    session = new_session(TLSConfig())
-    url = server.url + "/b"
-    reader = body.BodyReader(_get(session, url), "blob x", len(DATA),
-                             lambda offset: _get(session, url, {"Range": f"bytes={offset}-"}),
-                             QUICK)
+    reader = _resuming(hostile(_cut_once_then_whole(asked, 3000)).url + "/b")
     assert b"".join(iter(reader.read, b"")) == DATA
 
 
-def test_a_body_cut_off_without_a_way_to_resume_names_what_it_got(serve):
-    server = serve(lambda h: _cut_off(h, DATA, 3000))
+def test_a_body_cut_off_without_a_way_to_resume_names_what_it_got(hostile):
+    server = hostile(lambda h: cut_off(h, DATA, 3000))
     reader = body.BodyReader(_get(new_session(TLSConfig()), server.url + "/b"), "blob x",
                              len(DATA))
     with pytest.raises(NetworkError, match="^blob x: "):
         b"".join(iter(reader.read, b""))
 
 
-def test_a_small_document_over_its_cap_is_refused(serve):
-    server = serve(lambda h: hs.reply(h, 200, DATA))
+def test_a_small_document_over_its_cap_is_refused(hostile):
+    server = hostile(lambda h: reply(h, 200, DATA))
     session = new_session(TLSConfig())
     with pytest.raises(RegistryError, match=r"^manifest x: larger than 1000 bytes; refused$"):
         body.read_small(lambda: _get(session, server.url + "/m"), 1000, "manifest x")
@@ -109,32 +84,32 @@ def test_a_small_document_over_its_cap_is_refused(serve):
     assert got == DATA and response.status_code == 200
 
 
-def test_a_small_document_cut_off_is_asked_for_again_from_its_start(serve):
+def test_a_small_document_cut_off_is_asked_for_again_from_its_start(hostile):
     asked: list[str | None] = []
-    server = serve(_cut_once_then_whole(asked, 100))
+    server = hostile(_cut_once_then_whole(asked, 100))
     session = new_session(TLSConfig())
     got, _ = body.read_small(lambda: _get(session, server.url + "/m"), len(DATA), "m",
                              policy=QUICK)
     assert got == DATA and asked == [None, None]  # never by Range: a tag may have moved
 
 
-def test_an_error_body_is_read_to_its_cap_and_no_further(serve):
-    server = serve(lambda h: hs.endless(h, 500, b'{"errors":'))
+def test_an_error_body_is_read_to_its_cap_and_no_further(hostile):
+    server = hostile(lambda h: hs.endless(h, 500, b'{"errors":'))
     response = send(new_session(TLSConfig()), "GET", server.url + "/e", stream=True,
                     timeout=5, policy=retry.Policy(1))
     got = body.error_body(response)
     assert len(got) == body.MAX_ERROR_BODY and got.startswith(b'{"errors":')
 
 
-def test_released_small_answers_keep_their_connection_large_ones_do_not(serve):
+def test_released_small_answers_keep_their_connection_large_ones_do_not(hostile):
     ports: list[int] = []
 
     def behave(h):
         ports.append(h.client_address[1])
         size = body.MAX_DRAIN if h.path == "/small" else body.MAX_DRAIN + 1
-        return hs.reply(h, 404, bytes(size))
+        return reply(h, 404, bytes(size))
 
-    server = serve(behave)
+    server = hostile(behave)
     session = new_session(TLSConfig())
     for path in ("/small", "/small", "/large", "/small"):
         body.release(_get(session, server.url + path))

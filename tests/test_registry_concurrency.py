@@ -73,7 +73,7 @@ def test_connections_are_kept_alive_and_shared(fixture_registry, tmp_path):
 
 
 @pytest.fixture
-def token_registry(tmp_path):
+def shaped_token_registry(tmp_path):
     """A registry behind the token server (the Docker Hub flow) holding library/busybox and
     library/other, each under the tags t0..t5; the registry's front counts connections."""
     data = tmp_path / "data"
@@ -91,8 +91,8 @@ def token_registry(tmp_path):
         front.stop()
 
 
-def test_a_scope_token_is_fetched_once_by_concurrent_threads(token_registry, tmp_path):
-    tokens, front = token_registry
+def test_a_scope_token_is_fetched_once_by_concurrent_threads(shaped_token_registry, tmp_path):
+    tokens, front = shaped_token_registry
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
     refs = [parse(f"{repo}:t{n}") for n in range(6) for repo in ("busybox", "library/other")]
     images = _source(yaml, jobs=6).images(refs)
@@ -103,10 +103,10 @@ def test_a_scope_token_is_fetched_once_by_concurrent_threads(token_registry, tmp
     assert front.connections <= 6
 
 
-def test_a_new_repository_asks_the_realm_without_a_401_first(token_registry, tmp_path):
+def test_a_new_repository_asks_the_realm_without_a_401_first(shaped_token_registry, tmp_path):
     """Once the endpoint's challenge said where tokens come from, a new repository's token is
     fetched before its first request: one 401 in all, not one per repository."""
-    tokens, front = token_registry
+    tokens, front = shaped_token_registry
     yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]})
     refs = [parse(f"{repo}:t{n}") for n in range(2) for repo in ("busybox", "library/other")]
     _source(yaml, jobs=1).images(refs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,11 @@ def test_an_endpoint_without_tls_settings_or_credentials_has_the_defaults():
     e = Endpoint("https://h")
     assert e.tls == TLSConfig() and not e.tls.insecure_skip_verify
     assert e.credentials is None and e.rewrites == ()
-    assert DEFAULT_TIMEOUT > 0
+    # The default the build and push pages state for --timeout.
+    for page in ("build.md", "push.md"):
+        text = (Path(__file__).parent.parent / "docs" / page).read_text()
+        stated = re.search(r"^\| `--timeout SECONDS` \| ([\d.]+) \|", text, re.M)
+        assert stated and DEFAULT_TIMEOUT == float(stated[1]), page
 
 
 @pytest.mark.parametrize(("rewrites", "before", "after"), [

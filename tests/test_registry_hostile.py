@@ -23,11 +23,11 @@ from tests.hostileserver import (
     HostileServer,
     endless,
     redirect,
-    reply,
     trickle,
     trickle_headers,
 )
-from tests.servers import write_registries_yaml
+from tests.httpreply import reply
+from tests.servers import login, write_registries_yaml
 
 USER, PASSWORD = "hostile-user", "pw-Never-Shown-7c1"
 # A bundler build that fetches nothing big stays well under this (about 60 MiB measured); the
@@ -53,22 +53,8 @@ def assert_bounded(m: Measured, seconds: float) -> None:
     assert PASSWORD not in m.run.stdout + m.run.stderr
 
 
-@pytest.fixture
-def hostile():
-    started: list[HostileServer] = []
-
-    def start(behave=None, **kwargs) -> HostileServer:
-        server = HostileServer(behave, **kwargs)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def _creds(server: HostileServer, **tls) -> dict:
-    return {server.host: {"auth": {"username": USER, "password": PASSWORD}, **tls}}
+def _creds(server: HostileServer, ca: Path | None = None) -> dict:
+    return login(server.host, USER, PASSWORD, ca)
 
 
 # --- bounded bodies --------------------------------------------------------------------------
@@ -163,7 +149,7 @@ def test_https_to_http_redirect_on_the_same_host_is_refused(hostile, tmp_path):
         return False
 
     server = hostile(_basic_then(to_plain), tls=(cert, key))
-    m = build(tmp_path, server.url, configs=_creds(server, tls={"ca_file": str(ca)}))
+    m = build(tmp_path, server.url, configs=_creds(server, ca))
     assert_one_line_error(m.run, REFERENCE, server.host, "over plain http; refused")
     assert m.run.code == 1
     assert_bounded(m, 30)
@@ -201,7 +187,7 @@ def test_credentials_never_go_to_a_plain_http_realm_from_an_https_endpoint(hosti
         return _token_challenge(f"{server.plain_url}/token")(h)
 
     server = hostile(behave, tls=(cert, key))
-    m = build(tmp_path, server.url, configs=_creds(server, tls={"ca_file": str(ca)}))
+    m = build(tmp_path, server.url, configs=_creds(server, ca))
     assert_one_line_error(m.run, REFERENCE, f"token realm on plain http at {server.host}")
     assert m.run.code == 1
     assert_bounded(m, 30)
@@ -228,7 +214,7 @@ def test_a_401_from_storage_behind_a_redirect_gets_no_credentials(hostile, tmp_p
     server = hostile(_basic_then(lambda h: h.path == server.image.layer_path
                                  and redirect(h, f"{storage.url}{h.path}")))
     ca_file = pki.write_pem(tmp_path / "ca.pem", ca)
-    m = build(tmp_path, server.url, configs=_creds(server, tls={"ca_file": str(ca_file)}))
+    m = build(tmp_path, server.url, configs=_creds(server, ca_file))
     assert_one_line_error(m.run, REFERENCE, f"layer {server.image.layer_digest}",
                           "access denied")
     assert_bounded(m, 30)

@@ -6,7 +6,6 @@ import collections
 import logging
 import random
 import re
-import socket
 import threading
 import time
 from datetime import timezone
@@ -23,7 +22,8 @@ from bundler.registry import retry
 from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.conftest import REFS, STEM
 from tests.faultproxy import RegistryFront
-from tests.servers import write_registries_yaml
+from tests.httpreply import cut_off, head, reply
+from tests.servers import login, write_registries_yaml
 
 USER, PASSWORD = "u", "p"
 
@@ -68,25 +68,14 @@ class Faults:
     def _status(self, h, status: int, headers: dict) -> bool:
         with self.lock:
             self.injected[str(status)] += 1
-        RegistryFront.reply(h, status, b'{"errors":[{"code":"TOOMANYREQUESTS"}]}', headers)
+        reply(h, status, b'{"errors":[{"code":"TOOMANYREQUESTS"}]}', headers)
         return True
-
-    @staticmethod
-    def _head(h, length: int) -> None:
-        h.send_response(200)
-        h.send_header("Content-Length", str(length))
-        h.end_headers()
 
     def reset(self, h, body: bytes) -> bool:
-        self._head(h, len(body))
-        h.wfile.write(body[: len(body) // 2])
-        h.wfile.flush()
-        h.connection.shutdown(socket.SHUT_RDWR)
-        h.close_connection = True
-        return True
+        return cut_off(h, body, len(body) // 2, reset=True)
 
     def stall(self, h, body: bytes) -> bool:
-        self._head(h, len(body))
+        head(h, 200, len(body))
         h.wfile.write(body[: len(body) // 3])
         h.wfile.flush()
         time.sleep(self.stall_seconds)
@@ -95,14 +84,12 @@ class Faults:
 
     def short(self, h, body: bytes) -> bool:
         # A complete HTTP response that is simply too short for the blob.
-        RegistryFront.reply(h, 200, body[: len(body) // 2], {})
-        return True
+        return reply(h, 200, body[: len(body) // 2])
 
     def flip(self, h, body: bytes) -> bool:
         damaged = bytearray(body)
         damaged[len(body) // 2] ^= 0x01
-        RegistryFront.reply(h, 200, bytes(damaged), {})
-        return True
+        return reply(h, 200, bytes(damaged))
 
 
 @pytest.fixture
@@ -116,15 +103,11 @@ def faulty_front(fixture_registry):
     front.stop()
 
 
-def _yaml(tmp_path, front):
-    return write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]},
-                                 {front.host: {"auth": {"username": USER, "password": PASSWORD}}})
-
-
 def test_faults_are_survived_and_the_bundle_is_unchanged(faulty_front, builds, tmp_path):
     front, faults = faulty_front
-    run = bundler("-v", *build_args(None, tmp_path, REFS, "--timeout", "1",
-                                    registries=_yaml(tmp_path, front)))
+    yaml = write_registries_yaml(tmp_path / "r.yaml", {"docker.io": [front.url]},
+                                 login(front.host, USER, PASSWORD))
+    run = bundler("-v", *build_args(None, tmp_path, REFS, "--timeout", "1", registries=yaml))
     assert run.code == 0, run.stderr
     # Every kind of fault happened, and was survived.
     for kind in ("429", "503", *Faults.BLOB_FAULTS):
@@ -141,8 +124,7 @@ def test_faults_are_survived_and_the_bundle_is_unchanged(faulty_front, builds, t
 
 def test_permanent_503_gives_up_with_a_count(fixture_registry, tmp_path, monkeypatch):
     def always_503(h, server):
-        RegistryFront.reply(h, 503, b"", {})
-        return True
+        return reply(h, 503)
 
     front = RegistryFront(fixture_registry.registry.url, fault=always_503)
     try:
@@ -203,11 +185,10 @@ def test_a_superscript_digit_is_not_a_delay():
 
 def test_persistent_429_shows_the_rate_limit(fixture_registry, tmp_path):
     def limited(h, server):
-        RegistryFront.reply(h, 429, b'{"errors":[{"code":"TOOMANYREQUESTS",'
-                            b'"message":"You have reached your pull rate limit."}]}',
-                            {"Retry-After": "0", "RateLimit-Limit": "100;w=21600",
-                             "RateLimit-Remaining": "0;w=21600"})
-        return True
+        return reply(h, 429, b'{"errors":[{"code":"TOOMANYREQUESTS",'
+                     b'"message":"You have reached your pull rate limit."}]}',
+                     {"Retry-After": "0", "RateLimit-Limit": "100;w=21600",
+                      "RateLimit-Remaining": "0;w=21600"})
 
     front = RegistryFront(fixture_registry.registry.url, fault=limited)
     try:
@@ -238,15 +219,8 @@ def test_manifest_and_config_cut_off_are_retried_on_the_same_mirror(fixture_regi
         headers = {k: v for k, v in h.headers.items() if k.lower() == "accept"}
         upstream = requests.get(fixture_registry.registry.url + path, headers=headers,
                                 timeout=30)
-        h.send_response(200)
-        h.send_header("Content-Type", upstream.headers.get("Content-Type", ""))
-        h.send_header("Content-Length", str(len(upstream.content)))
-        h.end_headers()
-        h.wfile.write(upstream.content[: len(upstream.content) // 2])
-        h.wfile.flush()
-        h.connection.shutdown(socket.SHUT_RDWR)
-        h.close_connection = True
-        return True
+        return cut_off(h, upstream.content, len(upstream.content) // 2,
+                       {"Content-Type": upstream.headers.get("Content-Type", "")}, reset=True)
 
     faulty = RegistryFront(fixture_registry.registry.url, fault=reset_once)
     fallback = RegistryFront(fixture_registry.registry.url)

@@ -19,6 +19,7 @@ from tests import hostileserver as hs
 from tests import pki
 from tests.cli_helpers import assert_one_line_error, bundler
 from tests.conftest import STEM
+from tests.httpreply import reply
 
 
 def _bundle(builds) -> Path:
@@ -30,19 +31,14 @@ def _answering(server_ref: list, put) -> object:
 
     def behave(h):
         if h.command == "HEAD":
-            return hs.reply(h, 404)
+            return reply(h, 404)
         if h.command == "POST":
-            return hs.reply(h, 202, b"", {"Location": server_ref[0]})
+            return reply(h, 202, b"", {"Location": server_ref[0]})
         if h.command in ("PUT", "PATCH"):
             return put(h)
-        return hs.reply(h, 200, b"{}")
+        return reply(h, 200, b"{}")
 
     return behave
-
-
-def _with_uploads(server: hs.HostileServer) -> None:
-    handler = server.httpd.RequestHandlerClass
-    handler.do_PUT = handler.do_PATCH = handler.do_GET
 
 
 def test_https_upload_moved_to_plain_http_is_refused(builds, tmp_path):
@@ -54,10 +50,9 @@ def test_https_upload_moved_to_plain_http_is_refused(builds, tmp_path):
 
     def put(h):
         h.rfile.read(int(h.headers.get("Content-Length", "0")))
-        return hs.reply(h, 201)
+        return reply(h, 201)
 
     server = hs.HostileServer(_answering(location, put), tls=(cert, key))
-    _with_uploads(server)
     location.append(f"{server.plain_url}/upload/1?_state=SESSION")
     registries = tmp_path / "registries.yaml"
     registries.write_text(f'configs:\n  "{server.host}":\n    tls: {{ca_file: "{ca}"}}\n')
@@ -90,10 +85,9 @@ def test_upload_a_registry_takes_too_slowly_ends(monkeypatch):
                 return True
             left -= len(chunk)
             time.sleep(0.25)
-        return hs.reply(h, 201)
+        return reply(h, 201)
 
     server = hs.HostileServer(_answering(location, put))
-    _with_uploads(server)
     location.append("/upload/1")
     size = 8 << 20
     # 8 s: each send finishes well inside it even when the machine is busy (with 3 s, a send

@@ -22,7 +22,9 @@ from bundler.sources.registry import RegistrySource
 from tests import imagegen as gen
 from tests.conftest import BUNDLE, REFS
 from tests.faultproxy import RegistryFront
+from tests.httpreply import reply
 from tests.servers import write_registries_yaml
+from tests.streams import read_closed
 
 AMD64 = platform.for_arch("amd64")
 GOOD = [reference.parse(r) for r in REFS]
@@ -45,14 +47,6 @@ def source(request, fixture_registry, builds, tmp_path) -> Source:
 def _same(a: Image, b: Image) -> bool:
     return (a.reference, a.manifest, a.config, [x.descriptor for x in a.layers]) == \
         (b.reference, b.manifest, b.config, [x.descriptor for x in b.layers])
-
-
-def _read(layer) -> bytes:
-    reader = layer.open()
-    try:
-        return b"".join(iter(lambda: reader.read(1 << 16), b""))
-    finally:
-        reader.close()
 
 
 def test_every_source_and_sink_speaks_its_protocol():
@@ -80,7 +74,7 @@ def test_image_from_several_threads_any_number_of_times(source):
 def test_layers_stream_their_blobs_as_described(source, fixture_registry):
     for image in source.images(GOOD):
         for layer in image.layers:
-            data = _read(layer)
+            data = read_closed(layer.open())
             assert (gen.digest(data), len(data)) == (layer.descriptor.digest,
                                                      layer.descriptor.size)
         assert image.platform == AMD64
@@ -111,14 +105,13 @@ def test_a_blob_that_does_not_hash_to_its_digest_fails_in_read(fixture_registry,
 
         body = bytearray(requests.get(upstream, timeout=30).content)
         body[len(body) // 2] ^= 1
-        RegistryFront.reply(h, 200, bytes(body), {"Content-Type": "application/octet-stream"})
-        return True
+        return reply(h, 200, bytes(body), {"Content-Type": "application/octet-stream"})
 
     front = RegistryFront(fixture_registry.registry.url, fault=flipped)
     try:
         image = _registry_source(front.url, tmp_path).image(GOOD[2])
         for layer in image.layers:
             with pytest.raises(DigestMismatch):
-                _read(layer)
+                read_closed(layer.open())
     finally:
         front.stop()

@@ -19,34 +19,19 @@ import zstandard
 from bundler.checks import verify as verify_module
 from bundler.checks.verify import verify
 from tests import imagegen as gen
-from tests.bundlefiles import files, plain_tar
+from tests.bundlefiles import files, plain_tar, write_zst
 from tests.cli_helpers import assert_one_line_error, bundler, measured
 from tests.conftest import BUNDLE, STEM
-from tests.tarcraft import END, GoError, go_read, member, pax, record
+from tests.tarcraft import END, GoError, go_read, member, pax, record, tarfile_archive
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _tar(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _zst(tar: bytes, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(zstandard.ZstdCompressor(level=3).compress(tar))
-    return path
+LAYOUT = ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
 
 
 def _replaced(bundle: Path, name: str, data: bytes, out: Path) -> Path:
     """The bundle's tar with member `name` holding `data` instead, recompressed."""
     members = [(n, data if n == name else d) for n, d in files(plain_tar(bundle))]
-    return _zst(_tar(members), out)
+    return write_zst(tarfile_archive(members), out)
 
 
 def _blob(data: bytes) -> tuple[str, bytes]:
@@ -82,8 +67,8 @@ def test_index_naming_one_huge_manifest_many_times_costs_it_once(builds, tmp_pat
              "digest": gen.digest(manifest), "size": len(manifest),
              "annotations": {"io.containerd.image.name": "docker.io/rancher/x:1"}}
     index = json.dumps({"schemaVersion": 2, "manifests": [entry] * 100}).encode()
-    path = _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
-                      _blob(manifest), _blob(config)]), tmp_path / BUNDLE)
+    path = write_zst(tarfile_archive([LAYOUT, ("index.json", index), _blob(manifest),
+                                      _blob(config)]), tmp_path / BUNDLE)
     assert path.stat().st_size < 4 << 20  # the digests are random: 2 MB
     _, floor = _peak("from bundler.checks.verify import verify\nOUT = None")
     assert floor < 60, floor  # the interpreter and verify's imports, not pytest's memory
@@ -116,7 +101,7 @@ def test_verify_needs_no_more_memory_than_decompressing_and_hashing(tmp_path):
     1 MiB it reads at a time): the pieces of the stream in flight between its two threads
     and in the member checks stay within 1 MiB (at 1 MiB pieces: 2.8 MiB more than the floor)."""
     layer = os.urandom(40 << 20)
-    tar = _tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), _blob(layer)])
+    tar = tarfile_archive([LAYOUT, _blob(layer)])
     params = zstandard.ZstdCompressionParameters.from_level(1, window_log=25)
     path = tmp_path / BUNDLE
     path.write_bytes(zstandard.ZstdCompressor(compression_params=params).compress(tar))
@@ -142,8 +127,7 @@ def _inflating_layer(size: int) -> bytes:
 def test_a_layer_inflating_past_the_limit_stops_verify(tmp_path, monkeypatch):
     monkeypatch.setattr(verify_module, "INFLATION_FLOOR", 1 << 20)
     layer = _inflating_layer(64 << 20)  # 64 MiB of zeros in ~64 KB of gzip
-    path = _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), _blob(layer)]),
-                tmp_path / BUNDLE)
+    path = write_zst(tarfile_archive([LAYOUT, _blob(layer)]), tmp_path / BUNDLE)
     started = time.monotonic()
     report = verify(path, max_inflation=100)
     assert time.monotonic() - started < 10
@@ -291,7 +275,7 @@ def test_require_checksum(builds, tmp_path):
 
 @pytest.mark.parametrize(("content", "fragment"), [
     (b"", "empty file, not a bundle"),
-    (_tar([("index.json", b"{}")]), "a plain tar, not zstd-compressed"),
+    (tarfile_archive([("index.json", b"{}")]), "a plain tar, not zstd-compressed"),
     (gzip.compress(b"x" * 1000), "gzip-compressed, not zstd"),
     (b"hello world", "not a zstd file"),
 ])
@@ -313,7 +297,7 @@ def _small_bundle(path: Path, *, layer: bytes | None = None, layer_type: str = O
                   names: tuple[str, ...] = ("docker.io/rancher/x:1",),
                   entry_extra: dict | None = None, diff_id: str | None = None) -> Path:
     """A one-image bundle in bundler's layout, made by hand, with the given twists."""
-    layer = _tar([("etc/hostname", b"x\n")]) if layer is None else layer
+    layer = tarfile_archive([("etc/hostname", b"x\n")]) if layer is None else layer
     diff_id = diff_id or gen.digest(gzip.decompress(layer) if layer[:2] == b"\x1f\x8b" else layer)
     config = json.dumps({"os": "linux", "architecture": "amd64",
                          "rootfs": {"type": "layers", "diff_ids": [diff_id]},
@@ -336,9 +320,9 @@ def _small_bundle(path: Path, *, layer: bytes | None = None, layer_type: str = O
         repo, tag = name.rsplit(":", 1)
         repos.setdefault(repo, {})[tag] = gen.digest(config)[7:]
     blobs = {_blob(b) for b in (layer, config, manifest)}
-    return _zst(_tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
-                      ("manifest.json", docker), ("repositories", json.dumps(repos).encode()),
-                      *sorted(blobs)]), path)
+    return write_zst(tarfile_archive([
+        LAYOUT, ("index.json", index), ("manifest.json", docker),
+        ("repositories", json.dumps(repos).encode()), *sorted(blobs)]), path)
 
 
 def test_singular_counts(tmp_path):
@@ -354,7 +338,7 @@ def test_singular_counts(tmp_path):
     (dict(manifest_extra={"mediaType": "application/vnd.oci.image.index.v1+json"}),
      "manifest says mediaType application/vnd.oci.image.index.v1+json"),
     (dict(manifest_extra={"manifests": []}), "has an index's or schema 1's fields"),
-    (dict(layer=gzip.compress(_tar([("a", b"b")]), mtime=0)), "but the blob is gzip"),
+    (dict(layer=gzip.compress(tarfile_archive([("a", b"b")]), mtime=0)), "but the blob is gzip"),
     (dict(layer_type="application/vnd.oci.image.layer.v1.tar+gzip"), "but the blob is plain"),
     (dict(layer_type="application/x-mystery"), "is not a layer type containerd unpacks"),
     (dict(layer=b"not a tar at all" * 40), "not a tar archive"),
@@ -379,7 +363,7 @@ def test_a_layer_header_summed_as_signed_bytes_is_a_tar(tmp_path):
     """Go's archive/tar (containerd) takes a header whose checksum is the sum of its bytes
     read as unsigned or as signed chars (old tars wrote the latter): both are a tar; a
     checksum that is neither sum is not."""
-    tar = _tar([("etc/hostname", b"x\n")])
+    tar = tarfile_archive([("etc/hostname", b"x\n")])
     header = tar[:265] + b"\xe9" * 8 + tar[273:512]  # a user name with high bytes
     blank = header[:148] + b" " * 8 + header[156:]
     unsigned = sum(blank)
@@ -400,7 +384,7 @@ SKIPPABLE = b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"skip"
 def test_a_zstd_layer_that_starts_with_a_skippable_frame_is_zstd(tmp_path):
     """containerd takes a skippable frame's magic for zstd and decompresses the layer: so must
     verify, or it checks the diff_id against the compressed bytes."""
-    tar = _tar([("etc/hostname", b"x\n")])
+    tar = tarfile_archive([("etc/hostname", b"x\n")])
     layer = SKIPPABLE + zstandard.ZstdCompressor().compress(tar)
     zstd_type = "application/vnd.oci.image.layer.v1.tar+zstd"
     good = _small_bundle(tmp_path / "good" / BUNDLE, layer=layer, layer_type=zstd_type,
@@ -438,22 +422,21 @@ def test_pax_numbers_of_thousands_of_digits_are_refused_in_one_line(tmp_path, ke
     """verify's reader refuses them (stricter than Go about leading zeros); the Go model
     (tarcraft), against which tarstream is held, decides them too rather than crashing on
     Python's 4300-digit limit for int()."""
-    tar = (member("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-           + pax(record(key, value)) + member("index.json", b"{}") + END)
+    tar = member(*LAYOUT) + pax(record(key, value)) + member("index.json", b"{}") + END
     try:
         go_read(tar)
         go_ok = True
     except GoError:
         go_ok = False
     assert go_ok == go_reads
-    report = verify(_zst(tar, tmp_path / BUNDLE))
+    report = verify(write_zst(tar, tmp_path / BUNDLE))
     assert not report.ok
     assert any("pax header at byte 1024" in p for p in report.problems), report.problems
     assert all("\n" not in p and len(p) < 400 for p in report.problems), report.problems
 
 
 def test_a_gzip_layer_go_refuses_is_refused(tmp_path):
-    tar = _tar([("etc/hostname", b"x\n")])
+    tar = tarfile_archive([("etc/hostname", b"x\n")])
     padded = gzip.compress(tar, mtime=0) + bytes(16)  # Python skips the zeros; Go refuses
     report = verify(_small_bundle(tmp_path / BUNDLE, layer=padded, layer_type=(
         "application/vnd.oci.image.layer.v1.tar+gzip"), diff_id=gen.digest(tar)))
@@ -489,6 +472,6 @@ def test_paths_without_a_file_name_are_one_line(arg, tmp_path):
                                   "././index.json", "blobs/sha256/../sha256/" + "a" * 64])
 def test_names_containerd_would_clean_are_refused(builds, tmp_path, name):
     members = files(plain_tar(builds["p1"] / BUNDLE)) + [(name, b"{}")]
-    report = verify(_zst(_tar(members), tmp_path / BUNDLE))
+    report = verify(write_zst(tarfile_archive(members), tmp_path / BUNDLE))
     assert any(f"member {name!r}" in p and ("not a clean path" in p or "climbs out" in p)
                for p in report.problems), report.problems

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from tests import pki
+from tests.httpreply import cut_off, handler, reply
 
 SERVICE, ISSUER = "test-registry", "test-issuer"
 
@@ -39,43 +39,29 @@ class TokenServer:
         # The first `cut_first` token responses break off halfway (a connection reset).
         self.cut_first = cut_first
         self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                parsed = parse_qs(urlsplit(self.path).query)
-                query = {k: v[0] for k, v in parsed.items()}
-                # Repeated scope parameters ask for all of them (distribution's token spec).
-                query["scope"] = " ".join(parsed.get("scope", []))
-                auth = self.headers.get("Authorization", "")
-                server.requests.append({"query": query, "authorization": auth})
-                if server.username:
-                    want = "Basic " + base64.b64encode(
-                        f"{server.username}:{server.password}".encode()).decode()
-                    if auth != want:
-                        self.send_response(401)
-                        self.end_headers()
-                        return
-                body = json.dumps({"token": server.token(query.get("scope", "")),
-                                   "expires_in": server.expires_in}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if len(server.requests) <= server.cut_first:
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler(self._answer, "GET"))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _answer(self, h: BaseHTTPRequestHandler) -> None:
+        parsed = parse_qs(urlsplit(h.path).query)
+        query = {k: v[0] for k, v in parsed.items()}
+        # Repeated scope parameters ask for all of them (distribution's token spec).
+        query["scope"] = " ".join(parsed.get("scope", []))
+        auth = h.headers.get("Authorization", "")
+        self.requests.append({"query": query, "authorization": auth})
+        if self.username:
+            want = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            if auth != want:
+                reply(h, 401)
+                return
+        body = json.dumps({"token": self.token(query.get("scope", "")),
+                           "expires_in": self.expires_in}).encode()
+        headers = {"Content-Type": "application/json"}
+        if len(self.requests) <= self.cut_first:
+            cut_off(h, body, len(body) // 2, headers, reset=True)
+        else:
+            reply(h, 200, body, headers)
 
     def token(self, scope: str) -> str:
         access = []
