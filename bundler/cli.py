@@ -127,6 +127,19 @@ def parser() -> argparse.ArgumentParser:
                                "--values and --set. Templates are NOT rendered: an image "
                                "written only inside a template is not found."
                    ).set_defaults(run=_images)
+    sub.add_parser("delta", parents=[verbose], arguments=_delta_arguments,
+                   help="write what a site holding one bundle lacks to rebuild another",
+                   description="Write one file holding what a receiver with BASE lacks to "
+                               "rebuild NEW byte for byte: NEW's frames or blobs that BASE "
+                               "does not hold, its metadata, checksum manifest, signature, "
+                               "SBOM and sha256sum lines, and the recipe."
+                   ).set_defaults(run=_delta)
+    sub.add_parser("patch", parents=[verbose], arguments=_patch_arguments,
+                   help="rebuild a bundle from its base and a delta",
+                   description="Rebuild the bundle a delta was made for from its base, with "
+                               "its side files, atomically; it is kept only if it hashes to "
+                               "the sha256 its checksum manifest records."
+                   ).set_defaults(run=_patch)
     return p
 
 
@@ -509,6 +522,57 @@ def _print_report(report: Report, as_json: bool) -> None:
     print(f"FAILED {report.file}: {_count(report.problem_count, 'problem')}")
 
 
+def _delta_arguments(d: argparse.ArgumentParser) -> None:
+    d.add_argument("new", metavar="NEW", help="the .tar.zst to rebuild at the other side")
+    d.add_argument("--base", metavar="BASE", required=True,
+                   help="the .tar.zst the other side already holds")
+    d.add_argument("-o", "--output", metavar="FILE",
+                   help="the delta to write (default: NEW's name with .delta, beside it)")
+    d.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def _patch_arguments(pa: argparse.ArgumentParser) -> None:
+    pa.add_argument("base", metavar="BASE", help="the .tar.zst the delta was made against")
+    pa.add_argument("delta", metavar="DELTA", help="the .delta file")
+    pa.add_argument("-o", "--output-dir", metavar="DIR",
+                    help="where the bundle and its side files go (default: beside DELTA)")
+    pa.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def _delta(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bundler.commands import delta
+
+    info = delta.make(Path(args.new), Path(args.base),
+                      Path(args.output) if args.output else None)
+    _print_delta(info, args.json, "wrote")
+    return 0
+
+
+def _patch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bundler.commands import delta
+
+    info = delta.patch(Path(args.base), Path(args.delta),
+                       Path(args.output_dir) if args.output_dir else None)
+    _print_delta(info, args.json, "rebuilt")
+    return 0
+
+
+def _print_delta(info: dict, as_json: bool, verb: str) -> None:
+    if as_json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return
+    new = info["new"]
+    if verb == "wrote":
+        print(f"wrote {info['file']} ({info['payloadSize'] + 0} bytes carried) to rebuild "
+              f"{new['file']} ({new['size']} bytes) from {info['base']['file']}")
+    else:
+        print(f"rebuilt {info['file']} ({new['size']} bytes, sha256:{new['sha256']})")
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -548,7 +612,14 @@ def _log_to_stderr(verbose: bool) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bundler.commands import delta
     from bundler.commands import inspect as inspection
+
+    if delta.is_delta(Path(args.bundle)):
+        sys.stdout.write(delta.render(delta.describe(Path(args.bundle)), args.json))
+        return 0
 
     info = inspection.inspect(args.bundle, sizes=args.sizes)
     render = inspection.render_json if args.json else inspection.render_text
