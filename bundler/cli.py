@@ -562,12 +562,15 @@ def _patch(args: argparse.Namespace) -> int:
 
 
 def _print_delta(info: dict, as_json: bool, verb: str) -> None:
+    from pathlib import Path
+
     if as_json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return
     new = info["new"]
     if verb == "wrote":
-        print(f"wrote {info['file']} ({info['payloadSize'] + 0} bytes carried) to rebuild "
+        size = Path(info["file"]).stat().st_size
+        print(f"wrote {info['file']} ({size} bytes) to rebuild "
               f"{new['file']} ({new['size']} bytes) from {info['base']['file']}")
     else:
         print(f"rebuilt {info['file']} ({new['size']} bytes, sha256:{new['sha256']})")

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -88,14 +89,18 @@ class RegistriesConfig:
     # Per registry, once: a helper runs once per host and -v lists each registry once.
     _resolved: dict[str, tuple[Endpoint, ...]] = field(
         default_factory=dict, repr=False, compare=False)
+    # Images are resolved on several threads: the first to ask for a registry resolves it.
+    _resolving: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                       compare=False)
 
     def endpoints(self, registry: str) -> list[Endpoint]:
         """Endpoints for `registry` in the order K3s tries them."""
-        if registry not in self._resolved:
-            found = tuple(self._endpoints(registry))
-            self._resolved[registry] = found
-            log.info("%s: %s", registry, ", then ".join(_described(e) for e in found))
-        return list(self._resolved[registry])
+        with self._resolving:
+            if registry not in self._resolved:
+                found = tuple(self._endpoints(registry))
+                self._resolved[registry] = found
+                log.info("%s: %s", registry, ", then ".join(_described(e) for e in found))
+            return list(self._resolved[registry])
 
     def _endpoints(self, registry: str) -> list[Endpoint]:
         # An entry for the registry itself wins over `*`, even an empty one (as in K3s).

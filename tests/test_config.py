@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from bundler.config import docker_credentials, load_registries
+from bundler.config import RegistriesConfig, docker_credentials, load_registries
 from bundler.errors import InputError
 from bundler.registry.endpoint import Credentials, Endpoint
 from tests.cli_helpers import bundler
@@ -441,3 +441,33 @@ def test_cli_build_goes_on_past_an_unreadable_docker_config(fixture_registry, tm
         f"bundler: warning: {docker}/config.json: Docker config is not JSON (Expecting "
         "property name enclosed in double quotes: line 1 column 2 (char 1)); going on without "
         "its credentials"]
+
+
+def test_a_registry_is_resolved_once_when_threads_ask_at_once(monkeypatch, caplog):
+    # build resolves its images on several threads; -v lists each registry's endpoints once.
+    import logging
+    import threading
+    import time
+
+    config = RegistriesConfig()
+    slow = RegistriesConfig._endpoints
+
+    def resolving(self, registry):
+        time.sleep(0.05)  # the window in which a second thread used to resolve it too
+        return slow(self, registry)
+
+    monkeypatch.setattr(RegistriesConfig, "_endpoints", resolving)
+    start = threading.Barrier(6)
+
+    def ask():
+        start.wait()
+        config.endpoints("docker.io")
+
+    with caplog.at_level(logging.INFO, logger="bundler.config"):
+        threads = [threading.Thread(target=ask) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert [r.getMessage() for r in caplog.records].count(
+        "docker.io: https://registry-1.docker.io") == 1
