@@ -239,7 +239,7 @@ def patch(base: Path, delta: Path, output_dir: Path | None = None) -> dict:
             if size != recipe.base["size"]:
                 raise fmt.WrongBase(
                     f"{base}: not the base this delta was made against ({size} bytes; "
-                    f"{recipe.base['file']} was {recipe.base['size']})")
+                    f"{recipe.base['file']} was {recipe.base['size']} bytes)")
             rebuild = _Rebuild(recipe, fd, delta, fb, base, outputs.scratch_dir())
             with open(outputs.temp(recipe.new["file"]), "wb") as raw:
                 rebuild.write(HashingWriter(raw))
