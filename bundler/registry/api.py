@@ -239,8 +239,9 @@ class RegistryAPI:
         puts = {(n.repo, n.digest): by_digest[n.repo, n.digest] for n in unnamed}
         tags = [n for n in unnamed if n.ref != n.digest]
         indexes = [m for m in puts.values() if m.media_type in mediatypes.INDEXES]
+        images = [m for m in puts.values() if m.media_type not in mediatypes.INDEXES]
         with ThreadPoolExecutor(self.jobs) as pool:
-            for stage in ([m for m in puts.values() if m not in indexes], indexes):
+            for stage in (images, indexes):
                 for f in [pool.submit(self.manifest_put, m,
                                       f"{m.reference}: manifest {m.digest} in {m.repo}")
                           for m in stage]:
