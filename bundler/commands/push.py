@@ -1,4 +1,8 @@
-"""`bundler push`: a bundle into a registry, verified on the way, in one pass over the file.
+"""`bundler push`: bundles into a registry, verified on the way, in one pass over each file.
+
+Several bundles (one per architecture) go in one push: their images' tags then name an OCI
+index of every platform's manifest, as does a tag that already names another platform of the
+image (sinks/tags.py decides, from what each tag names now, before any byte is sent).
 
 bundle source -> registry (through registry/api.py, the blob, manifest and tag operations
 the registry sink speaks too). The bundle is read once, front to back, by verify.verify itself

@@ -108,6 +108,7 @@ class RegistryAPI:
         self._timeout = timeout
         self._client: Client | None = None
         self._have: dict[str, set[str]] = {}  # digest -> repositories known to hold it
+        self._absent: set[tuple[str, str]] = set()  # (repo, ref) survey found no manifest at
         self._lock = threading.Lock()
 
     @property
@@ -146,7 +147,11 @@ class RegistryAPI:
     def manifest_get(self, repo: str, ref: str, what: str) -> tuple[bytes, str, str] | None:
         """(bytes, media type, digest) of what `ref` (tag or digest) names in `repo`, asked
         for as any index or manifest type, at most client.MAX_MANIFEST bytes; None when the
-        registry does not hold it (404)."""
+        registry does not hold it (404), or survey's HEAD found it absent (not asked again:
+        a tag this push creates is no GET more)."""
+        with self._lock:
+            if (repo, ref) in self._absent:
+                return None
         try:
             return self._reader().manifest(repo, ref, what)
         except RegistryError as e:
@@ -214,6 +219,9 @@ class RegistryAPI:
             found = list(pool.map(lambda head: head(), heads))
         missing = [b for b in blobs if set(b.repos) - self._holders(b.digest)]
         resolved = found[len(pairs):]
+        with self._lock:
+            for n, digest in zip(names, resolved, strict=True):
+                (self._absent.add if digest is None else self._absent.discard)((n.repo, n.ref))
         return missing, [n for n, digest in zip(names, resolved, strict=True)
                          if digest != n.digest]
 
