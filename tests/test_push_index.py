@@ -276,3 +276,36 @@ def test_two_bundles_with_one_platform_of_a_tag_under_two_digests_are_refused():
     assert len(got) == 1 and [m.platform.architecture for m in got[0].manifests] == \
         ["amd64", "arm64"]
     assert got[0].target()[1] is not None
+
+
+def test_a_tag_set_by_another_push_meanwhile_is_not_tagged_over(dist, registry):
+    """Another tool puts an s390x image under the tag after push planned it (here: when push
+    sends its first manifest by digest). Tagging over it would drop s390x: push refuses in one
+    line, and pushed again, merges it."""
+    from tests.registries import Front
+
+    repo, tag = "rancher/multilist", "v1"
+    other = gen.image([gen.tar_layer(gen.random_files(44))], arch="s390x")
+    moved: list[str] = []
+
+    def meanwhile(method: str, path: str) -> None:
+        if method == "PUT" and "/manifests/sha256:" in path and not moved:
+            moved.append(path)
+            push_image(registry.url, repo, other, tag)
+
+    front = Front(registry.url, fault=meanwhile)
+    try:
+        run = bundler("push", _bundle(dist, "amd64"), "--to", front.host)
+    finally:
+        front.stop()
+    assert_one_line_error(run, f"tag {repo}:{tag} changed while push ran (it names "
+                          f"{other.digest} now, not nothing)", "push again")
+    assert "--force" not in run.stderr
+    assert run.code == 1
+    assert gen.digest(_get(registry.url, repo, tag).content) == other.digest
+    again = bundler("push", _bundle(dist, "amd64"), "--to", registry.host)
+    assert again.code == 0, again.stderr
+    doc = json.loads(_get(registry.url, repo, tag).content)
+    assert [e["digest"] for e in doc["manifests"]] == [
+        _recorded(dist)["docker.io/rancher/multilist:v1"]["amd64"]["manifestDigest"],
+        other.digest]

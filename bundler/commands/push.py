@@ -53,7 +53,7 @@ from bundler.sinks.registry import (
     settle,
     tag_names,
 )
-from bundler.sinks.tags import TagPlan, Want, wants
+from bundler.sinks.tags import TagPlan, Want, unmoved, wants
 from bundler.sources import bundle as bundle_source
 
 if TYPE_CHECKING:
@@ -188,7 +188,8 @@ def _push(reads: list[_Read], to: str, target: Target, api: RegistryAPI, checks:
         return result
     documents = _verified(reads, api, missing, checks)
     images = [bundle_source.image_of(e, documents, _unopenable) for _, e in entries]
-    api.put_manifests(manifests(target, images) + indexes, to_name)
+    api.put_manifests(manifests(target, images) + indexes, to_name,
+                      lambda: unmoved(api, plans))
     result.verified = True
     result.uploaded, result.mounted = api.uploads, api.mounts
     result.images = [_pushed(target, i.reference, i.manifest_digest, i.platform, tagged)

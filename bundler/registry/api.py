@@ -237,12 +237,13 @@ class RegistryAPI:
             if not (source and self.blob_mount(repo, blob.digest, source, what)):
                 self.blob_put(repo, blob.digest, blob.size, opener, what)
 
-    def put_manifests(self, manifests: Sequence[Manifest], unnamed: Sequence[Name]) -> None:
+    def put_manifests(self, manifests: Sequence[Manifest], unnamed: Sequence[Name],
+                      before_tags: Callable[[], None] | None = None) -> None:
         """Every manifest by digest, then every tag: a tag never names a manifest that is
         not there yet. `unnamed`: survey()'s names that did not resolve (and those the caller
         adds); the rest are left alone, so a re-push sends nothing. The image manifests go
         `jobs` at a time, then the indexes (a registry may refuse an index naming a manifest
-        it lacks), then the tags."""
+        it lacks), then `before_tags` (which may raise: no tag is set), then the tags."""
         by_digest = {(m.repo, m.digest): m for m in manifests}
         puts = {(n.repo, n.digest): by_digest[n.repo, n.digest] for n in unnamed}
         tags = [n for n in unnamed if n.ref != n.digest]
@@ -254,6 +255,8 @@ class RegistryAPI:
                                       f"{m.reference}: manifest {m.digest} in {m.repo}")
                           for m in stage]:
                     f.result()
+            if before_tags is not None:
+                before_tags()
             for f in [pool.submit(self.tag, by_digest[n.repo, n.digest], n.ref, n.what)
                       for n in tags]:
                 f.result()

@@ -30,7 +30,7 @@ from bundler.reference import Reference
 from bundler.registry.api import Manifest, Name, RegistryAPI, names, needed
 from bundler.registry.endpoint import DEFAULT_TIMEOUT, Endpoint, TLSConfig
 from bundler.registry.writer import Writer
-from bundler.sinks.tags import TagPlan, Want, plan, wants
+from bundler.sinks.tags import TagPlan, Want, plan, unmoved, wants
 
 _PREFIX_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)"
                         r"[a-z0-9]+)*)*")
@@ -102,7 +102,8 @@ class RegistrySink:
         with ThreadPoolExecutor(self.api.jobs) as pool:
             for f in [pool.submit(self.api.put_blob, b, openers[b.digest]) for b in missing]:
                 f.result()
-        self.api.put_manifests(manifests(target, images) + indexes, to_name)
+        self.api.put_manifests(manifests(target, images) + indexes, to_name,
+                               lambda: unmoved(self.api, self.plans))
 
 
 def tag_names(wanted: Sequence[Want]) -> list[Name]:

@@ -17,6 +17,7 @@ of which manifests belong together.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,10 @@ _ENTRY_KEYS = {"mediaType", "digest", "size", "platform"}
 
 class TagTaken(BundlerError):
     """A tag names something that is not another platform of the image pushed under it."""
+
+
+class TagMoved(BundlerError):
+    """A tag changed between the plan and the tagging (another push set it meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -77,13 +82,14 @@ class Want:
 class TagPlan:
     """What a push does to one tag: name `name.digest`, put `index` (None: the tag names one
     of the pushed manifests) after every digest in `manifests`; `replaced` says what a forced
-    push replaced."""
+    push replaced, `seen` what the tag named when the plan was made."""
 
     name: Name
     index: Manifest | None
     manifests: tuple[str, ...]
     replaced: str | None = None
     unchanged: bool = False
+    seen: str | None = None  # the digest the tag named when planned (None: no such tag)
 
     @property
     def is_index(self) -> bool:
@@ -139,8 +145,30 @@ def plan(api: RegistryAPI, wanted: Sequence[Want], force: bool = False) -> list[
         return list(pool.map(lambda w: _plan_one(api, w, force), wanted))
 
 
+def unmoved(api: RegistryAPI, plans: Sequence[TagPlan]) -> None:
+    """Just before the tags are set: TagMoved for a tag that names something else than when
+    it was planned (another push, of another platform, may have set it meanwhile: tagging
+    over it would drop that platform). One HEAD per tag, `api.jobs` at a time; the
+    manifests and indexes by digest are already there, and are left."""
+    def check(p: TagPlan) -> None:
+        now = api.manifest_digest(p.name.repo, p.name.ref, p.name.what)
+        if now != p.seen and now != "":  # "": a registry that does not say
+            raise TagMoved(f"{p.name.what} changed while push ran (it names "
+                           f"{now or 'nothing'} now, not {p.seen or 'nothing'}); nothing "
+                           "tagged: push again to merge with what it names now")
+
+    with ThreadPoolExecutor(api.jobs) as pool:
+        list(pool.map(check, [p for p in plans if not p.unchanged and p.replaced is None]))
+
+
 def _plan_one(api: RegistryAPI, want: Want, force: bool) -> TagPlan:
     current = api.manifest_get(want.repo, want.tag, want.what)
+    made = _decide(api, want, force, current)
+    return dataclasses.replace(made, seen=current[2] if current else None)
+
+
+def _decide(api: RegistryAPI, want: Want, force: bool, current: tuple[bytes, str, str] | None
+            ) -> TagPlan:
     if current is None:  # no such tag yet
         return _plan(want, list(want.manifests))
     there, was = _current(api, want, *current)
