@@ -121,8 +121,9 @@ def wants(items: Iterable[tuple[str, Reference, Descriptor, Platform | None, str
         seen = found.setdefault(key, {})
         other = seen.setdefault(plat, (desc, source))
         if other[0].digest != desc.digest:
-            raise InputError(f"{other[1]} and {source} both hold {ref} for {plat}, as "
-                             f"{other[0].digest} and {desc.digest}; push one of them")
+            raise InputError(f"{other[1]} and {source} both hold {ref} for "
+                             f"{plat or 'no platform'}, as {other[0].digest} and "
+                             f"{desc.digest}; push one of them")
         if None in seen and len(seen) > 1:
             raise InputError(f"{seen[None][1]}: {ref} declares no platform; it cannot go into "
                              "an index with the other platforms pushed under that tag")
@@ -283,7 +284,8 @@ def _manifest_platform(api: RegistryAPI, repo: str, doc: object, what: str) -> P
 
 def _described(digest: str, body: bytes | None, want: Want) -> str:
     if body is None:
-        return f"manifest {digest} ({want.manifests[0].platform})"
+        plat = want.manifests[0].platform
+        return f"manifest {digest}" + (f" ({plat})" if plat.os else "")
     return f"index {digest} ({_platforms(want.manifests)})"
 
 
