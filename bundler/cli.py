@@ -285,7 +285,9 @@ def _push_arguments(pu: argparse.ArgumentParser) -> None:
     from bundler import fetch
     from bundler.registry import endpoint
 
-    pu.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to push")
+    pu.add_argument("bundle", metavar="BUNDLE", nargs="+",
+                    help="the .tar.zst to push; several (one per architecture) put each "
+                         "image's platforms under one tag, as an OCI image index")
     pu.add_argument("--to", required=True, metavar="HOST[/PREFIX]",
                     help="registry host[:port], optionally with a repository prefix "
                          "(images go to PREFIX/<their repository>)")
@@ -297,6 +299,9 @@ def _push_arguments(pu: argparse.ArgumentParser) -> None:
     pu.add_argument("--timeout", type=float, default=endpoint.DEFAULT_TIMEOUT, metavar="SECONDS",
                     help=f"connect and read timeout per request (default: "
                          f"{endpoint.DEFAULT_TIMEOUT:g})")
+    pu.add_argument("--force", action="store_true",
+                    help="replace a tag that names something other than another platform "
+                         "of the image (said on stderr); without it such a tag is an error")
     pu.add_argument("--print-registries", action="store_true",
                     help="after the push, print on stdout the registries.yaml that makes K3s "
                          "pull these images from there")
@@ -501,6 +506,17 @@ def _renamed_hint() -> Iterator[None]:
                                       "purpose") from None
 
 
+@contextlib.contextmanager
+def _force_hint() -> Iterator[None]:
+    """A tag push may not move, with the flag that moves it."""
+    from bundler.sinks.tags import TagTaken
+
+    try:
+        yield
+    except TagTaken as e:
+        raise TagTaken(f"{e}; --force replaces it") from None
+
+
 def _print_report(report: Report, as_json: bool) -> None:
     if as_json:
         json.dump(report.as_json(), sys.stdout, indent=2)
@@ -645,11 +661,11 @@ def _push(args: argparse.Namespace) -> int:
     if args.max_inflation is not None and not args.max_inflation > 0:
         raise UsageError(f"--max-inflation {args.max_inflation:g}: want a positive ratio")
     checks = _signed_checks(args)
-    with _renamed_hint():
+    with _renamed_hint(), _force_hint():
         result = push.push(args.bundle, args.to, registries=registries, jobs=args.jobs,
                            timeout=args.timeout, manifest=args.manifest,
                            require_checksum=args.require_checksum,
-                           max_inflation=args.max_inflation, **checks)
+                           max_inflation=args.max_inflation, force=args.force, **checks)
     if args.print_registries:
         sys.stdout.write(result.registries_yaml)
     elif args.json:
@@ -660,7 +676,7 @@ def _push(args: argparse.Namespace) -> int:
               f"{_count(result.uploaded, 'blob')} uploaded, {result.mounted} mounted, "
               f"{result.skipped} already there", file=sys.stderr)
     else:
-        print(f"nothing to push: {args.to} already holds every image of {args.bundle} "
+        print(f"nothing to push: {args.to} already holds every image of {' '.join(args.bundle)} "
               f"({_count(result.skipped, 'blob')} and every tag); the bundle was read only up "
               f"to its metadata (bundler verify checks the whole file)", file=sys.stderr)
     return 0

@@ -229,13 +229,22 @@ def test_repush_reads_only_the_front_but_any_tag_to_set_needs_the_whole_pass(
                  headers={"Content-Type": body.headers["Content-Type"]}).raise_for_status()
     moved_digest = _digest_of(registry.url, repo, tag)
     assert moved_digest != items[0]["manifestDigest"]
-    run = bundler("push", str(bad), "--to", registry.host)
+    # Another manifest of the same platform under the tag: only --force moves it back.
+    run = bundler("push", str(_bundle(builds)), "--to", registry.host)
+    assert_one_line_error(run, f"tag {repo}:{tag} names manifest {moved_digest}",
+                          "--force replaces it")
+    assert run.code == 1
+    assert _digest_of(registry.url, repo, tag) == moved_digest
+    run = bundler("push", str(bad), "--to", registry.host, "--force")
     assert_one_line_error(run, str(bad), "does not verify")
     assert _digest_of(registry.url, repo, tag) == moved_digest
-    run = bundler("push", str(_bundle(builds)), "--to", registry.host, "--json")
+    run = bundler("push", str(_bundle(builds)), "--to", registry.host, "--json", "--force")
     assert run.code == 0, run.stderr
     assert json.loads(run.stdout)["verified"] is True
     assert _digest_of(registry.url, repo, tag) == items[0]["manifestDigest"]
+    assert json.loads(run.stdout)["replaced"] == [
+        f"{repo}:{tag} was manifest {moved_digest} (linux/amd64), becomes manifest "
+        f"{items[0]['manifestDigest']} (linux/amd64)"]
 
 
 def test_killed_push_completes_without_resending(builds, registry, front):

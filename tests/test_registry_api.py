@@ -10,7 +10,7 @@ import json
 import pytest
 import requests
 
-from bundler.errors import InputError
+from bundler.errors import DigestMismatch, InputError, RegistryError
 from bundler.reference import parse
 from bundler.registry.api import Blob, Manifest, Name, RegistryAPI, names, needed
 from bundler.registry.endpoint import Endpoint
@@ -18,6 +18,7 @@ from tests.registries import Front
 from tests.servers import Registry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 def _digest(data: bytes) -> str:
@@ -133,3 +134,64 @@ def test_a_tag_naming_another_manifest_is_unnamed_and_only_it_is_put(front):
 def test_jobs_below_one_are_refused():
     with pytest.raises(InputError, match=r"^--jobs 0: want at least 1$"):
         RegistryAPI(Endpoint("http://127.0.0.1:1"), jobs=0)
+
+
+def _index(*images: _Image) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": i.digest, "size": len(i.manifest),
+         "platform": {"architecture": "amd64", "os": "linux"}} for i in images]}).encode()
+
+
+def _pushed(api: RegistryAPI, repo: str, ref, *images: _Image) -> None:
+    for image in images:
+        for blob in needed([(repo, image.blobs())]):
+            api.put_blob(blob, lambda data=image.bytes[blob.digest]: io.BytesIO(data))
+
+
+def test_an_index_goes_after_its_manifests_and_the_tag_after_it(front):
+    one, two = _Image("one"), _Image("two")
+    api = RegistryAPI(Endpoint(f"http://{front.host}"), jobs=4)
+    ref = parse("a/img:v1")
+    _pushed(api, "a/img", ref, one, two)
+    body = _index(one, two)
+    index = Manifest("a/img", _digest(body), body, OCI_INDEX, ref)
+    wanted = [Name("a/img", d, d, "m") for d in (one.digest, two.digest)] + \
+        [Name("a/img", "v1", index.digest, "tag")]
+    before = len(front.calls)
+    api.put_manifests([index] + [Manifest("a/img", i.digest, i.manifest, OCI_MANIFEST, ref)
+                                 for i in (one, two)], wanted)
+    puts = [p for m, p, s in front.calls[before:] if m == "PUT" and s == 201]
+    assert sorted(puts[:2]) == sorted(f"/v2/a/img/manifests/{i.digest}" for i in (one, two))
+    assert puts[2:] == [f"/v2/a/img/manifests/{index.digest}", "/v2/a/img/manifests/v1"]
+
+
+def test_manifest_get_reads_what_a_tag_names_bounded_and_none_when_absent(front, monkeypatch):
+    one = _Image("one")
+    api = RegistryAPI(Endpoint(f"http://{front.host}"), jobs=1)
+    ref = parse("a/img:v1")
+    _pushed(api, "a/img", ref, one)
+    assert api.manifest_get("a/img", "v1", "tag a/img:v1") is None
+    api.put_manifests([Manifest("a/img", one.digest, one.manifest, OCI_MANIFEST, ref)],
+                      names([("a/img", ref, one.digest)]))
+    assert api.manifest_get("a/img", "v1", "tag") == (one.manifest, OCI_MANIFEST, one.digest)
+    body = _index(one)
+    api.manifest_put(Manifest("a/img", _digest(body), body, OCI_INDEX, ref), "index")
+    api.tag(Manifest("a/img", _digest(body), body, OCI_INDEX, ref), "v2", "index tag")
+    assert api.manifest_get("a/img", "v2", "tag") == (body, OCI_INDEX, _digest(body))
+    monkeypatch.setattr("bundler.registry.client.MAX_MANIFEST", len(body) - 1)
+    with pytest.raises(RegistryError, match=rf"^tag a/img:v2: larger than {len(body) - 1} "):
+        api.manifest_get("a/img", "v2", "tag a/img:v2")
+
+
+def test_a_document_is_read_whole_checked_and_capped(front):
+    one = _Image("one")
+    api = RegistryAPI(Endpoint(f"http://{front.host}"), jobs=1)
+    _pushed(api, "a/img", parse("a/img:v1"), one)
+    config = _digest(one.config)
+    assert api.document("a/img", config, len(one.config), "config") == one.config
+    with pytest.raises(DigestMismatch, match=r"^config: expected 3 bytes of "):
+        api.document("a/img", config, 3, "config")  # the registry sends more: refused
+    before = len(front.calls)
+    with pytest.raises(RegistryError, match=r"^config: 10 bytes, larger than 9; refused$"):
+        api.document("a/img", config, 10, "config", cap=9)
+    assert len(front.calls) == before  # refused before asking

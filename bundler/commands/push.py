@@ -1,4 +1,8 @@
-"""`bundler push`: a bundle into a registry, verified on the way, in one pass over the file.
+"""`bundler push`: bundles into a registry, verified on the way, in one pass over each file.
+
+Several bundles (one per architecture) go in one push: their images' tags then name an OCI
+index of every platform's manifest, as does a tag that already names another platform of the
+image (sinks/tags.py decides, from what each tag names now, before any byte is sent).
 
 bundle source -> registry (through registry/api.py, the blob, manifest and tag operations
 the registry sink speaks too). The bundle is read once, front to back, by verify.verify itself
@@ -22,25 +26,38 @@ computed. A file swapped or rewritten in between fails with nothing tagged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from bundler.config import RegistriesConfig
 from bundler.errors import BundlerError, InputError, VerificationFailed
 from bundler.image import Descriptor
+from bundler.platform import Platform
 from bundler.reference import Reference
 from bundler.registry.api import Blob, RegistryAPI, names, needed
 from bundler.registry.endpoint import DEFAULT_TIMEOUT
-from bundler.sinks.registry import Target, manifests, parse_target, registries_yaml
+from bundler.sinks.registry import (
+    Target,
+    manifests,
+    parse_target,
+    registries_yaml,
+    settle,
+    tag_names,
+)
+from bundler.sinks.tags import TagPlan, Want, unmoved, wants
 from bundler.sources import bundle as bundle_source
+
+if TYPE_CHECKING:
+    from bundler.checks.verify import Report
 
 log = logging.getLogger(__name__)
 
@@ -59,48 +76,66 @@ class PushResult:
     # One line per image whose pinned digest will not resolve from the registry (logged as
     # a warning on success too).
     warnings: list[str] = field(default_factory=list)
+    # One line per tag a forced push replaced: what it named and what it names now.
+    replaced: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"target": self.target, "images": self.images, "uploaded": self.uploaded,
                 "mounted": self.mounted, "skipped": self.skipped, "verified": self.verified,
-                "warnings": self.warnings}
+                "warnings": self.warnings, "replaced": self.replaced}
 
 
-def push(bundle: str | Path, to: str, *, registries: RegistriesConfig | None = None,
+def push(bundles: str | Path | Sequence[str | Path], to: str, *,
+         registries: RegistriesConfig | None = None,
          jobs: int = 4, timeout: float = DEFAULT_TIMEOUT, api: RegistryAPI | None = None,
          manifest: str | Path | None = None, key: str | Path | None = None,
          require_checksum: bool = False, max_inflation: float | None = None,
-         allow_rename: bool = False, not_before: datetime | None = None) -> PushResult:
-    """Push every image of `bundle` to `to` (HOST[/PREFIX]); VerificationFailed (and no
-    manifest pushed) if the bundle does not verify or changed while it was read,
-    RegistryError/NetworkError if the registry refuses or cannot be reached.
+         allow_rename: bool = False, not_before: datetime | None = None,
+         force: bool = False) -> PushResult:
+    """Push every image of `bundles` (one bundle, or several: one per architecture) to `to`
+    (HOST[/PREFIX]); VerificationFailed (and no manifest pushed) if a bundle does not verify
+    or changed while it was read, RegistryError/NetworkError if the registry refuses or
+    cannot be reached, TagTaken (nothing sent) for a tag naming something other than another
+    platform of its image, unless `force`. A tag several platforms share names an OCI index
+    of them (sinks/tags.py).
 
     `manifest`, `key`, `require_checksum`, `max_inflation`, `allow_rename`, `not_before`: as
-    for verify.verify, which push runs. Given any of the first three or `not_before`, the
-    bundle is verified even when the registry lacks nothing (the user asked for proof of
-    the file, so push does not skip the pass)."""
-    path = Path(bundle)
+    for verify.verify, which push runs on each bundle. Given any of the first three or
+    `not_before`, the bundles are verified even when the registry lacks nothing (the user
+    asked for proof of the files, so push does not skip the pass)."""
+    paths = [Path(bundles)] if isinstance(bundles, (str, Path)) else [Path(b) for b in bundles]
     target = parse_target(to, registries)
     api = api or RegistryAPI(target.endpoint, timeout, jobs=jobs)
-    with bundle_source.open_bundle(path) as f:
-        # The names and tags come from this read of the metadata, the proof from verify's
-        # own read of the file: the two are tied by the file's sha256, so a file swapped
-        # or rewritten in between cannot have verified manifests tagged with the names of
-        # another file's front.
-        whole = _WholeFile(f, path)
-        meta = bundle_source.read_metadata(path, whole)
-        whole.hash_rest()
-        try:
-            result = _push(path, to, meta, whole, target, api, {
-                "manifest": manifest, "key": key, "require_checksum": require_checksum,
-                "allow_rename": allow_rename, "not_before": not_before,
-                **({} if max_inflation is None else {"max_inflation": max_inflation})})
-        finally:
-            whole.stop()
-    result.warnings = [w for e in meta.entries if (w := _unresolvable_pin(target, e))]
-    for text in result.warnings:
+    checks = {"manifest": manifest, "key": key, "require_checksum": require_checksum,
+              "allow_rename": allow_rename, "not_before": not_before,
+              **({} if max_inflation is None else {"max_inflation": max_inflation})}
+    with contextlib.ExitStack() as stack:
+        reads = []
+        for path in paths:
+            # The names and tags come from this read of the metadata, the proof from
+            # verify's own read of the file: the two are tied by the file's sha256, so a
+            # file swapped or rewritten in between cannot have verified manifests tagged
+            # with the names of another file's front.
+            whole = _WholeFile(stack.enter_context(bundle_source.open_bundle(path)), path)
+            stack.callback(whole.stop)
+            meta = bundle_source.read_metadata(path, whole)
+            whole.hash_rest()
+            reads.append(_Read(path, meta, whole))
+        result = _push(reads, to, target, api, checks, force)
+    entries = [e for r in reads for e in r.meta.entries]
+    result.warnings = [w for e in entries if (w := _unresolvable_pin(target, e))]
+    for text in result.warnings + result.replaced:
         log.warning("%s", text)
     return result
+
+
+@dataclass
+class _Read:
+    """One bundle of a push: its path, the metadata at its front, the read of the whole."""
+
+    path: Path
+    meta: bundle_source.Metadata
+    whole: _WholeFile
 
 
 def _unresolvable_pin(target: Target, entry: bundle_source.Entry) -> str | None:
@@ -118,59 +153,101 @@ def _unresolvable_pin(target: Target, entry: bundle_source.Entry) -> str | None:
             f"rewrote), pushed as {by_tag}{repo}@{digest}")
 
 
-def _push(path: Path, to: str, meta: bundle_source.Metadata, whole: _WholeFile,
-          target: Target, api: RegistryAPI, checks: dict) -> PushResult:
-    _check_collisions(meta, target)
+def _push(reads: list[_Read], to: str, target: Target, api: RegistryAPI, checks: dict,
+          force: bool) -> PushResult:
+    _check_collisions(reads, target)
+    entries = [(r.path, e) for r in reads for e in r.meta.entries]
     # Layers and configs per repository, from manifest.json at the front (verify checks it
     # against the manifests at the end before anything is named). Sizes are not at the
     # front: Blob.size is filled when the member streams past.
     blobs = needed((target.repository(e.reference),
                     [(d, 0) for d in (*e.layer_digests, e.config_digest)])
-                   for e in meta.entries)
-    found, unnamed = api.survey(blobs, names(
-        (target.repository(e.reference), e.reference, e.manifest.digest)
-        for e in meta.entries))
+                   for _, e in entries)
+    # Platforms as index.json declares them; verify holds each to its config.
+    wanted = wants((target.repository(e.reference), e.reference, e.manifest, e.platform,
+                    str(path)) for path, e in entries)
+    untagged = names((target.repository(e.reference), e.reference, e.manifest.digest)
+                     for _, e in entries if not e.reference.tag)
+    found, unnamed = api.survey(blobs, tag_names(wanted) + untagged)
+    plans, to_name, indexes = settle(api, wanted, unnamed, force)
     missing = {b.digest: b for b in found}
     result = PushResult(to, skipped=len(blobs) - len(missing))
+    result.replaced = [p.replaced for p in plans if p.replaced]
+    tagged = _tagged(wanted, plans)
     asked = checks["manifest"] is not None or checks["key"] is not None \
         or checks["require_checksum"] or checks["not_before"] is not None
-    if not missing and not unnamed and not asked:
-        # Every blob is there and every tag already names its manifest: nothing would be
-        # sent, so nothing unverified can enter the registry, and the bundle is not read
-        # past its metadata (a re-push is one round of HEADs). Anything to send, a tag
-        # included, goes through the whole verifying pass first. `bundler verify` checks
-        # the file itself.
-        result.images = [_pushed(target, e.reference, e.manifest.digest) for e in meta.entries]
-        result.registries_yaml = registries_yaml(target, [e.reference for e in meta.entries])
+    if not missing and not to_name and not asked:
+        # Every blob is there and every tag already names its manifest (or an index holding
+        # it): nothing would be sent, so nothing unverified can enter the registry, and the
+        # bundles are not read past their metadata (a re-push is one round of HEADs).
+        # Anything to send, a tag included, goes through the whole verifying pass first.
+        # `bundler verify` checks the file itself.
+        result.images = [_pushed(target, e.reference, e.manifest.digest, e.platform, tagged)
+                         for _, e in entries]
+        result.registries_yaml = registries_yaml(target, [e.reference for _, e in entries])
         return result
+    documents = _verified(reads, api, missing, checks)
+    images = [bundle_source.image_of(e, documents, _unopenable) for _, e in entries]
+    api.put_manifests(manifests(target, images) + indexes, to_name,
+                      lambda: unmoved(api, plans))
+    result.verified = True
+    result.uploaded, result.mounted = api.uploads, api.mounts
+    result.images = [_pushed(target, i.reference, i.manifest_digest, i.platform, tagged)
+                     for i in images]
+    result.registries_yaml = registries_yaml(target, images)
+    return result
+
+
+def _verified(reads: list[_Read], api: RegistryAPI, missing: dict[str, Blob], checks: dict
+              ) -> dict[str, bytes]:
+    """Each bundle read once by verify, in turn, the blobs the registry lacks uploaded from
+    the stream; the documents (manifests, configs) verify kept, when every bundle verified
+    and is the file its metadata came from. VerificationFailed at the first that is not."""
     from bundler.checks import (
         verify,  # the streaming pass; a re-push that sends nothing never loads it
     )
 
+    documents: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="bundler-push-") as spool_dir:
         uploads = _Uploads(api, missing, Path(spool_dir))
         try:
-            report = verify.verify(path, on_blob=uploads.open, **checks)
+            for r in reads:
+                report = verify.verify(r.path, on_blob=uploads.open, **checks)
+                _check_report(r, report)
+                documents.update(report.documents)
         except BaseException:
             uploads.finish(cancel=True)  # Ctrl-C or a local failure: start nothing more
             raise
         uploads.finish()
-    if report.sha256 is not None and whole.sha256() != report.sha256:
-        raise VerificationFailed(f"{path}: changed while push read it (sha256 {whole.sha256()} "
-                                 f"when its metadata was read, {report.sha256} when verified); "
-                                 "nothing tagged or pushed as a manifest", report)
+    uploads.raise_first()
+    return documents
+
+
+def _check_report(read: _Read, report: Report) -> None:
+    path, sha = read.path, report.sha256
+    if sha is not None and read.whole.sha256() != sha:
+        raise VerificationFailed(f"{path}: changed while push read it (sha256 "
+                                 f"{read.whole.sha256()} when its metadata was read, {sha} "
+                                 "when verified); nothing tagged or pushed as a manifest",
+                                 report)
     if not report.ok:
         first = report.problems[0] if report.problems else "problems found"
         raise VerificationFailed(f"{path}: does not verify, nothing tagged or pushed as a "
                                  f"manifest: {first}", report)
-    uploads.raise_first()
-    images = [bundle_source.image_of(e, report.documents, _unopenable) for e in meta.entries]
-    api.put_manifests(manifests(target, images), unnamed)
-    result.verified = True
-    result.uploaded, result.mounted = api.uploads, api.mounts
-    result.images = [_pushed(target, i.reference, i.manifest_digest) for i in images]
-    result.registries_yaml = registries_yaml(target, images)
-    return result
+
+
+def _tagged(wanted: list[Want], plans: list[TagPlan]) -> dict[tuple[str, str], str | None]:
+    """The index each tag names after the push (None: it names the image's manifest)."""
+    planned = {(p.name.repo, p.name.ref): p for p in plans}
+    out: dict[tuple[str, str], str | None] = {}
+    for w in wanted:
+        p = planned.get((w.repo, w.tag))
+        if p is None:
+            digest, body = w.target()
+            out[w.repo, w.tag] = digest if body is not None else None
+        else:
+            out[w.repo, w.tag] = p.name.digest if p.is_index else None
+    return out
 
 
 class _WholeFile:
@@ -214,16 +291,20 @@ class _WholeFile:
             self._thread.join()
 
 
-def _pushed(target: Target, ref: Reference, digest: str) -> dict:
+def _pushed(target: Target, ref: Reference, digest: str, plat: Platform | None,
+            tagged: dict[tuple[str, str], str | None]) -> dict:
+    repo = target.repository(ref)
     return {"reference": str(ref), "manifestDigest": digest,
-            "pushed": f"{target.host}/{target.repository(ref)}@{digest}"}
+            "platform": str(plat) if plat else None,
+            "indexDigest": tagged.get((repo, ref.tag)) if ref.tag else None,
+            "pushed": f"{target.host}/{repo}@{digest}"}
 
 
-def _check_collisions(meta: bundle_source.Metadata, target: Target) -> None:
+def _check_collisions(reads: list[_Read], target: Target) -> None:
     """Repository names drop the source registry: docker.io/a/b:1 and quay.io/a/b:1 would
     both be PREFIX/a/b:1. Refused before any request, naming both."""
     seen: dict[str, Reference] = {}
-    for e in meta.entries:
+    for e in (e for r in reads for e in r.meta.entries):
         if not e.reference.tag:
             continue
         name = f"{target.repository(e.reference)}:{e.reference.tag}"
@@ -243,10 +324,11 @@ class _Uploads:
         self._slots = threading.BoundedSemaphore(2 * api.jobs)
         self._pool = ThreadPoolExecutor(api.jobs)
         self._futures: list[Future] = []
+        self._taken: set[str] = set()  # spooled whole: another bundle holding it skips it
         self.failed = threading.Event()
 
     def open(self, digest: str, size: int) -> _Spool | None:
-        if digest not in self._missing or self.failed.is_set():
+        if digest not in self._missing or digest in self._taken or self.failed.is_set():
             return None
         self._slots.acquire()
         return _Spool(self, digest, size, self._spool / digest.split(":", 1)[1])
@@ -256,6 +338,7 @@ class _Uploads:
             spool.path.unlink(missing_ok=True)
             self._slots.release()
             return
+        self._taken.add(spool.digest)
         blob = Blob(spool.digest, spool.size, self._missing[spool.digest].repos)
         self._futures.append(self._pool.submit(self._upload, blob, spool.path))
 

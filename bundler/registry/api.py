@@ -7,24 +7,35 @@ repositories are known to hold which blob (what a mount may come from). The copy
 written once over it: `needed` (the one place that says which blobs images need, in which
 repositories), `survey` (one round of HEADs: what the registry lacks), `put_blob` (mounted
 from a repository that holds it, else uploaded once and mounted into the rest),
-`put_manifests` (every manifest by digest, then the tags). The registry sink feeds them
-images; push feeds them a bundle's metadata and the blobs its verifying read streams past.
+`put_manifests` (every image manifest by digest, then every index, then the tags). The
+registry sink feeds them images; push feeds them a bundle's metadata and the blobs its
+verifying read streams past. `manifest_get` and `document` read what a tag names now (an
+index or a manifest, and a manifest's config), bounded, for the sink to decide what the tag
+becomes; this module only moves bytes and never interprets them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from bundler.errors import InputError
+from bundler import mediatypes
+from bundler.digest import sha256_digest
+from bundler.errors import DigestMismatch, InputError, RegistryError
 from bundler.reference import Reference
+from bundler.registry.client import Client
 from bundler.registry.endpoint import DEFAULT_TIMEOUT, Endpoint
 from bundler.registry.writer import Writer
 
 Opener = Callable[[], BinaryIO]
+
+# What a config (or any small document a tag's manifest names) may be: distribution refuses
+# manifests over 4 MiB, and a config is smaller than its manifest in every image we know.
+MAX_DOCUMENT = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,13 @@ class RegistryAPI:
             raise InputError(f"--jobs {jobs}: want at least 1")
         self.jobs = jobs
         self._writer = writer or Writer(endpoint, timeout)
+        # Reads go through the pull client (bounded manifest reads, redirects by hand);
+        # the push target's repositories are named as they are, never rewritten.
+        self._endpoint = dataclasses.replace(endpoint, rewrites=())
+        self._timeout = timeout
+        self._client: Client | None = None
         self._have: dict[str, set[str]] = {}  # digest -> repositories known to hold it
+        self._absent: set[tuple[str, str]] = set()  # (repo, ref) survey found no manifest at
         self._lock = threading.Lock()
 
     @property
@@ -127,6 +144,41 @@ class RegistryAPI:
         """The digest `ref` (tag or digest) resolves to in `repo`, None when it does not."""
         return self._writer.manifest_digest(repo, ref, what)
 
+    def manifest_get(self, repo: str, ref: str, what: str) -> tuple[bytes, str, str] | None:
+        """(bytes, media type, digest) of what `ref` (tag or digest) names in `repo`, asked
+        for as any index or manifest type, at most client.MAX_MANIFEST bytes; None when the
+        registry does not hold it (404), or survey's HEAD found it absent (not asked again:
+        a tag this push creates is no GET more)."""
+        with self._lock:
+            if (repo, ref) in self._absent:
+                return None
+        try:
+            return self._reader().manifest(repo, ref, what)
+        except RegistryError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def document(self, repo: str, digest: str, size: int, what: str,
+                 cap: int = MAX_DOCUMENT) -> bytes:
+        """A small blob (a config) whole: `size` bytes at most `cap`, checked against
+        `digest`; a body cut off mid-way resumes, a longer one is refused."""
+        if size > cap:
+            raise RegistryError(f"{what}: {size} bytes, larger than {cap}; refused")
+        reader = self._reader().blob(repo, digest, what, size)
+        chunks, total = [], 0
+        try:
+            while chunk := reader.read():
+                chunks.append(chunk)
+                total += len(chunk)
+        finally:
+            reader.close()
+        body = b"".join(chunks)
+        if total != size or sha256_digest(body) != digest:
+            raise DigestMismatch(f"{what}: expected {size} bytes of {digest}, got {total} "
+                                 f"bytes of {sha256_digest(body)}")
+        return body
+
     def manifest_put(self, manifest: Manifest, what: str) -> None:
         """Put the manifest by its digest."""
         self._writer.put_manifest(manifest.repo, manifest.digest, manifest.body,
@@ -135,6 +187,12 @@ class RegistryAPI:
     def tag(self, manifest: Manifest, tag: str, what: str) -> None:
         """Point `tag` in the manifest's repository at it (a PUT of its bytes by tag)."""
         self._writer.put_manifest(manifest.repo, tag, manifest.body, manifest.media_type, what)
+
+    def _reader(self) -> Client:
+        with self._lock:
+            if self._client is None:
+                self._client = Client(self._endpoint, self._timeout)
+            return self._client
 
     def _holds(self, digest: str, repo: str) -> None:
         with self._lock:
@@ -161,6 +219,9 @@ class RegistryAPI:
             found = list(pool.map(lambda head: head(), heads))
         missing = [b for b in blobs if set(b.repos) - self._holders(b.digest)]
         resolved = found[len(pairs):]
+        with self._lock:
+            for n, digest in zip(names, resolved, strict=True):
+                (self._absent.add if digest is None else self._absent.discard)((n.repo, n.ref))
         return missing, [n for n, digest in zip(names, resolved, strict=True)
                          if digest != n.digest]
 
@@ -176,19 +237,26 @@ class RegistryAPI:
             if not (source and self.blob_mount(repo, blob.digest, source, what)):
                 self.blob_put(repo, blob.digest, blob.size, opener, what)
 
-    def put_manifests(self, manifests: Sequence[Manifest], unnamed: Sequence[Name]) -> None:
+    def put_manifests(self, manifests: Sequence[Manifest], unnamed: Sequence[Name],
+                      before_tags: Callable[[], None] | None = None) -> None:
         """Every manifest by digest, then every tag: a tag never names a manifest that is
-        not there yet. `unnamed`: survey()'s names that did not resolve; the rest are left
-        alone, so a re-push sends nothing. The manifests go `jobs` at a time, then the
-        tags."""
+        not there yet. `unnamed`: survey()'s names that did not resolve (and those the caller
+        adds); the rest are left alone, so a re-push sends nothing. The image manifests go
+        `jobs` at a time, then the indexes (a registry may refuse an index naming a manifest
+        it lacks), then `before_tags` (which may raise: no tag is set), then the tags."""
         by_digest = {(m.repo, m.digest): m for m in manifests}
         puts = {(n.repo, n.digest): by_digest[n.repo, n.digest] for n in unnamed}
         tags = [n for n in unnamed if n.ref != n.digest]
+        indexes = [m for m in puts.values() if m.media_type in mediatypes.INDEXES]
+        images = [m for m in puts.values() if m.media_type not in mediatypes.INDEXES]
         with ThreadPoolExecutor(self.jobs) as pool:
-            for f in [pool.submit(self.manifest_put, m,
-                                  f"{m.reference}: manifest {m.digest} in {m.repo}")
-                      for m in puts.values()]:
-                f.result()
+            for stage in (images, indexes):
+                for f in [pool.submit(self.manifest_put, m,
+                                      f"{m.reference}: manifest {m.digest} in {m.repo}")
+                          for m in stage]:
+                    f.result()
+            if before_tags is not None:
+                before_tags()
             for f in [pool.submit(self.tag, by_digest[n.repo, n.digest], n.ref, n.what)
                       for n in tags]:
                 f.result()

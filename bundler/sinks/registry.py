@@ -6,6 +6,9 @@ at most `jobs` at a time; then every manifest by digest; then the tags. So no ta
 manifest names a blob the registry lacks, and a push that fails part-way names nothing new;
 its re-run finds the blobs already there (HEAD) and sends only the rest.
 
+A tag that several platforms of an image share names an OCI image index of them (tags.py);
+a tag naming something else is replaced only when forced.
+
 Repository names: `PREFIX/` + the image's repository path (`docker.io/rancher/x:1` with
 prefix `mirror` -> `mirror/rancher/x:1`), so K3s finds them through a registries.yaml
 `rewrite` (see registries_yaml).
@@ -24,9 +27,10 @@ from bundler.config import RegistriesConfig
 from bundler.errors import InputError
 from bundler.image import Image
 from bundler.reference import Reference
-from bundler.registry.api import Manifest, RegistryAPI, names, needed
+from bundler.registry.api import Manifest, Name, RegistryAPI, names, needed
 from bundler.registry.endpoint import DEFAULT_TIMEOUT, Endpoint, TLSConfig
 from bundler.registry.writer import Writer
+from bundler.sinks.tags import TagPlan, Want, plan, unmoved, wants
 
 _PREFIX_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)"
                         r"[a-z0-9]+)*)*")
@@ -73,12 +77,15 @@ def parse_target(to: str, registries: RegistriesConfig | None = None) -> Target:
 
 class RegistrySink:
     """Pushes images to `target` (Sink protocol), `jobs` blobs at a time, through the
-    registry API push uses too."""
+    registry API push uses too; `force`: replace a tag that names something other than
+    another platform of the image (TagTaken otherwise, before any byte is sent)."""
 
     def __init__(self, target: Target, *, jobs: int = 4, timeout: float = DEFAULT_TIMEOUT,
-                 writer: Writer | None = None):
+                 writer: Writer | None = None, force: bool = False):
         self.target = target
+        self.force = force
         self.api = RegistryAPI(target.endpoint, timeout, jobs=jobs, writer=writer)
+        self.plans: list[TagPlan] = []
 
     def write(self, images: Sequence[Image]) -> None:
         openers: dict[str, Callable[[], BinaryIO]] = {}
@@ -88,12 +95,45 @@ class RegistrySink:
             openers.setdefault(image.config_descriptor.digest, _bytes_opener(image.config))
         target = self.target
         blobs = needed((target.repository(i.reference), _blobs(i)) for i in images)
-        missing, unnamed = self.api.survey(blobs, names(
-            (target.repository(i.reference), i.reference, i.manifest_digest) for i in images))
+        wanted = wants((target.repository(i.reference), i.reference, i.manifest_descriptor,
+                        i.platform, str(i.reference)) for i in images)
+        missing, unnamed = self.api.survey(blobs, tag_names(wanted) + untagged(target, images))
+        self.plans, to_name, indexes = settle(self.api, wanted, unnamed, self.force)
         with ThreadPoolExecutor(self.api.jobs) as pool:
             for f in [pool.submit(self.api.put_blob, b, openers[b.digest]) for b in missing]:
                 f.result()
-        self.api.put_manifests(manifests(target, images), unnamed)
+        self.api.put_manifests(manifests(target, images) + indexes, to_name,
+                               lambda: unmoved(self.api, self.plans))
+
+
+def tag_names(wanted: Sequence[Want]) -> list[Name]:
+    """What survey asks of each tag: whether it names its target already (the one manifest,
+    or the index of all the platforms pushed)."""
+    return [Name(w.repo, w.tag, w.target()[0], w.what) for w in wanted]
+
+
+def untagged(target: Target, images: Iterable[Image]) -> list[Name]:
+    """The names of images referred to by digest alone: their manifests by digest."""
+    return names((target.repository(i.reference), i.reference, i.manifest_digest)
+                 for i in images if not i.reference.tag)
+
+
+def settle(api: RegistryAPI, wanted: Sequence[Want], unnamed: Sequence[Name], force: bool
+           ) -> tuple[list[TagPlan], list[Name], list[Manifest]]:
+    """For survey's `unnamed`: what each tag becomes (tags.plan: TagTaken unless `force` for
+    a tag naming something else), the names put_manifests must make resolve (every pushed
+    manifest by digest before the index or tag naming it) and the indexes to put."""
+    keys = {(n.repo, n.ref) for n in unnamed}
+    plans = plan(api, [w for w in wanted if (w.repo, w.tag) in keys], force)
+    by_digest = [n for n in unnamed if n.ref == n.digest]
+    tagged: list[Name] = []
+    for want, p in zip([w for w in wanted if (w.repo, w.tag) in keys], plans, strict=True):
+        if p.unchanged:
+            continue
+        by_digest += [Name(want.repo, d, d, f"{want.reference}: manifest {d} in {want.repo}")
+                      for d in p.manifests]
+        tagged.append(p.name)
+    return plans, by_digest + tagged, [p.index for p in plans if p.index is not None]
 
 
 def _blobs(image: Image) -> list[tuple[str, int]]:
