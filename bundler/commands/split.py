@@ -26,7 +26,7 @@ from bundler.bundleformat import checksums, parts
 from bundler.checks import verify
 from bundler.digest import CHUNK
 from bundler.errors import InputError, VerificationFailed
-from bundler.text import NAME_LIMIT, shown
+from bundler.text import shown
 
 # SI units are powers of 1000, IEC units powers of 1024 (IEC 80000-13); a bare number is bytes.
 # "K", "G", "KB" or "4g" say neither exactly, so they are refused rather than guessed.
@@ -331,14 +331,19 @@ def describe(parts_list: str | Path) -> dict:
             "verified": False}
 
 
+# A listing shows names whole (escaped, never cut): they are what the user types next.
+_LISTED = 1 << 16
+
+
 def render_text(info: dict) -> str:
+    """The description as people read it; every name shown escaped unless printable ASCII."""
     whole = info["whole"]
     count = len(info["parts"])
-    lines = [f"{shown(info['file'], limit=NAME_LIMIT)}: parts list of "
-             f"{shown(whole['name'], limit=NAME_LIMIT)}, "
+    lines = [f"{shown(info['file'], limit=_LISTED)}: parts list of "
+             f"{shown(whole['name'], limit=_LISTED)}, "
              f"{whole['size']} bytes in {count} part{'' if count == 1 else 's'}",
              f"  sha256     {whole['sha256']}", ""]
-    lines += [f"  {shown(p['name'], limit=NAME_LIMIT)}  offset {p['offset']}  {p['size']} "
+    lines += [f"  {shown(p['name'], limit=_LISTED)}  offset {p['offset']}  {p['size']} "
               f"bytes  sha256 {p['sha256']}" for p in info["parts"]]
     lines += ["", "inspect describes what the parts list says; it does not check the parts "
               "(`bundler verify` does)"]
