@@ -18,15 +18,17 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from bundler import localfile
 from bundler.atomic import AtomicOutputs
 from bundler.bundleformat import checksums, parts
-from bundler.checks import verify
 from bundler.digest import CHUNK
 from bundler.errors import InputError, VerificationFailed
 from bundler.text import shown
+
+if TYPE_CHECKING:
+    from bundler.checks.verify import Report
 
 # SI units are powers of 1000, IEC units powers of 1024 (IEC 80000-13); a bare number is bytes.
 # "K", "G", "KB" or "4g" say neither exactly, so they are refused rather than guessed.
@@ -178,14 +180,17 @@ def check_parts(listed: parts.PartsList) -> list[str]:
 
 def verify_parts(parts_list: str | Path, manifest: str | Path | None = None, *,
                  require_checksum: bool = False,
-                 max_inflation: float = verify.DEFAULT_MAX_INFLATION,
+                 max_inflation: float | None = None,
                  key: str | Path | None = None, allow_rename: bool = False,
-                 not_before: datetime | None = None) -> verify.Report:
+                 not_before: datetime | None = None) -> Report:
     """verify for a parts list: every part is checked (each damaged or missing one is a
     problem of its own, so only those are sent again); when all are good, the joined bytes
     are verified as verify.verify checks a bundle, read from the parts in order without
     writing the whole, with the checksum files beside the list (NAME.manifest.json,
-    sha256sum-*.txt) vouching for the whole's name. The parts are read twice."""
+    sha256sum-*.txt) vouching for the whole's name. The parts are read twice.
+    `max_inflation`: as verify's (default: its default)."""
+    from bundler.checks import verify  # split and join check no content: only this loads it
+
     listed = parts.read(parts_list)
     problems = check_parts(listed)
     if problems:
@@ -195,7 +200,8 @@ def verify_parts(parts_list: str | Path, manifest: str | Path | None = None, *,
         return report
     with JoinedFile(listed) as joined:
         report = verify.verify(listed.whole, manifest, require_checksum=require_checksum,
-                               max_inflation=max_inflation, key=key,
+                               max_inflation=max_inflation or verify.DEFAULT_MAX_INFLATION,
+                               key=key,
                                allow_rename=allow_rename, not_before=not_before,
                                opened=joined)
     report.file = str(parts_list)
@@ -309,7 +315,7 @@ def join(parts_list: str | Path, output_dir: str | Path | None = None) -> tuple[
 
 def for_place(parts_list: Path, *, key: str | Path | None, allow_rename: bool,
               not_before: datetime | None
-              ) -> tuple[Path, Callable[[Path], BinaryIO], verify.Report]:
+              ) -> tuple[Path, Callable[[Path], BinaryIO], Report]:
     """What place needs to place the whole of a parts list: the whole's path (its name is
     the placed file's), an opener that reads the whole from its parts, and verify's report
     on it. The parts are read again as they are copied, and the copy is checked against the
