@@ -19,7 +19,7 @@ from tests import docsenv
 from tests.docsenv import ROOT, blocks, commands, matches
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-COMMAND_PAGES = ("build", "verify", "place", "inspect", "push", "images")
+COMMAND_PAGES = ("build", "verify", "place", "inspect", "push", "images", "split", "join")
 README_LIMIT = 16 * 1024
 
 NOT_RUN = {
