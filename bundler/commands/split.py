@@ -7,16 +7,17 @@ the other side (verify_parts), so a damaged or missing part is named and only it
 again; join checks every part and the whole while it writes the bundle, atomically.
 
 Memory stays flat: bytes move in CHUNK pieces, and a part's sha256 and the whole's are
-computed as the bytes pass, side by side on two threads (_pump).
+computed as the bytes pass, each on a thread of its own (_Hashing).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -78,11 +79,10 @@ def split(bundle: str | Path, part_size: int = parts.FAT32_MAX,
             raise InputError(f"{source}: {size} bytes in parts of {part_size} would make {count} "
                              f"parts, more than {parts.MAX_PARTS}; choose a larger part size")
         out.mkdir(parents=True, exist_ok=True)
-        with AtomicOutputs(out) as outputs, ThreadPoolExecutor(2, "split-hash") as pool:
+        with AtomicOutputs(out) as outputs, _Hashing("split-whole") as whole:
             names = parts.part_names(source.name, count)
-            whole = hashlib.sha256()
             written = [_write_part(f, outputs.temp(name), name, i * part_size,
-                                   min(part_size, size - i * part_size), whole, pool, source)
+                                   min(part_size, size - i * part_size), whole, source)
                        for i, name in enumerate(names)]
             if f.read(1):
                 raise VerificationFailed(f"{source}: grew while being split; nothing written")
@@ -99,40 +99,79 @@ def split(bundle: str | Path, part_size: int = parts.FAT32_MAX,
     return list_path, listed
 
 
-def _pump(src: BinaryIO, size: int, hashes: list, dst: BinaryIO | None,
-          pool: ThreadPoolExecutor | None) -> int:
-    """Move `size` bytes from `src` to `dst` (if any), into every hash of `hashes`; the bytes
-    left unread when `src` ends early.
+class _Hashing:
+    """A sha256 computed on a thread of its own from the pieces update() hands it, in order.
 
-    sha256 releases the GIL: with a pool, the hashes of one piece run on its threads while the
-    piece is written and the next one read (one after the other, a part's hash and the
-    whole's took twice a copy's time, hashing being the slower). Each hash still gets the
-    pieces in order: a piece's updates end before the next piece's start."""
-    left, jobs = size, []
+    sha256 releases the GIL: a part's hash and the whole's run on two cores while the bytes
+    are read and written (computed one after the other, they took twice the time of one, and
+    one takes twice a copy's). Plain threads and a queue, not concurrent.futures, which loads
+    logging: the offline commands leave it out. At most _AHEAD pieces wait for each hash."""
+
+    def __init__(self, name: str):
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_AHEAD)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def __enter__(self) -> _Hashing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_AHEAD = 4
+
+
+class _Plain:
+    """A sha256 on the calling thread, as _Hashing's stand-in where nothing runs beside it."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.update = self._hash.update
+        self.hexdigest = self._hash.hexdigest
+
+    def __enter__(self) -> _Plain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _pump(src: BinaryIO, size: int, sinks: list[Callable[[bytes], object]]) -> int:
+    """Hand `size` bytes of `src` to every sink in turn, piece by piece; the bytes left
+    unread when `src` ends early."""
+    left = size
     while left and (chunk := src.read(min(CHUNK, left))):
-        for job in jobs:
-            job.result()
-        if pool is None:
-            for h in hashes:
-                h.update(chunk)
-        else:
-            jobs = [pool.submit(h.update, chunk) for h in hashes]
-        if dst is not None:
-            dst.write(chunk)
+        for sink in sinks:
+            sink(chunk)
         left -= len(chunk)
-    for job in jobs:
-        job.result()
     return left
 
 
 def _write_part(f: BinaryIO, temp: Path, name: str, offset: int, size: int,
-                whole: hashlib._Hash, pool: ThreadPoolExecutor, source: Path) -> parts.Part:
-    own = hashlib.sha256()
-    with open(temp, "xb") as dst:
-        left = _pump(f, size, [own, whole], dst, pool)
-    if left:
-        raise VerificationFailed(f"{source}: shrank while being split; nothing written")
-    return parts.Part(name, offset, size, own.hexdigest())
+                whole: _Hashing, source: Path) -> parts.Part:
+    with open(temp, "xb") as dst, _Hashing("split-part") as own:
+        left = _pump(f, size, [own.update, whole.update, dst.write])
+        if left:
+            raise VerificationFailed(f"{source}: shrank while being split; nothing written")
+        return parts.Part(name, offset, size, own.hexdigest())
 
 
 def _stale_parts(directory: Path, whole_name: str, keep: set[str]) -> list[str]:
@@ -170,18 +209,20 @@ def _open_part(listed: parts.PartsList, part: parts.Part) -> BinaryIO:
     return f
 
 
-def _read_part(listed: parts.PartsList, part: parts.Part, whole: hashlib._Hash | None = None,
-               dst: BinaryIO | None = None, pool: ThreadPoolExecutor | None = None) -> None:
-    """Read the part whole, into `whole` and `dst` too (if given); PartProblem naming it when
-    it is not the part the list records."""
-    own = hashlib.sha256()
-    with _open_part(listed, part) as f:
-        left = _pump(f, part.size, [own] if whole is None else [own, whole], dst, pool)
+def _read_part(listed: parts.PartsList, part: parts.Part,
+               also: list[Callable[[bytes], object]] | None = None) -> None:
+    """Read the part whole, handing each piece to the sinks of `also` too (the whole's hash
+    and the joined file); PartProblem naming it when it is not the part the list records.
+    With sinks, the part's hash runs on a thread of its own beside them."""
+    with _open_part(listed, part) as f, \
+            _Hashing("join-part") if also else _Plain() as own:
+        left = _pump(f, part.size, [own.update, *(also or [])])
+        digest = own.hexdigest()
     if left:
         raise PartProblem(f"{part.name}: shrank while being read")
-    if own.hexdigest() != part.sha256:
-        raise PartProblem(f"{part.name}: damaged (sha256 {own.hexdigest()}, the parts list "
-                          f"says {part.sha256})")
+    if digest != part.sha256:
+        raise PartProblem(f"{part.name}: damaged (sha256 {digest}, the parts list says "
+                          f"{part.sha256})")
 
 
 def check_parts(listed: parts.PartsList) -> list[str]:
@@ -309,13 +350,12 @@ def join(parts_list: str | Path, output_dir: str | Path | None = None) -> tuple[
     listed = parts.read(parts_list)
     out = Path(output_dir) if output_dir is not None else listed.directory
     out.mkdir(parents=True, exist_ok=True)
-    with AtomicOutputs(out) as outputs, ThreadPoolExecutor(2, "join-hash") as pool:
+    with AtomicOutputs(out) as outputs, _Hashing("join-whole") as whole:
         temp = outputs.temp(listed.name)
-        whole = hashlib.sha256()
         with open(temp, "xb") as dst:
             for part in listed.parts:
                 try:
-                    _read_part(listed, part, whole, dst, pool)
+                    _read_part(listed, part, [whole.update, dst.write])
                 except PartProblem as e:
                     raise PartProblem(f"{e}; nothing joined") from None
         if whole.hexdigest() != listed.sha256:
