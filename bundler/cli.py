@@ -120,6 +120,12 @@ def parser() -> argparse.ArgumentParser:
                                "--values and --set. Templates are NOT rendered: an image "
                                "written only inside a template is not found."
                    ).set_defaults(run=_images)
+    _parts_commands(sub, verbose)
+    return p
+
+
+def _parts_commands(sub: argparse._SubParsersAction, verbose: argparse.ArgumentParser) -> None:
+    """split and join: a bundle in parts no larger than a medium takes, and whole again."""
     sub.add_parser("split", parents=[verbose], arguments=_split_arguments,
                    help="cut a bundle into parts no larger than a size, with a parts list",
                    description="Cut a bundle into NAME.000, NAME.001, ... of at most --size "
@@ -134,7 +140,6 @@ def parser() -> argparse.ArgumentParser:
                                "every part and the whole as it writes, atomically: a bad part "
                                "is named and nothing is left under the bundle's name."
                    ).set_defaults(run=_join)
-    return p
 
 
 def _build_arguments(b: argparse.ArgumentParser) -> None:

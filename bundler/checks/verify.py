@@ -171,11 +171,7 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     report.checked_against += sums
     if not_before is not None:
         checksums.check_not_before(doc, str(read_from or path), not_before)
-    try:
-        f = localfile.open_regular(path) if opened is None else contextlib.nullcontext(opened)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    with f as f:
+    with _open(path, opened) as f:
         if not _check_format(f, path, report):
             return report
         size = f.seek(0, os.SEEK_END)
@@ -192,6 +188,16 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     report.sha256 = outer.hexdigest()
     _conclude(report, content, path, doc, sums, require_checksum)
     return report
+
+
+def _open(path: Path, opened: BinaryIO | None) -> contextlib.AbstractContextManager[BinaryIO]:
+    """The bundle at `path`, or `opened` (left open for its caller to close)."""
+    if opened is not None:
+        return contextlib.nullcontext(opened)
+    try:
+        return localfile.open_regular(path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _conclude(report: Report, content: _Content, path: Path, doc: dict | None,
