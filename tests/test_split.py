@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bundler.bundleformat import parts
-from tests.cli_helpers import assert_one_line_error, bundler
+from tests.cli_helpers import assert_one_line_error, build_args, bundler
 from tests.conftest import BUNDLE, STEM
 
 LIST = BUNDLE + parts.LIST_SUFFIX
@@ -272,3 +272,62 @@ def test_an_interrupted_split_leaves_nothing_under_a_final_name(tmp_path):
             assert len(_finals(out)) == 65
             shutil.rmtree(out)
     assert caught, "no split was caught while writing"
+
+
+def test_a_signed_bundle_s_parts_verify_and_place_with_its_key(fixture_registry, tmp_path):
+    from tests.test_imports import _keypair
+
+    key, pub = _keypair(tmp_path)
+    run = bundler(*build_args(fixture_registry, tmp_path, ["busybox:1.36.1"], "--sign-key",
+                              str(key)))
+    assert run.code == 0, run.stderr
+    out = tmp_path / "parts"
+    _split(tmp_path / "dist", out, "50kB")
+    for name in (MANIFEST, MANIFEST + ".sig"):
+        shutil.copy(tmp_path / "dist" / name, out)
+    run = bundler("verify", str(out / LIST), "--key", str(pub))
+    assert run.code == 0, run.stdout + run.stderr
+    images = tmp_path / "images"
+    run = bundler("place", str(out / LIST), "--key", str(pub), "--images-dir", str(images))
+    assert run.code == 0, run.stderr
+    assert (images / BUNDLE).read_bytes() == (tmp_path / "dist" / BUNDLE).read_bytes()
+    # The signature vouches for the whole's name: a list naming another whole is refused.
+    doc = json.loads((out / LIST).read_text())
+    doc["whole"]["name"] = "other.tar.zst"
+    (out / "other.tar.zst.parts.json").write_text(json.dumps(doc))
+    for name in (".manifest.json", ".manifest.json.sig"):
+        shutil.copy(out / (STEM + name), out / ("other" + name))
+    run = bundler("verify", str(out / "other.tar.zst.parts.json"), "--key", str(pub))
+    assert_one_line_error(run, "other.tar.zst", BUNDLE, "--allow-rename")
+
+
+def test_an_interrupted_join_leaves_nothing_under_the_bundle_s_name(tmp_path):
+    big = tmp_path / "big.tar.zst"
+    with open(big, "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(1 << 20))
+    run = bundler("split", str(big), "--size", "8MiB", "-o", str(tmp_path / "parts"))
+    assert run.code == 0, run.stderr
+    out = tmp_path / "joined"
+    caught = 0
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-m", "bundler", "join",
+                                 str(tmp_path / "parts" / "big.tar.zst.parts.json"), "-o",
+                                 str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.exists() and any(n.endswith(".partial") for n in os.listdir(out)):
+                proc.send_signal(signal.SIGINT)
+                caught += 1
+                break
+            time.sleep(0.001)
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode == 130:
+            assert err == "bundler: error: interrupted\n"
+            assert _finals(out) == []
+        else:
+            assert proc.returncode == 0, err
+            assert _finals(out) == ["big.tar.zst"]
+            (out / "big.tar.zst").unlink()
+    assert caught, "no join was caught while writing"
