@@ -127,6 +127,31 @@ def parser() -> argparse.ArgumentParser:
                                "--values and --set. Templates are NOT rendered: an image "
                                "written only inside a template is not found."
                    ).set_defaults(run=_images)
+    _parts_commands(sub, verbose)
+    _delta_commands(sub, verbose)
+    return p
+
+
+def _parts_commands(sub: argparse._SubParsersAction, verbose: argparse.ArgumentParser) -> None:
+    """split and join: a bundle in parts no larger than a medium takes, and whole again."""
+    sub.add_parser("split", parents=[verbose], arguments=_split_arguments,
+                   help="cut a bundle into parts no larger than a size, with a parts list",
+                   description="Cut a bundle into NAME.000, NAME.001, ... of at most --size "
+                               "bytes each (default: the most FAT32 holds) and write "
+                               "NAME.parts.json, recording each part's size and sha256 and "
+                               "the whole's. `bundler verify` of the parts list names each "
+                               "damaged or missing part; `bundler join` makes the bundle "
+                               "whole again.").set_defaults(run=_split)
+    sub.add_parser("join", parents=[verbose], arguments=_join_arguments,
+                   help="check the parts of a parts list and write the bundle whole",
+                   description="Join the parts a parts list names into the bundle, checking "
+                               "every part and the whole as it writes, atomically: a bad part "
+                               "is named and nothing is left under the bundle's name."
+                   ).set_defaults(run=_join)
+
+
+def _delta_commands(sub: argparse._SubParsersAction, verbose: argparse.ArgumentParser) -> None:
+    """delta and patch: carry what a site lacks, and rebuild the signed bundle there."""
     sub.add_parser("delta", parents=[verbose], arguments=_delta_arguments,
                    help="write what a site holding one bundle lacks to rebuild another",
                    description="Write one file holding what a receiver with BASE lacks to "
@@ -140,7 +165,6 @@ def parser() -> argparse.ArgumentParser:
                                "its side files, atomically; it is kept only if it hashes to "
                                "the sha256 its checksum manifest records."
                    ).set_defaults(run=_patch)
-    return p
 
 
 def _build_arguments(b: argparse.ArgumentParser) -> None:
@@ -367,8 +391,13 @@ def _verify(args: argparse.Namespace) -> int:
 
     if not args.max_inflation > 0:
         raise UsageError(f"--max-inflation {args.max_inflation:g}: want a positive ratio")
+    check = verify.verify
+    if args.bundle.endswith(".parts.json"):  # split's parts list: its parts, then the whole
+        from bundler.commands import split
+
+        check = split.verify_parts
     with _renamed_hint():
-        report = verify.verify(args.bundle, args.manifest,
+        report = check(args.bundle, args.manifest,
                                require_checksum=args.require_checksum,
                                max_inflation=args.max_inflation, **_signed_checks(args))
     _print_report(report, args.json)
@@ -697,4 +726,52 @@ def _images(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"OK {args.check}: in step with {found.name} {found.version} "
           f"({_count(len(listed), 'image')})")
+    return 0
+
+
+def _split_arguments(sp: argparse.ArgumentParser) -> None:
+    from bundler.bundleformat import parts
+
+    sp.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to cut")
+    sp.add_argument("--size", default=str(parts.FAT32_MAX), metavar="SIZE",
+                    help="the most bytes in one part: a number of bytes, or with a unit: kB, "
+                         "MB, GB, TB (powers of 1000), KiB, MiB, GiB, TiB (powers of 1024) "
+                         f"(default: {parts.FAT32_MAX}, 4 GiB - 1 byte, the most FAT32 holds)")
+    sp.add_argument("-o", "--output-dir", metavar="DIR",
+                    help="where the parts and the parts list go (default: beside the bundle)")
+    sp.add_argument("--json", action="store_true", help="print the parts list on stdout")
+
+
+def _join_arguments(jo: argparse.ArgumentParser) -> None:
+    jo.add_argument("parts_list", metavar="PARTS-LIST", help="the NAME.parts.json split wrote")
+    jo.add_argument("-o", "--output-dir", metavar="DIR",
+                    help="where the bundle goes (default: beside the parts list)")
+    jo.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def _split(args: argparse.Namespace) -> int:
+    from bundler.commands import split
+
+    try:
+        size = split.parse_size(args.size)
+    except ValueError as e:
+        raise UsageError(f"--size {args.size!r}: {e}") from None
+    path, listed = split.split(args.bundle, size, args.output_dir)
+    if args.json:
+        sys.stdout.write(json.dumps(split.describe(path), indent=2) + "\n")
+    else:
+        print(f"wrote {path}: {_count(len(listed.parts), 'part')} of at most {size} bytes, "
+              f"{listed.size} bytes in all, sha256 {listed.sha256}")
+    return 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    from bundler.commands import split
+
+    path, size, sha256 = split.join(args.parts_list, args.output_dir)
+    if args.json:
+        json.dump({"path": str(path), "size": size, "sha256": sha256}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(f"wrote {path}: {size} bytes, sha256 {sha256}")
     return 0

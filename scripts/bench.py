@@ -55,6 +55,17 @@ FRONT_MANY = 50  # generated images built through the front
 BUNDLE = "k3s-airgap-images-multus-amd64.tar.zst"
 ZSTD = "zstd -q -T0 -16 --long=25 -f"
 REFS = [f"docker.io/{repo}:{tag}" for repo, tag in standins.IMAGES.items()]
+# One sha256 of a file, as hashlib (OpenSSL, SHA-NI where the CPU has it) computes it: the
+# least split and join do beyond a copy (coreutils' sha256sum is slower here).
+PY_SHA256 = [sys.executable, "-c", (
+    "import hashlib, sys\n"
+    "h = hashlib.sha256()\n"
+    "with open(sys.argv[1], 'rb') as f:\n"
+    "    while b := f.read(1 << 20):\n"
+    "        h.update(b)\n")]
+# The split and join cases: a file of this many MiB, cut into parts of PARTS_SIZE.
+PARTS_MIB = 200
+PARTS_SIZE = "50MB"
 # Python floors: the same decompress-and-hash and compress work as bundler, with nothing else.
 PY_VERIFY = [sys.executable, "-c", (
     "import hashlib, sys, zstandard\n"
@@ -189,6 +200,9 @@ def main() -> int:
                     help="the front's delay added to every request (default: 50)")
     ap.add_argument("--front-rate-mbs", type=float, default=20.0,
                     help="the front's bandwidth per connection, MB/s (default: 20)")
+    ap.add_argument("--no-parts", action="store_true", help="skip the split and join cases")
+    ap.add_argument("--parts-mib", type=int, default=PARTS_MIB, metavar="MIB",
+                    help=f"size of the file split and joined (default: {PARTS_MIB})")
     args = ap.parse_args()
     if args.runs < 1 or args.slow_runs < 1 or args.many < 10:
         ap.error("--runs and --slow-runs must be at least 1, --many at least 10")
@@ -238,6 +252,9 @@ def main() -> int:
             if not args.no_huge:
                 _huge(r, registry, w)
                 _phase(r, "1 GiB layer", started)
+            if not args.no_parts:
+                _parts_cases(r, w, args.runs, args.parts_mib)
+                _phase(r, "split and join", started)
         finally:
             if front:
                 front.stop()
@@ -657,6 +674,43 @@ def _huge(r: dict, registry: Registry, w: Path) -> None:
     shutil.rmtree(cache, ignore_errors=True)
 
 
+def _random_file(path: Path, mib: int) -> Path:
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+    return path
+
+
+def _parts_cases(r: dict, w: Path, runs: int, mib: int) -> None:
+    """split and join against a plain copy of the same file, in the same rounds. split and
+    join read no content, so a file of random bytes stands in for a bundle of that size (it
+    is what a bundle's compressed bytes look like to them). Each round writes over the
+    last's outputs, as the copy does. A tenth of the size gives the memory's flatness."""
+    d = w / "parts"
+    d.mkdir()
+    big, small = _random_file(d / "big.tar.zst", mib), _random_file(d / "small.tar.zst",
+                                                                    max(1, mib // 10))
+    r["parts_mib"] = mib
+    split = shlex.join([*BUNDLER, "split", "--size", PARTS_SIZE])
+    cases = {"parts_cp": (f"cp {big} {d / 'copy.bin'}", None),
+             "parts_copyfile": (shlex.join([sys.executable, "-c", "import shutil, sys; "
+                                            "shutil.copyfile(sys.argv[1], sys.argv[2])",
+                                            str(big), str(d / "copy2.bin")]), None),
+             "parts_cp_sync": (f"cp {big} {d / 'copy3.bin'} && sync {d / 'copy3.bin'}", None),
+             "parts_py_sha256": (shlex.join([*PY_SHA256, str(big)]), None),
+             "parts_split": (f"{split} {big} -o {d / 'out'}", None),
+             "parts_split_small": (f"{split} {small} -o {d / 'out_small'}", None)}
+    r.update(measure_rounds(cases, runs))
+    joins = {"parts_join": (shlex.join([*BUNDLER, "join", str(d / "out" / f"{big.name}.parts"
+                                                                ".json"), "-o",
+                                        str(d / "joined")]), None),
+             "parts_join_small": (shlex.join([*BUNDLER, "join", str(
+                 d / "out_small" / f"{small.name}.parts.json"), "-o", str(d / "joined")]),
+                 None)}
+    r.update(measure_rounds(joins, runs))
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def _ratio(r: dict, a: str, b: str, field: str = "median_s") -> float | None:
     if a in r and b in r:
         return r[a][field] / r[b][field]
@@ -767,6 +821,25 @@ def _report(r: dict, path: str) -> None:
          _ratio(r, "floor_py_imports", "front_cold_preserve"), "(floor)"),
         ("  that + one request through the front / cold build through the front",
          _ratio(r, "floor_py_imports_request", "front_cold_preserve"), "(floor)"),
+        (f"split / cp of the same file ({r.get('parts_mib')} MiB, parts of {PARTS_SIZE})",
+         _ratio(r, "parts_split", "parts_cp"), "<= 1.2"),
+        ("join / cp of the same file", _ratio(r, "parts_join", "parts_cp"), "<= 1.2"),
+        ("  split / Python shutil.copyfile of the same file",
+         _ratio(r, "parts_split", "parts_copyfile"), ""),
+        ("  Python sha256 of the file alone / cp (one of the two hashes they compute)",
+         _ratio(r, "parts_py_sha256", "parts_cp"), "(floor)"),
+        ("  cp + sync of the copy / cp (split and join flush what they write)",
+         _ratio(r, "parts_cp_sync", "parts_cp"), "(floor)"),
+        ("split / Python sha256 of the file alone", _ratio(r, "parts_split", "parts_py_sha256"),
+         ""),
+        ("join / Python sha256 of the file alone", _ratio(r, "parts_join", "parts_py_sha256"),
+         ""),
+        ("peak RSS: split / split of a tenth of the size",
+         _ratio(r, "parts_split", "parts_split_small", "peak_rss_kib"), "<= 1.05"),
+        ("peak RSS: join / join of a tenth of the size",
+         _ratio(r, "parts_join", "parts_join_small", "peak_rss_kib"), "<= 1.05"),
+        ("peak RSS: split / Python shutil.copyfile",
+         _ratio(r, "parts_split", "parts_copyfile", "peak_rss_kib"), ""),
     ]
     r["ratios"] = {name.strip(): {"ratio": None if v is None else round(v, 3), "goal": goal}
                    for name, v, goal in rows}

@@ -20,7 +20,7 @@ from tests.docsenv import ROOT, blocks, commands, matches
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND_PAGES = ("build", "verify", "place", "inspect", "push", "images", "status", "delta",
-                 "patch")
+                 "patch", "split", "join")
 README_LIMIT = 16 * 1024
 
 NOT_RUN = {

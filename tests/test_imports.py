@@ -193,3 +193,24 @@ def test_a_commands_help_loads_only_that_command():
     assert run.returncode == 0, run.stderr
     assert "--max-inflation RATIO" in run.stdout
     assert loaded_of(OFFLINE_ABSENT, loaded) == []
+
+
+@pytest.fixture(scope="module")
+def cut(built, tmp_path_factory) -> Path:
+    """The built bundle cut into parts (split's own imports checked as it runs)."""
+    out = tmp_path_factory.mktemp("parts")
+    loaded, run = modules_of("split", str(built["bundle"]), "--size", "100kB", "-o", str(out))
+    assert run.returncode == 0, run.stderr
+    assert loaded_of(OFFLINE_ABSENT | {"zstandard", "bundler.checks.verify"}, loaded) == []
+    return out / f"{STEM}.tar.zst.parts.json"
+
+
+@pytest.mark.parametrize("command", ["join", "verify", "place", "inspect"])
+def test_parts_list_commands_load_no_network_yaml_docker_bars_or_crypto(cut, tmp_path, command):
+    extra = {"place": ["--images-dir", str(tmp_path / "images")],
+             "join": ["-o", str(tmp_path)]}.get(command, [])
+    loaded, run = modules_of(command, str(cut), *extra)
+    assert run.returncode == 0, run.stderr
+    assert loaded_of(OFFLINE_ABSENT, loaded) == []
+    if command == "join":  # it reads the parts and the list, never the content
+        assert loaded_of({"zstandard", "bundler.checks.layout"}, loaded) == []

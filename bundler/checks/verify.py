@@ -19,6 +19,7 @@ at most MAX_MEMBERS members.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -137,7 +138,8 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
            max_inflation: float = DEFAULT_MAX_INFLATION,
            key: str | Path | None = None, allow_rename: bool = False,
            not_before: datetime | None = None,
-           on_blob: Callable[[str, int], BlobWriter | None] | None = None) -> Report:
+           on_blob: Callable[[str, int], BlobWriter | None] | None = None,
+           opened: BinaryIO | None = None) -> Report:
     """Verify `bundle`; InputError if it (or a given checksum manifest) cannot be read at all.
 
     `require_checksum`: a bundle no checksum file vouches for fails. `max_inflation`: how many
@@ -155,6 +157,9 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     also written to the writer it returns (if any) as verify reads them, and the writer is
     closed when the member ends, whether or not it was whole (the writer checks what it
     got; the report says why not).
+    `opened`: a seekable file to read instead of opening `bundle` (a bundle read from its
+    parts, never joined on disk); `bundle` still names it, and the checksum files are looked
+    for beside that name. The caller closes it.
     """
     path = Path(bundle)
     if path.name in ("", ".", ".."):
@@ -170,14 +175,11 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     report.checked_against += sums
     if not_before is not None:
         checksums.check_not_before(doc, str(read_from or path), not_before)
-    try:
-        f = localfile.open_regular(path)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    with f:
+    with _open(path, opened) as f:
         if not _check_format(f, path, report):
             return report
-        size = os.fstat(f.fileno()).st_size
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
         budget = _Budget(max(int(size * max_inflation), INFLATION_FLOOR), path.name)
         content = _Content(report, budget, on_blob)
         _check_frames(f, report)
@@ -190,6 +192,16 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     report.sha256 = outer.hexdigest()
     _conclude(report, content, path, doc, sums, require_checksum)
     return report
+
+
+def _open(path: Path, opened: BinaryIO | None) -> contextlib.AbstractContextManager[BinaryIO]:
+    """The bundle at `path`, or `opened` (left open for its caller to close)."""
+    if opened is not None:
+        return contextlib.nullcontext(opened)
+    try:
+        return localfile.open_regular(path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _conclude(report: Report, content: _Content, path: Path, doc: dict | None,

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from bundler import text
+from bundler.bundleformat import parts
 from bundler.errors import BundlerError, InputError
 from bundler.image import parse_config, parse_manifest
 from bundler.platform import Platform
@@ -38,6 +39,10 @@ def inspect(path: str | Path, *, sizes: bool = False) -> dict:
     misleads other readers without making the bundle wrong (index entries sharing a
     ref.name, as bundles of older writers have)."""
     path = Path(path)
+    if parts.is_parts_list(path):  # a bundle cut by split: what its list records
+        from bundler.commands import split
+
+        return split.describe(path)
     meta = source.read_metadata(path)
     frames = source.frame_index(path)
     manifests = {e.manifest.digest for e in meta.entries}
@@ -117,6 +122,10 @@ def _read_documents(path: Path, meta: source.Metadata, frames: dict[str, tuple[i
 def render_text(info: dict) -> str:
     """The description as people read it: one block per image. Every string from the
     bundle is shown escaped if it holds anything but printable ASCII."""
+    if info.get("kind") == "parts list":
+        from bundler.commands import split
+
+        return split.render_text(info)
     lines = [f"{_safe(info['file'])}: {len(info['images'])} image"
              f"{'' if len(info['images']) == 1 else 's'}, {_mb(info['size'])} compressed"]
     for img in info["images"]:

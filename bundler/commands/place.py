@@ -21,9 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from bundler import localfile
 from bundler.atomic import remove_stale, temp_name
+from bundler.bundleformat import parts
 from bundler.checks import verify
 from bundler.digest import CHUNK, HashingWriter, hash_rest
 from bundler.errors import EnvironmentFailure, InputError, VerificationFailed
@@ -75,6 +77,13 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
     the copy is complete and before it is checked and renamed, where an attacker would act.
     """
     source = Path(bundle)
+    open_source: Callable[[Path], BinaryIO] = localfile.open_regular
+    if parts.is_parts_list(source):  # the whole lands, read from its checked parts
+        from bundler.commands import split
+
+        source, open_source, report = split.for_place(source, key=key,
+                                                      allow_rename=allow_rename,
+                                                      not_before=not_before)
     if not source.name.lower().endswith(ZSTD_SUFFIXES):
         # K3s (wharfie's tarfile.go) picks the decompressor by the suffix, case-insensitively:
         # our zstd bytes under .tar.gz or .tar would be read as gzip or plain tar and fail.
@@ -107,7 +116,8 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
         _check_space(dir_fd, target_dir, report.size)
         if check_import_space:
             _check_import_space(dir_fd, target_dir, report)
-        _copy(source, dir_fd, target_dir, name, report.size, report.sha256, before_rename)
+        _copy(source, dir_fd, target_dir, name, report.size, report.sha256, before_rename,
+              open_source)
     except OSError as e:
         if isinstance(e.filename, str) and "/" not in e.filename:
             e.filename = str(target_dir / e.filename)  # a name relative to dir_fd
@@ -206,7 +216,8 @@ def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 def _copy(source: Path, dir_fd: int, directory: Path, name: str, size: int, sha256: str,
-          before_rename: Callable[[str], object] | None) -> None:
+          before_rename: Callable[[str], object] | None,
+          open_source: Callable[[Path], BinaryIO] = localfile.open_regular) -> None:
     temp = temp_name(Path(name)).name
     fd = None
     try:
@@ -216,7 +227,7 @@ def _copy(source: Path, dir_fd: int, directory: Path, name: str, size: int, sha2
         # The source is opened again: it may have been swapped since it was verified (for a
         # FIFO, which would hang us, or /dev/zero, which would fill the disk), so only a
         # regular file is read, and only as many bytes as were verified.
-        with localfile.open_regular(source) as src, \
+        with open_source(source) as src, \
                 os.fdopen(fd, "wb", closefd=False) as dst:
             copied = HashingWriter(dst)
             left = size
