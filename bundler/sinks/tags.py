@@ -255,7 +255,10 @@ def _index_entries(doc: object, what: str) -> list[Platformed] | None:
         if not isinstance(p, dict) or set(p) - {"os", "architecture", "variant"} or \
                 not all(isinstance(v, str) for v in p.values()) or platform.is_attestation(entry):
             return None
-        plat = platform.of(p)
+        try:
+            plat = platform.read(p)
+        except platform.PlatformFieldError:
+            return None  # not platform names: an index this push cannot vouch for
         if not plat.os or not plat.architecture or \
                 any(platform.matches(plat, o.platform) for o in out):
             return None
