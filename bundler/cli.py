@@ -53,7 +53,19 @@ class _Command(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self.complete()
-        return super().parse_known_args(args, namespace)
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            # Said here, with this command's usage: argparse would hand them up to the
+            # top-level parser, whose usage names no option of this command.
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._hint(extras)}")
+        return namespace, extras
+
+    def _hint(self, extras: list[str]) -> str:
+        for extra in extras:
+            ours = _THEIR_FLAGS.get(extra.split("=", 1)[0])
+            if ours and ours[0] in self._option_string_actions:
+                return f" ({self.prog} takes {ours[0]} {ours[1]})"
+        return ""
 
     def format_usage(self) -> str:
         self.complete()
@@ -64,63 +76,107 @@ class _Command(argparse.ArgumentParser):
         return super().format_help()
 
 
+# What users of skopeo, crane and docker type, and bundler's word for it.
+_THEIR_FLAGS = {
+    "--platform": ("--arch", "amd64, arm64 or a comma-separated list; linux is implied"),
+}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="bundler",
+        prog="bundler", formatter_class=_HelpFormatter,
         description="Build, verify and place K3s airgap image bundles (one zstd image tarball).",
+        epilog="examples:\n  bundler build --images images.txt --arch amd64,arm64\n"
+               "  bundler verify dist/k3s-airgap-images-multus-amd64.tar.zst\n\n"
+               "`bundler COMMAND --help` shows each command's options and examples.",
     )
     p.add_argument("--version", action="version", version=f"bundler {__version__}")
-    # -v works before or after the subcommand; SUPPRESS keeps a subcommand's default from
-    # undoing a -v given before it.
-    verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                         help="also say what is retried and why, and where images come from "
-                              "(on stderr)")
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="also say what is retried and why (on stderr)")
+                   help="build and push: also say what is retried and why (on stderr)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
                            parser_class=_Command)
-
-    sub.add_parser("build", parents=[verbose], arguments=_build_arguments,
-                   help="pull the images of an image list into one .tar.zst bundle",
-                   description="Pull the images of an image list for one platform and write "
-                               "one zstd-compressed image tarball K3s imports, with its "
-                               "image list and checksum files.").set_defaults(run=_build)
-    sub.add_parser("verify", parents=[verbose], arguments=_verify_arguments,
-                   help="check a bundle offline: checksums, zstd, tar, digests",
-                   description="Check a bundle in one streaming pass, with no network: its "
-                               "checksum files, zstd frames, tar members, every blob and "
-                               "layer digest, and the image metadata.").set_defaults(run=_verify)
-    sub.add_parser("place", parents=[verbose], arguments=_place_arguments,
-                   help="verify a bundle and put it into K3s's agent/images",
-                   description="Verify a bundle, then copy it into the directory K3s (or "
-                               "RKE2) imports images from, atomically: K3s never sees a "
-                               "partial file. The .txt image list is not copied."
-                   ).set_defaults(run=_place)
-    sub.add_parser("inspect", parents=[verbose], arguments=_inspect_arguments,
-                   help="list the images of a bundle from its metadata",
-                   description="Show the images of a bundle (platform, manifest and "
-                               "config digests, layers and sizes) from the metadata at "
-                               "its front, without decompressing it whole. Use verify "
-                               "to check it.").set_defaults(run=_inspect)
-    sub.add_parser("push", parents=[verbose], arguments=_push_arguments,
-                   help="verify a bundle and push its images into a registry",
-                   description="Stream a bundle once, verifying it as verify does, and "
-                               "push every blob, then every manifest by digest, then the "
-                               "tags, into a registry; images keep their manifest "
-                               "digests. A bundle that does not verify pushes no "
-                               "manifest.").set_defaults(run=_push)
-    sub.add_parser("images", parents=[verbose], arguments=_images_arguments,
-                   help="list the images a Helm chart pins in its values (templates are "
-                        "not rendered)",
-                   description="Print, in images.txt format, the images a Helm chart pins "
-                               "in its values and its subcharts' values (repository + tag, "
-                               "registry, digest; global.systemDefaultRegistry; a missing "
-                               "tag is the chart's appVersion), with Helm's rules for "
-                               "--values and --set. Templates are NOT rendered: an image "
-                               "written only inside a template is not found."
-                   ).set_defaults(run=_images)
+    for name, run, arguments, summary, description, verbose_help, examples in _command_table():
+        # -v works before or after the subcommand; SUPPRESS keeps a subcommand's default from
+        # undoing a -v given before it.
+        c = sub.add_parser(name, arguments=arguments, help=summary, description=description,
+                           formatter_class=_HelpFormatter,
+                           epilog="examples:\n" + "".join(f"  {e}\n" for e in examples))
+        c.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help=verbose_help)
+        c.set_defaults(run=run)
     return p
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, except that an epilog's indented lines (examples) keep their lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = text.split("\n\n")
+        return "\n\n".join(
+            paragraph if "\n  " in paragraph else super(_HelpFormatter, self)._fill_text(
+                paragraph, width, indent)
+            for paragraph in paragraphs)
+
+
+# What -v adds, said where it adds something, and said plainly where it adds nothing.
+_NOTHING_MORE = "accepted, adds nothing: this command prints everything it finds without it"
+_BUNDLE = "dist/k3s-airgap-images-multus-amd64.tar.zst"
+
+
+def _command_table() -> list[tuple]:
+    """(name, run, add arguments, one-line help, description, -v help, examples) per command."""
+    return [
+        ("build", _build, _build_arguments,
+         "pull the images of an image list into one .tar.zst bundle per architecture",
+         "Pull the images of an image list for each architecture of --arch and write, for "
+         "each, one zstd-compressed image tarball K3s imports, with its image list and "
+         "checksum files.",
+         "also say on stderr where each registry's images come from (its endpoints, in the "
+         "order tried) and what is retried and why",
+         ["bundler build --images images.txt --arch amd64,arm64",
+          "bundler build --registries registries.yaml --no-default-endpoint   "
+          "# only through your mirror"]),
+        ("verify", _verify, _verify_arguments,
+         "check a bundle offline: checksums, zstd, tar, digests",
+         "Check a bundle in one streaming pass, with no network: its checksum files, zstd "
+         "frames, tar members, every blob and layer digest, and the image metadata.",
+         _NOTHING_MORE,
+         [f"bundler verify {_BUNDLE}",
+          f"bundler verify {_BUNDLE} --key cosign.pub --require-checksum"]),
+        ("place", _place, _place_arguments,
+         "verify a bundle and put it into K3s's agent/images",
+         "Verify a bundle, then copy it into the directory K3s (or RKE2) imports images "
+         "from, atomically: K3s never sees a partial file. The .txt image list is not copied.",
+         _NOTHING_MORE,
+         ["sudo bundler place k3s-airgap-images-multus-amd64.tar.zst --key cosign.pub",
+          "bundler place k3s-airgap-images-multus-amd64.tar.zst --distro rke2 --dry-run"]),
+        ("inspect", _inspect, _inspect_arguments,
+         "list the images of a bundle from its metadata",
+         "Show the images of a bundle (platform, manifest and config digests, layers and "
+         "sizes) from the metadata at its front, without decompressing it whole. Use verify "
+         "to check it.",
+         _NOTHING_MORE,
+         [f"bundler inspect {_BUNDLE}", f"bundler inspect --json {_BUNDLE}"]),
+        ("push", _push, _push_arguments,
+         "verify a bundle and push its images into a registry",
+         "Stream a bundle once, verifying it as verify does, and push every blob as it "
+         "streams past (each checked against its digest), then every manifest by digest, "
+         "then the tags, into a registry; images keep their manifest digests. A bundle "
+         "that does not verify pushes no manifest and no tag (blobs may already be there).",
+         "also say on stderr what is retried and why",
+         [f"bundler push {_BUNDLE} --to registry.internal:5000/mirror "
+          "--registries registries.yaml"]),
+        ("images", _images, _images_arguments,
+         "list the images a Helm chart pins in its values (templates are not rendered)",
+         "Print, in images.txt format, the images a Helm chart pins in its values and its "
+         "subcharts' values (repository + tag, registry, digest; global.systemDefaultRegistry; "
+         "a missing tag is the chart's appVersion), with Helm's rules for --values and "
+         "--set. Templates are NOT rendered: an image written only inside a template is not "
+         "found.",
+         _NOTHING_MORE,
+         ["bundler images --chart rke2-multus-v4.3.008.tgz > images.txt",
+          "bundler images --chart rke2-multus-v4.3.017.tgz --check images.txt"]),
+    ]
 
 
 def _build_arguments(b: argparse.ArgumentParser) -> None:
@@ -245,7 +301,7 @@ def _push_arguments(pu: argparse.ArgumentParser) -> None:
     from bundler.registry import endpoint
 
     pu.add_argument("bundle", metavar="BUNDLE", help="the .tar.zst to push")
-    pu.add_argument("--to", required=True, metavar="HOST[/PREFIX]",
+    pu.add_argument("--to", required=True, metavar="HOST[:PORT][/PREFIX]",
                     help="registry host[:port], optionally with a repository prefix "
                          "(images go to PREFIX/<their repository>)")
     pu.add_argument("--registries", metavar="FILE",

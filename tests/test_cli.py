@@ -79,3 +79,59 @@ def test_unusable_cache_names_the_way_out(tmp_path):
     assert_one_line_error(run, f"cache directory {blocker}: not a directory",
                           "choose another with --cache-dir, or --no-cache")
     assert run.code == 3
+
+
+COMMANDS = ["build", "verify", "place", "inspect", "push", "images"]
+
+
+def _help(*args: str) -> str:
+    run = bundler(*args, "--help")
+    assert run.code == 0, run.stderr
+    return run.stdout
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_help_shows_examples_that_parse(command):
+    import shlex
+
+    text = _help(*([command] if command else []))
+    examples = text.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert examples, text
+    for line in examples:
+        words = shlex.split(line.split("#", 1)[0].split(">", 1)[0], posix=True)
+        words = words[1:] if words[0] == "sudo" else words
+        assert words[0] == "bundler", line
+        assert command in (None, words[1]), line
+        parser().parse_args(words[1:])  # every flag in it is real
+
+
+def test_a_subcommands_unknown_option_gets_its_usage_and_a_hint():
+    run = bundler("build", "--platform", "linux/amd64")
+    assert run.code == 2
+    assert run.stderr.startswith("usage: bundler build "), run.stderr
+    assert run.stderr.splitlines()[-1] == (
+        "bundler build: error: unrecognized arguments: --platform linux/amd64 (bundler build "
+        "takes --arch amd64, arm64 or a comma-separated list; linux is implied)")
+    run = bundler("verify", "x.tar.zst", "--platform=amd64")
+    assert run.stderr.startswith("usage: bundler verify "), run.stderr
+    assert "--arch" not in run.stderr  # verify has no --arch to offer
+
+
+def test_push_help_names_the_port_as_the_docs_do():
+    from tests.docsenv import ROOT
+
+    assert "--to HOST[:PORT][/PREFIX]" in _help("push")
+    assert "--to HOST[:PORT][/PREFIX]" in (ROOT / "docs" / "push.md").read_text()
+
+
+def test_build_help_says_several_architectures():
+    text = " ".join(_help("build").split())
+    assert "one platform" not in text
+    assert "for each architecture of --arch" in text
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect", "place", "images"])
+def test_verbose_help_says_what_it_adds(command):
+    text = " ".join(_help(command).split())
+    assert "where images come from" not in text and "retried" not in text
+    assert "-v, --verbose accepted, adds nothing" in text
