@@ -361,6 +361,10 @@ def _build(args: argparse.Namespace) -> int:
     except cache.CacheUnusable as e:
         raise EnvironmentFailure(f"{e}; choose another with --cache-dir, or --no-cache"
                                  ) from None
+    except BundlerError as e:
+        if e.cause is not None:  # a host or the daemon, not an image: say what to do
+            e.next_step = _NEXT_STEPS[args.source]
+        raise
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -370,6 +374,15 @@ def _build(args: argparse.Namespace) -> int:
             print(f"wrote {one['files'][0]}: {_count(len(one['images']), 'image')}, "
                   f"{b['size']} bytes, sha256 {b['sha256']}", file=sys.stderr)
     return 0
+
+
+# What to do when a build failed for a reason that is no image's own.
+_NEXT_STEPS = {
+    "registry": "if it cannot be reached from here, pull through a mirror you can reach "
+                "(--registries FILE, see docs/registries-yaml.md), try bundler on a local "
+                "registry with scripts/demo, or see every attempt with -v",
+    "docker": "--source registry pulls without a daemon",
+}
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -473,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except BundlerError as e:
-        return _fail(str(e), e.exit_code)
+        return _fail(f"{e}; {e.next_step}" if e.next_step else str(e), e.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except OSError as e:

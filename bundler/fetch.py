@@ -20,7 +20,7 @@ from typing import BinaryIO
 from bundler import layer as layers
 from bundler.cache import BlobStore, CacheUnusable
 from bundler.digest import CHUNK, hex_of
-from bundler.errors import BundlerError
+from bundler.errors import BundlerError, by_cause
 from bundler.image import Image, Layer
 from bundler.progress import CountingReader
 from bundler.reference import Reference
@@ -179,10 +179,11 @@ class ImagesFailed(BundlerError):
     reach one registry needs fixing before it can tell what else is wrong."""
 
     def __init__(self, failures: list[tuple[Reference, BundlerError]]):
-        parts = [_named(str(e), ref) for ref, e in failures]
-        super().__init__(f"{len(failures)} images failed: " + "; ".join(parts))
+        super().__init__(by_cause([(str(ref), _named(str(e), ref), e.cause)
+                                   for ref, e in failures]))
         self.failures = failures
         self.exit_code = max(e.exit_code for _, e in failures)
+        self.cause = failures[0][1].cause if len({e.cause for _, e in failures}) == 1 else None
 
 
 def resolve_all(resolve: Callable[[Reference], Image], refs: Sequence[Reference],

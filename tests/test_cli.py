@@ -135,3 +135,43 @@ def test_verbose_help_says_what_it_adds(command):
     text = " ".join(_help(command).split())
     assert "where images come from" not in text and "retried" not in text
     assert "-v, --verbose accepted, adds nothing" in text
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_cause_every_image_shares_is_said_once_with_the_way_forward(tmp_path):
+    port = _closed_port()
+    registries = tmp_path / "registries.yaml"
+    registries.write_text(
+        f'mirrors:\n  registry.invalid:\n    endpoint: ["http://127.0.0.1:{port}"]\n')
+    images = tmp_path / "images.txt"
+    images.write_text("".join(f"registry.invalid/rancher/{n}:1\n" for n in "abcd"))
+    run = bundler("build", "--images", str(images), "--registries", str(registries),
+                  "--output-dir", str(tmp_path / "out"), "--no-cache", "--quiet")
+    assert_one_line_error(run, "bundler: error: 4 images failed, all for one reason: "
+                               f"127.0.0.1:{port}: cannot connect (",
+                          "; registry.invalid: cannot connect (",
+                          "--registries FILE", "scripts/demo", "with -v")
+    assert run.code == 3
+    error = run.stderr.strip()
+    assert error.count("refused") == 1, error
+    assert error.count("registry.invalid: cannot connect") == 1, error
+    assert len(error) < 500, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_docker_daemon_is_said_once_with_the_way_forward(tmp_path):
+    images = tmp_path / "images.txt"
+    images.write_text("docker.io/rancher/a:1\ndocker.io/rancher/b:1\n")
+    run = bundler("build", "--source", "docker", "--images", str(images), "--no-cache",
+                  "--output-dir", str(tmp_path / "out"), "--quiet",
+                  env={"DOCKER_HOST": f"unix://{tmp_path}/missing.sock"})
+    assert_one_line_error(run, "bundler: error: 2 images failed, all for one reason: cannot "
+                               "reach the Docker daemon (", "DOCKER_HOST",
+                          "--source registry pulls without a daemon")
+    assert run.code == 3
+    assert run.stderr.count("Docker daemon") == 1
