@@ -463,6 +463,9 @@ def _print_report(report: Report, as_json: bool) -> None:
     if report.ok:
         print(f"OK {report.file}: {_count(len(report.images), 'image')}, "
               f"{_count(report.blobs, 'blob')}, {report.size / 1e6:.1f} MB")
+        if report.signed_by:
+            key, fingerprint = report.signed_by
+            print(f"signed: {report.checked_against[0]} by {key} ({fingerprint})")
         return
     shown = report.problems[:_MAX_PROBLEMS]
     for problem in shown:
