@@ -441,3 +441,28 @@ def test_cli_build_goes_on_past_an_unreadable_docker_config(fixture_registry, tm
         f"bundler: warning: {docker}/config.json: Docker config is not JSON (Expecting "
         "property name enclosed in double quotes: line 1 column 2 (char 1)); going on without "
         "its credentials"]
+
+
+@pytest.mark.parametrize(("name", "meant"), [
+    ("docker.oi", "docker.io"), ("dokcer.io", "docker.io"), ("DOCKER.OI", "docker.io"),
+    ("quay.oi", "quay.io"), ("registry.k8s.oi", "registry.k8s.io"),
+    ("registry.internel:5000", "registry.internal:5000"),  # one of configs' hosts
+])
+def test_a_mirror_named_like_a_known_registry_is_a_typo(tmp_path, caplog, name, meant):
+    path = _yaml(tmp_path, f'mirrors:\n  "{name}":\n    endpoint: ["https://m.example"]\n'
+                           'configs:\n  "registry.internal:5000": {}\n')
+    with caplog.at_level(logging.WARNING, logger="bundler.config"):
+        load_registries(path)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: mirrors.{name}: no registry is named so here; did you mean '{meant}'? (a "
+        "mirror applies only to images of the registry it is named by)"]
+
+
+@pytest.mark.parametrize("name", ["docker.io", "gcr.io", "ghcr.io", "*", "registry.internal:5000",
+                                  "my-registry.example.com", "localhost:5000", "Quay.io"])
+def test_a_mirror_named_by_a_registry_or_unlike_any_is_no_typo(tmp_path, caplog, name):
+    path = _yaml(tmp_path, f'mirrors:\n  "{name}":\n    endpoint: ["https://m.example"]\n'
+                           'configs:\n  "registry.internal:5000": {}\n')
+    with caplog.at_level(logging.WARNING, logger="bundler.config"):
+        load_registries(path)
+    assert caplog.records == []
