@@ -66,7 +66,7 @@ def for_arch(arch: str) -> Platform:
     """
     name, slash, variant = arch.partition("/")
     if name not in ARCHITECTURES:
-        hint = _ALIASES.get(name.lower())  # no alias has a slash: `name` is the whole alias
+        hint = _meant(arch)
         raise InputError(f"unknown architecture {arch!r} ("
                          + (f"did you mean {hint}? " if hint else "")
                          + f"known: {', '.join(ARCHITECTURES)})")
@@ -75,6 +75,20 @@ def for_arch(arch: str) -> Platform:
         raise InputError(f"unknown variant {arch!r} ("
                          + (f"known: {name}, {known})" if known else f"{name} has none)"))
     return Platform("linux", name, variant or None)
+
+
+def _meant(arch: str) -> str | None:
+    """The architecture meant by a name for_arch does not know: another case (AMD64),
+    Docker's os/arch form (linux/amd64; the os is always linux), or another name (x86_64)."""
+    lowered = arch.lower()
+    if lowered.startswith("linux/"):
+        lowered = lowered[len("linux/"):]
+    name, slash, variant = lowered.partition("/")
+    if name in _ALIASES:
+        return _ALIASES[name]  # no alias has a slash: `name` is the whole alias
+    if name not in ARCHITECTURES:
+        return None
+    return f"{name}/{variant}" if slash and variant in ARCHITECTURES[name] else name
 
 
 def of(obj: dict) -> Platform:

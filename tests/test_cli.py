@@ -175,3 +175,20 @@ def test_no_docker_daemon_is_said_once_with_the_way_forward(tmp_path):
                           "--source registry pulls without a daemon")
     assert run.code == 3
     assert run.stderr.count("Docker daemon") == 1
+
+
+@pytest.mark.parametrize(("arch", "meant"), [
+    ("linux/amd64", "amd64"), ("AMD64", "amd64"), ("Linux/ARM64", "arm64"),
+    ("linux/arm64/v8", "arm64/v8"), ("linux/x86_64", "amd64"), ("linux/arm/v7", "arm/v7"),
+    ("amd64,LINUX/arm64", "arm64"),
+])
+def test_an_architecture_in_another_form_gets_a_did_you_mean(tmp_path, arch, meant):
+    run = bundler("build", *_unreachable_registries(tmp_path), "--arch", arch)
+    assert_one_line_error(run, f"--arch {arch!r}: unknown architecture",
+                          f"(did you mean {meant}? known: amd64, ")
+    assert run.code == 2
+
+
+def test_an_architecture_unlike_any_gets_no_guess(tmp_path):
+    run = bundler("build", *_unreachable_registries(tmp_path), "--arch", "linux/sparc")
+    assert_one_line_error(run, "unknown architecture 'linux/sparc' (known: amd64, ")
