@@ -72,7 +72,7 @@ class Fetcher:
             future = self._futures.get(key)
             if future is None:
                 future = self._futures[key] = Future()
-                self._jobs.put((future, lambda: self._download(layer)))
+                self._jobs.put((future, lambda: self._download(layer, what)))
         return future
 
     def stage_file(self, layer: Layer, what: str, path: Path) -> None:
@@ -124,27 +124,27 @@ class Fetcher:
         target = self.target(layer)
         if self.store.has(target) and (not check or self.store.verified(target)):
             return
-        source = self._counted(layer)
+        source = self._counted(layer, what)
         retry.refetch_once(lambda: layers.stage(source, self.store, self.uncompressed, what))
         self._refresh()
 
-    def _download(self, layer: Layer) -> Path:
+    def _download(self, layer: Layer, what: str) -> Path:
         if self._scratch is None:
             raise ValueError("Fetcher.download needs a scratch directory")
         path = self._scratch / hex_of(layer.descriptor.digest)
-        source = self._counted(layer)
+        source = self._counted(layer, what)
         retry.refetch_once(lambda: _copy(source.open(), path))
         self._refresh()
         return path
 
-    def _counted(self, layer: Layer) -> Layer:
+    def _counted(self, layer: Layer, what: str) -> Layer:
         """`layer`, its bytes counted on the pull bar as they are read."""
         if self._bar is None:
             return layer
         with self._lock:
             self._bar.total = (self._bar.total or 0) + layer.descriptor.size
             self._bar.refresh()
-        return replace(layer, open=lambda: CountingReader(layer.open(), self._bar))
+        return replace(layer, open=lambda: CountingReader(layer.open(), self._bar, what))
 
     def _refresh(self) -> None:
         if self._bar is not None:
