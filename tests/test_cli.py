@@ -143,7 +143,8 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_cause_every_image_shares_is_said_once_with_the_way_forward(tmp_path):
+@pytest.mark.parametrize("arches", [[], ["--arch", "amd64,arm64"]])
+def test_a_cause_every_image_shares_is_said_once_with_the_way_forward(tmp_path, arches):
     port = _closed_port()
     registries = tmp_path / "registries.yaml"
     registries.write_text(
@@ -151,8 +152,9 @@ def test_a_cause_every_image_shares_is_said_once_with_the_way_forward(tmp_path):
     images = tmp_path / "images.txt"
     images.write_text("".join(f"registry.invalid/rancher/{n}:1\n" for n in "abcd"))
     run = bundler("build", "--images", str(images), "--registries", str(registries),
-                  "--output-dir", str(tmp_path / "out"), "--no-cache", "--quiet")
-    assert_one_line_error(run, "bundler: error: 4 images failed, all for one reason: "
+                  "--output-dir", str(tmp_path / "out"), "--no-cache", "--quiet", *arches)
+    said = "amd64, arm64: " if arches else ""
+    assert_one_line_error(run, f"bundler: error: {said}4 images failed, all for one reason: "
                                f"127.0.0.1:{port}: cannot connect (",
                           "; registry.invalid: cannot connect (",
                           "--registries FILE", "scripts/demo", "with -v")
