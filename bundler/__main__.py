@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from bundler.errors import EXIT_INTERRUPTED
 from bundler.signals import as_interrupts
@@ -42,10 +44,58 @@ def _settle_allocator() -> None:
     mallopt(_M_ARENA_MAX, _ARENAS)
 
 
+class _Output:
+    """sys.stdout or sys.stderr, whose reader may go away (`bundler build --json | head -1`).
+
+    A closed pipe is not an error of bundler's: like `cat`, it stops writing there and says
+    nothing. The run goes on to its own exit code (a bundle that failed verify still exits 1)
+    and later writes, and the flush at exit, go to /dev/null instead of raising EPIPE.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())
+            finally:
+                os.close(null)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _quiet_on_closed_pipes() -> Iterator[None]:
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Output(sys.stdout), _Output(sys.stderr)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.flush()
+        sys.stdout, sys.stderr = saved
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; SIGINT, SIGTERM and SIGHUP all end it with its cleanup and exit 128+N."""
     _settle_allocator()
-    with as_interrupts() as received:
+    with _quiet_on_closed_pipes(), as_interrupts() as received:
         try:
             # Imported here, not above, so a signal while its modules load (a tenth of a
             # second) ends like one later on, instead of with a traceback.

@@ -53,7 +53,19 @@ class _Command(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self.complete()
-        return super().parse_known_args(args, namespace)
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            # Said here, with this command's usage: argparse would hand them up to the
+            # top-level parser, whose usage names no option of this command.
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._hint(extras)}")
+        return namespace, extras
+
+    def _hint(self, extras: list[str]) -> str:
+        for extra in extras:
+            ours = _THEIR_FLAGS.get(extra.split("=", 1)[0])
+            if ours and ours[0] in self._option_string_actions:
+                return f" ({self.prog} takes {ours[0]} {ours[1]})"
+        return ""
 
     def format_usage(self) -> str:
         self.complete()
@@ -64,107 +76,147 @@ class _Command(argparse.ArgumentParser):
         return super().format_help()
 
 
+# What users of skopeo, crane and docker type, and bundler's word for it.
+_THEIR_FLAGS = {
+    "--platform": ("--arch", "amd64, arm64 or a comma-separated list; linux is implied"),
+}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="bundler",
+        prog="bundler", formatter_class=_HelpFormatter,
         description="Build, verify and place K3s airgap image bundles (one zstd image tarball).",
+        epilog="examples:\n  bundler build --images images.txt --arch amd64,arm64\n"
+               "  bundler verify dist/k3s-airgap-images-multus-amd64.tar.zst\n\n"
+               "`bundler COMMAND --help` shows each command's options and examples.",
     )
     p.add_argument("--version", action="version", version=f"bundler {__version__}")
-    # -v works before or after the subcommand; SUPPRESS keeps a subcommand's default from
-    # undoing a -v given before it.
-    verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                         help="also say what is retried and why, and where images come from "
-                              "(on stderr)")
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="also say what is retried and why (on stderr)")
+                   help="build and push: also say what is retried and why (on stderr)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
                            parser_class=_Command)
-
-    sub.add_parser("build", parents=[verbose], arguments=_build_arguments,
-                   help="pull the images of an image list into one .tar.zst bundle",
-                   description="Pull the images of an image list for one platform and write "
-                               "one zstd-compressed image tarball K3s imports, with its "
-                               "image list and checksum files.").set_defaults(run=_build)
-    sub.add_parser("verify", parents=[verbose], arguments=_verify_arguments,
-                   help="check a bundle offline: checksums, zstd, tar, digests",
-                   description="Check a bundle in one streaming pass, with no network: its "
-                               "checksum files, zstd frames, tar members, every blob and "
-                               "layer digest, and the image metadata.").set_defaults(run=_verify)
-    sub.add_parser("place", parents=[verbose], arguments=_place_arguments,
-                   help="verify a bundle and put it into K3s's agent/images",
-                   description="Verify a bundle, then copy it into the directory K3s (or "
-                               "RKE2) imports images from, atomically: K3s never sees a "
-                               "partial file. The .txt image list is not copied."
-                   ).set_defaults(run=_place)
-    sub.add_parser("status", parents=[verbose], arguments=_status_arguments,
-                   help="check that K3s imported a bundle: its images in K3s's containerd",
-                   description="Read K3s's (or RKE2's) containerd and say, for every image "
-                               "of the bundle, whether its name in namespace k8s.io points "
-                               "at the bundle's manifest digest, and whether it is pinned. "
-                               "Exit 0 only when every image is imported."
-                   ).set_defaults(run=_status)
-    sub.add_parser("inspect", parents=[verbose], arguments=_inspect_arguments,
-                   help="list the images of a bundle from its metadata",
-                   description="Show the images of a bundle (platform, manifest and "
-                               "config digests, layers and sizes) from the metadata at "
-                               "its front, without decompressing it whole. Use verify "
-                               "to check it.").set_defaults(run=_inspect)
-    sub.add_parser("push", parents=[verbose], arguments=_push_arguments,
-                   help="verify a bundle and push its images into a registry",
-                   description="Stream a bundle once, verifying it as verify does, and "
-                               "push every blob, then every manifest by digest, then the "
-                               "tags, into a registry; images keep their manifest "
-                               "digests. A bundle that does not verify pushes no "
-                               "manifest.").set_defaults(run=_push)
-    sub.add_parser("images", parents=[verbose], arguments=_images_arguments,
-                   help="list the images a Helm chart pins in its values (templates are "
-                        "not rendered)",
-                   description="Print, in images.txt format, the images a Helm chart pins "
-                               "in its values and its subcharts' values (repository + tag, "
-                               "registry, digest; global.systemDefaultRegistry; a missing "
-                               "tag is the chart's appVersion), with Helm's rules for "
-                               "--values and --set. Templates are NOT rendered: an image "
-                               "written only inside a template is not found."
-                   ).set_defaults(run=_images)
-    _parts_commands(sub, verbose)
-    _delta_commands(sub, verbose)
+    for name, run, arguments, summary, description, verbose_help, examples in _command_table():
+        # -v works before or after the subcommand; SUPPRESS keeps a subcommand's default from
+        # undoing a -v given before it.
+        c = sub.add_parser(name, arguments=arguments, help=summary, description=description,
+                           formatter_class=_HelpFormatter,
+                           epilog="examples:\n" + "".join(f"  {e}\n" for e in examples))
+        c.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help=verbose_help)
+        c.set_defaults(run=run)
     return p
 
 
-def _parts_commands(sub: argparse._SubParsersAction, verbose: argparse.ArgumentParser) -> None:
-    """split and join: a bundle in parts no larger than a medium takes, and whole again."""
-    sub.add_parser("split", parents=[verbose], arguments=_split_arguments,
-                   help="cut a bundle into parts no larger than a size, with a parts list",
-                   description="Cut a bundle into NAME.000, NAME.001, ... of at most --size "
-                               "bytes each (default: the most FAT32 holds) and write "
-                               "NAME.parts.json, recording each part's size and sha256 and "
-                               "the whole's. `bundler verify` of the parts list names each "
-                               "damaged or missing part; `bundler join` makes the bundle "
-                               "whole again.").set_defaults(run=_split)
-    sub.add_parser("join", parents=[verbose], arguments=_join_arguments,
-                   help="check the parts of a parts list and write the bundle whole",
-                   description="Join the parts a parts list names into the bundle, checking "
-                               "every part and the whole as it writes, atomically: a bad part "
-                               "is named and nothing is left under the bundle's name."
-                   ).set_defaults(run=_join)
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, except that an epilog's indented lines (examples) keep their lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = text.split("\n\n")
+        return "\n\n".join(
+            paragraph if "\n  " in paragraph else super(_HelpFormatter, self)._fill_text(
+                paragraph, width, indent)
+            for paragraph in paragraphs)
 
 
-def _delta_commands(sub: argparse._SubParsersAction, verbose: argparse.ArgumentParser) -> None:
-    """delta and patch: carry what a site lacks, and rebuild the signed bundle there."""
-    sub.add_parser("delta", parents=[verbose], arguments=_delta_arguments,
-                   help="write what a site holding one bundle lacks to rebuild another",
-                   description="Write one file holding what a receiver with BASE lacks to "
-                               "rebuild NEW byte for byte: NEW's frames or blobs that BASE "
-                               "does not hold, its metadata, checksum manifest, signature, "
-                               "SBOM and sha256sum lines, and the recipe."
-                   ).set_defaults(run=_delta)
-    sub.add_parser("patch", parents=[verbose], arguments=_patch_arguments,
-                   help="rebuild a bundle from its base and a delta",
-                   description="Rebuild the bundle a delta was made for from its base, with "
-                               "its side files, atomically; it is kept only if it hashes to "
-                               "the sha256 its checksum manifest records."
-                   ).set_defaults(run=_patch)
+# What -v adds, said where it adds something, and said plainly where it adds nothing.
+_NOTHING_MORE = "accepted, adds nothing: this command prints everything it finds without it"
+_BUNDLE = "dist/k3s-airgap-images-multus-amd64.tar.zst"
+
+
+def _command_table() -> list[tuple]:
+    """(name, run, add arguments, one-line help, description, -v help, examples) per command."""
+    return [
+        ("build", _build, _build_arguments,
+         "pull the images of an image list into one .tar.zst bundle per architecture",
+         "Pull the images of an image list for each architecture of --arch and write, for "
+         "each, one zstd-compressed image tarball K3s imports, with its image list and "
+         "checksum files.",
+         "also say on stderr where each registry's images come from (its endpoints, in the "
+         "order tried) and what is retried and why",
+         ["bundler build --images images.txt --arch amd64,arm64",
+          "bundler build --registries registries.yaml --no-default-endpoint   "
+          "# only through your mirror"]),
+        ("verify", _verify, _verify_arguments,
+         "check a bundle offline: checksums, zstd, tar, digests",
+         "Check a bundle in one streaming pass, with no network: its checksum files, zstd "
+         "frames, tar members, every blob and layer digest, and the image metadata.",
+         _NOTHING_MORE,
+         [f"bundler verify {_BUNDLE}",
+          f"bundler verify {_BUNDLE} --key cosign.pub --require-checksum"]),
+        ("place", _place, _place_arguments,
+         "verify a bundle and put it into K3s's agent/images",
+         "Verify a bundle, then copy it into the directory K3s (or RKE2) imports images "
+         "from, atomically: K3s never sees a partial file. The .txt image list is not copied.",
+         _NOTHING_MORE,
+         ["sudo bundler place k3s-airgap-images-multus-amd64.tar.zst --key cosign.pub",
+          "bundler place k3s-airgap-images-multus-amd64.tar.zst --distro rke2 --dry-run"]),
+        ("inspect", _inspect, _inspect_arguments,
+         "list the images of a bundle from its metadata",
+         "Show the images of a bundle (platform, manifest and config digests, layers and "
+         "sizes) from the metadata at its front, without decompressing it whole. Use verify "
+         "to check it.",
+         _NOTHING_MORE,
+         [f"bundler inspect {_BUNDLE}", f"bundler inspect --json {_BUNDLE}"]),
+        ("push", _push, _push_arguments,
+         "verify a bundle and push its images into a registry",
+         "Stream each bundle once, verifying it as verify does, and push every blob as it "
+         "streams past (each checked against its digest), then every manifest by digest, "
+         "then the tags, into a registry; images keep their manifest digests, and bundles "
+         "of several architectures tag an OCI image index. A bundle that does not verify "
+         "pushes no manifest and no tag (blobs may already be there).",
+         "also say on stderr what is retried and why",
+         [f"bundler push {_BUNDLE} --to registry.internal:5000/mirror "
+          "--registries registries.yaml"]),
+        ("images", _images, _images_arguments,
+         "list the images a Helm chart pins in its values (templates are not rendered)",
+         "Print, in images.txt format, the images a Helm chart pins in its values and its "
+         "subcharts' values (repository + tag, registry, digest; global.systemDefaultRegistry; "
+         "a missing tag is the chart's appVersion), with Helm's rules for --values and "
+         "--set. Templates are NOT rendered: an image written only inside a template is not "
+         "found.",
+         _NOTHING_MORE,
+         ["bundler images --chart rke2-multus-v4.3.008.tgz > images.txt",
+          "bundler images --chart rke2-multus-v4.3.017.tgz --check images.txt"]),
+        ("status", _status, _status_arguments,
+         "check that K3s imported a bundle: its images in K3s's containerd",
+         "Read K3s's (or RKE2's) containerd and say, for every image of the bundle, whether "
+         "its name in namespace k8s.io points at the bundle's manifest digest, and whether "
+         "it is pinned. Exit 0 only when every image is imported.",
+         _NOTHING_MORE,
+         [f"sudo bundler status {_BUNDLE}",
+          f"bundler status {_BUNDLE} --containerd-socket /run/k3s/containerd/containerd.sock "
+          "--json"]),
+        ("split", _split, _split_arguments,
+         "cut a bundle into parts no larger than a size, with a parts list",
+         "Cut a bundle into NAME.000, NAME.001, ... of at most --size bytes each (default: "
+         "the most FAT32 holds) and write NAME.parts.json, recording each part's size and "
+         "sha256 and the whole's. `bundler verify` of the parts list names each damaged or "
+         "missing part; `bundler join` makes the bundle whole again.",
+         _NOTHING_MORE,
+         [f"bundler split {_BUNDLE} --size 4GiB -o usb"]),
+        ("join", _join, _join_arguments,
+         "check the parts of a parts list and write the bundle whole",
+         "Join the parts a parts list names into the bundle, checking every part and the "
+         "whole as it writes, atomically: a bad part is named and nothing is left under the "
+         "bundle's name.",
+         _NOTHING_MORE,
+         ["bundler join usb/k3s-airgap-images-multus-amd64.tar.zst.parts.json -o dist"]),
+        ("delta", _delta, _delta_arguments,
+         "write what a site holding one bundle lacks to rebuild another",
+         "Write one file holding what a receiver with BASE lacks to rebuild NEW byte for "
+         "byte: NEW's frames or blobs that BASE does not hold, its metadata, checksum "
+         "manifest, signature, SBOM and sha256sum lines, and the recipe.",
+         _NOTHING_MORE,
+         [f"bundler delta {_BUNDLE} --base old/k3s-airgap-images-multus-amd64.tar.zst "
+          "-o update.delta"]),
+        ("patch", _patch, _patch_arguments,
+         "rebuild a bundle from its base and a delta",
+         "Rebuild the bundle a delta was made for from its base, with its side files, "
+         "atomically; it is kept only if it hashes to the sha256 its checksum manifest "
+         "records.",
+         _NOTHING_MORE,
+         ["bundler patch old/k3s-airgap-images-multus-amd64.tar.zst update.delta -o dist"]),
+    ]
 
 
 def _build_arguments(b: argparse.ArgumentParser) -> None:
@@ -312,7 +364,7 @@ def _push_arguments(pu: argparse.ArgumentParser) -> None:
     pu.add_argument("bundle", metavar="BUNDLE", nargs="+",
                     help="the .tar.zst to push; several (one per architecture) put each "
                          "image's platforms under one tag, as an OCI image index")
-    pu.add_argument("--to", required=True, metavar="HOST[/PREFIX]",
+    pu.add_argument("--to", required=True, metavar="HOST[:PORT][/PREFIX]",
                     help="registry host[:port], optionally with a repository prefix "
                          "(images go to PREFIX/<their repository>)")
     pu.add_argument("--registries", metavar="FILE",
@@ -375,6 +427,10 @@ def _build(args: argparse.Namespace) -> int:
     except cache.CacheUnusable as e:
         raise EnvironmentFailure(f"{e}; choose another with --cache-dir, or --no-cache"
                                  ) from None
+    except BundlerError as e:
+        if e.cause is not None:  # a host or the daemon, not an image: say what to do
+            e.next_step = _NEXT_STEPS[args.source]
+        raise
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -384,6 +440,15 @@ def _build(args: argparse.Namespace) -> int:
             print(f"wrote {one['files'][0]}: {_count(len(one['images']), 'image')}, "
                   f"{b['size']} bytes, sha256 {b['sha256']}", file=sys.stderr)
     return 0
+
+
+# What to do when a build failed for a reason that is no image's own.
+_NEXT_STEPS = {
+    "registry": "if it cannot be reached from here, pull through a mirror you can reach "
+                "(--registries FILE, see docs/registries-yaml.md), try bundler on a local "
+                "registry with scripts/demo, or see every attempt with -v",
+    "docker": "--source registry pulls without a daemon",
+}
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -558,6 +623,9 @@ def _print_report(report: Report, as_json: bool) -> None:
     if report.ok:
         print(f"OK {report.file}: {_count(len(report.images), 'image')}, "
               f"{_count(report.blobs, 'blob')}, {report.size / 1e6:.1f} MB")
+        if report.signed_by:
+            key, fingerprint = report.signed_by
+            print(f"signed: {report.checked_against[0]} by {key} ({fingerprint})")
         return
     shown = report.problems[:_MAX_PROBLEMS]
     for problem in shown:
@@ -635,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except BundlerError as e:
-        return _fail(str(e), e.exit_code)
+        return _fail(f"{e}; {e.next_step}" if e.next_step else str(e), e.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except OSError as e:

@@ -52,6 +52,16 @@ _CONFIG_KEYS = ("auth", "tls")
 _AUTH_KEYS = ("username", "password", "auth", "identity_token")
 _TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure_skip_verify")
 # Keys K3s's structs have but whose values K3s never uses: say why they do nothing.
+# Registries images are commonly named by: a mirror named close to one of these (or to a host
+# under configs) but not exactly is taken for a typo (`docker.oi`), since a mirror applies only
+# to images of the very registry it is named by.
+_KNOWN_REGISTRIES = ("docker.io", "index.docker.io", "registry-1.docker.io", "quay.io",
+                     "ghcr.io", "gcr.io", "k8s.gcr.io", "registry.k8s.io", "public.ecr.aws",
+                     "mcr.microsoft.com", "nvcr.io", "registry.gitlab.com",
+                     "registry.rancher.com", "registry.suse.com", "docker.elastic.co")
+# How alike (difflib's ratio) a mirror's name and a known one must be to be called a typo.
+_TYPO_RATIO = 0.8
+
 _UNUSED_KEYS = {
     "auths": "a deprecated containerd key K3s does not use; put credentials under "
              "configs.<host>.auth",
@@ -246,7 +256,23 @@ class _Checker:
                    for name, m in self.mapping(top.get("mirrors"), "mirrors").items()}
         configs = {host: self.host_config(c, f"configs.{host}")
                    for host, c in self.mapping(top.get("configs"), "configs").items()}
+        for name in mirrors:
+            self.registry_name(name, tuple(configs))
         return mirrors, configs
+
+    def registry_name(self, name: str, configured: tuple[str, ...]) -> None:
+        """Warn of a mirror named almost, but not quite, like a known or configured
+        registry: K3s takes any name, and a misspelt one silently mirrors nothing."""
+        known = (*_KNOWN_REGISTRIES, *configured)
+        if name == "*" or "://" in name or name.lower() in known:
+            return
+        import difflib  # here: only a name that is no known registry needs it
+
+        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=_TYPO_RATIO)
+        if close:
+            log.warning("%s: mirrors.%s: no registry is named so here; did you mean '%s'? "
+                        "(a mirror applies only to images of the registry it is named by)",
+                        self.source, name, close[0])
 
     def mapping(self, value: object, where: str) -> dict[str, object]:
         if value is None:

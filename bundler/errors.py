@@ -21,9 +21,17 @@ EXIT_INTERRUPTED = 130
 
 
 class BundlerError(Exception):
-    """Base of every error bundler reports; its str() is the one line the user sees."""
+    """Base of every error bundler reports; its str() is the one line the user sees.
+
+    `cause`, when set, is the part of the message that does not depend on the image: a host
+    that cannot be reached, a daemon that is not running. Every image it stops has the same
+    one, and a run that failed for many images says it once (by_cause). `next_step`, set by
+    the CLI, is what to do about it, printed as a note after the error line.
+    """
 
     exit_code = EXIT_FAILED
+    cause: str | None = None
+    next_step: str | None = None
 
 
 class InputError(BundlerError):
@@ -45,6 +53,48 @@ class NetworkError(BundlerError):
     """A registry could not be reached or the connection broke."""
 
     exit_code = EXIT_ENVIRONMENT
+
+    def __init__(self, message: str, cause: str | None = None):
+        super().__init__(message)
+        self.cause = cause
+
+
+# Images named in a group of failures that share a cause; the count says the rest.
+_NAMED_PER_CAUSE = 3
+
+
+def by_cause(failures: list[tuple[str, str, str | None]]) -> str:
+    """One line for several failed images, each given as (image, message, cause).
+
+    A cause shared by every image is said once, without repeating the images; one shared by
+    some is said once with the first of them named; the others keep their own message.
+    """
+    groups: dict[str, list[str]] = {}
+    for image, _, cause in failures:
+        if cause is not None:
+            groups.setdefault(cause, []).append(image)
+    count = len(failures)
+    if len(groups) == 1 and all(cause is not None for _, _, cause in failures):
+        return f"{count} images failed, all for one reason: {next(iter(groups))}"
+    parts, said = [], set()
+    for _image, message, cause in failures:
+        if cause is None or len(groups[cause]) == 1:
+            parts.append(message)
+        elif cause not in said:
+            said.add(cause)
+            images = groups[cause]
+            named = ", ".join(images[:_NAMED_PER_CAUSE])
+            more = len(images) - _NAMED_PER_CAUSE
+            parts.append(f"{cause} ({len(images)} images: {named}"
+                         + (f" and {more} more)" if more > 0 else ")"))
+    return f"{count} images failed: " + "; ".join(parts)
+
+
+def joined_cause(errors: list[BundlerError]) -> str | None:
+    """The cause of one image's failure at several endpoints: theirs, in order, if each has
+    one."""
+    causes = [e.cause for e in errors]
+    return "; ".join(causes) if all(causes) else None  # type: ignore[arg-type]
 
 
 class DigestMismatch(BundlerError):

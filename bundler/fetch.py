@@ -20,7 +20,7 @@ from typing import BinaryIO
 from bundler import layer as layers
 from bundler.cache import BlobStore, CacheUnusable
 from bundler.digest import CHUNK, hex_of
-from bundler.errors import BundlerError
+from bundler.errors import BundlerError, by_cause
 from bundler.image import Image, Layer
 from bundler.progress import CountingReader
 from bundler.reference import Reference
@@ -72,7 +72,7 @@ class Fetcher:
             future = self._futures.get(key)
             if future is None:
                 future = self._futures[key] = Future()
-                self._jobs.put((future, lambda: self._download(layer)))
+                self._jobs.put((future, lambda: self._download(layer, what)))
         return future
 
     def stage_file(self, layer: Layer, what: str, path: Path) -> None:
@@ -124,27 +124,27 @@ class Fetcher:
         target = self.target(layer)
         if self.store.has(target) and (not check or self.store.verified(target)):
             return
-        source = self._counted(layer)
+        source = self._counted(layer, what)
         retry.refetch_once(lambda: layers.stage(source, self.store, self.uncompressed, what))
         self._refresh()
 
-    def _download(self, layer: Layer) -> Path:
+    def _download(self, layer: Layer, what: str) -> Path:
         if self._scratch is None:
             raise ValueError("Fetcher.download needs a scratch directory")
         path = self._scratch / hex_of(layer.descriptor.digest)
-        source = self._counted(layer)
+        source = self._counted(layer, what)
         retry.refetch_once(lambda: _copy(source.open(), path))
         self._refresh()
         return path
 
-    def _counted(self, layer: Layer) -> Layer:
+    def _counted(self, layer: Layer, what: str) -> Layer:
         """`layer`, its bytes counted on the pull bar as they are read."""
         if self._bar is None:
             return layer
         with self._lock:
             self._bar.total = (self._bar.total or 0) + layer.descriptor.size
             self._bar.refresh()
-        return replace(layer, open=lambda: CountingReader(layer.open(), self._bar))
+        return replace(layer, open=lambda: CountingReader(layer.open(), self._bar, what))
 
     def _refresh(self) -> None:
         if self._bar is not None:
@@ -179,10 +179,11 @@ class ImagesFailed(BundlerError):
     reach one registry needs fixing before it can tell what else is wrong."""
 
     def __init__(self, failures: list[tuple[Reference, BundlerError]]):
-        parts = [_named(str(e), ref) for ref, e in failures]
-        super().__init__(f"{len(failures)} images failed: " + "; ".join(parts))
+        super().__init__(by_cause([(str(ref), _named(str(e), ref), e.cause)
+                                   for ref, e in failures]))
         self.failures = failures
         self.exit_code = max(e.exit_code for _, e in failures)
+        self.cause = failures[0][1].cause if len({e.cause for _, e in failures}) == 1 else None
 
 
 def resolve_all(resolve: Callable[[Reference], Image], refs: Sequence[Reference],

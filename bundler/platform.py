@@ -75,7 +75,7 @@ def for_arch(arch: str) -> Platform:
     """
     name, slash, variant = arch.partition("/")
     if name not in ARCHITECTURES:
-        hint = _ALIASES.get(name.lower())  # no alias has a slash: `name` is the whole alias
+        hint = _meant(arch)
         raise InputError(f"unknown architecture {arch!r} ("
                          + (f"did you mean {hint}? " if hint else "")
                          + f"known: {', '.join(ARCHITECTURES)})")
@@ -110,6 +110,20 @@ def read(obj: Mapping[str, object]) -> Platform:
             raise PlatformFieldError(f"{key} {shown(value)} is not a platform name (letters, "
                                      "digits, '.', '_', '-'; at most 64)", written)
     return written
+
+
+def _meant(arch: str) -> str | None:
+    """The architecture meant by a name for_arch does not know: another case (AMD64),
+    Docker's os/arch form (linux/amd64; the os is always linux), or another name (x86_64)."""
+    lowered = arch.lower()
+    if lowered.startswith("linux/"):
+        lowered = lowered[len("linux/"):]
+    name, slash, variant = lowered.partition("/")
+    if name in _ALIASES:
+        return _ALIASES[name]  # no alias has a slash: `name` is the whole alias
+    if name not in ARCHITECTURES:
+        return None
+    return f"{name}/{variant}" if slash and variant in ARCHITECTURES[name] else name
 
 
 def matches(want: Platform, have: Platform) -> bool:

@@ -471,3 +471,28 @@ def test_a_registry_is_resolved_once_when_threads_ask_at_once(monkeypatch, caplo
             t.join()
     assert [r.getMessage() for r in caplog.records].count(
         "docker.io: https://registry-1.docker.io") == 1
+
+
+@pytest.mark.parametrize(("name", "meant"), [
+    ("docker.oi", "docker.io"), ("dokcer.io", "docker.io"), ("DOCKER.OI", "docker.io"),
+    ("quay.oi", "quay.io"), ("registry.k8s.oi", "registry.k8s.io"),
+    ("registry.internel:5000", "registry.internal:5000"),  # one of configs' hosts
+])
+def test_a_mirror_named_like_a_known_registry_is_a_typo(tmp_path, caplog, name, meant):
+    path = _yaml(tmp_path, f'mirrors:\n  "{name}":\n    endpoint: ["https://m.example"]\n'
+                           'configs:\n  "registry.internal:5000": {}\n')
+    with caplog.at_level(logging.WARNING, logger="bundler.config"):
+        load_registries(path)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: mirrors.{name}: no registry is named so here; did you mean '{meant}'? (a "
+        "mirror applies only to images of the registry it is named by)"]
+
+
+@pytest.mark.parametrize("name", ["docker.io", "gcr.io", "ghcr.io", "*", "registry.internal:5000",
+                                  "my-registry.example.com", "localhost:5000", "Quay.io"])
+def test_a_mirror_named_by_a_registry_or_unlike_any_is_no_typo(tmp_path, caplog, name):
+    path = _yaml(tmp_path, f'mirrors:\n  "{name}":\n    endpoint: ["https://m.example"]\n'
+                           'configs:\n  "registry.internal:5000": {}\n')
+    with caplog.at_level(logging.WARNING, logger="bundler.config"):
+        load_registries(path)
+    assert caplog.records == []

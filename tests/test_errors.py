@@ -122,3 +122,21 @@ def test_non_directory_finds_the_file_in_the_way(tmp_path):
     assert errors.non_directory(str(tmp_path / "link" / "x")) == str(tmp_path / "link")
     os.symlink(tmp_path / "gone", tmp_path / "dangling")  # stands in the way all the same
     assert errors.non_directory(str(tmp_path / "dangling" / "x")) == str(tmp_path / "dangling")
+
+
+def test_a_cause_some_images_share_is_said_once_with_the_first_of_them():
+    shared = "127.0.0.1:1: cannot connect (refused)"
+    line = errors.by_cause([(f"r/{n}:1", f"r/{n}:1: GET .../{n}: {shared}", shared)
+                            for n in "abcde"]
+                           + [("r/f:1", "r/f:1: not found", None),
+                              ("r/g:1", "r/g:1: GET ...: other.invalid: no", "other.invalid: no")])
+    assert line == (f"7 images failed: {shared} (5 images: r/a:1, r/b:1, r/c:1 and 2 more); "
+                    "r/f:1: not found; r/g:1: GET ...: other.invalid: no")
+
+
+def test_a_cause_every_image_shares_is_said_once_alone():
+    line = errors.by_cause([(n, f"{n}: GET {n}: host: down", "host: down") for n in "ab"])
+    assert line == "2 images failed, all for one reason: host: down"
+    # Causes that differ are each image's own.
+    line = errors.by_cause([("a", "a: x", "x"), ("b", "b: y", "y")])
+    assert line == "2 images failed: a: x; b: y"

@@ -68,20 +68,22 @@ def test_totals_are_known_up_front_and_exact(fixture_registry, tmp_path):
     blob_sizes = sum(b for b, _ in layers.values())
 
     # Compact, cold: the uncompressed sizes are unknown until pulled, so the compress bar
-    # counts layers by blob size; its total is set before the first byte and ends exact.
+    # counts the bytes it compresses without a total, and gets it (exact) once the last layer
+    # is reached; the pull bar's total is set before the first byte and ends exact.
     cold = Recording()
     build(_options(fixture_registry, tmp_path, "u", "uncompressed", tmp_path / "cache"), cold)
     bars = _by_name(cold)
     assert set(bars) == {"pull", "compress"}
-    for bar in bars.values():
-        assert bar.initial_total == bar.total == bar.n == blob_sizes, bar.description
+    assert bars["pull"].initial_total == bars["pull"].total == bars["pull"].n == blob_sizes
+    plain = sum(u for _, u in layers.values())
+    assert bars["compress"].initial_total is None
+    assert bars["compress"].total == bars["compress"].n == plain
 
     # Compact again with every layer staged: the compress bar counts the real bytes.
     warm = Recording()
     build(_options(fixture_registry, tmp_path, "u2", "uncompressed", tmp_path / "cache"), warm)
     bars = _by_name(warm)
     assert bars["pull"].initial_total == bars["pull"].n == 0
-    plain = sum(u for _, u in layers.values())
     assert bars["compress"].initial_total == bars["compress"].n == plain
 
     # Preserve, cold: the pull bar counts blobs, the compress bar the whole tar.
@@ -115,8 +117,11 @@ def _run_on_pty(argv: list[str], columns: int) -> tuple[int, str]:
     return proc.wait(timeout=300), out.decode("utf-8", "replace")
 
 
-_DRAW = re.compile(r"(pull|compress): +(\d+)%\|[^|]*\| ([\d.]+[kMG]?B)/([\d.]+[kMG]?B) "
-                   r"\[[^,\]]*, ([^\]]+)\]")
+# A bar's name may be followed by what it works on ("pull big:v1 (+1)").
+_DRAW = re.compile(r"(pull|compress)(?: [^|\r]*?)?: +(\d+)%\|[^|]*\| ([\d.]+[kMG]?B)/"
+                   r"([\d.]+[kMG]?B) \[[^,\]]*, ([^\]]+)\]")
+# A bar whose total is not known yet: the count, the time, the rate.
+_COUNTING = re.compile(r"\r(compress): ([\d.]+[kMG]?B) \[[\d:]+, ([^\]]+)\]")
 
 
 def test_bars_on_a_terminal_never_go_back(fixture_registry, tmp_path):
@@ -126,6 +131,7 @@ def test_bars_on_a_terminal_never_go_back(fixture_registry, tmp_path):
                       "uncompressed", cache=False)
     big = fixture_registry.images["docker.io/rancher/big:v1"]
     blobs = sum(b for b, _ in _layers(fixture_registry).values()) + len(big.layers[0][0])
+    plain = sum(u for _, u in _layers(fixture_registry).values()) + len(big.layers[0][0])
     args.remove("--quiet")
     code, out = _run_on_pty([*args, "--no-cache"], columns=120)
     assert code == 0, out
@@ -138,11 +144,19 @@ def test_bars_on_a_terminal_never_go_back(fixture_registry, tmp_path):
         pcts = [p for p, *_ in seen]
         assert pcts == sorted(pcts), (name, pcts)  # never goes back
         assert seen[-1][0] == 100 and seen[-1][1] == seen[-1][2], (name, seen[-1])
-        # Both count layers by blob size here (nothing was pulled before), in decimal MB.
-        assert seen[0][2] == tqdm.format_sizeof(blobs, "B", 1000), (seen[0], blobs)
+        # Pull counts blobs as stored, compress the layers it compresses, uncompressed (its
+        # total shown once known), in decimal MB.
+        want = blobs if name == "pull" else plain
+        assert seen[0][2] == tqdm.format_sizeof(want, "B", 1000), (seen[0], want)
         # Decimal units everywhere, the unit on every number.
         assert all(rate.endswith("B/s") and "iB" not in rate for *_, rate in seen)
     assert "iB" not in out
+    # Until its total is known the compress bar counts bytes, with their rate.
+    counting = _COUNTING.findall(out)
+    assert counting and all(rate.endswith("B/s") for *_, rate in counting), out[-2000:]
+    # The pull bar names the images it pulls.
+    assert re.search(r"\rpull (big:v1|multilist:v1|ociindex:v1|busybox:1\.36\.1)", out), \
+        out[:2000]
 
 
 def test_zero_column_pty_gets_a_line_per_stage(fixture_registry, tmp_path):
@@ -182,3 +196,64 @@ def test_compression_reports_while_zstd_works():
     # Every PROGRESS_INTERVAL while zstd's counters move (a 512 KiB step of a worker); the
     # bound is loose for a loaded machine. Measured: at most 1.0 s, about 0.25 s typical.
     assert max(gaps) < 2.0, [round(g, 2) for g in gaps]
+
+
+def _drawn(progress: Progress) -> str:
+    return progress.stream.getvalue()
+
+
+def test_a_bars_clock_starts_with_its_first_byte():
+    """A stage that waits for another (compression waits for the pull) shows the time and
+    rate of its own work, not an hour of waiting at a few kB/s."""
+    progress = Progress(True, io.StringIO())
+    for total in (None, 10 << 20):
+        bar = progress.bar("compress")
+        bar.start(total)
+        time.sleep(1.2)
+        bar.update(5 << 20)
+        bar.refresh()
+        last = _drawn(progress).rsplit("\r", 1)[-1]
+        assert "[00:00" in last, last  # not 00:01: the wait is not counted
+        bar.close()
+
+
+def test_a_bar_without_a_total_counts_until_it_gets_one():
+    progress = Progress(True, io.StringIO())
+    bar = progress.bar("compress")
+    bar.start(None)
+    bar.update(3_000_000)
+    bar.refresh()
+    assert re.search(r"compress: 3\.00MB \[00:00, [^\]]*B/s\]$", _drawn(progress))
+    bar.set_total(6_000_000)
+    bar.update(1_000_000)
+    bar.refresh()
+    assert re.search(r"compress:  67%\|[^|]*\| 4\.00MB/6\.00MB \[", _drawn(progress))
+    bar.set_total(1)  # set once: never re-totalled
+    assert bar.total == 6_000_000
+    bar.close()
+
+
+def test_the_pull_bar_names_the_image_read_longest():
+    from bundler.progress import CountingReader
+
+    progress = Progress(True, io.StringIO())
+    bar = progress.bar("pull", 300)
+    feed = bar.feed()
+    first = CountingReader(io.BytesIO(b"a" * 100), feed,
+                           "docker.io/rancher/x:v1: layer 0 (sha256:1)")
+    second = CountingReader(io.BytesIO(b"b" * 100), feed,
+                            "quay.io/y@sha256:" + "0" * 64 + ": layer 1 (sha256:2)")
+    first.read(10)
+    bar.refresh()
+    assert _drawn(progress).rsplit("\r", 1)[-1].startswith("pull x:v1:")
+    second.read(10)
+    bar.refresh()
+    assert _drawn(progress).rsplit("\r", 1)[-1].startswith("pull x:v1 (+1):")
+    while first.read(50):
+        pass
+    bar.refresh()
+    assert _drawn(progress).rsplit("\r", 1)[-1].startswith("pull y:")
+    second.close()
+    bar.refresh()
+    assert _drawn(progress).rsplit("\r", 1)[-1].startswith("pull:")
+    bar.close()

@@ -35,6 +35,10 @@ OVERLAP_LOG = 6  # overlap = window >> (9 - 6); zstd's default for levels below 
 DEFAULT_LEVEL = 16
 MIN_LEVEL, MAX_LEVEL = 1, 22
 
+# K3s (rancher/wharfie pkg/tarfile) picks the decompressor by the file name's suffix,
+# case-insensitively: our zstd bytes under .tar.gz or .tar would be read as gzip or plain tar.
+ZSTD_SUFFIXES = (".tar.zst", ".tzst")
+
 _FRAME_MAGIC = 0xFD2FB528
 _SKIPPABLE_MASK, _SKIPPABLE_MAGIC = 0xFFFFFFF0, 0x184D2A50
 
@@ -587,3 +591,11 @@ def _skip(f: BinaryIO, n: int, offset: int) -> None:
             raise FrameError(f"truncated zstd stream at byte {offset}")
         n -= len(data)
         offset += len(data)
+
+
+def unimportable_name(name: str) -> str | None:
+    """Why K3s would not import a bundle (zstd) under the file name `name`; None if it would.
+    place refuses such a name, verify warns of it."""
+    if name.lower().endswith(ZSTD_SUFFIXES):
+        return None
+    return f"a bundle is zstd, and K3s reads zstd only from {' or '.join(ZSTD_SUFFIXES)} files"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -136,6 +137,18 @@ def verify_file(signed: str | Path, key_path: str | Path,
     verify_signature(data, sig, public_pem, data_name=str(signed), signature_name=str(sig_path),
                      key_name=str(key_path))
     return data
+
+
+def key_fingerprint(key_path: str | Path) -> str:
+    """sha256:<hex> of the public key in `key_path` as DER (SubjectPublicKeyInfo): what
+    `openssl pkey -pubin -in KEY -outform DER | sha256sum` prints, so a user can tell which
+    key a signature was checked with."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = _public_key(read_key(key_path), str(key_path))
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
 def _private_key(pem: bytes, password: bytes | None, name: str):

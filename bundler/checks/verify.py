@@ -78,6 +78,9 @@ class Report:
     size: int | None = None
     sha256: str | None = None
     checked_against: list[str] = field(default_factory=list)
+    # With --key: the public key the checksum manifest's signature was checked with, and its
+    # fingerprint (signing.key_fingerprint).
+    signed_by: tuple[str, str] | None = None
     problem_count: int = 0  # problems found, kept or not
     inflation_limited: bool = False  # stopped at the inflation limit
     # The small JSON blobs (manifests, configs) verify kept, by digest (one that does not
@@ -103,7 +106,9 @@ class Report:
                 "images": self.images, "blobs": self.blobs,
                 "checkedAgainst": self.checked_against, "problems": self.problems,
                 "problemCount": self.problem_count, "notes": self.notes,
-                "warnings": self.warnings}
+                "warnings": self.warnings,
+                "signedBy": self.signed_by and {"key": self.signed_by[0],
+                                                "fingerprint": self.signed_by[1]}}
 
 
 class BlobWriter(Protocol):
@@ -171,6 +176,10 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
         report.checked_against.append(str(read_from))
         if key is not None and not allow_rename:
             checksums.check_signed_name(doc, path)
+        if key is not None:
+            from bundler.bundleformat import signing
+
+            report.signed_by = (str(key), signing.key_fingerprint(key))
     sums = checksums.sums_beside(path)
     report.checked_against += sums
     if not_before is not None:
@@ -191,6 +200,9 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
         report.size = f.tell()
     report.sha256 = outer.hexdigest()
     _conclude(report, content, path, doc, sums, require_checksum)
+    if unimportable := compress.unimportable_name(path.name):
+        report.warnings.append(f"{path.name}: K3s will not import it under this name: "
+                               f"{unimportable}")
     return report
 
 

@@ -109,8 +109,14 @@ class ArchitecturesFailed(BundlerError):
     """Images failed for several architectures; the one line says each architecture's."""
 
     def __init__(self, failures: list[tuple[str, BundlerError]]):
-        super().__init__("; ".join(f"{arch}: {e}" for arch, e in failures))
+        said = {str(e) for _, e in failures}
+        if len(said) == 1:  # one reason for all (the network, the daemon): said once
+            super().__init__(f"{', '.join(arch for arch, _ in failures)}: {said.pop()}")
+        else:
+            super().__init__("; ".join(f"{arch}: {e}" for arch, e in failures))
         self.exit_code = max(e.exit_code for _, e in failures)
+        causes = {e.cause for _, e in failures}
+        self.cause = causes.pop() if len(causes) == 1 else None
 
 
 def _missing_dirs(directory: Path) -> list[Path]:

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from bundler import localfile
 from bundler.atomic import remove_stale, temp_name
-from bundler.bundleformat import parts
+from bundler.bundleformat import compress, parts
 from bundler.checks import verify
 from bundler.digest import CHUNK, HashingWriter, hash_rest
 from bundler.errors import EnvironmentFailure, InputError, VerificationFailed
@@ -35,7 +35,6 @@ DATA_DIRS = {"k3s": "/var/lib/rancher/k3s", "rke2": "/var/lib/rancher/rke2"}
 # as a list of images to pull: none of our temporary names may end in one of these.
 IMPORTED_SUFFIXES = (".tar", ".tar.lz4", ".tar.bz2", ".tbz", ".tar.gz", ".tgz", ".tar.zst",
                      ".tzst", ".txt")
-ZSTD_SUFFIXES = (".tar.zst", ".tzst")
 # Room left free beyond the bundle itself, so placing never fills the disk K3s runs on.
 _HEADROOM = 64 << 20
 _HEADROOM_TEXT = "64 MiB"
@@ -84,11 +83,8 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
         source, open_source, report = split.for_place(source, key=key,
                                                       allow_rename=allow_rename,
                                                       not_before=not_before)
-    if not source.name.lower().endswith(ZSTD_SUFFIXES):
-        # K3s (wharfie's tarfile.go) picks the decompressor by the suffix, case-insensitively:
-        # our zstd bytes under .tar.gz or .tar would be read as gzip or plain tar and fail.
-        raise InputError(f"{source}: a bundle is zstd, and K3s reads zstd only from "
-                         f"{' or '.join(ZSTD_SUFFIXES)} files")
+    if unimportable := compress.unimportable_name(source.name):
+        raise InputError(f"{source}: {unimportable}")
     report = report or verify.verify(source, key=key, allow_rename=allow_rename,
                                      not_before=not_before)
     if not report.ok:

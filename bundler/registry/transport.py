@@ -232,7 +232,8 @@ def send(
                 raise error from None
             if not _again(attempts, error, None):
                 if attempts.count > 1:
-                    raise NetworkError(f"{error}, after {attempts.count} attempts") from None
+                    raise NetworkError(f"{error}, after {attempts.count} attempts",
+                                       error.cause) from None
                 raise error from None
             continue
         if response.status_code not in retry.RETRY_STATUSES:
@@ -251,19 +252,26 @@ def translate(
 ) -> NetworkError:
     """The NetworkError that tells the user what a requests exception means."""
     where = f"{what + ': ' if what else ''}{method} {redact(url)}"
+    said = _said(e, url, timeout)
+    if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        # The host's failure, not the image's: the same for every image that needs it.
+        return NetworkError(f"{where}: {said}", f"{host_of(url)}: {said}")
+    return NetworkError(f"{where}: {said}")
+
+
+def _said(e: requests.exceptions.RequestException, url: str, timeout: float) -> str:
+    """What went wrong, without the request."""
     if isinstance(e, requests.exceptions.SSLError):
         reason = _reason(e)
         if "WRONG_VERSION_NUMBER" in reason:
             # What OpenSSL says when the server answers a TLS hello in plain HTTP.
-            return NetworkError(
-                f"{where}: TLS failed ({reason}); {host_of(url)} seems to speak plain HTTP: "
-                f"if so, write its endpoint as http://{host_of(url)} in registries.yaml")
-        return NetworkError(f"{where}: TLS failed ({reason})")
+            return (f"TLS failed ({reason}); {host_of(url)} seems to speak plain HTTP: "
+                    f"if so, write its endpoint as http://{host_of(url)} in registries.yaml")
+        return f"TLS failed ({reason})"
     if isinstance(e, requests.exceptions.Timeout):
         slow = re.search(r"headers not complete after \S+", str(e))
-        said = slow.group(0) if slow else f"timed out after {timeout:g}s"
-        return NetworkError(f"{where}: {said}")
+        return slow.group(0) if slow else f"timed out after {timeout:g}s"
     if isinstance(e, requests.exceptions.ConnectionError):
-        return NetworkError(f"{where}: cannot connect ({_reason(e)})")
-    return NetworkError(f"{where}: {_reason(e)}")
+        return f"cannot connect ({_reason(e)})"
+    return _reason(e)
 

@@ -251,10 +251,12 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     store = fetcher.store
     _start_pull(pull, sum(layer.descriptor.size for d, (layer, _) in body.wanted.items()
                           if not store.has(d)))
-    weights, exact = _layer_weights(body.wanted, store)
-    total = sum(weights.values())
-    bar.start(total, f"compressing {_mb(total)} of layers" + (
-        "" if exact else " (counted as sized in the registry: gzip until pulled)"))
+    weights = _layer_weights(body.wanted, store)  # None: their sizes are known once pulled
+    total = None if weights is None else sum(weights.values())
+    blobs = sum(layer.descriptor.size for layer, _ in body.wanted.values())
+    bar.start(total, f"compressing {_mb(total)} of layers" if total is not None else
+              f"compressing {_mb(blobs)} of layers (gzip as the registry stores them; the "
+              "bar counts them uncompressed, its total known once they are pulled)")
     if frames and all(store.has(d) for d in body.wanted):
         # Everything staged before: if both frames are cached too, this is a copy.
         images = [mutate.staged(image, fetcher) for image in upstream]
@@ -264,7 +266,7 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
             bar.update(total)
             return images
     big = scratch / "frame.zst"
-    images, segments = body.compress(big, level, _ByLayer(bar), weights)
+    images, segments = body.compress(big, level, _ByLayer(bar, len(body.wanted)), weights)
     head, rest = frame_groups(segments, mutate.UNCOMPRESSED, level)
     # The body's two copies (into the frame cache, after the metadata into the bundle) are
     # each a read, a hash and a write: on two threads they overlap (0.6 s on one thread for
@@ -300,7 +302,7 @@ class _CompactBody:
         self.order = sorted(self.wanted)
         self.downloads: dict = {}
 
-    def compress(self, big: Path, level: int, meter: _ByLayer, weights: dict[str, int]
+    def compress(self, big: Path, level: int, meter: _ByLayer, weights: dict[str, int] | None
                  ) -> tuple[list[Image], list[archive.Segment]]:
         """Compress the body into `big`; the images as written, and the tar's segments."""
         self._start()
@@ -327,7 +329,7 @@ class _CompactBody:
             else:
                 self.fetcher.ensure(layer, what)
 
-    def _arriving(self, meter: _ByLayer, weights: dict[str, int]):
+    def _arriving(self, meter: _ByLayer, weights: dict[str, int] | None):
         fetcher, store = self.fetcher, self.store
         for digest in self.order:
             layer, what = self.wanted[digest]
@@ -338,12 +340,13 @@ class _CompactBody:
                 if streamed is None:  # not to be streamed; nothing of it is compressed yet
                     fetcher.stage_file(layer, what, self.downloads[digest].result())
             if streamed is not None:
-                segment = archive.blob_segment(digest, streamed.size, streamed.open, True)
+                size = streamed.size
+                segment = archive.blob_segment(digest, size, streamed.open, True)
             else:
                 fetcher.ensure(layer, what).result()
-                segment = archive.blob_segment(digest, store.size(digest),
-                                               fetcher.opener(layer, what), True)
-            meter.add(segment.size, weights[digest])
+                size = store.size(digest)
+                segment = archive.blob_segment(digest, size, fetcher.opener(layer, what), True)
+            meter.add(segment.size, size if weights is None else weights[digest])
             yield segment
             if streamed is not None:  # read to its end: checked and in the store now
                 fetcher.mark_staged(layer)
@@ -371,13 +374,13 @@ class _Background(threading.Thread):
             raise self._error
 
 
-def _layer_weights(wanted: dict, store) -> tuple[dict[str, int], bool]:
-    """What each layer counts for on the compress bar, and whether that is its real size.
+def _layer_weights(wanted: dict, store) -> dict[str, int] | None:
+    """What each layer counts for on the compress bar: its size, when every layer's is known.
 
     The compressor reads uncompressed layers, but their size is known only once a layer is
     pulled (a manifest gives the gzip blob's size). When every layer is already staged, or
-    stored uncompressed upstream, the bar counts real bytes; otherwise every layer counts as
-    its blob's size, so the total is known before the first byte and stays put.
+    stored uncompressed upstream, the total is known before the first byte; otherwise (None)
+    the bar counts the bytes compressed and gets its total once the last layer is reached.
     """
     sizes = {}
     for digest, (layer, _) in wanted.items():
@@ -385,17 +388,17 @@ def _layer_weights(wanted: dict, store) -> tuple[dict[str, int], bool]:
             sizes[digest] = store.size(digest)
         elif not mediatypes.is_compressed_layer(layer.descriptor.media_type):
             sizes[digest] = layer.descriptor.size
-    if len(sizes) == len(wanted):
-        return sizes, True
-    return {digest: layer.descriptor.size for digest, (layer, _) in wanted.items()}, False
+    return sizes if len(sizes) == len(wanted) else None
 
 
 class _ByLayer:
     """Turns bytes compressed (in tar order) into the compress bar's units: each layer's tar
-    member counts as its weight, spread over its bytes; what follows the layers counts 0."""
+    member counts as its weight, spread over its bytes; what follows the layers counts 0.
+    Once all `layers` are added the bar's total is known, if it was not (Bar.set_total)."""
 
-    def __init__(self, bar: Bar):
+    def __init__(self, bar: Bar, layers: int):
         self._bar = bar
+        self._layers = layers
         self._spans: list[tuple[int, int, int]] = []  # (start, size, weight), in tar order
         self._end = 0
         self._pos = 0
@@ -412,6 +415,10 @@ class _ByLayer:
         with self._lock:
             self._spans.append((self._end, size, weight))
             self._end += size
+            weights = sum(w for _, _, w in self._spans)
+            last = len(self._spans) == self._layers
+        if last:
+            self._bar.set_total(weights)
 
     def __call__(self, n: int) -> None:
         with self._lock:

@@ -296,8 +296,9 @@ def _translate(e: Exception, name: str) -> BundlerError:
     if isinstance(e, docker.errors.APIError):
         return RegistryError(f"{name}: Docker daemon error ({_explain(e)})")
     if isinstance(e, docker.errors.DockerException | requests.exceptions.RequestException):
-        return NetworkError(f"cannot reach the Docker daemon ({_explain(e)}); is DOCKER_HOST "
-                            "right and the daemon running?")
+        unreachable = (f"cannot reach the Docker daemon ({_explain(e)}); is DOCKER_HOST right "
+                       "and the daemon running?")
+        return NetworkError(unreachable, unreachable)
     raise e
 
 

@@ -13,7 +13,7 @@ from bundler.atomic import remove_stale, temp_name
 from bundler.cache import BlobStore
 from bundler.config import RegistriesConfig
 from bundler.digest import VerifyingReader
-from bundler.errors import BundlerError, PlatformError, RegistryError
+from bundler.errors import BundlerError, PlatformError, RegistryError, joined_cause
 from bundler.fetch import DEFAULT_JOBS, resolve_all
 from bundler.image import Descriptor, Image, Layer, load_document, parse_config, parse_manifest
 from bundler.platform import Platform
@@ -85,6 +85,7 @@ class RegistrySource:
         if len(failures) == 1:
             raise failures[0]
         error = type(failures[0])(f"{ref}: " + "; ".join(_strip(str(e), ref) for e in failures))
+        error.cause = joined_cause(failures)
         raise error
 
     def _client(self, endpoint: Endpoint) -> Client:
