@@ -4,6 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# The demo imports its bundle into a real containerd (tests/markers.py).
+pytestmark = pytest.mark.containerd
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
