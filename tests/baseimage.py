@@ -14,9 +14,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-PACKAGES = ("libc6", "libgcc-s1", "zlib1g", "dash", "coreutils", "python3.11-minimal", "libpython3.11-minimal",
-            "libpython3.11-stdlib", "python3.11-venv", "python3-pip-whl",
-            "python3-setuptools-whl", "media-types")
+PACKAGES = ("libc6", "libgcc-s1", "zlib1g", "dash", "coreutils", "python3.11-minimal",
+            "libpython3.11-minimal", "libpython3.11-stdlib", "python3.11-venv",
+            "python3-pip-whl", "python3-setuptools-whl", "media-types")
 LINKS = {"usr/bin/sh": "dash", "usr/bin/python3": "python3.11"}
 # Merged /usr (Debian 12): /bin, /lib, /lib64 and /sbin are links into /usr, here as there.
 MERGED = ("bin", "lib", "lib64", "sbin")
