@@ -68,3 +68,18 @@ def test_man_page_has_every_command():
     for name in ("build", "verify", "place", "inspect", "push", "images"):
         assert f"bundler {name}" in page
     assert "\\-\\-print\\-registries" in page
+
+
+def test_readme_install_lines_for_completion_and_man(tmp_path):
+    from tests.docsenv import blocks
+
+    block = next(b for b in blocks(ROOT / "README.md")
+                 if b.kind == "sh" and any("completions/" in line for line in b.lines))
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "MANPAGER": "cat", "MANWIDTH": "80"}
+    done = subprocess.run(["bash", "-euc", "\n".join(block.lines)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "bundler - build, verify, place and push" in done.stdout
+    bash = tmp_path / ".local/share/bash-completion/completions/bundler"
+    assert bash.read_text() == BASH.read_text()
+    assert (tmp_path / ".config/fish/completions/bundler.fish").exists()

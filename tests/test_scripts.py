@@ -42,3 +42,30 @@ def test_daemon_tests_can_be_left_out():
     assert docker and all(t.startswith("tests/test_docker_source.py::") for t in docker)
     assert "tests/test_demo.py::test_demo_runs_end_to_end" in containerd
     assert _collected("-m", "not dockerd and not containerd") == everything - docker - containerd
+
+
+def test_readme_install_works_in_a_fresh_home(tmp_path):
+    """The README's install lines, as shown, in a home without ~/.local/bin, then the
+    --version it shows, through the link they made."""
+    from tests.docsenv import blocks, commands
+
+    readme = ROOT / "README.md"
+    install = [c for b in blocks(readme) if b.kind == "console" for c in commands(b)
+               if "~/.local/bundler" in c.text]
+    assert [c.text.split()[0] for c in install] == ["python3", "mkdir"]
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PIP_CACHE_DIR": str(tmp_path / "pip-cache")}
+    env.pop("VIRTUAL_ENV", None)
+    for cmd in install:
+        done = subprocess.run(["bash", "-c", cmd.text], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, f"$ {cmd.text}\n{done.stderr[-3000:]}"
+    version = next(c for b in blocks(readme) if b.kind == "console" for c in commands(b)
+                   if c.text == "bundler --version")
+    done = subprocess.run([str(home / ".local" / "bin" / "bundler"), "--version"],
+                          capture_output=True, text=True, env=env)
+    assert done.stdout.splitlines() == version.output
+    shown = subprocess.run([str(home / ".local" / "bundler" / "bin" / "pip"), "show",
+                            "k3s-airgap-bundler"], capture_output=True, text=True, env=env)
+    assert shown.returncode == 0 and "Name: k3s-airgap-bundler" in shown.stdout
