@@ -62,6 +62,19 @@ def test_other_shells_parse_their_script(shell, name):
     assert done.returncode == 0, done.stderr
 
 
+def test_fish_completes_commands_and_their_flags():
+    if shutil.which("fish") is None:
+        pytest.skip("fish is not installed (scripts/deps installs it)")
+    fish = ROOT / "completions" / "bundler.fish"
+    script = (f"source {fish}; complete -C 'bundler bu'; complete -C 'bundler build --reg'; "
+              "complete -C 'bundler place --distro '")
+    done = subprocess.run(["fish", "--no-config", "-c", script], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    offered = [line.split("\t")[0] for line in done.stdout.splitlines()]
+    assert offered == ["build", "--registries", "k3s", "rke2"]
+
+
 def test_man_page_has_every_command():
     page = (ROOT / "man" / "bundler.1").read_text()
     assert page.startswith(".TH BUNDLER ")
