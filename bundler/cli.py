@@ -90,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
                "  bundler verify dist/k3s-airgap-images-multus-amd64.tar.zst\n\n"
                "`bundler COMMAND --help` shows each command's options and examples.",
     )
-    p.add_argument("--version", action="version", version=f"bundler {__version__}")
+    p.add_argument("--version", action="version",
+                   version=f"bundler {__version__} (k3s-airgap-bundler: K3s airgap image bundles)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="build and push: also say what is retried and why (on stderr)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",

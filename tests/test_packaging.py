@@ -21,6 +21,18 @@ def test_distribution_name_is_its_own_and_the_command_is_bundler():
     assert project["scripts"] == {"bundler": "bundler.__main__:run"}
 
 
+def test_version_names_the_distribution_so_it_is_told_from_rubys_bundler(capsys):
+    # Debian's ruby-bundler provides /usr/bin/bundler too; its --version says "Bundler version".
+    from bundler import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    out = capsys.readouterr().out
+    assert out == f"bundler {__version__} (k3s-airgap-bundler: K3s airgap image bundles)\n"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] in out
+
+
 def test_license_file_is_the_apache_2_text_pyproject_names():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == {"text": "Apache-2.0"}
