@@ -66,6 +66,7 @@ PY_SHA256 = [sys.executable, "-c", (
 # The split and join cases: a file of this many MiB, cut into parts of PARTS_SIZE.
 PARTS_MIB = 200
 PARTS_SIZE = "50MB"
+DELTA_SHARED_MIB = 256
 # Python floors: the same decompress-and-hash and compress work as bundler, with nothing else.
 PY_VERIFY = [sys.executable, "-c", (
     "import hashlib, sys, zstandard\n"
@@ -201,6 +202,7 @@ def main() -> int:
     ap.add_argument("--front-rate-mbs", type=float, default=20.0,
                     help="the front's bandwidth per connection, MB/s (default: 20)")
     ap.add_argument("--no-parts", action="store_true", help="skip the split and join cases")
+    ap.add_argument("--no-delta", action="store_true", help="skip the delta and patch cases")
     ap.add_argument("--parts-mib", type=int, default=PARTS_MIB, metavar="MIB",
                     help=f"size of the file split and joined (default: {PARTS_MIB})")
     args = ap.parse_args()
@@ -255,6 +257,9 @@ def main() -> int:
             if not args.no_parts:
                 _parts_cases(r, w, args.runs, args.parts_mib)
                 _phase(r, "split and join", started)
+            if not args.no_delta:
+                _delta_cases(r, registry, w, args.runs)
+                _phase(r, "delta and patch", started)
         finally:
             if front:
                 front.stop()
@@ -711,6 +716,64 @@ def _parts_cases(r: dict, w: Path, runs: int, mib: int) -> None:
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _delta_cases(r: dict, registry: Registry, w: Path, runs: int) -> None:
+    """delta and patch between two builds of the stand-ins that share the multus image (and
+    its base layer) and differ in the other: OLD holds busybox, NEW the CNI plugins. The
+    delta's size against what NEW adds, compressed: a tar of NEW's metadata members and the
+    blobs OLD lacks, through zstd at the bundle's level, plus NEW's files beside it. patch
+    against a plain copy of NEW, in the same rounds."""
+    d = w / "delta"
+    d.mkdir()
+    mirrors = write_registries_yaml(d / "r.yaml", {"docker.io": [registry.url]})
+    # A shared image of one 256 MiB layer makes the preserve bundles big enough that patch's
+    # time is its copying and hashing, not the interpreter's start (compressing it at level 16
+    # for the compact case would take minutes: that case keeps to the stand-ins).
+    big = gen.image([gen.tar_layer(gen.random_files(31, 1, DELTA_SHARED_MIB << 20))])
+    push_image(registry.url, "rancher/delta-shared", big, "v1")
+    del big
+    shared = "docker.io/rancher/delta-shared:v1"
+    for mode in ("preserve", "uncompressed"):
+        extra = [shared] if mode == "preserve" else []
+        old_refs, new_refs = [REFS[0], REFS[2], *extra], [REFS[0], REFS[1], *extra]
+        old, new = d / f"old-{mode}", d / f"new-{mode}"
+        for out, refs in ((old, old_refs), (new, new_refs)):
+            run_once(build_cmd(mirrors, _images_file(d / f"{out.name}.txt", refs), mode, out,
+                               d / "cache"))
+        delta = d / f"{mode}.delta"
+        run_once(shlex.join([*BUNDLER, "delta", str(new / BUNDLE), "--base", str(old / BUNDLE),
+                             "-o", str(delta)]))
+        r[f"bytes_delta_{mode}"] = delta.stat().st_size
+        r[f"bytes_delta_{mode}_floor"] = _added_compressed(old / BUNDLE, new, d / mode)
+        r[f"bytes_delta_{mode}_new"] = (new / BUNDLE).stat().st_size
+        cases = {f"patch_{mode}": (shlex.join([*BUNDLER, "patch", str(old / BUNDLE), str(delta),
+                                              "-o", str(d / f"site-{mode}")]), None),
+                 f"patch_cp_{mode}": (f"cp {new / BUNDLE} {d / f'copy-{mode}.tar.zst'}", None)}
+        r.update(measure_rounds(cases, runs))
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _added_compressed(old: Path, new: Path, scratch: Path) -> int:
+    """What NEW adds over OLD, compressed as the bundle is: its metadata members and the blobs
+    OLD lacks in one tar through zstd at the bundle's level, plus its files beside it."""
+    import tarfile
+
+    level = json.loads((new / BUNDLE.replace(".tar.zst", ".manifest.json")).read_text())[
+        "compression"]["level"]
+    scratch.mkdir()
+    with tarfile.open(untar_zst(old, scratch / "old.tar")) as t:
+        have = {m.name for m in t.getmembers()}
+    added = scratch / "added.tar"
+    with tarfile.open(untar_zst(new / BUNDLE, scratch / "new.tar")) as src, \
+            tarfile.open(added, "w", format=tarfile.PAX_FORMAT) as out:
+        for m in src.getmembers():
+            if m.isfile() and (m.name not in have or not m.name.startswith("blobs/")):
+                out.addfile(m, src.extractfile(m))
+    subprocess.run(f"zstd -q -T0 -{level} --long=25 -f {added} -o {added}.zst", shell=True,
+                   check=True)
+    sides = sum(p.stat().st_size for p in new.iterdir() if p.name != BUNDLE)
+    return (scratch / "added.tar.zst").stat().st_size + sides
+
+
 def _ratio(r: dict, a: str, b: str, field: str = "median_s") -> float | None:
     if a in r and b in r:
         return r[a][field] / r[b][field]
@@ -840,6 +903,20 @@ def _report(r: dict, path: str) -> None:
          _ratio(r, "parts_join", "parts_join_small", "peak_rss_kib"), "<= 1.05"),
         ("peak RSS: split / Python shutil.copyfile",
          _ratio(r, "parts_split", "parts_copyfile", "peak_rss_kib"), ""),
+        ("delta size / what NEW adds, compressed (+ its files), preserve",
+         _bytes_ratio(r, "delta_preserve", "delta_preserve_floor"), "<= 1.02"),
+        ("delta size / what NEW adds, compressed (+ its files), compact",
+         _bytes_ratio(r, "delta_uncompressed", "delta_uncompressed_floor"), "<= 1.02"),
+        ("  delta size / NEW's size, preserve",
+         _bytes_ratio(r, "delta_preserve", "delta_preserve_new"), ""),
+        ("  delta size / NEW's size, compact",
+         _bytes_ratio(r, "delta_uncompressed", "delta_uncompressed_new"), ""),
+        ("patch / cp of NEW, preserve", _ratio(r, "patch_preserve", "patch_cp_preserve"),
+         "<= 1.5"),
+        ("patch / cp of NEW, compact (compresses NEW's body again)",
+         _ratio(r, "patch_uncompressed", "patch_cp_uncompressed"), ""),
+        ("peak RSS: patch, compact / preserve",
+         _ratio(r, "patch_uncompressed", "patch_preserve", "peak_rss_kib"), ""),
     ]
     r["ratios"] = {name.strip(): {"ratio": None if v is None else round(v, 3), "goal": goal}
                    for name, v, goal in rows}

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import re
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from bundler import localfile
 from bundler.atomic import AtomicOutputs
 from bundler.bundleformat import checksums, parts
-from bundler.digest import CHUNK
+from bundler.digest import CHUNK, Sha256Behind
 from bundler.errors import InputError, VerificationFailed
 from bundler.text import shown
 
@@ -79,7 +77,7 @@ def split(bundle: str | Path, part_size: int = parts.FAT32_MAX,
             raise InputError(f"{source}: {size} bytes in parts of {part_size} would make {count} "
                              f"parts, more than {parts.MAX_PARTS}; choose a larger part size")
         out.mkdir(parents=True, exist_ok=True)
-        with AtomicOutputs(out) as outputs, _Hashing("split-whole") as whole:
+        with AtomicOutputs(out) as outputs, Sha256Behind("split-whole") as whole:
             names = parts.part_names(source.name, count)
             written = [_write_part(f, outputs.temp(name), name, i * part_size,
                                    min(part_size, size - i * part_size), whole, source)
@@ -99,44 +97,6 @@ def split(bundle: str | Path, part_size: int = parts.FAT32_MAX,
     return list_path, listed
 
 
-class _Hashing:
-    """A sha256 computed on a thread of its own from the pieces update() hands it, in order.
-
-    sha256 releases the GIL: a part's hash and the whole's run on two cores while the bytes
-    are read and written (computed one after the other, they took twice the time of one, and
-    one takes twice a copy's). Plain threads and a queue, not concurrent.futures, which loads
-    logging: the offline commands leave it out. At most _AHEAD pieces wait for each hash."""
-
-    def __init__(self, name: str):
-        self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_AHEAD)
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._hash.update(chunk)
-
-    def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self._hash.hexdigest()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def __enter__(self) -> _Hashing:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-_AHEAD = 4
 
 
 class _Plain:
@@ -166,8 +126,8 @@ def _pump(src: BinaryIO, size: int, sinks: list[Callable[[bytes], object]]) -> i
 
 
 def _write_part(f: BinaryIO, temp: Path, name: str, offset: int, size: int,
-                whole: _Hashing, source: Path) -> parts.Part:
-    with open(temp, "xb") as dst, _Hashing("split-part") as own:
+                whole: Sha256Behind, source: Path) -> parts.Part:
+    with open(temp, "xb") as dst, Sha256Behind("split-part") as own:
         left = _pump(f, size, [own.update, whole.update, dst.write])
         if left:
             raise VerificationFailed(f"{source}: shrank while being split; nothing written")
@@ -215,7 +175,7 @@ def _read_part(listed: parts.PartsList, part: parts.Part,
     and the joined file); PartProblem naming it when it is not the part the list records.
     With sinks, the part's hash runs on a thread of its own beside them."""
     with _open_part(listed, part) as f, \
-            _Hashing("join-part") if also else _Plain() as own:
+            Sha256Behind("join-part") if also else _Plain() as own:
         left = _pump(f, part.size, [own.update, *(also or [])])
         digest = own.hexdigest()
     if left:
@@ -350,7 +310,7 @@ def join(parts_list: str | Path, output_dir: str | Path | None = None) -> tuple[
     listed = parts.read(parts_list)
     out = Path(output_dir) if output_dir is not None else listed.directory
     out.mkdir(parents=True, exist_ok=True)
-    with AtomicOutputs(out) as outputs, _Hashing("join-whole") as whole:
+    with AtomicOutputs(out) as outputs, Sha256Behind("join-whole") as whole:
         temp = outputs.temp(listed.name)
         with open(temp, "xb") as dst:
             for part in listed.parts:
