@@ -1,5 +1,6 @@
-"""fetch: layers from the fixture registry staged into a real blob store, each downloaded once
-however often it is asked for; and resolve_all's order and failures."""
+"""stage: layers from the fixture registry staged into a real blob store by the stage's
+Fetcher, each downloaded once however often it is asked for; and sources.resolve's
+resolve_all, its order and failures."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import threading
 
 import pytest
 
-from bundler import fetch, platform, reference, sources
+from bundler import platform, reference, sources
 from bundler.cache import BlobStore
 from bundler.errors import BundlerError, DigestMismatch, NetworkError, RegistryError
-from bundler.fetch import Fetcher, ImagesFailed
+from bundler.sources.resolve import ImagesFailed, resolve_all
+from bundler.stage import Fetcher
 from tests import imagegen as gen
 from tests.faultproxy import RegistryFront
 from tests.servers import write_registries_yaml
@@ -161,18 +163,18 @@ def test_a_layer_whose_bytes_are_wrong_fails_its_waiters_and_stores_nothing(fron
 def test_resolve_all_keeps_the_order_and_names_every_failure(front, tmp_path):
     source = _source(tmp_path, front.url)
     refs = [reference.parse(r) for r in (MULTILIST, "busybox:1.36.1", OCIINDEX)]
-    images = fetch.resolve_all(source.image, refs, jobs=3)
+    images = resolve_all(source.image, refs, jobs=3)
     assert [i.reference for i in images] == refs
     missing = [reference.parse(r) for r in ("rancher/nope:v1", "rancher/gone:v2")]
     with pytest.raises(ImagesFailed) as e:
-        fetch.resolve_all(source.image, [refs[0], missing[0], refs[1], missing[1]], jobs=2)
+        resolve_all(source.image, [refs[0], missing[0], refs[1], missing[1]], jobs=2)
     assert [ref for ref, _ in e.value.failures] == missing
     assert all(isinstance(err, RegistryError) for _, err in e.value.failures)
     message = str(e.value)
     assert message.startswith("2 images failed: ") and "\n" not in message
     assert str(missing[0]) in message and str(missing[1]) in message
     with pytest.raises(RegistryError) as one:
-        fetch.resolve_all(source.image, [refs[0], missing[0]], jobs=1)
+        resolve_all(source.image, [refs[0], missing[0]], jobs=1)
     assert str(missing[0]) in str(one.value)
 
 
@@ -188,7 +190,7 @@ def test_several_failures_exit_with_the_worst_code_and_name_each_image():
         return ref
 
     with pytest.raises(ImagesFailed) as e:
-        fetch.resolve_all(resolve, refs, jobs=3)
+        resolve_all(resolve, refs, jobs=3)
     assert e.value.exit_code == NetworkError("x").exit_code > RegistryError("x").exit_code
     assert str(e.value) == ("2 images failed: docker.io/library/a:1: not found; "
                             "docker.io/library/c:1: connection refused")
@@ -201,4 +203,4 @@ def test_an_error_that_is_no_images_fault_is_raised_alone():
         raise BundlerError("bad")
 
     with pytest.raises(MemoryError):
-        fetch.resolve_all(resolve, [reference.parse("a:1"), reference.parse("b:1")], jobs=2)
+        resolve_all(resolve, [reference.parse("a:1"), reference.parse("b:1")], jobs=2)
