@@ -8,14 +8,16 @@ import dataclasses
 import gzip
 import io
 import threading
+import time
 
 import pytest
 
-from bundler import platform, reference, sources
+from bundler import mutate, platform, reference, sources
+from bundler import stage as stage_module
 from bundler.cache import BlobStore
 from bundler.errors import BundlerError, DigestMismatch, NetworkError, RegistryError
 from bundler.sources.resolve import ImagesFailed, resolve_all
-from bundler.stage import Fetcher
+from bundler.stage import Fetcher, Stage
 from tests import imagegen as gen
 from tests.faultproxy import RegistryFront
 from tests.servers import write_registries_yaml
@@ -204,3 +206,48 @@ def test_an_error_that_is_no_images_fault_is_raised_alone():
 
     with pytest.raises(MemoryError):
         resolve_all(resolve, [reference.parse("a:1"), reference.parse("b:1")], jobs=2)
+
+
+def test_the_stage_pulls_only_the_layers_the_sink_reads(fixture_registry, front, tmp_path):
+    # A preserve sink whose frames are cached reads no layer: the stage must not pull one
+    # until it is prefetched or opened.
+    image = _image(tmp_path, front.url)
+    made = fixture_registry.images[OCIINDEX]
+    front.blob_gets.clear()
+    with Stage([image], BlobStore(tmp_path / "blobs"), layers=mutate.PRESERVE) as stage:
+        staged = stage.images()[0]
+        time.sleep(0.5)  # what a pull started here would have needed to show
+        assert front.blob_gets == []
+        first = image.layers[0].descriptor.digest
+        stage.prefetch([first, "sha256:" + "0" * 64])  # a digest of no layer is passed over
+        assert _read(staged.layers[0].open()) == made.layers[0][0]
+        time.sleep(0.5)
+    assert front.blob_gets == [first]
+
+
+def test_a_compact_stage_gives_every_layer_in_tar_order_as_it_arrives(fixture_registry, front,
+                                                                      tmp_path, monkeypatch):
+    monkeypatch.setattr(stage_module, "STREAM_SIZE", 0)  # the gzip layers are streamed
+    source = _source(tmp_path, front.url)
+    images = [source.image(reference.parse(r)) for r in (MULTILIST, OCIINDEX)]
+    diff_ids = [d for r in (MULTILIST, OCIINDEX) for d in fixture_registry.images[r].diff_ids]
+    front.blob_gets.clear()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    store = BlobStore(tmp_path / "blobs")
+    with Stage(images, store, layers=mutate.UNCOMPRESSED, scratch=scratch) as stage:
+        stage.start()
+        arrived = []
+        for arrival in stage.arriving():
+            arrived.append(arrival.digest)
+            reader = arrival.open()
+            data = b"".join(iter(reader.read, b""))  # to its end, as the compressor reads
+            reader.close()
+            assert len(data) == arrival.size and gen.digest(data) == arrival.digest
+        assert arrived == sorted(set(diff_ids))  # the tar's order: each layer once
+        assert all(store.verified(d) for d in diff_ids)  # the streamed ones stored too
+        written = stage.images()
+    assert [x.descriptor.digest for i in written for x in i.layers] == diff_ids
+    # each blob downloaded once
+    assert sorted(front.blob_gets) == sorted({x.descriptor.digest for i in images
+                                              for x in i.layers})

@@ -90,7 +90,7 @@ class RegistrySource:
     def _client(self, endpoint: Endpoint) -> Client:
         with self._clients_lock:
             if endpoint not in self._clients:
-                # Blob downloads (fetch.Fetcher) use as many threads as resolution does.
+                # Blob downloads (stage.Fetcher) use as many threads as resolution does.
                 self._clients[endpoint] = Client(
                     endpoint, self._timeout, pool=self._jobs,
                     known_challenge=self._challenges.get(without_userinfo(endpoint.url)))
