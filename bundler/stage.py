@@ -158,10 +158,11 @@ class Stage:
                 fetcher.ensure(layer, what).result()
                 yield Arrival(digest, store.size(digest), fetcher.opener(layer, what))
 
-    def restage(self, layer: Layer) -> None:
+    def restage(self, mispredicted: Layer) -> None:
         """Stage a layer whose stream was Mispredicted the normal way, from its blob."""
-        layer, what = self.wanted[layer.diff_id]
-        self._fetcher.stage_file(layer, what, self._downloads[layer.diff_id].result())
+        digest = mispredicted.diff_id
+        layer, what = self.wanted[digest]
+        self._fetcher.stage_file(layer, what, self._downloads[digest].result())
 
     def close(self) -> None:
         self._fetcher.close()
