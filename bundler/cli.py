@@ -221,7 +221,7 @@ def _command_table() -> list[tuple]:
 
 
 def _build_arguments(b: argparse.ArgumentParser) -> None:
-    from bundler import cache, fetch, mutate
+    from bundler import cache, mutate
     from bundler.bundleformat import compress
     from bundler.commands import build
     from bundler.registry import endpoint
@@ -255,8 +255,8 @@ def _build_arguments(b: argparse.ArgumentParser) -> None:
                         "the most K3s decodes")
     b.add_argument("--timeout", type=float, default=endpoint.DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"connect and read timeout (default: {endpoint.DEFAULT_TIMEOUT:g})")
-    b.add_argument("--jobs", type=int, default=fetch.DEFAULT_JOBS, metavar="N",
-                   help=f"parallel blob downloads (default: {fetch.DEFAULT_JOBS})")
+    b.add_argument("--jobs", type=int, default=endpoint.DEFAULT_JOBS, metavar="N",
+                   help=f"parallel blob downloads (default: {endpoint.DEFAULT_JOBS})")
     caching = b.add_mutually_exclusive_group()
     caching.add_argument("--cache-dir", metavar="DIR",
                          help=f"blob and compressed-frame cache kept across runs (default: "
@@ -359,7 +359,6 @@ def _inspect_arguments(ins: argparse.ArgumentParser) -> None:
 
 
 def _push_arguments(pu: argparse.ArgumentParser) -> None:
-    from bundler import fetch
     from bundler.registry import endpoint
 
     pu.add_argument("bundle", metavar="BUNDLE", nargs="+",
@@ -371,8 +370,8 @@ def _push_arguments(pu: argparse.ArgumentParser) -> None:
     pu.add_argument("--registries", metavar="FILE",
                     help="K3s registries.yaml: configs.<host> gives auth and TLS for the "
                          "target")
-    pu.add_argument("--jobs", type=int, default=fetch.DEFAULT_JOBS, metavar="N",
-                    help=f"parallel blob uploads (default: {fetch.DEFAULT_JOBS})")
+    pu.add_argument("--jobs", type=int, default=endpoint.DEFAULT_JOBS, metavar="N",
+                    help=f"parallel blob uploads (default: {endpoint.DEFAULT_JOBS})")
     pu.add_argument("--timeout", type=float, default=endpoint.DEFAULT_TIMEOUT, metavar="SECONDS",
                     help=f"connect and read timeout per request (default: "
                          f"{endpoint.DEFAULT_TIMEOUT:g})")

@@ -125,7 +125,7 @@ class Bar:
                 self._tqdm.refresh()
 
     def feed(self) -> Feed:
-        """What a worker that announces sizes (fetch.Fetcher) gets instead of the bar."""
+        """What a worker that announces sizes (stage.Fetcher) gets instead of the bar."""
         return Feed(self)
 
     def close(self) -> None:
@@ -145,7 +145,7 @@ class Bar:
 class Feed:
     """Counts bytes into a bar whose total was set up front from the manifests.
 
-    fetch.Fetcher announces each layer's size as it starts staging it (`total += size`):
+    stage.Fetcher announces each layer's size as it starts staging it (`total += size`):
     that sum is kept here, apart from the bar, so the bar's total does not grow as downloads
     begin one after another.
     """

@@ -39,7 +39,7 @@ NETWORK = {"requests", "urllib3", "charset_normalizer", "bundler.registry.client
            "bundler.registry.endpoint"}
 OPTIONAL = {"yaml", "docker", "tqdm", "cryptography", "jsonschema", "bundler.sources.docker",
             "bundler.bundleformat.signing", "bundler.chart"}
-BUILD_ONLY = {"bundler.commands.build", "bundler.sinks.bundle", "bundler.fetch", "bundler.config",
+BUILD_ONLY = {"bundler.commands.build", "bundler.sinks.bundle", "bundler.stage", "bundler.config",
               "bundler.bundleformat.sbom", "bundler.progress", "bundler.mutate"}
 PUSH_ONLY = {"bundler.commands.push", "bundler.sinks.registry", "bundler.registry.api"}
 # Only build and push log (retries, endpoints); loading logging costs the others ~5 ms.
@@ -162,9 +162,9 @@ def test_push_loads_no_yaml_docker_bars_crypto_or_build(built, tmp_path):
     finally:
         target.stop()
     assert run.returncode == 0, run.stderr
-    # (config: the target's auth and TLS; fetch: --jobs's default, the project's one count.)
-    assert loaded_of(OPTIONAL | BUILD_ONLY - {"bundler.config", "bundler.fetch",
-                                              "bundler.progress"}, loaded) == []
+    # (config: the target's auth and TLS.)
+    assert loaded_of(OPTIONAL | BUILD_ONLY - {"bundler.config", "bundler.progress"},
+                     loaded) == []
 
 
 def test_images_loads_no_network_zstd_or_other_commands(tmp_path):

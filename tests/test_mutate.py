@@ -1,5 +1,5 @@
-"""mutate: images from the fixture registry in the two layer forms, read through a Fetcher
-from a real blob store; the rewritten manifest describes exactly the staged plain layers."""
+"""mutate: images from the fixture registry in the two layer forms, staged by a Stage in a
+real blob store; the rewritten manifest describes exactly the staged plain layers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from bundler import mediatypes, mutate, platform, reference, sources
 from bundler.cache import BlobStore
-from bundler.fetch import Fetcher
 from bundler.image import parse_manifest
+from bundler.stage import Stage, layer_what
 from tests import imagegen as gen
 
 AMD64 = platform.for_arch("amd64")
@@ -35,8 +35,8 @@ def _read(opener) -> bytes:
                                   "docker.io/rancher/ociindex:v1"])
 def test_preserve_keeps_the_manifest_and_the_blobs(fixture_registry, source, tmp_path, name):
     image = source.image(reference.parse(name))
-    with Fetcher(BlobStore(tmp_path / "blobs"), False) as fetcher:
-        staged = mutate.staged(image, fetcher)
+    with Stage([image], BlobStore(tmp_path / "blobs"), layers=mutate.PRESERVE) as stage:
+        staged = stage.images()[0]
         assert staged.manifest == image.manifest == fixture_registry.images[name].manifest
         assert [x.descriptor for x in staged.layers] == [x.descriptor for x in image.layers]
         for layer, (blob, _) in zip(staged.layers, fixture_registry.images[name].layers,
@@ -49,8 +49,8 @@ def test_preserve_keeps_the_manifest_and_the_blobs(fixture_registry, source, tmp
 def test_uncompressed_rewrites_the_manifest_to_the_plain_layers(fixture_registry, source,
                                                                 tmp_path, name):
     image = source.image(reference.parse(name))
-    with Fetcher(BlobStore(tmp_path / "blobs"), True) as fetcher:
-        staged = mutate.staged(image, fetcher)
+    with Stage([image], BlobStore(tmp_path / "blobs"), layers=mutate.UNCOMPRESSED) as stage:
+        staged = stage.images()[0]
         config, layers = parse_manifest(staged.manifest, name)
         assert config == image.config_descriptor and staged.config == image.config
         plain_type = mediatypes.uncompressed_layer(image.manifest_media_type)
@@ -72,14 +72,15 @@ def test_foreign_layer_urls_are_dropped_with_the_compressed_blob(tmp_path):
     doc["layers"][0]["urls"] = ["https://example.invalid/layer.tar.gz"]
     doc["layers"][0]["annotations"] = {"kept": "yes"}
     made.manifest = json.dumps(doc).encode()
-    with Fetcher(BlobStore(tmp_path / "blobs"), True) as fetcher:
-        staged = mutate.staged(gen.model(made, "busybox:1"), fetcher)
+    with Stage([gen.model(made, "busybox:1")], BlobStore(tmp_path / "blobs"),
+               layers=mutate.UNCOMPRESSED) as stage:
+        staged = stage.images()[0]
     layer = json.loads(staged.manifest)["layers"][0]
     assert "urls" not in layer and layer["annotations"] == {"kept": "yes"}
 
 
 def test_layer_what_names_the_image_the_layer_and_its_digest():
     image = gen.model(gen.image([gen.tar_layer(gen.random_files(1, 1, 50))] * 2), "busybox:1")
-    assert mutate.layer_what(image, 1) == \
+    assert layer_what(image, 1) == \
         f"docker.io/library/busybox:1: layer 1 ({image.layers[1].descriptor.digest})"
 

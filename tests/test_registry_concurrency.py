@@ -10,10 +10,10 @@ import pytest
 from bundler.cache import BlobStore
 from bundler.config import load_registries
 from bundler.errors import EXIT_ENVIRONMENT, EXIT_FAILED, NetworkError, RegistryError
-from bundler.fetch import ImagesFailed
 from bundler.platform import for_arch
 from bundler.reference import parse
 from bundler.sources.registry import RegistrySource
+from bundler.sources.resolve import ImagesFailed
 from tests import imagegen as gen
 from tests import registries
 from tests.cli_helpers import assert_one_line_error, build_args, bundler

@@ -1,5 +1,6 @@
-"""The bundle sink on its own: any source's images in, one architecture's files out, named only
-when the caller commits; and sources.from_options, which opens the source a build reads."""
+"""The bundle sink on its own: any source's images in, through the stage, one architecture's
+files out, named only when the caller commits; and sources.from_options, which opens the
+source a build reads."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from bundler.sinks import Sink
 from bundler.sinks.bundle import BundleSink
 from bundler.sources import Source
 from bundler.sources.bundle import BundleSource
+from bundler.stage import Stage
 from tests.conftest import REFS, STEM
 
 AMD64 = platform.for_arch("amd64")
@@ -38,10 +40,11 @@ def _write(out: Path, images, layers: str, commit: bool = True) -> tuple[BundleS
     out.mkdir(exist_ok=True)
     with AtomicOutputs(out) as outputs:
         store = BlobStore(out.parent / f"{out.name}-store")
-        sink = BundleSink(outputs, store, name="k3s-airgap-images-multus", arch="amd64",
-                          layers=layers)
+        sink = BundleSink(outputs, name="k3s-airgap-images-multus", arch="amd64")
         assert isinstance(sink, Sink)
-        sink.write(images)
+        scratch = outputs.scratch_dir() if layers == mutate.UNCOMPRESSED else None
+        with Stage(images, store, layers=layers, scratch=scratch) as staged:
+            sink.write(staged)
         before = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
         if commit:
             outputs.commit()

@@ -2,7 +2,7 @@
 same bytes as staging them first, a fallback when the gzip trailer's size is wrong, and the
 staged path's errors when the layer is bad.
 
-layer.STREAM_SIZE is lowered so small layers stream; "staged" builds raise it above every
+stage.STREAM_SIZE is lowered so small layers stream; "staged" builds raise it above every
 layer, which is the path every layer took before streaming existed.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from bundler import layer, mutate, platform, reference, sources
+from bundler import decompress, mutate, platform, reference, sources, stage
 from bundler import mediatypes as mt
 from bundler.__main__ import run as bundler_main
 from bundler.atomic import AtomicOutputs
@@ -82,7 +82,7 @@ def _push(fixture_registry, repo: str, img: gen.TestImage) -> str:
 
 def _build(fixture_registry, tmp: Path, refs: list[str], name: str,
            store: BlobStore | None = None) -> Path:
-    """A compact bundle of `refs` written by the bundle sink, at level 3; its directory."""
+    """A compact bundle of `refs` staged and written by the bundle sink (level 3); its dir."""
     out = tmp / name
     out.mkdir()
     open_source = sources.from_options("registry",
@@ -91,10 +91,10 @@ def _build(fixture_registry, tmp: Path, refs: list[str], name: str,
     images = open_source(AMD64, BlobStore(tmp / f"{name}-meta")).images(
         [reference.parse(r) for r in refs])
     with AtomicOutputs(out) as outputs:
-        sink = BundleSink(outputs, store or BlobStore(tmp / f"{name}-store"),
-                          name="k3s-airgap-images-multus", arch="amd64",
-                          layers=mutate.UNCOMPRESSED, level=3)
-        sink.write(images)
+        sink = BundleSink(outputs, name="k3s-airgap-images-multus", arch="amd64", level=3)
+        with stage.Stage(images, store or BlobStore(tmp / f"{name}-store"),
+                         layers=mutate.UNCOMPRESSED, scratch=outputs.scratch_dir()) as staged:
+            sink.write(staged)
         outputs.commit()
     return out
 
@@ -104,13 +104,13 @@ class _Opened:
 
     def __init__(self, monkeypatch):
         self.count = 0
-        real = layer.StreamedLayer.open
+        real = stage.StreamedLayer.open
 
         def counted(streamed):
             self.count += 1
             return real(streamed)
 
-        monkeypatch.setattr(layer.StreamedLayer, "open", counted)
+        monkeypatch.setattr(stage.StreamedLayer, "open", counted)
 
 
 def _same_files(a: Path, b: Path) -> None:
@@ -125,11 +125,11 @@ def test_predicted_size_is_the_last_members_isize(tmp_path):
     one, several = tmp_path / "one", tmp_path / "several"
     one.write_bytes(_gz(tar)[0])
     several.write_bytes(_members(tar)[0])
-    assert layer.predicted_size(one) == len(tar)
-    assert 0 < layer.predicted_size(several) < len(tar)
+    assert decompress.predicted_size(one) == len(tar)
+    assert 0 < decompress.predicted_size(several) < len(tar)
     for not_gzip in (tar, zstandard.ZstdCompressor().compress(tar), b"\x1f\x8b"):
         (tmp_path / "x").write_bytes(not_gzip)
-        assert layer.predicted_size(tmp_path / "x") is None
+        assert decompress.predicted_size(tmp_path / "x") is None
 
 
 def test_streamed_layers_give_the_staged_bytes(fixture_registry, tmp_path, monkeypatch):
@@ -141,9 +141,9 @@ def test_streamed_layers_give_the_staged_bytes(fixture_registry, tmp_path, monke
                                gen.digest(_tar(14))), (plain, mt.DOCKER_LAYER, gen.digest(plain))])
     refs = [_push(fixture_registry, "stream/one", first),
             _push(fixture_registry, "stream/two", second)]
-    monkeypatch.setattr(layer, "STREAM_SIZE", NEVER)
+    monkeypatch.setattr(stage, "STREAM_SIZE", NEVER)
     staged = _build(fixture_registry, tmp_path, refs, "staged")
-    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    monkeypatch.setattr(stage, "STREAM_SIZE", 0)
     opened = _Opened(monkeypatch)
     store = BlobStore(tmp_path / "store")
     streamed = _build(fixture_registry, tmp_path, refs, "streamed", store)
@@ -173,14 +173,14 @@ def _multi_member_image() -> gen.TestImage:
 def test_a_multi_member_layer_falls_back_to_the_same_bytes(fixture_registry, tmp_path,
                                                            monkeypatch, caplog):
     ref = _push(fixture_registry, "stream/multi", _multi_member_image())
-    monkeypatch.setattr(layer, "STREAM_SIZE", NEVER)
+    monkeypatch.setattr(stage, "STREAM_SIZE", NEVER)
     staged = _build(fixture_registry, tmp_path, [ref], "staged")
-    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    monkeypatch.setattr(stage, "STREAM_SIZE", 0)
     with caplog.at_level(logging.INFO, logger="bundler.sinks.bundle"):
         streamed = _build(fixture_registry, tmp_path, [ref], "streamed")
     notes = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
     assert len(notes) == 1 and "bytes its gzip trailer says" in notes[0], notes
-    assert f"{ref}: layer 0 (" in notes[0]  # names the image and layer, as stage()'s errors do
+    assert f"{ref}: layer 0 (" in notes[0]  # names the image and layer, as staging errors do
     _same_files(staged, streamed)
 
 
@@ -192,9 +192,9 @@ def test_a_trailer_surely_wrong_is_staged_before_compressing(fixture_registry, t
     blob = _gz(tar)[0] + gzip.compress(b"", mtime=0)
     ref = _push(fixture_registry, "stream/emptylast",
                 _image([(blob, mt.DOCKER_LAYER_GZIP, gen.digest(tar)), _gz(_tar(22))]))
-    monkeypatch.setattr(layer, "STREAM_SIZE", NEVER)
+    monkeypatch.setattr(stage, "STREAM_SIZE", NEVER)
     staged = _build(fixture_registry, tmp_path, [ref], "staged")
-    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    monkeypatch.setattr(stage, "STREAM_SIZE", 0)
     opened = _Opened(monkeypatch)
     with caplog.at_level(logging.INFO, logger="bundler.sinks.bundle"):
         streamed = _build(fixture_registry, tmp_path, [ref], "streamed")
@@ -209,9 +209,9 @@ def test_a_layer_that_is_not_gzip_after_all_is_staged(fixture_registry, tmp_path
     tar = _tar(20)
     ref = _push(fixture_registry, "stream/notgzip", _image([
         (zstandard.ZstdCompressor().compress(tar), mt.DOCKER_LAYER_GZIP, gen.digest(tar))]))
-    monkeypatch.setattr(layer, "STREAM_SIZE", NEVER)
+    monkeypatch.setattr(stage, "STREAM_SIZE", NEVER)
     staged = _build(fixture_registry, tmp_path, [ref], "staged")
-    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    monkeypatch.setattr(stage, "STREAM_SIZE", 0)
     opened = _Opened(monkeypatch)
     streamed = _build(fixture_registry, tmp_path, [ref], "streamed")
     assert opened.count == 0
@@ -229,10 +229,10 @@ def test_the_reader_checks_the_predicted_size(tmp_path, off_by):
 
     lay = Layer(Descriptor(mt.DOCKER_LAYER_GZIP, gen.digest(blob), len(blob)), diff_id,
                 lambda: open(path, "rb"))
-    streamed = layer.StreamedLayer(path, lay, store, "L", len(tar) + off_by)
+    streamed = stage.StreamedLayer(path, lay, store, "L", len(tar) + off_by)
     reader = streamed.open()
     want = "more than" if off_by < 0 else f"{len(tar)} bytes, not the {len(tar) + off_by}"
-    with pytest.raises(layer.Mispredicted, match=want):
+    with pytest.raises(stage.Mispredicted, match=want):
         try:
             while reader.read(65536):
                 pass
@@ -241,7 +241,7 @@ def test_the_reader_checks_the_predicted_size(tmp_path, off_by):
     assert not store.has(diff_id)
     assert not list((tmp_path / "store" / "sha256").iterdir())  # no temporary left either
     # The prediction right: every byte, and the plain copy committed.
-    reader = layer.StreamedLayer(path, lay, store, "L", len(tar)).open()
+    reader = stage.StreamedLayer(path, lay, store, "L", len(tar)).open()
     got = []
     while chunk := reader.read(65536):
         got.append(chunk)
@@ -253,7 +253,7 @@ def test_the_reader_checks_the_predicted_size(tmp_path, off_by):
 def _cli(monkeypatch, capsys, registries: Path, tmp: Path, ref: str, stream_size: int,
          cache: Path | None = None) -> tuple[int, str]:
     """`bundler build` of `ref` in this process (so STREAM_SIZE can be set): code, stderr."""
-    monkeypatch.setattr(layer, "STREAM_SIZE", stream_size)
+    monkeypatch.setattr(stage, "STREAM_SIZE", stream_size)
     (tmp / "images.txt").write_text(ref + "\n")
     code = bundler_main(["build", "--images", str(tmp / "images.txt"),
                          "--registries", str(registries),
@@ -308,7 +308,7 @@ def test_ctrl_c_while_a_layer_streams_leaves_nothing(fixture_registry, tmp_path)
     tar = _tar(60, 24 << 20)
     ref = _push(fixture_registry, "stream/interrupted", _image([_gz(tar)]))
     (tmp_path / "images.txt").write_text(ref + "\n")
-    code = ("import sys, bundler.layer\nbundler.layer.STREAM_SIZE = 0\n"
+    code = ("import sys, bundler.stage\nbundler.stage.STREAM_SIZE = 0\n"
             "from bundler.__main__ import run\nraise SystemExit(run(sys.argv[1:]))\n")
     cache = tmp_path / "cache"
     blobs = cache / "blobs" / "sha256"
@@ -340,7 +340,7 @@ def test_the_staged_error_names_the_layer(fixture_registry, tmp_path, monkeypatc
     tar, other = _tar(70), _tar(71)
     blob, media, _ = _gz(tar)
     ref = _push(fixture_registry, "stream/wrongdiff2", _image([(blob, media, gen.digest(other))]))
-    monkeypatch.setattr(layer, "STREAM_SIZE", 0)
+    monkeypatch.setattr(stage, "STREAM_SIZE", 0)
     with pytest.raises(DigestMismatch, match=f"{ref}: layer 0 .*diff_id mismatch"):
         _build(fixture_registry, tmp_path, [ref], "streamed")
     assert not (tmp_path / "streamed" / f"{STEM}.tar.zst").exists()

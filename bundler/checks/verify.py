@@ -34,7 +34,8 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from bundler import layer, localfile
+from bundler import decompress as layer
+from bundler import localfile
 from bundler.bundleformat import archive, checksums, compress
 from bundler.checks.layout import Blob, Layout
 from bundler.digest import CHUNK

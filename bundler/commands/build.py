@@ -1,11 +1,12 @@
-"""`bundler build`: images.txt -> a source -> the bundle sink -> checksum files.
+"""`bundler build`: images.txt -> a source -> the stage -> the bundle sink.
 
 The image list is read and every option checked first; then every architecture's images are
 resolved through the source (sources.from_options: a registry or a Docker daemon), then each
-architecture's are written by a BundleSink (sinks/bundle.py: the .tar.zst, its image list,
-checksum manifest and sha256sum file) under temporary names, and all of them are renamed
-together at the end: when build() raises, no file exists under a final name that was not there
-before, no temporary is left behind, and an output directory the build created is removed.
+architecture's layers are pulled and checked by a Stage (stage.py) and written by a
+BundleSink (sinks/bundle.py: the .tar.zst, its image list, checksum manifest and sha256sum
+file) under temporary names, and all of them are renamed together at the end: when build()
+raises, no file exists under a final name that was not there before, no temporary is left
+behind, and an output directory the build created is removed.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from bundler.atomic import AtomicOutputs
 from bundler.bundleformat import compress
 from bundler.cache import BlobStore, FrameCache
 from bundler.errors import BundlerError, EnvironmentFailure, InputError
-from bundler.fetch import DEFAULT_JOBS
 from bundler.image import Image
 from bundler.progress import Progress
 from bundler.reference import Reference
-from bundler.registry.endpoint import DEFAULT_TIMEOUT
+from bundler.registry.endpoint import DEFAULT_JOBS, DEFAULT_TIMEOUT
 from bundler.sinks.bundle import BundleSink, Extras
 from bundler.sources import SOURCES
+from bundler.stage import Stage
 
 __all__ = ["DEFAULT_NAME", "SOURCES", "ArchitecturesFailed", "BuildOptions", "architectures",
            "build"]
@@ -139,10 +140,13 @@ def _build_into(out_dir: Path, opts: BuildOptions, arches: list[str], refs: list
                          + (f" for {', '.join(arches)}" if len(arches) > 1 else ""))
             results = []
             for arch, images in _resolve_all(arches, refs, open_source, store):
-                sink = BundleSink(outputs, store, name=opts.name, arch=arch, layers=opts.layers,
-                                  level=opts.level, jobs=opts.jobs, frames=frames,
-                                  extras=extras, progress=progress)
-                sink.write(images)
+                sink = BundleSink(outputs, name=opts.name, arch=arch, level=opts.level,
+                                  frames=frames, extras=extras, progress=progress)
+                # A compact build downloads its big gzip layers into scratch to stream them.
+                scratch = outputs.scratch_dir() if opts.layers == mutate.UNCOMPRESSED else None
+                with Stage(images, store, layers=opts.layers, jobs=opts.jobs, scratch=scratch,
+                           progress=progress) as staged:
+                    sink.write(staged)
                 results.append({**sink.manifest,
                                 "files": [str(out_dir / f) for f in sink.files]})
             outputs.commit()

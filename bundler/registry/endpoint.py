@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # Seconds to wait for a connection and between bytes of a response; a stalled body ends
 # with a timeout rather than hanging a release pipeline.
 DEFAULT_TIMEOUT = 30.0
+# Requests to one run's registries at once: blob downloads or uploads, images resolved.
+DEFAULT_JOBS = 4
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,10 @@
-"""The bundle writer (cf. ggcr's tarball.Write): images -> NAME-ARCH.tar.zst and the files
-beside it, its image list, checksum manifest, sha256sum-ARCH.txt (and, when asked, the
+"""The bundle writer (cf. ggcr's tarball.Write): staged images -> NAME-ARCH.tar.zst and the
+files beside it, its image list, checksum manifest, sha256sum-ARCH.txt (and, when asked, the
 manifest's signature and an SPDX SBOM).
+
+It only writes: the images come from the stage (stage.py), which pulls and checks their
+layers; the writer cuts the tar into zstd frames (reusing the frame cache's), compresses them,
+and checks the bundle it wrote before anything vouches for it.
 
 Every file is written under a temporary name through the AtomicOutputs the sink is given and
 the caller commits: several architectures' files are committed together (build._build_into).
@@ -12,21 +16,20 @@ import gc
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundler import imagelist, mediatypes, mutate
-from bundler import layer as layers
 from bundler.atomic import AtomicOutputs
 from bundler.bundleformat import archive, checksums, compress
-from bundler.cache import BlobStore, FrameCache
+from bundler.cache import FrameCache
 from bundler.checks.verify import WrittenCheck
 from bundler.digest import HashingWriter, hex_of, sha256_digest
 from bundler.errors import BundlerError
-from bundler.fetch import DEFAULT_JOBS, Fetcher
 from bundler.image import Image
 from bundler.progress import Bar, Progress
+from bundler.stage import Mispredicted, Stage
 
 log = logging.getLogger(__name__)
 
@@ -88,51 +91,48 @@ class OutputNames:
 class BundleSink:
     """One architecture's bundle and the files beside it (the Sink protocol, bundler.sinks).
 
-    write(images) stages every layer in `store` (each checked against its digests), writes
-    the files under temporary names through `outputs`, and leaves the checksum manifest in
-    `manifest` and the file names, the bundle first, in `files`. Nothing has a final name
-    until the caller's outputs.commit(); if write raises, the AtomicOutputs block removes every
-    temporary, and `store` keeps only blobs checked against their digests.
-    `layers` is mutate.PRESERVE or mutate.UNCOMPRESSED: the source's layers as they are, or
-    plain tars (new manifest digests). `images` must be linux/`arch` images.
+    write(staged) writes the stage's images (stage.Stage: layers checked against their
+    digests as they are pulled) in its layer form under temporary names through `outputs`,
+    and leaves the checksum manifest in `manifest` and the file names, the bundle first, in
+    `files`. Nothing has a final name until the caller's outputs.commit(); if write raises,
+    the AtomicOutputs block removes every temporary. The images must be linux/`arch` images.
+    `frames` keeps compressed frames across runs, by content.
     """
 
-    def __init__(self, outputs: AtomicOutputs, store: BlobStore, *, name: str, arch: str,
-                 layers: str, level: int = compress.DEFAULT_LEVEL, jobs: int = DEFAULT_JOBS,
-                 frames: FrameCache | None = None, extras: Extras = Extras(),
-                 progress: Progress | None = None):
+    def __init__(self, outputs: AtomicOutputs, *, name: str, arch: str,
+                 level: int = compress.DEFAULT_LEVEL, frames: FrameCache | None = None,
+                 extras: Extras = Extras(), progress: Progress | None = None):
         self._outputs = outputs
-        self._store = store
-        self._frames = frames  # compressed frames kept across runs, by content
+        self._frames = frames
         self.names = OutputNames.of(name, arch)
-        self._arch, self._layers, self._level, self._jobs = arch, layers, level, jobs
+        self._arch, self._level = arch, level
         self._extras = extras
         self._progress = progress or Progress(False)
         self.manifest: dict = {}
         self.files: list[str] = []
 
-    def write(self, images: Sequence[Image]) -> None:
-        upstream, names, outputs = list(images), self.names, self._outputs
-        bundle_path = outputs.temp(names.bundle)
-        compact = self._layers == mutate.UNCOMPRESSED
-        # A compact build downloads its big gzip layers here before it streams them.
-        scratch = outputs.scratch_dir() if compact else None
+    def write(self, staged: Stage) -> None:
+        upstream, names = staged.upstream, self.names
+        bundle_path = self._outputs.temp(names.bundle)
         check = WrittenCheck(names.bundle, {
             layer.descriptor.digest: layer.diff_id for image in upstream for layer in image.layers
             if mediatypes.is_compressed_layer(layer.descriptor.media_type)})
         try:
-            with self._progress.bar("pull") as pull, \
-                    Fetcher(self._store, compact, self._jobs, pull.feed(), scratch) as fetcher:
-                size, sha, staged = self._write_bundle(upstream, bundle_path, fetcher, pull,
-                                                       scratch, check.feed)
+            size, sha, written = self._write_bundle(staged, bundle_path, check.feed)
             doc = checksums.manifest_document(
-                staged, upstream, arch=self._arch, layers=self._layers, level=self._level,
+                written, upstream, arch=self._arch, layers=staged.layers, level=self._level,
                 window_log=compress.WINDOW_LOG, bundle_file=names.bundle, bundle_size=size,
                 bundle_sha256=sha, source_date_epoch=self._extras.source_date_epoch,
             )
             _self_check(check.finish(bundle_path, size, sha, doc), names.bundle)
         finally:
             check.abort()
+        self._write_beside(doc, upstream, sha)
+
+    def _write_beside(self, doc: dict, upstream: list[Image], sha: str) -> None:
+        """The image list, checksum manifest, sha256sum file (and signature and SBOM) of the
+        bundle written, whose sha256 is `sha`."""
+        names, outputs = self.names, self._outputs
         # Sources return one image per reference, in the list's order (Source.images).
         list_text = imagelist.format_list([image.reference for image in upstream]).encode()
         files = [names.bundle]
@@ -168,34 +168,18 @@ class BundleSink:
         put(names.sums, checksums.merged_sums(old, ours))
         self.manifest, self.files = doc, files
 
-    def _write_bundle(self, upstream: list[Image], path: Path, fetcher: Fetcher, pull: Bar,
-                      scratch: Path | None, plain: compress.PlainSink
+    def _write_bundle(self, staged: Stage, path: Path, plain: compress.PlainSink
                       ) -> tuple[int, str, list[Image]]:
         """Size and sha256 of the bundle written to `path`, and the images as written."""
         frames, level = self._frames, self._level
         with open(path, "wb") as f, self._progress.bar("compress") as bar:
             hashed = HashingWriter(f)
-            if fetcher.uncompressed:
-                images = _write_compact(upstream, hashed, level, fetcher, frames, scratch,
-                                        pull, bar, plain)
+            if staged.uncompressed:
+                # A compact bundle's body is compressed into a scratch file first.
+                images = _write_compact(staged, hashed, level, frames,
+                                        self._outputs.scratch_dir(), bar, plain)
             else:
-                images = [mutate.staged(image, fetcher) for image in upstream]
-                groups = frame_groups(archive.segments(images), self._layers, level)
-                missing = [g for g in groups if not (frames and frames.lookup(g.key))]
-                sizes = {layer.descriptor.digest: layer.descriptor.size
-                         for image in upstream for layer in image.layers}
-                to_pull = {s.digest for g in missing for s in g.segments
-                           if s.digest in sizes and not fetcher.store.has(s.digest)}
-                _start_pull(pull, sum(sizes[d] for d in to_pull))
-                total = sum(g.size for g in groups)
-                bar.start(total, f"compressing {_mb(total)}")
-                # Start every download a missing frame needs, so they overlap the compression.
-                for group in missing:
-                    for segment in group.segments:
-                        if segment.digest:
-                            fetcher.prefetch(segment.digest)
-                compress.write_frames(groups, hashed, frames, on_bytes=bar.update,
-                                      plain=plain)
+                images = _write_preserve(staged, hashed, level, frames, bar, plain)
         return hashed.size, hashed.hash.hexdigest(), images
 
 
@@ -233,40 +217,49 @@ def frame_groups(segments: list[archive.Segment], mode: str, level: int
     return [compress.FrameGroup((s,), level if s.compressible else 1) for s in segments]
 
 
-def _start_pull(pull: Bar, size: int) -> None:
-    pull.start(size, f"downloading {_mb(size)} of layers" if size else
-               "downloading nothing: every layer is cached")
+def _write_preserve(staged: Stage, out: HashingWriter, level: int, frames: FrameCache | None,
+                    bar: Bar, plain: compress.PlainSink) -> list[Image]:
+    """The preserve bundle: one frame per member, the cached ones copied, the others
+    compressed as their blobs arrive."""
+    images = staged.images()
+    groups = frame_groups(archive.segments(images), mutate.PRESERVE, level)
+    missing = [g for g in groups if not (frames and frames.lookup(g.key))]
+    needed = [s.digest for g in missing for s in g.segments if s.digest]
+    staged.expect(needed)
+    total = sum(g.size for g in groups)
+    bar.start(total, f"compressing {_mb(total)}")
+    # Start every download a missing frame needs, so they overlap the compression.
+    staged.prefetch(needed)
+    compress.write_frames(groups, out, frames, on_bytes=bar.update, plain=plain)
+    return images
 
 
-def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetcher: Fetcher,
-                   frames: FrameCache | None, scratch: Path, pull: Bar, bar: Bar,
-                   plain: compress.PlainSink) -> list[Image]:
+def _write_compact(staged: Stage, out: HashingWriter, level: int, frames: FrameCache | None,
+                   scratch: Path, bar: Bar, plain: compress.PlainSink) -> list[Image]:
     """The uncompressed-layers bundle, its big frame compressed while layers still arrive.
 
     The metadata (which needs every layer's size) is its own first frame; the rest is
     compressed to a scratch file layer by layer, in tar order, as each one is staged
-    (_CompactBody), and appended after it.
+    (_compress_layers), and appended after it.
     """
-    body = _CompactBody(upstream, fetcher)
-    store = fetcher.store
-    _start_pull(pull, sum(layer.descriptor.size for d, (layer, _) in body.wanted.items()
-                          if not store.has(d)))
-    weights = _layer_weights(body.wanted, store)  # None: their sizes are known once pulled
+    staged.expect()
+    weights = _layer_weights(staged)  # None: their sizes are known once pulled
     total = None if weights is None else sum(weights.values())
-    blobs = sum(layer.descriptor.size for layer, _ in body.wanted.values())
+    blobs = sum(layer.descriptor.size for layer, _ in staged.wanted.values())
     bar.start(total, f"compressing {_mb(total)} of layers" if total is not None else
               f"compressing {_mb(blobs)} of layers (gzip as the registry stores them; the "
               "bar counts them uncompressed, its total known once they are pulled)")
-    if frames and all(store.has(d) for d in body.wanted):
+    if frames and staged.all_stored():
         # Everything staged before: if both frames are cached too, this is a copy.
-        images = [mutate.staged(image, fetcher) for image in upstream]
+        images = staged.images()
         groups = frame_groups(archive.segments(images), mutate.UNCOMPRESSED, level)
         if all(frames.lookup(g.key) for g in groups):
             compress.write_frames(groups, out, frames, plain=plain)
             bar.update(total)
             return images
     big = scratch / "frame.zst"
-    images, segments = body.compress(big, level, _ByLayer(bar, len(body.wanted)), weights)
+    images, segments = _compress_layers(staged, big, level,
+                                        _ByLayer(bar, len(staged.wanted)), weights)
     head, rest = frame_groups(segments, mutate.UNCOMPRESSED, level)
     # The body's two copies (into the frame cache, after the metadata into the bundle) are
     # each a read, a hash and a write: on two threads they overlap (0.6 s on one thread for
@@ -282,74 +275,40 @@ def _write_compact(upstream: list[Image], out: HashingWriter, level: int, fetche
     return images
 
 
-class _CompactBody:
-    """A compact bundle's body: every layer, uncompressed, in tar order, as each arrives.
+def _compress_layers(staged: Stage, big: Path, level: int, meter: _ByLayer,
+                     weights: dict[str, int] | None
+                     ) -> tuple[list[Image], list[archive.Segment]]:
+    """Compress a compact bundle's body into `big`, every layer as it arrives; the images as
+    written, and the tar's segments.
 
-    A big gzip layer (layer.streams) is not staged first: its blob is downloaded as it is, and
-    when the body reaches it, it is inflated straight into the compressor under a tar header
-    that gives the size its gzip trailer predicts, and stored on the way (layer.StreamedLayer).
-    If the prediction fails (several gzip members, 4 GiB or more) the layer is staged the
-    normal way and the body is compressed again from its start: one zstd frame cannot be
-    taken back in part. The layers streamed before it are read back from the store then.
+    A big gzip layer is streamed (stage.StreamedLayer): inflated into the compressor under a
+    tar header that gives the size its gzip trailer predicts. If the prediction fails
+    (several gzip members, 4 GiB or more) the layer is staged the normal way and the body is
+    compressed again from its start: one zstd frame cannot be taken back in part. The layers
+    streamed before it are read back from the store then.
     """
+    staged.start()
+    while True:
+        try:
+            return _compress_body(big, level, _arriving(staged, meter, weights), staged, meter)
+        except Mispredicted as e:
+            log.info("%s; staging it and compressing the bundle's body again", e)
+            mispredicted = e.layer
+        # Outside the except block, so the abandoned frame's compressor (held by the
+        # exception's traceback) is freed before the layer is staged and a new one made.
+        gc.collect()
+        staged.restage(mispredicted)
+        meter.restart()
 
-    def __init__(self, upstream: list[Image], fetcher: Fetcher):
-        self.upstream, self.fetcher, self.store = upstream, fetcher, fetcher.store
-        self.wanted: dict = {}
-        for image in upstream:
-            for i, layer in enumerate(image.layers):
-                self.wanted.setdefault(layer.diff_id, (layer, mutate.layer_what(image, i)))
-        self.order = sorted(self.wanted)
-        self.downloads: dict = {}
 
-    def compress(self, big: Path, level: int, meter: _ByLayer, weights: dict[str, int] | None
-                 ) -> tuple[list[Image], list[archive.Segment]]:
-        """Compress the body into `big`; the images as written, and the tar's segments."""
-        self._start()
-        while True:
-            try:
-                return _compress_body(big, level, self._arriving(meter, weights),
-                                      self.upstream, self.fetcher, meter)
-            except layers.Mispredicted as e:
-                log.info("%s; staging it and compressing the bundle's body again", e)
-                mispredicted = e.layer
-            # Outside the except block, so the abandoned frame's compressor (held by the
-            # exception's traceback) is freed before the layer is staged and a new one made.
-            gc.collect()
-            layer, what = self.wanted[mispredicted.diff_id]
-            self.fetcher.stage_file(layer, what, self.downloads[mispredicted.diff_id].result())
-            meter.restart()
-
-    def _start(self) -> None:
-        """Start every download: big gzip layers as blobs, the others staged."""
-        for digest in self.order:
-            layer, what = self.wanted[digest]
-            if layers.streams(layer) and not self.store.has(digest):
-                self.downloads[digest] = self.fetcher.download(layer, what)
-            else:
-                self.fetcher.ensure(layer, what)
-
-    def _arriving(self, meter: _ByLayer, weights: dict[str, int] | None):
-        fetcher, store = self.fetcher, self.store
-        for digest in self.order:
-            layer, what = self.wanted[digest]
-            streamed = None
-            if digest in self.downloads and not store.has(digest):
-                streamed = layers.StreamedLayer.of(self.downloads[digest].result(), layer,
-                                                   store, what)
-                if streamed is None:  # not to be streamed; nothing of it is compressed yet
-                    fetcher.stage_file(layer, what, self.downloads[digest].result())
-            if streamed is not None:
-                size = streamed.size
-                segment = archive.blob_segment(digest, size, streamed.open, True)
-            else:
-                fetcher.ensure(layer, what).result()
-                size = store.size(digest)
-                segment = archive.blob_segment(digest, size, fetcher.opener(layer, what), True)
-            meter.add(segment.size, size if weights is None else weights[digest])
-            yield segment
-            if streamed is not None:  # read to its end: checked and in the store now
-                fetcher.mark_staged(layer)
+def _arriving(staged: Stage, meter: _ByLayer, weights: dict[str, int] | None
+              ) -> Iterator[archive.Segment]:
+    """The body's layer members, in tar order, as they arrive; each counted on the meter by
+    its weight, or by its size once known when no weights were known in advance."""
+    for arrival in staged.arriving():
+        segment = archive.blob_segment(arrival.digest, arrival.size, arrival.open, True)
+        meter.add(segment.size, arrival.size if weights is None else weights[arrival.digest])
+        yield segment
 
 
 class _Background(threading.Thread):
@@ -374,7 +333,7 @@ class _Background(threading.Thread):
             raise self._error
 
 
-def _layer_weights(wanted: dict, store) -> dict[str, int] | None:
+def _layer_weights(staged: Stage) -> dict[str, int] | None:
     """What each layer counts for on the compress bar: its size, when every layer's is known.
 
     The compressor reads uncompressed layers, but their size is known only once a layer is
@@ -382,13 +341,9 @@ def _layer_weights(wanted: dict, store) -> dict[str, int] | None:
     stored uncompressed upstream, the total is known before the first byte; otherwise (None)
     the bar counts the bytes compressed and gets its total once the last layer is reached.
     """
-    sizes = {}
-    for digest, (layer, _) in wanted.items():
-        if store.has(digest):
-            sizes[digest] = store.size(digest)
-        elif not mediatypes.is_compressed_layer(layer.descriptor.media_type):
-            sizes[digest] = layer.descriptor.size
-    return sizes if len(sizes) == len(wanted) else None
+    sizes = {digest: staged.plain_size(digest) for digest in staged.wanted}
+    known = {digest: size for digest, size in sizes.items() if size is not None}
+    return known if len(known) == len(sizes) else None
 
 
 class _ByLayer:
@@ -434,7 +389,7 @@ class _ByLayer:
             self._bar.update(step)
 
 
-def _compress_body(big: Path, level: int, arriving, upstream: list[Image], fetcher: Fetcher,
+def _compress_body(big: Path, level: int, arriving: Iterator[archive.Segment], staged: Stage,
                    on_bytes: Callable[[int], object]
                    ) -> tuple[list[Image], list[archive.Segment]]:
     """Compress the layers as they arrive, then the configs, manifests and end, into `big`.
@@ -450,7 +405,7 @@ def _compress_body(big: Path, level: int, arriving, upstream: list[Image], fetch
             written.append(segment.key)
             yield segment
         # Every layer is staged now: the images, and so the rest of the tar, are known.
-        done["images"] = [mutate.staged(image, fetcher) for image in upstream]
+        done["images"] = staged.images()
         done["segments"] = segments = archive.segments(done["images"])
         if [s.key for s in segments[1 : 1 + len(written)]] != written:
             raise AssertionError("archive.segments() no longer puts layers first, sorted")

@@ -64,14 +64,14 @@ def from_options(kind: str, *, registries: str | None = None, default_endpoint: 
     whichever the kind, as it always was) fail here. `default_endpoint`: also try each
     registry itself after its mirrors, as K3s does. `pull` is the Docker source's policy
     (missing, always, never); `timeout` and `jobs` are the registry source's (None: its
-    defaults, endpoint.DEFAULT_TIMEOUT and fetch.DEFAULT_JOBS), and so is `challenges`: a file
+    defaults, endpoint.DEFAULT_TIMEOUT and DEFAULT_JOBS), and so is `challenges`: a file
     in which it keeps anonymous registries' Bearer challenges from one run to the next.
     """
     # Imported here, not above: push and inspect read bundles through sources.bundle, which
-    # loads this package, and need neither the registries.yaml reader nor the fetcher.
+    # loads this package, and need neither the registries.yaml reader nor the registry
+    # client's defaults.
     from bundler.config import load_registries
-    from bundler.fetch import DEFAULT_JOBS
-    from bundler.registry.endpoint import DEFAULT_TIMEOUT
+    from bundler.registry.endpoint import DEFAULT_JOBS, DEFAULT_TIMEOUT
 
     check_kind(kind)
     config = load_registries(registries, default_endpoint)

@@ -20,16 +20,16 @@ import json
 import posixpath
 from functools import partial
 
-from bundler import layer as layers
 from bundler import mediatypes, platform, strictjson, text
 from bundler.cache import BlobStore
 from bundler.digest import CHUNK, DIGEST_RE, HashingWriter, sha256_digest
 from bundler.errors import BundlerError, InputError, NetworkError, PlatformError, RegistryError
-from bundler.fetch import resolve_all
 from bundler.image import Descriptor, Image, Layer, load_document, parse_config
 from bundler.platform import Platform
 from bundler.reference import Reference
 from bundler.sources.registry import MAX_CONFIG
+from bundler.sources.resolve import resolve_all
+from bundler.stage import stage_layer
 from bundler.tarstream import REGULAR, TarError, TarStream
 
 PULL_POLICIES = ("missing", "always", "never")
@@ -53,7 +53,7 @@ class DockerSource:
     def images(self, refs: list[Reference]) -> list[Image]:
         """[image(ref) for ref in refs], one at a time: the daemon pulls in parallel by itself
         and a save streams every layer, so threads would only compete for the disk. Every
-        failing image is still named in one error (fetch.resolve_all)."""
+        failing image is still named in one error (resolve.resolve_all)."""
         return resolve_all(self.image, refs, 1)
 
     def image(self, ref: Reference) -> Image:
@@ -193,7 +193,7 @@ class DockerSource:
             saved = Layer(Descriptor(mediatypes.OCI_LAYER_GZIP, digest, self._store.size(digest)),
                           diff_id, partial(self._store.open, digest))
             if not self._store.verified(diff_id):
-                layers.stage(saved, self._store, True, what)
+                stage_layer(saved, self._store, True, what)
         size = self._store.size(diff_id)
         return Layer(Descriptor(mediatypes.DOCKER_LAYER, diff_id, size), diff_id,
                      partial(self._store.open, diff_id))

@@ -14,14 +14,14 @@ from bundler.cache import BlobStore
 from bundler.config import RegistriesConfig
 from bundler.digest import VerifyingReader
 from bundler.errors import BundlerError, PlatformError, RegistryError, joined_cause
-from bundler.fetch import DEFAULT_JOBS, resolve_all
 from bundler.image import Descriptor, Image, Layer, load_document, parse_config, parse_manifest
 from bundler.platform import Platform
 from bundler.reference import Reference
 from bundler.registry import retry
 from bundler.registry.client import Client, media_type_of
-from bundler.registry.endpoint import DEFAULT_TIMEOUT, Endpoint
+from bundler.registry.endpoint import DEFAULT_JOBS, DEFAULT_TIMEOUT, Endpoint
 from bundler.registry.targets import without_userinfo
+from bundler.sources.resolve import resolve_all
 
 # Image configs are small JSON documents; a larger one is refused rather than buffered.
 MAX_CONFIG = 8 << 20
@@ -66,7 +66,7 @@ class RegistrySource:
     def images(self, refs: list[Reference]) -> list[Image]:
         """[image(ref) for ref in refs], resolved `jobs` at a time (over a real network each
         image costs several round trips), in the order of `refs`; every failing
-        image is named in one error (fetch.resolve_all)."""
+        image is named in one error (resolve.resolve_all)."""
         try:
             return resolve_all(self.image, refs, self._jobs)
         finally:
@@ -91,7 +91,7 @@ class RegistrySource:
     def _client(self, endpoint: Endpoint) -> Client:
         with self._clients_lock:
             if endpoint not in self._clients:
-                # Blob downloads (fetch.Fetcher) use as many threads as resolution does.
+                # Blob downloads (stage.Fetcher) use as many threads as resolution does.
                 self._clients[endpoint] = Client(
                     endpoint, self._timeout, pool=self._jobs,
                     known_challenge=self._challenges.get(without_userinfo(endpoint.url)))

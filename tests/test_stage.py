@@ -1,5 +1,6 @@
-"""fetch: layers from the fixture registry staged into a real blob store, each downloaded once
-however often it is asked for; and resolve_all's order and failures."""
+"""stage: layers from the fixture registry staged into a real blob store by the stage's
+Fetcher, each downloaded once however often it is asked for; and sources.resolve's
+resolve_all, its order and failures."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import dataclasses
 import gzip
 import io
 import threading
+import time
 
 import pytest
 
-from bundler import fetch, platform, reference, sources
+from bundler import mutate, platform, reference, sources
+from bundler import stage as stage_module
 from bundler.cache import BlobStore
 from bundler.errors import BundlerError, DigestMismatch, NetworkError, RegistryError
-from bundler.fetch import Fetcher, ImagesFailed
+from bundler.sources.resolve import ImagesFailed, resolve_all
+from bundler.stage import Fetcher, Stage
 from tests import imagegen as gen
 from tests.faultproxy import RegistryFront
 from tests.servers import write_registries_yaml
@@ -161,18 +165,18 @@ def test_a_layer_whose_bytes_are_wrong_fails_its_waiters_and_stores_nothing(fron
 def test_resolve_all_keeps_the_order_and_names_every_failure(front, tmp_path):
     source = _source(tmp_path, front.url)
     refs = [reference.parse(r) for r in (MULTILIST, "busybox:1.36.1", OCIINDEX)]
-    images = fetch.resolve_all(source.image, refs, jobs=3)
+    images = resolve_all(source.image, refs, jobs=3)
     assert [i.reference for i in images] == refs
     missing = [reference.parse(r) for r in ("rancher/nope:v1", "rancher/gone:v2")]
     with pytest.raises(ImagesFailed) as e:
-        fetch.resolve_all(source.image, [refs[0], missing[0], refs[1], missing[1]], jobs=2)
+        resolve_all(source.image, [refs[0], missing[0], refs[1], missing[1]], jobs=2)
     assert [ref for ref, _ in e.value.failures] == missing
     assert all(isinstance(err, RegistryError) for _, err in e.value.failures)
     message = str(e.value)
     assert message.startswith("2 images failed: ") and "\n" not in message
     assert str(missing[0]) in message and str(missing[1]) in message
     with pytest.raises(RegistryError) as one:
-        fetch.resolve_all(source.image, [refs[0], missing[0]], jobs=1)
+        resolve_all(source.image, [refs[0], missing[0]], jobs=1)
     assert str(missing[0]) in str(one.value)
 
 
@@ -188,7 +192,7 @@ def test_several_failures_exit_with_the_worst_code_and_name_each_image():
         return ref
 
     with pytest.raises(ImagesFailed) as e:
-        fetch.resolve_all(resolve, refs, jobs=3)
+        resolve_all(resolve, refs, jobs=3)
     assert e.value.exit_code == NetworkError("x").exit_code > RegistryError("x").exit_code
     assert str(e.value) == ("2 images failed: docker.io/library/a:1: not found; "
                             "docker.io/library/c:1: connection refused")
@@ -201,4 +205,49 @@ def test_an_error_that_is_no_images_fault_is_raised_alone():
         raise BundlerError("bad")
 
     with pytest.raises(MemoryError):
-        fetch.resolve_all(resolve, [reference.parse("a:1"), reference.parse("b:1")], jobs=2)
+        resolve_all(resolve, [reference.parse("a:1"), reference.parse("b:1")], jobs=2)
+
+
+def test_the_stage_pulls_only_the_layers_the_sink_reads(fixture_registry, front, tmp_path):
+    # A preserve sink whose frames are cached reads no layer: the stage must not pull one
+    # until it is prefetched or opened.
+    image = _image(tmp_path, front.url)
+    made = fixture_registry.images[OCIINDEX]
+    front.blob_gets.clear()
+    with Stage([image], BlobStore(tmp_path / "blobs"), layers=mutate.PRESERVE) as stage:
+        staged = stage.images()[0]
+        time.sleep(0.5)  # what a pull started here would have needed to show
+        assert front.blob_gets == []
+        first = image.layers[0].descriptor.digest
+        stage.prefetch([first, "sha256:" + "0" * 64])  # a digest of no layer is passed over
+        assert _read(staged.layers[0].open()) == made.layers[0][0]
+        time.sleep(0.5)
+    assert front.blob_gets == [first]
+
+
+def test_a_compact_stage_gives_every_layer_in_tar_order_as_it_arrives(fixture_registry, front,
+                                                                      tmp_path, monkeypatch):
+    monkeypatch.setattr(stage_module, "STREAM_SIZE", 0)  # the gzip layers are streamed
+    source = _source(tmp_path, front.url)
+    images = [source.image(reference.parse(r)) for r in (MULTILIST, OCIINDEX)]
+    diff_ids = [d for r in (MULTILIST, OCIINDEX) for d in fixture_registry.images[r].diff_ids]
+    front.blob_gets.clear()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    store = BlobStore(tmp_path / "blobs")
+    with Stage(images, store, layers=mutate.UNCOMPRESSED, scratch=scratch) as stage:
+        stage.start()
+        arrived = []
+        for arrival in stage.arriving():
+            arrived.append(arrival.digest)
+            reader = arrival.open()
+            data = b"".join(iter(reader.read, b""))  # to its end, as the compressor reads
+            reader.close()
+            assert len(data) == arrival.size and gen.digest(data) == arrival.digest
+        assert arrived == sorted(set(diff_ids))  # the tar's order: each layer once
+        assert all(store.verified(d) for d in diff_ids)  # the streamed ones stored too
+        written = stage.images()
+    assert [x.descriptor.digest for i in written for x in i.layers] == diff_ids
+    # each blob downloaded once
+    assert sorted(front.blob_gets) == sorted({x.descriptor.digest for i in images
+                                              for x in i.layers})

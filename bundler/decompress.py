@@ -1,7 +1,8 @@
-"""Layer bytes: telling gzip, zstd and plain tar apart, and staging a layer into a store.
+"""Layer blobs read as the tar they hold: gzip, zstd or plain sniffed as containerd sniffs
+them, gzip read as Go's compress/gzip reads it, and the sha256 of the uncompressed content
+(the diff_id a layer should have, OCI image-spec config.md).
 
-Staging reads the blob once, checking both digests on the way: the blob's own (as stored)
-and the diff_id (sha256 of the uncompressed tar, OCI image-spec config.md).
+Staging (bundler/stage.py) and verify read layers through these; nothing here writes.
 """
 
 from __future__ import annotations
@@ -11,18 +12,13 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import zstandard
 
-from bundler import mediatypes
 from bundler.digest import CHUNK
 from bundler.errors import DigestMismatch
-from bundler.image import Layer
 from bundler.readahead import Ahead
-
-if TYPE_CHECKING:  # annotations only: verify and place, which read layers, keep no cache
-    from bundler.cache import BlobStore
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -217,9 +213,9 @@ def uncompressed_digest(raw: BinaryIO, what: str,
     and hands on the plain bytes, so a big layer is staged on two cores (zlib, zstd and
     hashlib release the GIL on big buffers). The result, and every error, are the same."""
     h = hashlib.sha256()
-    chunks = Ahead(_inflate(raw, what), "inflate") if pipelined else None
+    chunks = Ahead(plain_chunks(raw, what), "inflate") if pipelined else None
     try:
-        read = chunks.next if chunks else _inflate(raw, what).__next__
+        read = chunks.next if chunks else plain_chunks(raw, what).__next__
         while True:
             try:
                 chunk = read()
@@ -236,7 +232,7 @@ def uncompressed_digest(raw: BinaryIO, what: str,
     return "sha256:" + h.hexdigest()
 
 
-def _inflate(raw: BinaryIO, what: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+def plain_chunks(raw: BinaryIO, what: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
     """The plain chunks of `raw`, then `raw` read to its end (see uncompressed_digest)."""
     plain = decompressed(raw, chunk_size)
     try:
@@ -248,58 +244,8 @@ def _inflate(raw: BinaryIO, what: str, chunk_size: int = CHUNK) -> Iterator[byte
     drain(raw)
 
 
-# Layers from this size (as stored) are staged on two threads; below it a thread's start
-# costs more than it saves.
-PIPELINE_SIZE = 4 << 20
-
-
-def stage(layer: Layer, store: BlobStore, uncompressed: bool, what: str) -> None:
-    """Copy the layer into `store` (under its diff_id when `uncompressed`, else under its own
-    digest); both digests are checked. On any failure nothing is added to the store."""
-    src = layer.open()
-    try:
-        with store.writer() as pending:
-            tee = Tee(src, None if uncompressed else pending.write)
-            actual = uncompressed_digest(tee, what, pending.write if uncompressed else None,
-                                         pipelined=layer.descriptor.size >= PIPELINE_SIZE)
-            check_diff_id(layer, actual, what)
-            digest = layer.diff_id if uncompressed else layer.descriptor.digest
-            pending.commit(store.path(digest))
-    finally:
-        src.close()
-
-
-def check_diff_id(layer: Layer, actual: str, what: str) -> None:
-    if actual != layer.diff_id:
-        raise DigestMismatch(
-            f"{what}: diff_id mismatch: config says {layer.diff_id}, uncompressed layer is {actual}"
-        )
-
-
-# A gzip layer of this size or more (as stored) is not staged before a compact bundle's body
-# reaches it: its blob is downloaded as it is, then inflated straight into the compressor
-# (sinks/bundle.py). Staging a 1 GiB layer first made the build 2.4x zstd's time on the
-# finished tar; below this size a layer's staging takes well under a second and overlaps the
-# compression of the layers before it.
-STREAM_SIZE = 64 << 20
-
-# What a streamed layer holds in memory besides the compressor: chunks of this size, at most
-# STREAM_DEPTH of them waiting between the inflating thread and the compressor's. Staging's
-# 1 MiB chunks, four ahead, cost 10 MiB of peak memory here (1 GiB layer, level 3: 94 against
-# 84 MiB staged), where the compressor is already running; these cost about 1 MiB.
-STREAM_CHUNK = 256 << 10
-STREAM_DEPTH = 2
-
-_GZIP_LAYER_TYPES = (mediatypes.OCI_LAYER_GZIP, mediatypes.DOCKER_LAYER_GZIP)
 _GZIP_TRAILER = 8  # CRC-32, ISIZE (RFC 1952 2.2)
 _GZIP_MIN = 10 + 2 + _GZIP_TRAILER  # header, the least deflate stream, trailer
-
-
-def streams(layer: Layer) -> bool:
-    """Whether a compact build inflates this layer into its compressor instead of staging it:
-    a big layer whose manifest says gzip (what it really is is sniffed once it is on disk)."""
-    return layer.descriptor.media_type in _GZIP_LAYER_TYPES and \
-        layer.descriptor.size >= STREAM_SIZE
 
 
 def predicted_size(path: Path) -> int | None:
@@ -315,117 +261,3 @@ def predicted_size(path: Path) -> int | None:
             return None
         f.seek(-4, os.SEEK_END)
         return int.from_bytes(f.read(4), "little")
-
-
-class Mispredicted(Exception):
-    """A streamed layer was not the size its gzip trailer predicted, or its plain copy could
-    not be stored: what was compressed of it is wrong, and it must be staged the normal way.
-    Never a user-facing error: the bundle writer stages the layer and starts the frame again."""
-
-    def __init__(self, streamed: StreamedLayer, reason: str):
-        super().__init__(f"{streamed.what}: {reason}")
-        self.layer = streamed.layer
-
-
-class StreamedLayer:
-    """A gzip layer blob on disk, read as the plain tar it holds, `size` bytes as predicted.
-
-    The reader inflates on a thread of its own (as staging does), hashes the plain bytes
-    against the diff_id and writes them into `store` as they pass: when it has given exactly
-    `size` bytes and reached the end, the copy is committed under the diff_id, as stage()
-    would have committed it. More bytes than `size`, fewer, or a failed store write raise
-    Mispredicted as soon as they are seen; a diff_id mismatch or bytes that do not inflate are
-    stage()'s errors, with its messages. Nothing is added to the store unless every check
-    passed.
-    """
-
-    def __init__(self, path: Path, layer: Layer, store: BlobStore, what: str, size: int):
-        self.path, self.layer, self.size, self.what = path, layer, size, what
-        self.store = store
-
-    @classmethod
-    def of(cls, path: Path, layer: Layer, store: BlobStore, what: str) -> StreamedLayer | None:
-        """The layer in `path` to stream, or None to stage it instead: it is not gzip, or its
-        trailer is surely not its size.
-
-        zlib's and Go's gzip output is never twice the size of its input (stored blocks
-        add 5 bytes in 64 KiB), so a trailer saying less than half the blob is the last of
-        several members, or a layer of 4 GiB and more: known now, before any of it is
-        compressed, it costs no restart. A stranger encoder merely gets its layer staged.
-        """
-        size = predicted_size(path)
-        if size is None or size < path.stat().st_size // 2:
-            return None
-        return cls(path, layer, store, what, size)
-
-    def open(self) -> _StreamReader:
-        return _StreamReader(self)
-
-
-class _StreamReader:
-    def __init__(self, streamed: StreamedLayer):
-        self._of = streamed
-        self._hash = hashlib.sha256()
-        self._count = 0
-        self._chunk, self._pos = b"", 0
-        self._done = False
-        self._raw = open(streamed.path, "rb")
-        self._chunks: Ahead | None = None
-        self._pending = None
-        try:
-            self._pending = streamed.store.writer()
-        except OSError as e:
-            self.close()
-            raise Mispredicted(streamed, f"cannot store its plain copy ({e})") from None
-        self._chunks = Ahead(_inflate(self._raw, streamed.what, STREAM_CHUNK), "inflate",
-                             STREAM_DEPTH)
-
-    def read(self, n: int = CHUNK) -> bytes:
-        if n is None or n < 0:
-            n = CHUNK
-        while self._pos >= len(self._chunk):
-            if self._done:
-                return b""
-            chunk = self._chunks.next()
-            if chunk is None:
-                self._finish()
-                return b""
-            self._take(chunk)
-        if self._pos == 0 and n >= len(self._chunk):
-            self._pos = len(self._chunk)
-            return self._chunk
-        data = self._chunk[self._pos : self._pos + n]
-        self._pos += len(data)
-        return data
-
-    def _take(self, chunk: bytes) -> None:
-        of = self._of
-        self._count += len(chunk)
-        if self._count > of.size:
-            raise Mispredicted(of, f"more than the {of.size} bytes its gzip trailer says")
-        self._hash.update(chunk)
-        try:
-            self._pending.write(chunk)
-        except OSError as e:
-            raise Mispredicted(of, f"cannot store its plain copy ({e})") from None
-        self._chunk, self._pos = chunk, 0
-
-    def _finish(self) -> None:
-        of = self._of
-        if self._count != of.size:
-            raise Mispredicted(of, f"{self._count} bytes, not the {of.size} its gzip "
-                                         "trailer says")
-        check_diff_id(of.layer, "sha256:" + self._hash.hexdigest(), of.what)
-        try:
-            self._pending.commit(of.store.path(of.layer.diff_id))
-        except OSError as e:
-            raise Mispredicted(of, f"cannot store its plain copy ({e})") from None
-        self._done = True
-
-    def close(self) -> None:
-        if self._chunks is not None:
-            # The inflating thread reads self._raw: it must be done before the file closes.
-            self._chunks.stop(wait=True)
-        self._raw.close()
-        if self._pending is not None:
-            self._pending.close()  # drops the copy unless it was committed

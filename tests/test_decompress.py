@@ -1,4 +1,4 @@
-"""layer.GzipReader against Python's gzip module: the same content, the same refusals, except
+"""decompress.GzipReader against Python's gzip module: the same content, the same refusals, except
 where Go's compress/gzip (containerd's reader) refuses what Python accepts: then refused."""
 
 import gzip
@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bundler import layer
+from bundler import decompress
 from bundler.errors import DigestMismatch
 
 
 def _ours(blob: bytes, n: int = 1 << 20, read_size: int = 1 << 20) -> bytes:
-    reader = layer.GzipReader(io.BytesIO(blob), read_size)
+    reader = decompress.GzipReader(io.BytesIO(blob), read_size)
     out = []
-    while chunk := layer.read_plain(_Capped(reader, n), "L"):
+    while chunk := decompress.read_plain(_Capped(reader, n), "L"):
         assert len(chunk) <= n
         out.append(chunk)
     return b"".join(out)
@@ -147,17 +147,17 @@ def test_uncompressed_digest_pipelined_or_not(pipelined):
     for blob in (_member(plain, compresslevel=1), zstandard.ZstdCompressor().compress(plain),
                  plain):
         got = []
-        assert layer.uncompressed_digest(io.BytesIO(blob), "L", got.append,
+        assert decompress.uncompressed_digest(io.BytesIO(blob), "L", got.append,
                                          pipelined=pipelined) == want
         assert b"".join(got) == plain
     broken = _member(plain, compresslevel=1)[:-100]
     with pytest.raises(DigestMismatch, match="L: cannot decompress"):
-        layer.uncompressed_digest(_Checked(broken, False), "L", pipelined=pipelined)
+        decompress.uncompressed_digest(_Checked(broken, False), "L", pipelined=pipelined)
     # A blob that fails its own digest is the better explanation than its decode error.
     with pytest.raises(DigestMismatch, match="the blob's own"):
-        layer.uncompressed_digest(_Checked(broken, True), "L", pipelined=pipelined)
+        decompress.uncompressed_digest(_Checked(broken, True), "L", pipelined=pipelined)
     with pytest.raises(DigestMismatch, match="the blob's own"):
-        layer.uncompressed_digest(_Checked(_member(plain), True), "L", pipelined=pipelined)
+        decompress.uncompressed_digest(_Checked(_member(plain), True), "L", pipelined=pipelined)
 
 
 def test_a_failing_consumer_stops_the_inflating_thread():
@@ -168,7 +168,7 @@ def test_a_failing_consumer_stops_the_inflating_thread():
 
     before = threading.active_count()
     with pytest.raises(OSError, match="No space"):
-        layer.uncompressed_digest(io.BytesIO(_member(DATA * 20, compresslevel=1)), "L", full,
+        decompress.uncompressed_digest(io.BytesIO(_member(DATA * 20, compresslevel=1)), "L", full,
                                   pipelined=True)
     import time
 
