@@ -113,11 +113,13 @@ class Bar:
                 self._tqdm.update(n)
 
     def describe(self, subject: str | None) -> None:
-        """Say what the stage is working on after its name (None: nothing in particular)."""
+        """Say what the stage is working on after its name (None: nothing in particular).
+        Drawn at once: an image pulled within one redraw interval would otherwise never be
+        named (subjects change once per layer, so this adds a draw per layer at most)."""
         with self._lock:
             text = f"{self.description} {subject}" if subject else self.description
-            if self._tqdm is not None:
-                self._tqdm.set_description_str(text, refresh=False)
+            if self._tqdm is not None and text != self._tqdm.desc:
+                self._tqdm.set_description_str(text, refresh=True)
 
     def refresh(self) -> None:
         with self._lock:
