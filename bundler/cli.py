@@ -178,6 +178,13 @@ def _command_table() -> list[tuple]:
          _NOTHING_MORE,
          ["bundler images --chart rke2-multus-v4.3.008.tgz > images.txt",
           "bundler images --chart rke2-multus-v4.3.017.tgz --check images.txt"]),
+    ] + _node_and_transfer_commands()
+
+
+def _node_and_transfer_commands() -> list[tuple]:
+    """_command_table's rows for the node (status) and for moving bundles (split, join,
+    delta, patch)."""
+    return [
         ("status", _status, _status_arguments,
          "check that K3s imported a bundle: its images in K3s's containerd",
          "Read K3s's (or RKE2's) containerd and say, for every image of the bundle, whether "

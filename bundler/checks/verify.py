@@ -34,8 +34,7 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from bundler import decompress as layer
-from bundler import localfile
+from bundler import decompress, localfile
 from bundler.bundleformat import archive, checksums, compress
 from bundler.checks.layout import Blob, Layout
 from bundler.digest import CHUNK
@@ -139,6 +138,26 @@ class _Budget:
                                  "the inflation limit; stopped reading")
 
 
+def _vouchers(report: Report, path: Path, manifest: str | Path | None,
+              key: str | Path | None, allow_rename: bool, not_before: datetime | None
+              ) -> dict | None:
+    """The checksum manifest (and with `key`, its signature, name and date), checked before
+    the bundle is read; recorded in `report` as what the bundle was checked against."""
+    doc, read_from = None, None
+    if found := checksums.read_manifest(path, manifest, key):
+        doc, read_from = found
+        report.checked_against.append(str(read_from))
+        if key is not None and not allow_rename:
+            checksums.check_signed_name(doc, path)
+        if key is not None:
+            from bundler.bundleformat import signing
+
+            report.signed_by = (str(key), signing.key_fingerprint(key))
+    if not_before is not None:
+        checksums.check_not_before(doc, str(read_from or path), not_before)
+    return doc
+
+
 def verify(bundle: str | Path, manifest: str | Path | None = None, *,
            require_checksum: bool = False,
            max_inflation: float = DEFAULT_MAX_INFLATION,
@@ -171,20 +190,9 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
     if path.name in ("", ".", ".."):
         raise InputError(f"{str(bundle)!r}: not a bundle file")
     report = Report(str(path))
-    doc, read_from = None, None
-    if found := checksums.read_manifest(path, manifest, key):
-        doc, read_from = found
-        report.checked_against.append(str(read_from))
-        if key is not None and not allow_rename:
-            checksums.check_signed_name(doc, path)
-        if key is not None:
-            from bundler.bundleformat import signing
-
-            report.signed_by = (str(key), signing.key_fingerprint(key))
+    doc = _vouchers(report, path, manifest, key, allow_rename, not_before)
     sums = checksums.sums_beside(path)
     report.checked_against += sums
-    if not_before is not None:
-        checksums.check_not_before(doc, str(read_from or path), not_before)
     with _open(path, opened) as f:
         if not _check_format(f, path, report):
             return report
@@ -195,9 +203,9 @@ def verify(bundle: str | Path, manifest: str | Path | None = None, *,
         _check_frames(f, report)
         f.seek(0)
         outer = hashlib.sha256()
-        raw = layer.Tee(f, outer.update)
+        raw = decompress.Tee(f, outer.update)
         content.stream(raw)
-        layer.drain(raw)  # the outer checksum covers the whole file, even past a break
+        decompress.drain(raw)  # the outer checksum covers the whole file, even past a break
         report.size = f.tell()
     report.sha256 = outer.hexdigest()
     _conclude(report, content, path, doc, sums, require_checksum)
@@ -257,7 +265,7 @@ class WrittenCheck:
 
     `diff_ids`: compressed layer blob digest -> the diff_id its image's config gives it. The
     pair is fixed by content (a blob digest, a config digest): whatever a cache holds, the
-    blob that hashes to the digest inflates to the same tar, which layer.stage checked
+    blob that hashes to the digest inflates to the same tar, which stage.stage_layer checked
     against the diff_id when the layer was pulled. Such a layer is hashed and looked at as a
     tar (its first block), not inflated whole again: that alone tripled a warm rebuild.
     """
@@ -321,7 +329,7 @@ def _check_format(f: BinaryIO, path: Path, report: Report) -> bool:
         report.problem(f"{path.name}: empty file, not a bundle")
     elif head[257:262] == b"ustar":
         report.problem(f"{path.name}: a plain tar, not zstd-compressed (a bundle is a .tar.zst)")
-    elif head.startswith(layer.GZIP_MAGIC):
+    elif head.startswith(decompress.GZIP_MAGIC):
         report.problem(f"{path.name}: gzip-compressed, not zstd (a bundle is a .tar.zst)")
     else:
         report.problem(f"{path.name}: not a zstd file (a bundle is a .tar.zst)")
@@ -336,9 +344,10 @@ def _starts_zstd(f: BinaryIO) -> bool:
     for _ in range(MAX_MEMBERS + 2):
         f.seek(offset)
         head = f.read(8)
-        if head.startswith(layer.ZSTD_MAGIC) or head and layer.ZSTD_MAGIC.startswith(head):
+        magic = decompress.ZSTD_MAGIC
+        if head.startswith(magic) or head and magic.startswith(head):
             return True
-        if len(head) < 8 or layer.compression(head) != "zstd":  # not a skippable frame
+        if len(head) < 8 or decompress.compression(head) != "zstd":  # not a skippable frame
             return False
         offset += 8 + int.from_bytes(head[4:], "little")
     return False
@@ -385,7 +394,7 @@ class _Content:
 
     def members(self, plain: BinaryIO) -> None:
         """Read the whole plain tar from `plain`, checking each member (as stream does)."""
-        self._members_of(TarStream(layer.Tee(plain, self.budget.spend), chunk=STREAM_PIECE))
+        self._members_of(TarStream(decompress.Tee(plain, self.budget.spend), chunk=STREAM_PIECE))
 
     def stream(self, raw: BinaryIO) -> None:
         """Read the whole tar; when the stream itself breaks, `complete` stays False and
@@ -399,7 +408,7 @@ class _Content:
         # Python floor's 35.8 (it reads 1 MiB at a time).
         plain = AheadReader(dctx.stream_reader(raw, read_across_frames=True), "verify-read",
                             depth=1, chunk=STREAM_PIECE)
-        tar = TarStream(layer.Tee(plain, self.budget.spend), chunk=STREAM_PIECE)
+        tar = TarStream(decompress.Tee(plain, self.budget.spend), chunk=STREAM_PIECE)
         try:
             self._members_of(tar)
         finally:
@@ -472,19 +481,19 @@ class _Content:
         finally:
             writer.close()
 
-    def _head_only(self, head: layer.Peek, name: str, first: _First) -> None:
+    def _head_only(self, head: decompress.Peek, name: str, first: _First) -> None:
         """Read a compressed blob to its end, decompressing only its first bytes: a layer
         whose diff_id is already known (WrittenCheck's diff_ids) is still looked at as a tar,
         not inflated whole again."""
         try:
-            plain = layer.decompressed(head, read_size=STREAM_PIECE)
+            plain = decompress.decompressed(head, read_size=STREAM_PIECE)
             while len(first.data) < 512 and (chunk := plain.read(512 - len(first.data))):
                 first.update(chunk)
         except BundlerError as e:
             self.problem(str(e))
         except (zstandard.ZstdError, zlib.error, EOFError, OSError) as e:
             self.problem(f"{name}: cannot decompress ({e})")
-        layer.drain(head)
+        decompress.drain(head)
 
     def _blob(self, name: str, digest: str, size: int, tar: TarStream | _TeeTar) -> None:
         own = hashlib.sha256()
@@ -492,28 +501,28 @@ class _Content:
         # many of them: memory must not grow with the bundle.
         keep = size <= MAX_METADATA and self._kept + size <= MAX_KEPT
         data = _MemberReader(tar, [] if keep else None)
-        head = layer.Peek(layer.Tee(data, own.update))
+        head = decompress.Peek(decompress.Tee(data, own.update))
         if not head.head.lstrip().startswith(b"{"):
             data.keep = None
         first = _First(512)
-        if layer.is_compressed(head.head) and digest in self._diff_ids:
+        if decompress.is_compressed(head.head) and digest in self._diff_ids:
             content_digest = self._diff_ids[digest]
             self._head_only(head, name, first)
-        elif layer.is_compressed(head.head):
+        elif decompress.is_compressed(head.head):
             def inflated(chunk: bytes) -> None:
                 self.budget.spend(chunk)
                 first.update(chunk)
                 self.report.unpacked_bytes += len(chunk)
 
             try:
-                content_digest = layer.uncompressed_digest(head, name, inflated)
+                content_digest = decompress.uncompressed_digest(head, name, inflated)
             except InflationLimit:
                 raise
             except BundlerError as e:
                 self.problem(str(e))
                 content_digest = "undecodable"
         else:
-            layer.drain(layer.Tee(head, first.update))
+            decompress.drain(decompress.Tee(head, first.update))
             content_digest = "sha256:" + own.hexdigest()
             self.report.unpacked_bytes += size
         self.report.blob_bytes += size
@@ -522,7 +531,7 @@ class _Content:
             self.problem(f"{name}: content hashes to {actual}")
         kept = b"".join(data.keep) if data.keep is not None else None
         self._kept += len(kept or b"")
-        self.blobs[digest] = Blob(size, content_digest, kept, layer.compression(head.head),
+        self.blobs[digest] = Blob(size, content_digest, kept, decompress.compression(head.head),
                                    first.data)
         self.report.blobs += 1
 

@@ -60,6 +60,31 @@ def images_dir(images_dir: str | None, data_dir: str | None, distro: str) -> Pat
     return Path(data_dir or DATA_DIRS[distro]) / "agent" / "images"
 
 
+def _verified(source: Path, report: verify.Report | None, key: str | Path | None,
+              allow_rename: bool, not_before: datetime | None
+              ) -> tuple[Path, Callable[[Path], BinaryIO], verify.Report]:
+    """The file that lands (a parts list's whole, read from its checked parts), how to open
+    it, and its verify report; VerificationFailed, or InputError for a name K3s would not
+    import, before anything is written."""
+    open_source: Callable[[Path], BinaryIO] = localfile.open_regular
+    if parts.is_parts_list(source):
+        from bundler.commands import split
+
+        source, open_source, report = split.for_place(source, key=key,
+                                                      allow_rename=allow_rename,
+                                                      not_before=not_before)
+    if unimportable := compress.unimportable_name(source.name):
+        raise InputError(f"{source}: {unimportable}")
+    report = report or verify.verify(source, key=key, allow_rename=allow_rename,
+                                     not_before=not_before)
+    if not report.ok:
+        more = report.problem_count - 1
+        also = f"; {more} more, see bundler verify" if more else ""
+        raise VerificationFailed(
+            f"{source}: did not verify ({report.problems[0]}{also}); nothing placed", report)
+    return source, open_source, report
+
+
 def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
           report: verify.Report | None = None, *, key: str | Path | None = None,
           allow_rename: bool = False, not_before: datetime | None = None,
@@ -75,23 +100,8 @@ def place(bundle: str | Path, target_dir: Path, dry_run: bool = False,
     `before_rename` is a test hook: called with the temporary's name (in `target_dir`) after
     the copy is complete and before it is checked and renamed, where an attacker would act.
     """
-    source = Path(bundle)
-    open_source: Callable[[Path], BinaryIO] = localfile.open_regular
-    if parts.is_parts_list(source):  # the whole lands, read from its checked parts
-        from bundler.commands import split
-
-        source, open_source, report = split.for_place(source, key=key,
-                                                      allow_rename=allow_rename,
-                                                      not_before=not_before)
-    if unimportable := compress.unimportable_name(source.name):
-        raise InputError(f"{source}: {unimportable}")
-    report = report or verify.verify(source, key=key, allow_rename=allow_rename,
-                                     not_before=not_before)
-    if not report.ok:
-        more = report.problem_count - 1
-        also = f"; {more} more, see bundler verify" if more else ""
-        raise VerificationFailed(
-            f"{source}: did not verify ({report.problems[0]}{also}); nothing placed", report)
+    source, open_source, report = _verified(Path(bundle), report, key, allow_rename,
+                                            not_before)
     name = source.name
     final = target_dir / name
     try:
