@@ -206,6 +206,47 @@ def test_a_blob_recompressed_again_and_again_is_refused_before_compressing(tmp_p
     _untouched(tmp_path, {})
 
 
+def test_a_blob_named_twice_is_refused_whatever_size_the_recipe_claims(tmp_path):
+    """The bound on what is compressed follows the new bundle's size, which the recipe gives:
+    claimed large, it lets through 5,000 members naming one 4 MiB blob (20 GiB to compress);
+    a bundle's tar holds each blob once."""
+    blob = bytes(4 << 20)
+    member = {"digest": "sha256:" + _sha(blob), "size": len(blob)}
+    delta = _delta(tmp_path, base=_zstd_tar([blob]),
+                   pieces=[{"compress": {"level": 1, "end": 1024, "members": [member] * 5000}}])
+    _claim(delta, 1 << 30)
+    started = time.monotonic()
+    run = _patch(tmp_path, timeout=120)
+    assert_one_line_error(run, "x.delta", "damaged", "twice")
+    assert time.monotonic() - started < 20
+    _untouched(tmp_path, {})
+
+
+def _claim(delta: Path, size: int) -> None:
+    """The delta's recipe rewritten to claim a new bundle of `size` bytes."""
+    data = delta.read_bytes()
+    line, _, rest = data[len(fmt.MAGIC):].partition(b"\n")
+    doc = json.loads(line)
+    doc["new"]["size"] = size
+    with open(delta, "wb") as out:
+        fmt.write(out, doc, iter([rest.partition(b"\n")[2]]))
+
+
+def test_a_bundle_larger_than_the_disk_is_refused_before_writing(tmp_path):
+    """20,000 copies of a 1 MiB base pass the bound on what pieces write when the recipe
+    claims a new bundle of 1 PiB; the disk bounds the claim."""
+    base = b"B" * (1 << 20)
+    delta = _delta(tmp_path, base=base,
+                   pieces=[{"copy": {"offset": 0, "size": 1 << 20}}] * 20_000)
+    _claim(delta, 1 << 50)
+    started = time.monotonic()
+    run = _patch(tmp_path)
+    assert_one_line_error(run, "bytes free", "nothing was written")
+    assert run.code == 3
+    assert time.monotonic() - started < 20
+    _untouched(tmp_path, {})
+
+
 def test_recipe_text_in_messages_is_escaped(tmp_path):
     """The zstd version a delta says it was made with reaches the error line."""
     _delta(tmp_path, base=_zstd_tar([b"x" * 100]),

@@ -21,7 +21,7 @@ from bundler.atomic import AtomicOutputs
 from bundler.bundleformat import archive, checksums, compress
 from bundler.bundleformat import delta as fmt
 from bundler.digest import CHUNK, Sha256Behind, VerifyingReader
-from bundler.errors import DigestMismatch, InputError
+from bundler.errors import DigestMismatch, EnvironmentFailure, InputError
 from bundler.sources.bundle import inflation_limit, open_bundle
 from bundler.text import shown
 
@@ -237,6 +237,7 @@ def patch(base: Path, delta: Path, output_dir: Path | None = None) -> dict:
         for entry in recipe.doc["files"]:
             if entry["file"].endswith(fmt.MANIFEST_SUFFIX):
                 _check_manifest(recipe, fd, delta, entry)
+        _check_space(output_dir, recipe.new)
         with open_bundle(base) as fb, AtomicOutputs(output_dir) as outputs:
             size = os.fstat(fb.fileno()).st_size
             if size != recipe.base["size"]:
@@ -255,21 +256,36 @@ def patch(base: Path, delta: Path, output_dir: Path | None = None) -> dict:
 
 
 def _check_compressed_bound(recipe: fmt.Recipe, delta: Path) -> None:
-    """What the compress pieces feed zstd, at most what verify lets the new bundle decompress
-    to: a recipe may name one blob of the base any number of times, and compressing it over
-    and over would take hours before the final hash says no."""
+    """What the compress pieces feed zstd: each blob once (a bundle's tar holds each once),
+    and at most what verify lets the new bundle decompress to. A recipe naming one blob of
+    the base again and again would take hours to compress before the final hash says no."""
     limit = inflation_limit(recipe.new["size"])
-    plain = 0
+    plain, seen = 0, set()
     for piece in recipe.doc["pieces"]:
         body = piece.get("compress")
-        if body:
-            plain += body["end"] + sum(archive.blob_segment(m["digest"], m["size"], _never,
-                                                            True).size
-                                       for m in body["members"])
+        if not body:
+            continue
+        plain += body["end"]
+        for m in body["members"]:
+            if m["digest"] in seen:
+                raise fmt.DeltaDamaged(f"{delta}: delta damaged: its recipe compresses "
+                                       f"{archive.blob_path(m['digest'])} twice")
+            seen.add(m["digest"])
+            plain += archive.blob_segment(m["digest"], m["size"], _never, True).size
     if plain > limit:
         raise fmt.DeltaDamaged(f"{delta}: delta damaged: its recipe compresses {plain} bytes "
                                f"for a bundle of {recipe.new['size']}, more than the "
                                f"{limit} verify reads from one")
+
+
+def _check_space(directory: Path, new: dict) -> None:
+    """The bundle the recipe says it rebuilds fits where it is written: a recipe that claims
+    a bundle larger than the disk would fill it before the final hash says no."""
+    fs = os.statvfs(directory)
+    free = fs.f_bavail * fs.f_frsize
+    if new["size"] > free:
+        raise EnvironmentFailure(f"{directory}: {free} bytes free, {shown(new['file'])} is "
+                                 f"{new['size']} bytes; nothing was written")
 
 
 def _open(path: Path, what: str) -> BinaryIO:
