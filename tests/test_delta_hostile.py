@@ -149,6 +149,13 @@ def test_sha256sum_lines_vouch_only_for_what_patch_rebuilds(tmp_path, sums):
     _untouched(tmp_path, before)
 
 
+def test_a_refused_delta_makes_no_output_directory(tmp_path):
+    _delta(tmp_path, files={"evil.tar": b"x"})
+    run = _patch(tmp_path)
+    assert_one_line_error(run, "x.delta", "damaged")
+    assert not (tmp_path / "out").exists()
+
+
 def test_sha256sum_lines_for_the_rebuilt_files_are_merged(tmp_path):
     before = _seed(tmp_path)
     new = b"B" * 2048 + TAIL

@@ -231,12 +231,12 @@ def patch(base: Path, delta: Path, output_dir: Path | None = None) -> dict:
     beside the delta); a summary for the CLI."""
     output_dir = output_dir or delta.parent
     with _open(delta, "delta") as fd:
-        output_dir.mkdir(parents=True, exist_ok=True)
         recipe = fmt.read_recipe(fd, delta)
         _check_compressed_bound(recipe, delta)
         for entry in recipe.doc["files"]:
             if entry["file"].endswith(fmt.MANIFEST_SUFFIX):
                 _check_manifest(recipe, fd, delta, entry)
+        output_dir.mkdir(parents=True, exist_ok=True)  # only for a delta that reads well
         _check_space(output_dir, recipe.new)
         with open_bundle(base) as fb, AtomicOutputs(output_dir) as outputs:
             size = os.fstat(fb.fileno()).st_size
