@@ -14,6 +14,14 @@ written.
 The file: MAGIC, the recipe (one line of JSON), the recipe's sha256 (one line of hex), then the
 payload, the bytes the recipe takes from the delta. Each payload piece carries its own sha256,
 so a damaged delta is named as such before anything is written.
+
+The recipe is untrusted (it crosses the gap with the payload), and it names the files patch
+writes: the bundle (a name K3s imports as zstd), the side files build writes beside it
+(STEM.manifest.json, .manifest.json.sig, .spdx.json, .txt, each at most once) and
+sha256sum-*.txt files whose lines vouch for those files only, with their recorded sha256. Every
+name is printable ASCII that is not hidden and not a temporary's. Its copy and data pieces add
+up to at most the new bundle's size, so a recipe that names one range again and again is
+refused before a byte is written.
 """
 
 from __future__ import annotations
@@ -29,10 +37,12 @@ from typing import BinaryIO
 import zstandard
 
 from bundler import strictjson
-from bundler.bundleformat import archive, compress
+from bundler.atomic import TEMP_SUFFIX
+from bundler.bundleformat import archive, checksums, compress
 from bundler.digest import CHUNK, DIGEST_RE
 from bundler.errors import BundlerError, DigestMismatch, InputError
 from bundler.tarstream import REGULAR, TarError, TarStream
+from bundler.text import shown
 
 MAGIC = b"bundler-delta-1\n"
 FORMAT = "bundler-delta-1"
@@ -41,6 +51,10 @@ FORMAT = "bundler-delta-1"
 MAX_RECIPE = 48 << 20
 # What each carried side file may be (the checksum manifest's bound is the largest).
 MAX_SIDE_FILE = 64 << 20
+# The files build writes beside a bundle that a delta carries when present: (suffix after
+# the stem). The image list and checksum manifest first; the signature and SBOM if made.
+SIDE_SUFFIXES = (".manifest.json", ".manifest.json.sig", ".spdx.json", ".txt")
+MANIFEST_SUFFIX = SIDE_SUFFIXES[0]
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -106,25 +120,62 @@ def _check_recipe(doc: object, path: Path) -> None:
         raise bad("payloadSize is not a byte count")
     for side in ("base", "new"):
         _file_entry(doc.get(side), side, bad)
+    new = doc["new"]
+    if not _written_name(new["file"]) or compress.unimportable_name(new["file"]):
+        raise bad(f"new.file {shown(new['file'], quote=True)} is not the name of a bundle")
     pieces = doc.get("pieces")
     if not isinstance(pieces, list):
         raise bad("pieces is not a list")
     for i, piece in enumerate(pieces):
         _check_piece(piece, i, payload, bad)
-    files = doc.get("files")
+    # What copy and data pieces write, before anything is: each range may be named any
+    # number of times, and only the final hash would say no, after the disk is full.
+    written = sum(body["size"] for p in pieces for kind, body in p.items()
+                  if kind in ("copy", "data"))
+    if written > new["size"]:
+        raise bad(f"pieces write {written} bytes, more than the {new['size']} of "
+                  f"{new['file']}")
+    rebuilt = _check_files(doc.get("files"), new, payload, bad)
+    _check_sums(doc.get("sums"), rebuilt, bad)
+
+
+def _check_files(files: object, new: dict, payload: int,
+                 bad: Callable[[str], DeltaDamaged]) -> dict[str, str]:
+    """The side files, each named after the bundle and carried once; name -> sha256 of every
+    file patch writes."""
     if not isinstance(files, list):
         raise bad("files is not a list")
+    stem = checksums.stem(Path(new["file"]))
+    rebuilt = {new["file"]: new["sha256"]}
     for i, entry in enumerate(files):
         _file_entry(entry, f"files[{i}]", bad)
         _span(entry, payload, f"files[{i}]", bad)
         if entry["size"] > MAX_SIDE_FILE:
             raise bad(f"files[{i}] is larger than {MAX_SIDE_FILE} bytes")
-    sums = doc.get("sums")
+        name = entry["file"]
+        if name not in {stem + suffix for suffix in SIDE_SUFFIXES} or name in rebuilt:
+            raise bad(f"files[{i}] {shown(name, quote=True)} is not a file build writes "
+                      f"beside {new['file']}, or is carried twice")
+        rebuilt[name] = entry["sha256"]
+    return rebuilt
+
+
+def _check_sums(sums: object, rebuilt: dict[str, str],
+                bad: Callable[[str], DeltaDamaged]) -> None:
+    """sha256sum-*.txt files, each with lines for files patch writes, with their sha256."""
     if not isinstance(sums, dict) or not all(
-            _plain_name(k) and isinstance(v, dict) and all(
+            isinstance(v, dict) and all(
                 _plain_name(n) and isinstance(h, str) and len(h) == 64 and set(h) <= _HEX
-                for n, h in v.items()) for k, v in sums.items()):
+                for n, h in v.items()) for v in sums.values()):
         raise bad("sums is not {file: {name: sha256}}")
+    for name, lines in sums.items():
+        if not (_written_name(name) and name.startswith("sha256sum-") and name.endswith(".txt")
+                and name not in rebuilt):
+            raise bad(f"sums names {shown(name, quote=True)}, not a sha256sum-*.txt file")
+        for file, sha in lines.items():
+            if rebuilt.get(file) != sha:
+                raise bad(f"sums: {name} vouches for {shown(file, quote=True)} with sha256 "
+                          f"{sha}, not for a file the delta rebuilds with that sha256")
 
 
 def _file_entry(entry: object, what: str, bad: Callable[[str], DeltaDamaged]) -> None:
@@ -138,6 +189,13 @@ def _file_entry(entry: object, what: str, bad: Callable[[str], DeltaDamaged]) ->
 def _plain_name(name: object) -> bool:
     return isinstance(name, str) and 0 < len(name) <= 255 and "/" not in name \
         and "\0" not in name and name not in (".", "..") and name.isprintable()
+
+
+def _written_name(name: str) -> bool:
+    """A name patch may write: printed by the CLI as it is (ASCII), and neither hidden nor a
+    temporary's (a later run removes those as its own)."""
+    return _plain_name(name) and name.isascii() and not name.startswith(".") \
+        and not name.endswith(TEMP_SUFFIX)
 
 
 def _span(entry: dict, payload: int, what: str, bad: Callable[[str], DeltaDamaged]) -> None:

@@ -9,7 +9,8 @@ Read back, the list is untrusted: it arrives over the same path as the parts. It
 capped, as JSON Go and Python read alike (strictjson), with exactly the fields below and no
 others; every name is a plain file name (no `/`, no `..`) looked up in the list's own
 directory, the parts cover the whole from byte 0 without gap or overlap, and their sizes add
-up to the whole's. Only then does anyone open a part.
+up to the whole's. Only then does anyone open a part. The whole's name is one join may write:
+a bundle's as K3s imports it, printable ASCII, not hidden.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ MAX_LIST = 4 << 20
 # FAT32 keeps at most 4 GiB - 1 byte in one file.
 FAT32_MAX = (4 << 30) - 1
 _HEX = re.compile(r"[0-9a-f]{64}")
+# What K3s reads zstd from (compress.ZSTD_SUFFIXES, not imported: split and join load no zstd).
+BUNDLE_SUFFIXES = (".tar.zst", ".tzst")
 _TOP = ("format", "version", "whole", "parts")
 _WHOLE = ("name", "size", "sha256")
 _PART = ("name", "offset", "size", "sha256")
@@ -167,6 +170,17 @@ def check(doc: object, list_file: str | None = None) -> None:
         offset += part["size"]
     if offset != whole["size"]:
         raise ValueError(f"parts add up to {offset} bytes, whole.size says {whole['size']}")
+    check_whole_name(whole["name"])
+
+
+def check_whole_name(name: str) -> None:
+    """ValueError unless `name` is one join may write: a bundle K3s imports, shown as it is
+    (printable ASCII) and not hidden (temporaries are, and a later run removes them)."""
+    if not name.lower().endswith(BUNDLE_SUFFIXES) or not name.isascii() \
+            or name.startswith("."):
+        raise ValueError(f"whole.name {quoted(name)}: not the name of a bundle join writes "
+                         f"(a plain ASCII name, not hidden, ending in "
+                         f"{' or '.join(BUNDLE_SUFFIXES)})")
 
 
 def _fields(obj: object, want: tuple[str, ...], where: str) -> None:

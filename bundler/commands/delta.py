@@ -16,17 +16,16 @@ from typing import BinaryIO
 
 import zstandard
 
-from bundler import localfile
+from bundler import localfile, strictjson
 from bundler.atomic import AtomicOutputs
 from bundler.bundleformat import archive, checksums, compress
 from bundler.bundleformat import delta as fmt
 from bundler.digest import CHUNK, Sha256Behind, VerifyingReader
-from bundler.errors import DigestMismatch, InputError
+from bundler.errors import DigestMismatch, EnvironmentFailure, InputError
 from bundler.sources.bundle import inflation_limit, open_bundle
+from bundler.text import shown
 
-# The files build writes beside a bundle that a delta carries when present: (suffix after
-# the stem). The image list and checksum manifest first; the signature and SBOM if made.
-SIDE_SUFFIXES = (".manifest.json", ".manifest.json.sig", ".spdx.json", ".txt")
+SIDE_SUFFIXES = fmt.SIDE_SUFFIXES
 DELTA_SUFFIX = ".delta"
 
 
@@ -232,14 +231,19 @@ def patch(base: Path, delta: Path, output_dir: Path | None = None) -> dict:
     beside the delta); a summary for the CLI."""
     output_dir = output_dir or delta.parent
     with _open(delta, "delta") as fd:
-        output_dir.mkdir(parents=True, exist_ok=True)
         recipe = fmt.read_recipe(fd, delta)
+        _check_compressed_bound(recipe, delta)
+        for entry in recipe.doc["files"]:
+            if entry["file"].endswith(fmt.MANIFEST_SUFFIX):
+                _check_manifest(recipe, fd, delta, entry)
+        output_dir.mkdir(parents=True, exist_ok=True)  # only for a delta that reads well
+        _check_space(output_dir, recipe.new)
         with open_bundle(base) as fb, AtomicOutputs(output_dir) as outputs:
             size = os.fstat(fb.fileno()).st_size
             if size != recipe.base["size"]:
                 raise fmt.WrongBase(
                     f"{base}: not the base this delta was made against ({size} bytes; "
-                    f"{recipe.base['file']} was {recipe.base['size']} bytes)")
+                    f"{shown(recipe.base['file'])} was {recipe.base['size']} bytes)")
             rebuild = _Rebuild(recipe, fd, delta, fb, base, outputs.scratch_dir())
             with open(outputs.temp(recipe.new["file"]), "wb") as raw, _Out(raw) as out:
                 rebuild.write(out)
@@ -249,6 +253,39 @@ def patch(base: Path, delta: Path, output_dir: Path | None = None) -> dict:
                 _merge_sums(output_dir, name, entries, outputs)
             outputs.commit()
     return summary(recipe.doc, output_dir / recipe.new["file"])
+
+
+def _check_compressed_bound(recipe: fmt.Recipe, delta: Path) -> None:
+    """What the compress pieces feed zstd: each blob once (a bundle's tar holds each once),
+    and at most what verify lets the new bundle decompress to. A recipe naming one blob of
+    the base again and again would take hours to compress before the final hash says no."""
+    limit = inflation_limit(recipe.new["size"])
+    plain, seen = 0, set()
+    for piece in recipe.doc["pieces"]:
+        body = piece.get("compress")
+        if not body:
+            continue
+        plain += body["end"]
+        for m in body["members"]:
+            if m["digest"] in seen:
+                raise fmt.DeltaDamaged(f"{delta}: delta damaged: its recipe compresses "
+                                       f"{archive.blob_path(m['digest'])} twice")
+            seen.add(m["digest"])
+            plain += archive.blob_segment(m["digest"], m["size"], _never, True).size
+    if plain > limit:
+        raise fmt.DeltaDamaged(f"{delta}: delta damaged: its recipe compresses {plain} bytes "
+                               f"for a bundle of {recipe.new['size']}, more than the "
+                               f"{limit} verify reads from one")
+
+
+def _check_space(directory: Path, new: dict) -> None:
+    """The bundle the recipe says it rebuilds fits where it is written: a recipe that claims
+    a bundle larger than the disk would fill it before the final hash says no."""
+    fs = os.statvfs(directory)
+    free = fs.f_bavail * fs.f_frsize
+    if new["size"] > free:
+        raise EnvironmentFailure(f"{directory}: {free} bytes free, {shown(new['file'])} is "
+                                 f"{new['size']} bytes; nothing was written")
 
 
 def _open(path: Path, what: str) -> BinaryIO:
@@ -323,7 +360,8 @@ class _Rebuild:
                 f"{new['file']}: the rebuilt bundle hashes to {out.digest}, not the "
                 f"sha256:{new['sha256']} its checksum manifest records: its compact frame "
                 f"compresses differently with this zstd ({zstandard.ZSTD_VERSION}; the "
-                f"delta was made with {self.recipe.doc.get('zstd')}); nothing was written")
+                f"delta was made with {shown(self.recipe.doc.get('zstd'))}); nothing was "
+                "written")
         raise fmt.WrongBase(f"{self.base}: not the base this delta was made against (the "
                             f"bundle rebuilt from it hashes to {out.digest}, not "
                             f"sha256:{new['sha256']})")
@@ -397,6 +435,26 @@ def _side(recipe: fmt.Recipe, fd: BinaryIO, delta: Path, entry: dict,
                                f"its recipe says {entry['sha256']}")
 
 
+def _check_manifest(recipe: fmt.Recipe, fd: BinaryIO, delta: Path, entry: dict) -> None:
+    """The carried checksum manifest records the bundle the recipe rebuilds: verify and place
+    hold the rebuilt bundle to it, and a delta whose two disagree was not written by delta."""
+    data = b"".join(fmt.read_range(fd, recipe.payload_at + entry["offset"], entry["size"]))
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise fmt.DeltaDamaged(f"{delta}: delta damaged: {entry['file']} does not match its "
+                               "sha256")
+    try:
+        doc = strictjson.loads(data)
+    except strictjson.StrictJSONError as e:
+        raise fmt.DeltaDamaged(f"{delta}: delta damaged: {entry['file']} is not JSON "
+                               f"({e})") from None
+    bundle = doc.get("bundle") if isinstance(doc, dict) else None
+    new = recipe.new
+    if not isinstance(bundle, dict) or (bundle.get("size"), bundle.get("sha256")) != (
+            new["size"], new["sha256"]):
+        raise fmt.DeltaDamaged(f"{delta}: delta damaged: {entry['file']} records another "
+                               f"bundle than the {new['file']} its recipe rebuilds")
+
+
 def _merge_sums(directory: Path, name: str, entries: dict[str, str],
                 outputs: AtomicOutputs) -> None:
     existing = directory / name
@@ -438,17 +496,18 @@ def render(info: dict, as_json: bool) -> str:
     if as_json:
         return json.dumps(info, indent=2, sort_keys=True) + "\n"
     new, base = info["new"], info["base"]
-    lines = [f"delta {info['file']}: rebuilds {new['file']} ({new['size']} bytes, "
-             f"sha256:{new['sha256']})",
-             f"  from base {base['file']} ({base['size']} bytes, sha256:{base['sha256']})",
-             f"  layers {info['layers']}: {info['copiedFromBase']} bytes copied from the base, "
-             f"{info['carriedFrames']} bytes of frames carried"]
+    lines = [f"delta {shown(info['file'], limit=1 << 16)}: rebuilds {shown(new['file'])} "
+             f"({new['size']} bytes, sha256:{new['sha256']})",
+             f"  from base {shown(base['file'])} ({base['size']} bytes, "
+             f"sha256:{base['sha256']})",
+             f"  layers {shown(info['layers'])}: {info['copiedFromBase']} bytes copied from "
+             f"the base, {info['carriedFrames']} bytes of frames carried"]
     if info["recompressed"]:
         r = info["recompressed"]
         lines.append(f"  one frame compressed again from {r['blobs']} blobs, {r['carried']} "
                      f"carried ({r['carriedBytes']} bytes); byte-identical with the zstd "
                      "library it was written with")
-    lines.append(f"  side files: {', '.join(info['files']) or 'none'}")
+    lines.append(f"  side files: {', '.join(shown(f) for f in info['files']) or 'none'}")
     return "\n".join(lines) + "\n"
 
 

@@ -62,6 +62,10 @@ def split(bundle: str | Path, part_size: int = parts.FAT32_MAX,
     """
     source = Path(bundle)
     out = Path(output_dir) if output_dir is not None else source.parent
+    try:
+        parts.check_whole_name(source.name)
+    except ValueError as e:
+        raise InputError(f"{source}: {e}") from None
     found = checksums.read_manifest(source)
     sums = checksums.sums_beside(source)
     try:
@@ -155,16 +159,17 @@ def _open_part(listed: parts.PartsList, part: parts.Part) -> BinaryIO:
     try:
         f = localfile.open_regular(path, follow_symlinks=False)
     except FileNotFoundError:
-        raise PartProblem(f"{part.name}: missing") from None
+        raise PartProblem(f"{shown(part.name)}: missing") from None
     except InputError as e:
-        raise PartProblem(f"{part.name}: {str(e).removeprefix(str(path) + ': ')}") from None
+        raise PartProblem(f"{shown(part.name)}: "
+                          f"{str(e).removeprefix(str(path) + ': ')}") from None
     except OSError as e:
-        raise PartProblem(f"{part.name}: cannot read ({e.strerror})") from None
+        raise PartProblem(f"{shown(part.name)}: cannot read ({e.strerror})") from None
     have = os.fstat(f.fileno()).st_size
     if have != part.size:
         f.close()
         cut = "truncated" if have < part.size else "too long"
-        raise PartProblem(f"{part.name}: {have} bytes, the parts list says {part.size} "
+        raise PartProblem(f"{shown(part.name)}: {have} bytes, the parts list says {part.size} "
                           f"({cut})")
     return f
 
@@ -179,9 +184,9 @@ def _read_part(listed: parts.PartsList, part: parts.Part,
         left = _pump(f, part.size, [own.update, *(also or [])])
         digest = own.hexdigest()
     if left:
-        raise PartProblem(f"{part.name}: shrank while being read")
+        raise PartProblem(f"{shown(part.name)}: shrank while being read")
     if digest != part.sha256:
-        raise PartProblem(f"{part.name}: damaged (sha256 {digest}, the parts list says "
+        raise PartProblem(f"{shown(part.name)}: damaged (sha256 {digest}, the parts list says "
                           f"{part.sha256})")
 
 
@@ -207,9 +212,17 @@ def verify_parts(parts_list: str | Path, manifest: str | Path | None = None, *,
     writing the whole, with the checksum files beside the list (NAME.manifest.json,
     sha256sum-*.txt) vouching for the whole's name. The parts are read twice.
     `max_inflation`: as verify's (default: its default)."""
+    return _verify_listed(parts.read(parts_list), parts_list, manifest,
+                          require_checksum=require_checksum, max_inflation=max_inflation,
+                          key=key, allow_rename=allow_rename, not_before=not_before)
+
+
+def _verify_listed(listed: parts.PartsList, parts_list: str | Path,
+                   manifest: str | Path | None = None, *, require_checksum: bool = False,
+                   max_inflation: float | None = None, key: str | Path | None = None,
+                   allow_rename: bool = False, not_before: datetime | None = None) -> Report:
     from bundler.checks import verify  # split and join check no content: only this loads it
 
-    listed = parts.read(parts_list)
     problems = check_parts(listed)
     if problems:
         report = verify.Report(str(parts_list))
@@ -225,7 +238,7 @@ def verify_parts(parts_list: str | Path, manifest: str | Path | None = None, *,
     report.file = str(parts_list)
     if report.size is not None and (report.size, report.sha256) != (listed.size,
                                                                     listed.sha256):
-        report.problem(f"{listed.name}: the parts join to {report.size} bytes with sha256 "
+        report.problem(f"{shown(listed.name)}: the parts join to {report.size} bytes with sha256 "
                        f"{report.sha256}, the parts list says {listed.size} bytes with sha256 "
                        f"{listed.sha256}")
     return report
@@ -251,8 +264,17 @@ class JoinedFile:
         return self._pos
 
     def read(self, n: int = -1) -> bytes:
+        """Up to `n` bytes, fewer only at the end of the whole: as a file reads, across the
+        end of a part (a frame header cut between two parts is read whole)."""
         if n is None or n < 0:
             return b"".join(iter(lambda: self.read(CHUNK), b""))
+        pieces = []
+        while n > 0 and (piece := self._read_in_part(n)):
+            pieces.append(piece)
+            n -= len(piece)
+        return b"".join(pieces)
+
+    def _read_in_part(self, n: int) -> bytes:
         if self._pos >= self._listed.size or n == 0:
             return b""
         part_at = self._part_at(self._pos)
@@ -262,7 +284,7 @@ class JoinedFile:
         want = min(n, part.offset + part.size - self._pos)
         data = f.read(want)
         if len(data) < want:
-            raise PartProblem(f"{part.name}: shrank while being read")
+            raise PartProblem(f"{shown(part.name)}: shrank while being read")
         self._pos += len(data)
         return data
 
@@ -332,10 +354,11 @@ def for_place(parts_list: Path, *, key: str | Path | None, allow_rename: bool,
     """What place needs to place the whole of a parts list: the whole's path (its name is
     the placed file's), an opener that reads the whole from its parts, and verify's report
     on it. The parts are read again as they are copied, and the copy is checked against the
-    report's sha256, as for a bundle."""
-    report = verify_parts(parts_list, key=key, allow_rename=allow_rename,
-                          not_before=not_before)
+    report's sha256, as for a bundle. The list is read once: the name the whole lands under
+    is the one verify held the checksum files (and the signature) to."""
     listed = parts.read(parts_list)
+    report = _verify_listed(listed, parts_list, key=key, allow_rename=allow_rename,
+                            not_before=not_before)
     return listed.whole, lambda _: JoinedFile(listed), report
 
 
