@@ -11,8 +11,9 @@ Peers, each run the way people run them today, against the same local registry:
   skopeo loop: for many images, `skopeo copy --override-arch amd64` once per image
             into ONE OCI layout, then tar + the same zstd: what a release pipeline's shell
             loop does
-Issue 12's cases: N generated small multi-arch images (a shared base layer and one layer of
-their own each; the index lists linux/arm64 before linux/amd64) from the loopback registry, and
+The many-images and network cases: N generated small multi-arch images (a shared base
+layer and one layer of their own each; the index lists linux/arm64 before linux/amd64) from
+the loopback registry, and
 the stand-ins and 50 of the generated images through tests/netshape.py, a front that adds a
 fixed delay to every request and caps each connection's bandwidth, like a registry across a
 real network.
@@ -194,7 +195,7 @@ def main() -> int:
     ap.add_argument("--no-push", action="store_true", help="skip the push cases")
     ap.add_argument("--no-main", action="store_true",
                     help="skip the three stand-ins from the loopback registry (classic, skopeo, "
-                         "floors): only the issue-12 cases and the 1 GiB layer")
+                         "floors): only the many-images, network and 1 GiB layer cases")
     ap.add_argument("--no-front", action="store_true",
                     help="skip the cases through the network-shaped front")
     ap.add_argument("--front-delay-ms", type=float, default=50.0,
@@ -861,7 +862,7 @@ def _report(r: dict, path: str) -> None:
          _ratio(r, "huge_floor_py_stream", "huge_floor_compress"), "(floor)"),
         ("1 GiB layer: compact build / Python streaming floor",
          _ratio(r, "huge_build", "huge_floor_py_stream"), ""),
-        # Issue 12: many images, and a registry across a network.
+        # Many images, and a registry across a network.
         (f"{n} images, preserve, cold / skopeo loop + tar + zstd",
          _ratio(r, "many_cold_preserve", "skopeo_many"), "<= 0.5"),
         (f"  {n}-image bundle size / skopeo loop size",

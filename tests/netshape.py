@@ -1,7 +1,7 @@
 """A network-shaped front: an HTTP proxy on loopback that makes a local registry look far away.
 
-Issue 12: bundler was measured only against a loopback registry, where a request costs ~1 ms
-and bandwidth is free, so serial round trips and idle connections never showed. This front
+Measured only against a loopback registry, where a request costs ~1 ms and bandwidth is
+free, bundler's serial round trips and idle connections never showed. This front
 adds a fixed delay to every request (default 50 ms, a cross-region round trip) and caps each
 connection's bandwidth in each direction (default 20 MB/s), and passes everything else through
 as it came: method, path, headers (the client's Host too, so the upstream's absolute Location

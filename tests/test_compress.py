@@ -110,7 +110,7 @@ def _frame(data: bytes, level: int, size) -> bytes:
 
 
 def test_small_frames_get_a_window_their_size_single_threaded(monkeypatch):
-    # Issue 12: a level-16, 2^25-window, multi-threaded context cost 50-90 ms per frame.
+    # A level-16, 2^25-window, multi-threaded context cost 50-90 ms per frame.
     data = _text(40_000)
     outputs = set()
     for cores in (1, 2, 8):

@@ -144,7 +144,7 @@ def test_expired_token_is_fetched_again(tmp_path, bearer_registry):
 
 
 def test_token_and_head_cut_off_are_retried_on_the_same_endpoint(tmp_path, seeded_data):
-    """Issue 11 item 1: a token response and a HEAD broken off mid-way are retried there.
+    """A token response and a HEAD broken off mid-way are retried there.
     The token is cut in the cold build, the HEAD in the rebuild (a cold build asks for no
     digest first: nothing it could find in an empty cache)."""
     import socket
@@ -187,7 +187,7 @@ def _kept(tmp_path: Path) -> dict:
 
 
 def test_a_rebuild_asks_for_its_token_without_a_401_first(tmp_path, bearer_registry):
-    """Issue 12: an anonymous registry's Bearer challenge is kept in the cache, so a rebuild
+    """An anonymous registry's Bearer challenge is kept in the cache, so a rebuild
     is a token and one HEAD, not a 401, a token and a HEAD."""
     from tests.faultproxy import RegistryFront
 
@@ -262,7 +262,7 @@ def test_no_challenge_is_kept_or_used_with_credentials(tmp_path, bearer_registry
 
 
 def test_tls_connections_share_one_context_with_the_cas_loaded_once(tmp_path, basic_registry):
-    """Issue 12: urllib3 loads the CA file into every new connection (certifi's bundle is
+    """urllib3 loads the CA file into every new connection (certifi's bundle is
     ~17 ms of CPU each); one endpoint's connections share one context, loaded once, and still
     verify: a registry whose CA is not the configured one fails."""
     import threading

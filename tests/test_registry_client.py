@@ -62,7 +62,7 @@ def _hex(data: bytes) -> str:
 
 
 def test_digest_pin_of_another_repository_fails_warm_as_cold(fixture_registry, tmp_path):
-    """Issue 11 item 2: a by-digest ref is confirmed in its own repository (one HEAD) even
+    """A by-digest ref is confirmed in its own repository (one HEAD) even
     when the cache holds the manifest from another repository."""
     busybox = fixture_registry.images["docker.io/library/busybox:1.36.1"]
     pinned = f"rancher/multilist@{busybox.digest}"

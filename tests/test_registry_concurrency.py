@@ -1,4 +1,4 @@
-"""Issue 12: images resolved several at a time against the real registry, sharing connections
+"""Images resolved several at a time against the real registry, sharing connections
 and bearer tokens, with every failing image named in one line."""
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def test_persistent_429_shows_the_rate_limit(fixture_registry, tmp_path):
 
 
 def test_manifest_and_config_cut_off_are_retried_on_the_same_mirror(fixture_registry, tmp_path):
-    """Issue 11 item 1: a reset mid-body of a manifest or a config is retried on the mirror
+    """A reset mid-body of a manifest or a config is retried on the mirror
     that sent it; the next endpoint is never asked."""
     img = fixture_registry.images["docker.io/rancher/multilist:v1"]
     index_path = "/v2/rancher/multilist/manifests/v1"
