@@ -729,7 +729,7 @@ def _delta_cases(r: dict, registry: Registry, w: Path, runs: int) -> None:
     # A shared image of one 256 MiB layer makes the preserve bundles big enough that patch's
     # time is its copying and hashing, not the interpreter's start (compressing it at level 16
     # for the compact case would take minutes: that case keeps to the stand-ins).
-    big = gen.image([gen.tar_layer(gen.random_files(31, 1, DELTA_SHARED_MIB << 20))])
+    big = gen.image([gen.tar_layer(gen.random_files(31, DELTA_SHARED_MIB // 64, 64 << 20))])
     push_image(registry.url, "rancher/delta-shared", big, "v1")
     del big
     shared = "docker.io/rancher/delta-shared:v1"
