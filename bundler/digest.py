@@ -5,7 +5,9 @@ Every byte that crosses a boundary (registry, cache, bundle) passes through one 
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import queue
 import re
 import threading
@@ -138,19 +140,43 @@ class Sha256Behind:
 
     def __init__(self, name: str):
         self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_AHEAD)
+        self._queue: queue.Queue[bytes | tuple[int, int, int] | None] = queue.Queue(
+            maxsize=_AHEAD)
+        self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
+        while (piece := self._queue.get()) is not None:
+            if isinstance(piece, bytes):
+                self._hash.update(piece)
+            elif self._error is None:
+                try:
+                    self._hash_range(*piece)
+                except OSError as e:
+                    self._error = e
+
+    def _hash_range(self, fd: int, offset: int, size: int) -> None:
+        while size:
+            chunk = os.pread(fd, min(size, CHUNK), offset)
+            if not chunk:
+                raise OSError(errno.EIO, "file shorter than what was written to it")
             self._hash.update(chunk)
+            offset += len(chunk)
+            size -= len(chunk)
 
     def update(self, chunk: bytes) -> None:
         self._queue.put(chunk)
 
+    def update_from(self, fd: int, offset: int, size: int) -> None:
+        """Hash `size` bytes of the file `fd` from `offset` next, read by the hashing thread
+        (a range just written by copy_file_range: what is hashed is what the file holds)."""
+        self._queue.put((fd, offset, size))
+
     def hexdigest(self) -> str:
         self.close()
+        if self._error is not None:
+            raise self._error
         return self._hash.hexdigest()
 
     def close(self) -> None:

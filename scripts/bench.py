@@ -748,7 +748,11 @@ def _delta_cases(r: dict, registry: Registry, w: Path, runs: int) -> None:
         r[f"bytes_delta_{mode}_new"] = (new / BUNDLE).stat().st_size
         cases = {f"patch_{mode}": (shlex.join([*BUNDLER, "patch", str(old / BUNDLE), str(delta),
                                               "-o", str(d / f"site-{mode}")]), None),
-                 f"patch_cp_{mode}": (f"cp {new / BUNDLE} {d / f'copy-{mode}.tar.zst'}", None)}
+                 f"patch_cp_{mode}": (f"cp {new / BUNDLE} {d / f'copy-{mode}.tar.zst'}", None),
+                 # patch flushes what it writes and hashes all of it: the floors of that.
+                 f"patch_cp_sync_{mode}": (f"cp {new / BUNDLE} {d / f'synced-{mode}.tar.zst'} "
+                                           f"&& sync {d / f'synced-{mode}.tar.zst'}", None),
+                 f"patch_sha256_{mode}": (shlex.join([*PY_SHA256, str(new / BUNDLE)]), None)}
         r.update(measure_rounds(cases, runs))
     shutil.rmtree(d, ignore_errors=True)
 
@@ -914,6 +918,12 @@ def _report(r: dict, path: str) -> None:
          _bytes_ratio(r, "delta_uncompressed", "delta_uncompressed_new"), ""),
         ("patch / cp of NEW, preserve", _ratio(r, "patch_preserve", "patch_cp_preserve"),
          "<= 1.5"),
+        ("  cp + sync of NEW / cp (patch flushes what it writes)",
+         _ratio(r, "patch_cp_sync_preserve", "patch_cp_preserve"), "(floor)"),
+        ("  one Python sha256 of NEW / cp (patch hashes all it writes)",
+         _ratio(r, "patch_sha256_preserve", "patch_cp_preserve"), "(floor)"),
+        ("patch / cp + sync of NEW, preserve",
+         _ratio(r, "patch_preserve", "patch_cp_sync_preserve"), ""),
         ("patch / cp of NEW, compact (compresses NEW's body again)",
          _ratio(r, "patch_uncompressed", "patch_cp_uncompressed"), ""),
         ("peak RSS: patch, compact / preserve",
