@@ -62,7 +62,8 @@ MODULES = {
                      ["tests/test_framecheck.py", "tests/test_archive.py"]),
     "text": ("bundler/text.py", ["tests/test_text.py"]),
     # A bundle's index.json and manifest.json, read once for every command.
-    "metadata": ("bundler/bundleformat/metadata.py", ["tests/test_metadata.py"]),
+    "metadata": ("bundler/bundleformat/metadata.py",
+                 ["tests/test_metadata.py", "tests/test_refname.py"]),
     # The parts list carried across the gap with a bundle's parts.
     "parts": ("bundler/bundleformat/parts.py",
               ["tests/test_parts.py", "tests/test_parts_hostile.py"]),

@@ -233,3 +233,20 @@ def test_any_members_are_a_model_or_problems_and_the_policies_agree(members):
     problems: list[str] = []
     Layout(members, _blobs(), problems.append).check(None)
     assert not refused or problems, meta.refusal
+
+
+def test_without_entries_to_read_none_are_listed():
+    members = _members()
+    del members[archive.INDEX]
+    assert metadata.read(members).listed == 0
+    empty = _edited(archive.INDEX, lambda d: d.update(manifests=[]))
+    meta = metadata.read(empty)
+    assert meta.listed == 0 and meta.entries == ()
+    assert f"{archive.INDEX}: lists no manifests" in meta.problems
+
+
+def test_a_layer_path_with_more_after_its_digest_is_no_blob_path():
+    def longer(doc):
+        doc[0]["Layers"][0] += "0"
+    meta = metadata.read(_edited(archive.DOCKER_MANIFEST, longer))
+    assert any("is not a blob path" in p for p in meta.docker_problems), meta.problems

@@ -180,3 +180,72 @@ def test_sizes_take_si_and_iec_units_as_they_say(text, size):
 def test_sizes_in_no_exact_unit_are_refused(text):
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+def test_the_default_part_size_is_the_largest_file_fat32_holds():
+    # FAT32 records a file's size in 32 bits: 4 GiB less one byte is the most it holds.
+    assert parts.FAT32_MAX == 2**32 - 1
+    assert parse_size("4GiB") == parts.FAT32_MAX + 1
+
+
+def test_part_names_have_three_digits_until_a_thousand_parts():
+    assert parts.part_names("b.tar.zst", 2) == ["b.tar.zst.000", "b.tar.zst.001"]
+    assert parts.part_names("b.tar.zst", 1000)[-1] == "b.tar.zst.999"
+    assert parts.part_names("b.tar.zst", 1001)[-2:] == ["b.tar.zst.0999", "b.tar.zst.1000"]
+
+
+def test_a_written_list_is_indented_by_two_spaces():
+    text = parts.dumps(parts.loads(json.dumps(_one()).encode(), LIST)).decode()
+    assert text.startswith('{\n  "format": ') and '\n    "name": "b.tar.zst"' in text
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("b.tar.zst.parts.json", "no such parts list"),
+    ("dir", "not a regular file"),
+    ("file/b.tar.zst.parts.json", "cannot read (Not a directory)"),
+])
+def test_a_list_that_cannot_be_read_is_named(tmp_path, where, fragment):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").touch()
+    path = tmp_path / where
+    with pytest.raises(InputError) as e:
+        parts.read(path)
+    assert str(e.value).startswith(f"{path}: {fragment}"), str(e.value)
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_a_whole_of_no_bytes_is_refused(size):
+    doc = _one()
+    doc["whole"]["size"] = size
+    _refused(doc, f"whole.size {size}: want a positive byte count")
+
+
+def test_at_most_max_parts_and_not_one_more():
+    doc = _one()
+    n = parts.MAX_PARTS
+    doc["parts"] = [{"name": f"b.tar.zst.{i:05d}", "offset": i, "size": 1, "sha256": "b" * 64}
+                    for i in range(n)]
+    doc["whole"]["size"] = n
+    parts.loads(json.dumps(doc).encode(), LIST)  # exactly MAX_PARTS: a list
+    doc["parts"].append({"name": "b.tar.zst.x", "offset": n, "size": 1, "sha256": "b" * 64})
+    doc["whole"]["size"] = n + 1
+    _refused(doc, f"{n + 1} parts, more than {n}")
+
+
+@pytest.mark.parametrize("length, ok", [(255, True), (256, False)])
+def test_a_part_name_is_at_most_255_bytes(length, ok):
+    doc = _one()
+    doc["parts"][1]["name"] = "p" * length
+    if ok:
+        parts.loads(json.dumps(doc).encode(), LIST)
+    else:
+        _refused(doc, "parts[1].name", "not a file name bundler writes")
+
+
+def test_an_entry_that_is_no_object_and_a_digest_with_more_after_it_are_refused():
+    doc = _one()
+    doc["whole"] = ["b.tar.zst"]
+    _refused(doc, "whole is not an object")
+    doc = _one()
+    doc["parts"][0]["sha256"] = "b" * 64 + "0"
+    _refused(doc, "parts[0].sha256", "want 64 lowercase hex digits")
