@@ -246,3 +246,20 @@ def test_the_warnings_are_bounded():
         "shared by several images"
     long = "docker.io/rancher/" + "a" * 200 + ":v"
     assert long in shared_ref_names([_entry(long, "v"), _entry(long + "2", "v")])[0]
+
+
+def test_two_or_three_holders_and_exactly_the_shown_number_of_values():
+    two = shared_ref_names([_entry("docker.io/a/x:v", "v"), _entry("docker.io/a/y:v", "v")])
+    assert two == [
+        "index.json: manifests[0] (docker.io/a/x:v) and manifests[1] (docker.io/a/y:v) share "
+        f"{REF_NAME} v: skopeo or umoci asked for that name takes one of them or refuses it "
+        f"(containerd goes by {IMAGE_NAME})"]
+    three = shared_ref_names([_entry(f"docker.io/a/x{i}:v", "v") for i in range(3)])
+    assert "manifests[1] (docker.io/a/x1:v) and 1 more share" in three[0]
+    # As many shared values as are shown: each is said, and no "and 0 more" line after them.
+    pairs = [_entry(f"docker.io/a/x{i}:v", f"v{i // 2}") for i in range(2 * MAX_SHARED_SHOWN)]
+    warnings = shared_ref_names(pairs)
+    assert len(warnings) == MAX_SHARED_SHOWN and all(" share " in w for w in warnings)
+    # One value more: the last line counts what is not shown.
+    pairs += [_entry("docker.io/a/y0:w", "w"), _entry("docker.io/a/y1:w", "w")]
+    assert shared_ref_names(pairs)[-1].startswith("index.json: and 1 more ")

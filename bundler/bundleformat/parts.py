@@ -110,9 +110,7 @@ def read(path: str | Path) -> PartsList:
         data = localfile.read_small(path, MAX_LIST, "parts list")
     except FileNotFoundError:
         raise InputError(f"{path}: no such parts list") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a parts list") from None
-    except OSError as e:
+    except OSError as e:  # a directory or a device is refused by read_small itself
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
     return loads(data, path)
 
