@@ -245,8 +245,10 @@ def test_without_entries_to_read_none_are_listed():
     assert f"{archive.INDEX}: lists no manifests" in meta.problems
 
 
-def test_a_layer_path_with_more_after_its_digest_is_no_blob_path():
+@pytest.mark.parametrize("more", ["0", "\n"])
+def test_a_layer_path_with_more_after_its_digest_is_no_blob_path(more):
+    # "\n" too: a regular expression's $ matches before a final newline.
     def longer(doc):
-        doc[0]["Layers"][0] += "0"
+        doc[0]["Layers"][0] += more
     meta = metadata.read(_edited(archive.DOCKER_MANIFEST, longer))
     assert any("is not a blob path" in p for p in meta.docker_problems), meta.problems
