@@ -536,6 +536,41 @@ def frames(f: BinaryIO) -> Iterator[Frame]:
         yield Frame(start, window, empty_blocks=empty)
 
 
+def frame_spans(f: BinaryIO, what: object, limit: int, *, skippable: bool = False
+                ) -> list[tuple[int, int]]:
+    """(offset, length) of each data frame of the file `f` (with `skippable`, of every frame:
+    what rebuilds the file byte for byte needs those too); a frame ends where the next one or
+    the file does. InputError naming `what` when the file is not frames, or has more than
+    `limit` (skippable ones counted)."""
+    starts: list[tuple[int, bool]] = []
+    try:
+        for frame in frames(Seeking(f)):
+            if len(starts) == limit:
+                raise InputError(f"{what}: more than {limit} zstd frames (skippable ones "
+                                 "counted); not a bundle bundler wrote")
+            starts.append((frame.offset, frame.skippable))
+    except FrameError as e:
+        raise InputError(f"{what}: zstd: {e}") from None
+    ends = [offset for offset, _ in starts[1:]] + [os.fstat(f.fileno()).st_size]
+    return [(offset, end - offset)
+            for (offset, skipped), end in zip(starts, ends, strict=True)
+            if skippable or not skipped]
+
+
+class Window:
+    """`length` bytes of a file from `offset`, as a stream: a zstd reader given it cannot
+    read on past the frames it is meant for."""
+
+    def __init__(self, fd: int, offset: int, length: int):
+        self._fd, self._at, self._end = fd, offset, offset + length
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._end - self._at if n < 0 else min(n, self._end - self._at)
+        data = os.pread(self._fd, n, self._at) if n > 0 else b""
+        self._at += len(data)
+        return data
+
+
 def _frame_header(f: BinaryIO, offset: int) -> tuple[int, int, bool]:
     """(header length, window size, has checksum) of the frame header at `offset`."""
     (descriptor,) = _exact(f, 1, offset)

@@ -258,17 +258,6 @@ def write(out: BinaryIO, doc: dict, payload: Iterator[bytes]) -> None:
 # -- frames and members of a bundle ----------------------------------------------------------
 
 
-def frame_spans(f: BinaryIO, path: Path) -> list[tuple[int, int]]:
-    """(offset, length) of every frame of the bundle in `f`, skippable ones included: a
-    delta rebuilds every byte."""
-    try:
-        starts = [frame.offset for frame in compress.frames(compress.Seeking(f))]
-    except compress.FrameError as e:
-        raise InputError(f"{path}: zstd: {e}") from None
-    ends = starts[1:] + [os.fstat(f.fileno()).st_size]
-    return [(start, end - start) for start, end in zip(starts, ends, strict=True)]
-
-
 def hashed_range(f: BinaryIO, offset: int, size: int,
                  sink: Callable[[bytes], object] | None = None) -> str:
     """sha256 hex of `size` bytes of `f` from `offset` (each chunk also to `sink`)."""
@@ -294,27 +283,10 @@ def read_range(f: BinaryIO, offset: int, size: int) -> Iterator[bytes]:
 def frame_plain(f: BinaryIO, offset: int, size: int, limit: int, what: str) -> _Capped:
     """The content of the frames in `size` bytes of `f` from `offset`; InputError naming
     `what` past `limit` bytes."""
-    window = _Window(f, offset, size)
+    window = compress.Window(f.fileno(), offset, size)
     dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
     return _Capped(dctx.stream_reader(window, read_size=CHUNK, read_across_frames=True), limit,
                    what)
-
-
-class _Window:
-    """`size` bytes of a file from `offset`, as a stream."""
-
-    def __init__(self, f: BinaryIO, offset: int, size: int):
-        self._chunks = read_range(f, offset, size)
-        self._buf = b""
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            chunk = next(self._chunks, b"")
-            if not chunk:
-                break
-            self._buf += chunk
-        data, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
-        return data
 
 
 class _Capped:

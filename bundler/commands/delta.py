@@ -22,7 +22,7 @@ from bundler.bundleformat import archive, checksums, compress
 from bundler.bundleformat import delta as fmt
 from bundler.digest import CHUNK, Sha256Behind, VerifyingReader
 from bundler.errors import DigestMismatch, EnvironmentFailure, InputError
-from bundler.sources.bundle import inflation_limit, open_bundle
+from bundler.sources.bundle import MAX_FRAMES, inflation_limit, open_bundle
 from bundler.text import shown
 
 SIDE_SUFFIXES = fmt.SIDE_SUFFIXES
@@ -93,7 +93,7 @@ class _Builder:
 
     def _index_base(self) -> tuple[str, int]:
         whole = hashlib.sha256()
-        spans = fmt.frame_spans(self.fb, self.base)
+        spans = compress.frame_spans(self.fb, self.base, MAX_FRAMES, skippable=True)
         for offset, length in spans:
             sha = fmt.hashed_range(self.fb, offset, length, whole.update)
             self.base_frames.setdefault((sha, length), offset)
@@ -102,7 +102,8 @@ class _Builder:
     def pieces(self) -> list[dict]:
         whole = hashlib.sha256()
         pieces: list[dict] = []
-        for i, (offset, length) in enumerate(fmt.frame_spans(self.fn, self.new)):
+        for i, (offset, length) in enumerate(
+                compress.frame_spans(self.fn, self.new, MAX_FRAMES, skippable=True)):
             sha = fmt.hashed_range(self.fn, offset, length, whole.update)
             at = self.base_frames.get((sha, length))
             if at is not None:

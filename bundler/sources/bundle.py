@@ -139,31 +139,13 @@ def frame_index(path: Path) -> dict[str, tuple[int, int]]:
     refused (each frame of ours starts a member run, and verify allows MAX_MEMBERS members)."""
     found: dict[str, tuple[int, int]] = {}
     with open_bundle(path) as f:
-        spans = _frame_spans(f, path)
+        spans = compress.frame_spans(f, path, MAX_FRAMES)
         dctx = zstandard.ZstdDecompressor(max_window_size=compress.MAX_WINDOW)
         for offset, length in spans[1:]:
             member = _first_member(dctx, f, offset, length)
             if member is not None:
                 found.setdefault(member[0], (offset, member[1]))
     return found
-
-
-def _frame_spans(f: BinaryIO, path: Path) -> list[tuple[int, int]]:
-    """(offset, length) of each data frame; a frame ends where the next one (skippable or
-    not) or the file begins."""
-    limit = MAX_FRAMES
-    starts: list[tuple[int, bool]] = []
-    try:
-        for frame in compress.frames(compress.Seeking(f)):
-            if len(starts) == limit:
-                raise InputError(f"{path}: more than {limit} zstd frames (skippable ones "
-                                 "counted); not a bundle bundler wrote")
-            starts.append((frame.offset, frame.skippable))
-    except compress.FrameError as e:
-        raise InputError(f"{path}: zstd: {e}") from None
-    ends = [offset for offset, _ in starts[1:]] + [os.fstat(f.fileno()).st_size]
-    return [(offset, end - offset)
-            for (offset, skippable), end in zip(starts, ends, strict=True) if not skippable]
 
 
 def _first_member(dctx: zstandard.ZstdDecompressor, f: BinaryIO, offset: int, length: int
@@ -179,7 +161,7 @@ def _first_member(dctx: zstandard.ZstdDecompressor, f: BinaryIO, offset: int, le
     # Asked for _HEAD bytes, zstandard's reader reads its source until it has them: bounded
     # to the frame, it cannot run on through the frames after it (that made an inspect of
     # N empty frames take N^2 reads).
-    window = _Window(f.fileno(), offset, min(length, _FIRST_BLOCK))
+    window = compress.Window(f.fileno(), offset, min(length, _FIRST_BLOCK))
     try:
         head = dctx.stream_reader(window, read_size=16 << 10).read(_HEAD)
         member = next(iter(TarStream(io.BytesIO(head))), None)
@@ -188,19 +170,6 @@ def _first_member(dctx: zstandard.ZstdDecompressor, f: BinaryIO, offset: int, le
     if member is None or member.kind != REGULAR or not member.name.startswith(archive.BLOB_DIR):
         return None
     return "sha256:" + member.name[len(archive.BLOB_DIR):], member.size
-
-
-class _Window:
-    """`length` bytes of a file from `offset`, as a stream."""
-
-    def __init__(self, fd: int, offset: int, length: int):
-        self._fd, self._at, self._end = fd, offset, offset + length
-
-    def read(self, n: int = -1) -> bytes:
-        n = self._end - self._at if n < 0 else min(n, self._end - self._at)
-        data = os.pread(self._fd, n, self._at) if n > 0 else b""
-        self._at += len(data)
-        return data
 
 
 class _MemberData:
