@@ -197,27 +197,26 @@ def _text(value: object, what: str) -> str:
         raise ProtocolError(f"{what}: not UTF-8") from None
 
 
-def _pair(buf: memoryview) -> tuple[str, str]:
-    """A map<string, string> entry: { key = 1; value = 2; }."""
-    key = val = ""
+def _two_strings(buf: memoryview, first: str, second: str) -> tuple[str, str]:
+    """Fields 1 and 2 of a message, as strings ("" when absent); the others skipped."""
+    one = two = ""
     for number, _, value in fields(buf):
         if number == 1:
-            key = _text(value, "map key")
+            one = _text(value, first)
         elif number == 2:
-            val = _text(value, "map value")
-    return key, val
+            two = _text(value, second)
+    return one, two
+
+
+def _pair(buf: memoryview) -> tuple[str, str]:
+    """A map<string, string> entry: { key = 1; value = 2; }."""
+    return _two_strings(buf, "map key", "map value")
 
 
 def _descriptor(buf: memoryview) -> tuple[str, str]:
     """containerd.types.Descriptor: media_type = 1, digest = 2 (size = 3 and annotations = 5
     are not needed): (media type, digest)."""
-    media = digest = ""
-    for number, _, value in fields(buf):
-        if number == 1:
-            media = _text(value, "descriptor media_type")
-        elif number == 2:
-            digest = _text(value, "descriptor digest")
-    return media, digest
+    return _two_strings(buf, "descriptor media_type", "descriptor digest")
 
 
 def _image(buf: memoryview) -> ImageRecord:
