@@ -3,6 +3,7 @@ on hostile bytes, and a socket that is absent or not containerd's."""
 
 from __future__ import annotations
 
+import contextlib
 import socket as sockets
 import threading
 from concurrent import futures
@@ -118,31 +119,35 @@ def test_a_regular_file_is_not_a_socket(tmp_path):
         containerd.list_images(str(tmp_path / "file.sock"))
 
 
-def test_a_grpc_server_without_the_image_service(tmp_path):
-    path = tmp_path / "other.sock"
+@contextlib.contextmanager
+def _grpc_server(path: Path, list_answer: bytes | None = None):
+    """A real gRPC server on a unix socket; with `list_answer`, it answers containerd's
+    Images/List with those bytes, else it serves nothing."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    if list_answer is not None:
+        handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: list_answer)
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "containerd.services.images.v1.Images", {"List": handler})])
     server.add_insecure_port(f"unix:{path}")
     server.start()
     try:
-        with pytest.raises(containerd.NotContainerd, match="no containerd image service"):
-            containerd.list_images(str(path))
+        yield
     finally:
         server.stop(None)
+
+
+def test_a_grpc_server_without_the_image_service(tmp_path):
+    path = tmp_path / "other.sock"
+    with _grpc_server(path), \
+            pytest.raises(containerd.NotContainerd, match="no containerd image service"):
+        containerd.list_images(str(path))
 
 
 def test_a_grpc_server_whose_answer_is_not_an_image_list(tmp_path):
     path = tmp_path / "liar.sock"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"\x0a\xff\xff")
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "containerd.services.images.v1.Images", {"List": handler})])
-    server.add_insecure_port(f"unix:{path}")
-    server.start()
-    try:
-        with pytest.raises(containerd.NotContainerd, match="not containerd's image list"):
-            containerd.list_images(str(path))
-    finally:
-        server.stop(None)
+    with _grpc_server(path, b"\x0a\xff\xff"), \
+            pytest.raises(containerd.NotContainerd, match="not containerd's image list"):
+        containerd.list_images(str(path))
 
 
 def _socket_server(path: Path, answer: bytes | None) -> tuple[sockets.socket, threading.Event]:

@@ -66,6 +66,17 @@ def _untouched(tmp: Path, before: dict[str, bytes]) -> None:
     assert now == before
 
 
+def _refused_as_damaged(tmp: Path, **delta: object):
+    """A delta made with `delta` into a seeded output directory: patch names it damaged in one
+    line and leaves the directory as it was. The run, for more checks."""
+    before = _seed(tmp)
+    _delta(tmp, **delta)
+    run = _patch(tmp)
+    assert_one_line_error(run, "x.delta", "damaged")
+    _untouched(tmp, before)
+    return run
+
+
 def _seed(tmp: Path) -> dict[str, bytes]:
     """An output directory that already holds another bundle and its sha256sum line."""
     out = tmp / "out"
@@ -101,11 +112,7 @@ STEM = NEW.removesuffix(".tar.zst")
     {STEM + ".txt": b"one", STEM + ".txt ": b"two"},
 ], ids=["bundle", "sums", "other-bundle", "importable", "config", "temp", "near-duplicate"])
 def test_a_side_file_not_named_after_the_bundle_is_refused(tmp_path, files):
-    before = _seed(tmp_path)
-    _delta(tmp_path, files=files)
-    run = _patch(tmp_path)
-    assert_one_line_error(run, "x.delta", "damaged")
-    _untouched(tmp_path, before)
+    _refused_as_damaged(tmp_path, files=files)
 
 
 def test_a_side_file_carried_twice_is_refused(tmp_path):
@@ -127,12 +134,8 @@ def test_a_side_file_carried_twice_is_refused(tmp_path):
     "sha256sum-amd64.txt", "other.tar.zst.partial", ".x.1-aa.partial", "n\u0435w.tar.zst",
     "a\u202eb.tar.zst", "evil.tar"])
 def test_a_bundle_name_that_is_no_bundle_name_is_refused(tmp_path, new_name):
-    before = _seed(tmp_path)
-    _delta(tmp_path, new_name=new_name)
-    run = _patch(tmp_path)
-    assert_one_line_error(run, "x.delta", "damaged")
+    run = _refused_as_damaged(tmp_path, new_name=new_name)
     assert "\u0435" not in run.stderr and "\u202e" not in run.stderr
-    _untouched(tmp_path, before)
 
 
 @pytest.mark.parametrize("sums", [
@@ -142,11 +145,7 @@ def test_a_bundle_name_that_is_no_bundle_name_is_refused(tmp_path, new_name):
     {"sha256sum-amd64.txt": {NEW: "2" * 64}},  # vouches for other bytes than those rebuilt
 ], ids=["named-as-bundle", "not-a-sums-file", "other-file", "other-bytes"])
 def test_sha256sum_lines_vouch_only_for_what_patch_rebuilds(tmp_path, sums):
-    before = _seed(tmp_path)
-    _delta(tmp_path, sums=sums)
-    run = _patch(tmp_path)
-    assert_one_line_error(run, "x.delta", "damaged")
-    _untouched(tmp_path, before)
+    _refused_as_damaged(tmp_path, sums=sums)
 
 
 def test_a_refused_delta_makes_no_output_directory(tmp_path):

@@ -245,16 +245,20 @@ def test_a_size_that_says_no_exact_unit_or_too_many_parts_is_refused(builds, tmp
     assert not (tmp_path / "o").exists() or _finals(tmp_path / "o") == []
 
 
-def test_an_interrupted_split_leaves_nothing_under_a_final_name(tmp_path):
-    big = tmp_path / "big.tar.zst"
-    with open(big, "wb") as f:
-        for _ in range(64):
+def _random_bundle(path: Path, mib: int = 64) -> Path:
+    with open(path, "wb") as f:
+        for _ in range(mib):
             f.write(os.urandom(1 << 20))
-    out = tmp_path / "out"
+    return path
+
+
+def _interrupted(args: list[str], out: Path, finished) -> int:
+    """Run `bundler ARGS` four times, each sent SIGINT once a temporary appears in `out`:
+    a run caught is one line and exit 130 with no final name in `out`; one that ended first
+    is `finished(out)` (which checks and clears its outputs). How many were caught."""
     caught = 0
     for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-m", "bundler", "split", str(big),
-                                 "--size", "1MiB", "-o", str(out)],
+        proc = subprocess.Popen([sys.executable, "-m", "bundler", *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
@@ -269,8 +273,19 @@ def test_an_interrupted_split_leaves_nothing_under_a_final_name(tmp_path):
             assert _finals(out) == []
         else:
             assert proc.returncode == 0, err
-            assert len(_finals(out)) == 65
-            shutil.rmtree(out)
+            finished(out)
+    return caught
+
+
+def test_an_interrupted_split_leaves_nothing_under_a_final_name(tmp_path):
+    big = _random_bundle(tmp_path / "big.tar.zst")
+    out = tmp_path / "out"
+
+    def finished(out: Path) -> None:
+        assert len(_finals(out)) == 65
+        shutil.rmtree(out)
+
+    caught = _interrupted(["split", str(big), "--size", "1MiB", "-o", str(out)], out, finished)
     assert caught, "no split was caught while writing"
 
 
@@ -302,32 +317,15 @@ def test_a_signed_bundle_s_parts_verify_and_place_with_its_key(fixture_registry,
 
 
 def test_an_interrupted_join_leaves_nothing_under_the_bundle_s_name(tmp_path):
-    big = tmp_path / "big.tar.zst"
-    with open(big, "wb") as f:
-        for _ in range(64):
-            f.write(os.urandom(1 << 20))
+    big = _random_bundle(tmp_path / "big.tar.zst")
     run = bundler("split", str(big), "--size", "8MiB", "-o", str(tmp_path / "parts"))
     assert run.code == 0, run.stderr
     out = tmp_path / "joined"
-    caught = 0
-    for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-m", "bundler", "join",
-                                 str(tmp_path / "parts" / "big.tar.zst.parts.json"), "-o",
-                                 str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            if out.exists() and any(n.endswith(".partial") for n in os.listdir(out)):
-                proc.send_signal(signal.SIGINT)
-                caught += 1
-                break
-            time.sleep(0.001)
-        _, err = proc.communicate(timeout=60)
-        if proc.returncode == 130:
-            assert err == "bundler: error: interrupted\n"
-            assert _finals(out) == []
-        else:
-            assert proc.returncode == 0, err
-            assert _finals(out) == ["big.tar.zst"]
-            (out / "big.tar.zst").unlink()
+
+    def finished(out: Path) -> None:
+        assert _finals(out) == ["big.tar.zst"]
+        (out / "big.tar.zst").unlink()
+
+    caught = _interrupted(["join", str(tmp_path / "parts" / "big.tar.zst.parts.json"), "-o",
+                           str(out)], out, finished)
     assert caught, "no join was caught while writing"
